@@ -1,0 +1,95 @@
+"""``spamsift config`` and ``spamsift prefs``: look at and change settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from filter.engine import config, exitcodes
+from filter.engine.errors import SpamsiftError
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def config_main(argv: list[str] | None = None) -> int:
+    """Print the effective settings as TOML, each key with its documentation."""
+    parser = argparse.ArgumentParser(prog="spamsift config",
+                                     description="Print the effective configuration as TOML.")
+    parser.add_argument("--config", help="configuration file (default $SPAMSIFT_CONFIG or "
+                        f"{config.DEFAULT_CONFIG_PATH})")
+    parser.add_argument("--defaults", action="store_true",
+                        help="print the built-in defaults instead (a sample file)")
+    args = parser.parse_args(argv)
+    try:
+        settings = config.Settings({}) if args.defaults else config.load(args.config,
+                                                                         use_cache=False)
+    except SpamsiftError as exc:
+        print(f"spamsift config: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"# effective spamsift configuration (from {settings.source})")
+    print(f"# storage in use: {settings.storage_url}")
+    for key, (default, _kind, choices, doc) in config.KEYS.items():
+        print()
+        print(f"# {doc}")
+        if choices:
+            print(f"# one of: {', '.join(choices)}")
+        print(f"# default: {_toml_value(default)}")
+        print(f"{key} = {_toml_value(getattr(settings, key))}")
+    return exitcodes.OK
+
+
+def prefs_main(argv: list[str] | None = None) -> int:
+    """Show, set or delete a user's stored preferences (like dspam_admin)."""
+    parser = argparse.ArgumentParser(
+        prog="spamsift prefs",
+        description="Show or change a user's preferences. Keys: " + ", ".join(config.USER_KEYS)
+        + ". User 'default' holds nothing: site defaults live in the configuration file.")
+    parser.add_argument("user")
+    parser.add_argument("key", nargs="?")
+    parser.add_argument("value", nargs="?")
+    parser.add_argument("--delete", action="store_true", help="remove KEY")
+    parser.add_argument("--config")
+    args = parser.parse_args(argv)
+    from filter.engine import users
+    from filter.engine.store.base import open_store
+
+    try:
+        settings = config.load(args.config)
+        name = users.validate(args.user)
+        users.authorize(users.caller_name(), [name], settings.trusted_users)
+        store = open_store(settings.storage_url, settings.storage_timeout)
+        try:
+            if args.key is None:
+                uid = store.uid(name, create=False)
+                for key, value in sorted((store.preferences(uid) if uid else {}).items()):
+                    print(f"{key}={value}")
+                return exitcodes.OK
+            if args.key not in config.USER_KEYS:
+                print(f"spamsift prefs: {args.key!r} is not a user preference "
+                      f"({', '.join(config.USER_KEYS)})", file=sys.stderr)
+                return exitcodes.USAGE
+            uid = store.uid(name, create=True)
+            if args.delete:
+                store.set_preference(uid, args.key, None)
+            elif args.value is None:
+                print(store.preferences(uid).get(args.key, ""))
+                return exitcodes.OK
+            else:
+                value = config.Settings({}).replace(**{args.key: args.value})
+                del value  # validated: a bad value raised ConfigError above
+                store.set_preference(uid, args.key, args.value)
+        finally:
+            store.close()
+    except SpamsiftError as exc:
+        print(f"spamsift prefs: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return exitcodes.OK

@@ -1,0 +1,407 @@
+"""``spamsift filter``: the inline filter with DSPAM's command line, for maildrop and aliases.
+
+Reads one message on stdin, classifies and trains it for a user, and writes it to stdout with
+``X-DSPAM-*`` headers added; or, with ``--class``, learns or corrects. The command line is
+parsed left to right as DSPAM does (``--user a b`` takes names until the next flag); argparse
+is not used because it alone costs a third of the per-message time budget.
+
+Exit codes (see `filter.engine.exitcodes`): 0 done or passed through; 64 bad command line;
+65 bad input (no, unknown or foreign signature; invalid user; empty input); 75 storage
+unavailable on a training request, or any internal error with ``on_error = "tempfail"``;
+77 an untrusted caller named another user; 78 bad configuration on a training request.
+
+Failure policy for inbound mail: the input is read completely before anything can fail; on
+any error the original bytes are written unchanged (exit 0, or 75 with ``on_error =
+"tempfail"``) and one line is logged. A user who is not opted in, or a message over
+``max_message_size``, gets the original bytes back with no headers, so maildrop can fall back
+to another filter.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from filter.engine import exitcodes
+from filter.engine.errors import SpamsiftError, UsageError
+
+USAGE = """\
+usage: spamsift filter [--user NAME ...] [--stdout] [--deliver=innocent,spam,summary]
+                       [--classify | --process] [--mode=teft|toe|tum|notrain|unlearn]
+                       [--class=spam|innocent --source=error|corpus|inoculation]
+                       [--addspam | --falsepositive] [--signature=ID] [--factors]
+                       [--home=DIR] [--config=FILE] [--feature=wh,no,tb=N]
+
+Classify the message on standard input for a user and write it to standard output with
+X-DSPAM-* headers (maildrop: xfilter "spamsift filter --user $LOGNAME --stdout
+--deliver=innocent,spam"), or learn it (--class=X --source=corpus|inoculation), or correct an
+earlier classification (--addspam = --class=spam --source=error, --falsepositive =
+--class=innocent --source=error) from the signature in the message or --signature.
+"""
+
+_CLASSES = {"spam": "spam", "innocent": "innocent", "nonspam": "innocent"}
+_SOURCES = ("error", "corpus", "inoculation")
+_MODES = ("teft", "toe", "tum", "notrain", "unlearn")
+_DELIVER = ("innocent", "nonspam", "spam", "summary", "stdout")
+
+
+class Options:
+    __slots__ = ("users", "stdout", "deliver", "classify", "mode", "klass", "source",
+                 "signature", "home", "config", "factors", "whitelist", "corpus_modifier",
+                 "help", "version", "mail_from")
+
+    def __init__(self) -> None:
+        self.users: list[str] = []
+        self.stdout = False
+        self.deliver: set[str] | None = None
+        self.classify = False
+        self.mode: str | None = None
+        self.klass: str | None = None
+        self.source: str | None = None
+        self.signature: str | None = None
+        self.home: str | None = None
+        self.config: str | None = None
+        self.factors = False
+        self.whitelist: bool | None = None
+        self.corpus_modifier = False
+        self.help = False
+        self.version = False
+        self.mail_from = ""
+
+
+def parse(argv: list[str]) -> Options:
+    """DSPAM's left-to-right parse; `--x=v` and `--x v` both work; unknown flags are errors."""
+    opts = Options()
+    i = 0
+    valued = ("--mode", "--class", "--source", "--deliver", "--signature", "--home",
+              "--config", "--feature", "--mail-from", "--profile")
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        name, eq, value = arg.partition("=")
+        if name in valued and not eq:
+            if i >= len(argv):
+                raise UsageError(f"{name} needs a value")
+            value = argv[i]
+            i += 1
+        if name in ("--user", "--rcpt-to"):
+            names = [value] if eq else []
+            while i < len(argv) and argv[i] and not argv[i].startswith("-"):
+                names.append(argv[i])
+                i += 1
+            if not names:
+                raise UsageError(f"{name} needs at least one name")
+            if name == "--user":
+                opts.users.extend(names)
+        elif name == "--stdout":
+            opts.stdout = True
+        elif name == "--deliver":
+            items = [v.strip().lower() for v in value.split(",") if v.strip()]
+            bad = [v for v in items if v not in _DELIVER]
+            if bad or not items:
+                raise UsageError(f"--deliver takes {','.join(_DELIVER)}, not {value!r}")
+            opts.deliver = set(items)
+            if "nonspam" in opts.deliver:
+                opts.deliver.add("innocent")
+            if "stdout" in opts.deliver:
+                opts.deliver |= {"innocent", "spam"}
+                opts.stdout = True
+        elif name == "--classify":
+            opts.classify = True
+        elif name == "--process":
+            opts.classify = False
+        elif name == "--mode":
+            if value.lower() not in _MODES:
+                raise UsageError(f"--mode takes {'|'.join(_MODES)}, not {value!r}")
+            opts.mode = value.lower()
+        elif name == "--class":
+            if value.lower() not in _CLASSES:
+                raise UsageError(f"--class takes spam|innocent, not {value!r}")
+            opts.klass = _CLASSES[value.lower()]
+        elif name == "--source":
+            if value.lower() not in _SOURCES:
+                raise UsageError(f"--source takes {'|'.join(_SOURCES)}, not {value!r}")
+            opts.source = value.lower()
+        elif name in ("--addspam", "--falsepositive"):
+            opts.klass = "spam" if name == "--addspam" else "innocent"
+            opts.source = opts.source or "error"
+        elif name == "--corpus":
+            opts.corpus_modifier = True
+        elif name in ("--inoculate", "--inoculation"):
+            opts.source = "inoculation"
+        elif name == "--signature":
+            opts.signature = value.strip()
+        elif name == "--home":
+            opts.home = value
+        elif name == "--config":
+            opts.config = value
+        elif name == "--mail-from":
+            opts.mail_from = value
+        elif name == "--factors":
+            opts.factors = True
+        elif name == "--feature":
+            for feature in value.lower().split(","):
+                # DSPAM matches features by their first two letters.
+                if feature[:2] == "wh":
+                    opts.whitelist = True
+                elif feature[:2] not in ("no", "tb", "ch", "sb"):
+                    raise UsageError(f"unknown --feature {feature!r} (wh, no, tb=N)")
+        elif name in ("--profile", "--debug", "--nofork"):
+            pass  # accepted for DSPAM command lines; spamsift has one storage profile
+        elif name in ("-h", "--help"):
+            opts.help = True
+        elif name == "--version":
+            opts.version = True
+        else:
+            raise UsageError(f"unknown argument {arg[:60]!r} (see spamsift filter --help)")
+    if opts.corpus_modifier and opts.klass:
+        opts.source = "corpus"  # DSPAM 2.x: --addspam --corpus
+    if opts.klass and not opts.source and opts.mode != "unlearn":
+        raise UsageError("--class needs --source=error|corpus|inoculation")
+    if opts.source and not opts.klass:
+        raise UsageError("--source needs --class=spam|innocent")
+    if opts.classify and opts.klass:
+        raise UsageError("--classify cannot be combined with --class")
+    if opts.mode == "unlearn" and opts.klass and opts.source not in (None, "error"):
+        raise UsageError("--mode=unlearn works on a signature: use --source=error")
+    return opts
+
+
+def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
+         environ=None, clock=None) -> int:
+    """Run the filter; streams are binary (tests pass BytesIO)."""
+    argv = sys.argv[1:] if argv is None else argv
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    stderr = stderr or sys.stderr
+    environ = os.environ if environ is None else environ
+    try:
+        opts = parse(argv)
+    except UsageError as exc:
+        print(f"spamsift filter: {exc}", file=stderr)
+        return exitcodes.USAGE
+    if opts.help:
+        stdout.write(USAGE.encode())
+        return exitcodes.OK
+    if opts.version:
+        from spamsift import __version__
+
+        stdout.write(f"spamsift {__version__}\n".encode())
+        return exitcodes.OK
+    inbound = opts.klass is None and opts.mode != "unlearn"
+    # Read the whole message before anything that can fail, so it can always be passed on.
+    raw = b"" if opts.signature and not inbound else stdin.read()
+    started = time.perf_counter()
+    settings = None
+    try:
+        from filter.engine import config
+
+        settings = config.load(opts.config, environ)
+        if inbound:
+            return _inbound(opts, raw, settings, stdout, environ, clock, started)
+        return _training(opts, raw, settings, stdout, stderr, clock)
+    except SpamsiftError as exc:
+        return _fail(exc, opts, raw, settings, inbound, stdout, stderr)
+    except Exception as exc:  # noqa: BLE001 - the failure policy: never lose the message
+        return _fail(exc, opts, raw, settings, inbound, stdout, stderr)
+
+
+def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool,
+          stdout, stderr) -> int:
+    from filter.engine import log
+
+    use_syslog = settings.syslog if settings is not None else True
+    users = ",".join(opts.users) or "-"
+    kind = type(exc).__name__
+    if not inbound:
+        code = getattr(exc, "exit_code", exitcodes.SOFTWARE)
+        detail = str(exc) if isinstance(exc, SpamsiftError) else f"internal error: {kind}: {exc}"
+        log.error(f"user={users} {detail}", use_syslog, stderr)
+        return code
+    if not raw:
+        log.error("no message on standard input", use_syslog, stderr)
+        return exitcodes.DATAERR
+    tempfail = settings is not None and settings.on_error == "tempfail"
+    action = "tempfail" if tempfail else "passed through unchanged"
+    log.error(f"user={users} message {action}: {kind}: {exc}", use_syslog, stderr)
+    if tempfail:
+        return exitcodes.TEMPFAIL
+    if opts.deliver is None or opts.stdout or "innocent" in opts.deliver:
+        stdout.write(raw)
+        stdout.flush()
+    return exitcodes.OK
+
+
+def _open_agent(settings, clock):
+    from filter.engine.agent import Agent
+    from filter.engine.store.base import open_store
+
+    store = open_store(settings.storage_url, settings.storage_timeout)
+    agent = Agent(settings, store) if clock is None else Agent(settings, store, clock=clock)
+    return agent
+
+
+def _checked_users(opts: Options, settings, allow_none: bool = False) -> list[str]:
+    from filter.engine import users
+
+    caller = users.caller_name()
+    names = [users.validate(u) for u in opts.users]
+    if not names and not allow_none:
+        names = [users.validate(caller)]
+    users.authorize(caller, names, settings.trusted_users)
+    if not names and not users.is_trusted(caller, settings.trusted_users):
+        names = [users.validate(caller)]  # an untrusted caller retrains only their own mail
+    return names
+
+
+def _inbound(opts: Options, raw: bytes, settings, stdout, environ, clock, started) -> int:
+    from filter.engine import log, users
+    from filter.engine.errors import MessageError
+    from filter.engine.message import Message
+
+    if not raw:
+        raise MessageError("no message on standard input")
+    names = _checked_users(opts, settings)
+    deliver = opts.deliver if opts.deliver is not None else {"innocent", "spam"}
+    to_stdout = opts.stdout or opts.deliver is None or not settings.delivery_agent
+    if len(names) > 1 and to_stdout and deliver & {"innocent", "spam"} and not opts.classify:
+        raise UsageError("several users need --deliver=summary or a delivery_agent, "
+                         "not one message on stdout per user")
+    if settings.max_message_size and len(raw) > settings.max_message_size:
+        log.info(f"user={','.join(names)} size={len(raw)} over max_message_size: passed through",
+                 settings.syslog)
+        return _deliver(raw, names[0], "innocent", deliver, opts, settings, stdout)
+    agent = _open_agent(settings, clock)
+    try:
+        message = Message(raw)
+        status = exitcodes.OK
+        for name in names:
+            ctx = agent.user(name, create=not opts.classify)
+            home = users.home_of(name, settings.home_template, opts.home, environ)
+            if not users.opted_in(ctx.prefs.get("opt"), settings.opt, home,
+                                  settings.opt_in_file, settings.opt_out_file):
+                status = _deliver(raw, name, "innocent", deliver, opts, settings, stdout) or status
+                continue
+            if opts.whitelist is not None:
+                ctx.settings = ctx.settings.replace(whitelist=True)
+            outcome = agent.process(ctx, raw, opts.mode, opts.classify)
+            if settings.log_messages:
+                log.info(f"user={name} result={outcome.result} "
+                         f"probability={outcome.probability:.4f} "
+                         f"confidence={outcome.confidence:.2f} "
+                         f"signature={outcome.signature or '-'} size={len(raw)} "
+                         f"ms={(time.perf_counter() - started) * 1000:.0f}", settings.syslog)
+            if opts.classify or (opts.deliver and "summary" in opts.deliver):
+                stdout.write(summary_line(outcome).encode())
+            if opts.classify:
+                continue
+            stamped = stamp(message, outcome, ctx.settings, opts.factors, agent.clock)
+            klass = "spam" if outcome.is_spam else "innocent"
+            status = _deliver(stamped, name, klass, deliver, opts, settings, stdout) or status
+        stdout.flush()
+        return status
+    finally:
+        agent.store.close()
+
+
+def summary_line(outcome) -> str:
+    result = "Spam" if outcome.is_spam else "Innocent"
+    return (f'X-DSPAM-Result: {outcome.user}; result="{result}"; class="{outcome.result}"; '
+            f"probability={outcome.probability:.4f}; confidence={outcome.confidence:.2f}; "
+            f"signature={outcome.signature or 'N/A'}\n")
+
+
+def _escape_token(token: str) -> str:
+    out = []
+    for byte in token.encode("utf-8", "surrogatepass"):
+        out.append(chr(byte) if 32 < byte < 127 and byte not in (37, 44) else f"%{byte:02X}")
+    return "".join(out)
+
+
+def stamp(message, outcome, settings, factors: bool, clock) -> bytes:
+    """The message with our headers (and Subject / body tags the user asked for)."""
+    prefix = settings.header_prefix
+    headers = [
+        (f"{prefix}-Result", outcome.result),
+        (f"{prefix}-Processed", time.ctime(clock())),
+        (f"{prefix}-Confidence", f"{outcome.confidence:.4f}"),
+        (f"{prefix}-Probability", f"{outcome.probability:.4f}"),
+    ]
+    if outcome.signature:
+        headers.append((f"{prefix}-Signature", outcome.signature))
+    if factors or settings.show_factors:
+        eol = message.eol.decode()
+        lines = [f"{_escape_token(t)}, {p:.5f}" for t, p in outcome.factors]
+        headers.append((f"{prefix}-Factors",
+                        f"{len(lines)}," + "".join(f"{eol}\t{line}" + ("," if k < len(lines) - 1
+                                                                        else "")
+                                                   for k, line in enumerate(lines))))
+    subject = settings.spam_subject if settings.subject_tag and outcome.is_spam else None
+    body_tag = None
+    if settings.signature_location == "body" and outcome.signature:
+        body_tag = f"!DSPAM:{outcome.signature}!".encode()
+    return message.stamp(headers, prefix, subject, body_tag)
+
+
+def _deliver(data: bytes, user: str, klass: str, deliver: set[str], opts: Options, settings,
+             stdout) -> int:
+    """Hand a message on: stdout, the delivery agent, or the quarantine for undelivered spam."""
+    if klass not in deliver:
+        if klass == "spam":
+            from filter.engine.quarantine import quarantine
+
+            quarantine(settings.home, user, data)
+        return exitcodes.OK
+    if opts.stdout or opts.deliver is None or not settings.delivery_agent:
+        stdout.write(data)
+        return exitcodes.OK
+    import shlex
+    import subprocess
+
+    argv = [a.replace("%u", user).replace("%s", opts.mail_from)
+            for a in shlex.split(settings.delivery_agent)]
+    try:
+        done = subprocess.run(argv, input=data, check=False)
+    except OSError as exc:
+        raise UsageError(f"cannot run delivery_agent {argv[0]}: {exc.strerror}") from None
+    return done.returncode
+
+
+def _training(opts: Options, raw: bytes, settings, stdout, stderr, clock) -> int:
+    from filter.engine import log
+    from filter.engine.errors import MessageError, MissingSignatureError
+    from filter.engine.message import Message, find_signature
+
+    agent = _open_agent(settings, clock)
+    try:
+        if opts.source in ("corpus", "inoculation"):
+            if not raw:
+                raise MessageError("no message on standard input")
+            for name in _checked_users(opts, settings):
+                ctx = agent.user(name)
+                agent.learn(ctx, raw, opts.klass, opts.source)  # type: ignore[arg-type]
+            return exitcodes.OK
+        sig = opts.signature or (find_signature(raw, settings.header_prefix + "-Signature")
+                                 if raw else None)
+        if not sig:
+            raise MissingSignatureError(
+                "no signature: the message has no X-DSPAM-Signature header or !DSPAM:id! tag "
+                "(forward it as an attachment or with full headers), and no --signature")
+        names = _checked_users(opts, settings, allow_none=True) or [None]
+        outcome = None
+        for name in names:
+            outcome = agent.retrain(name, sig, opts.klass, unlearn=opts.mode == "unlearn")
+            log.info(f"user={outcome.user} signature={sig} {outcome.action} as "
+                     f"{outcome.result}", settings.syslog)
+        if outcome is not None and opts.deliver and "summary" in opts.deliver:
+            stdout.write(summary_line(outcome).encode())
+        if outcome is not None and raw and (opts.stdout and opts.deliver is not None
+                                            and opts.deliver & {"innocent", "spam"}):
+            prefix = settings.header_prefix
+            stdout.write(Message(raw).stamp([(f"{prefix}-Reclassified", outcome.result),
+                                             (f"{prefix}-Signature", sig)], prefix))
+        stdout.flush()
+        return exitcodes.OK
+    finally:
+        agent.store.close()

@@ -1,0 +1,305 @@
+"""The per-message flow shared by the filter, the trainer and the watchers.
+
+`Agent.process` classifies an inbound message and trains it by the user's mode; `Agent.learn`
+feeds a message of known class (corpus, inoculation); `Agent.retrain` corrects an earlier
+classification from its signature. Each call reads in one batch and writes in one
+`Store.commit`, so a message is either wholly recorded or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+
+from filter.engine import classifier, training
+from filter.engine.errors import ConflictError, UnknownSignatureError
+from filter.engine.signatures import load_owned, new_id
+from filter.engine.store.base import Batch, Signature, SignatureUpdate
+from filter.engine.tokenizer import Tokenizer, token_id
+
+CAS_RETRIES = 5
+
+
+class UserContext:
+    """A user as one message sees them: numeric id, stored preferences, effective settings."""
+
+    __slots__ = ("name", "uid", "prefs", "settings")
+
+    def __init__(self, name: str, uid: int | None, prefs: dict[str, str], settings) -> None:
+        self.name = name
+        self.uid = uid
+        self.prefs = prefs
+        self.settings = settings
+
+
+class Outcome:
+    """What happened to one message for one user.
+
+    `result` is "Spam", "Innocent" or "Whitelisted"; `action` one of "classified" (nothing
+    written), "learned", "retrained", "unlearned" or "unchanged" (a correction that was
+    already in effect, e.g. the same report twice).
+    """
+
+    __slots__ = ("user", "result", "probability", "confidence", "signature", "factors",
+                 "action", "reclassified")
+
+    def __init__(self, user: str, result: str, probability: float = 0.0,
+                 confidence: float = 0.0, signature: str | None = None,
+                 factors: list[tuple[str, float]] | None = None, action: str = "classified",
+                 reclassified: bool = False) -> None:
+        self.user = user
+        self.result = result
+        self.probability = probability
+        self.confidence = confidence
+        self.signature = signature
+        self.factors = factors or []
+        self.action = action
+        self.reclassified = reclassified
+
+    @property
+    def is_spam(self) -> bool:
+        return self.result == "Spam"
+
+
+def _label(klass: str) -> str:
+    return "Spam" if klass == "spam" else "Innocent"
+
+
+class Agent:
+    """Classifies, learns and retrains messages for users of one store."""
+
+    def __init__(self, settings, store, clock=time.time, make_id=new_id) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.make_id = make_id
+        self._tokenizers: dict[tuple, Tokenizer] = {}
+
+    # -- helpers -------------------------------------------------------------------------
+    def user(self, name: str, create: bool = True) -> UserContext:
+        uid = self.store.uid(name, create)
+        prefs = self.store.preferences(uid) if uid is not None else {}
+        return UserContext(name, uid, prefs, self.settings.for_user(prefs))
+
+    def tokenizer(self, settings) -> Tokenizer:
+        key = (settings.tokenizer, settings.ignore_headers, settings.header_prefix)
+        tok = self._tokenizers.get(key)
+        if tok is None:
+            tok = self._tokenizers[key] = Tokenizer(*key)
+        return tok
+
+    def _day(self) -> str:
+        return time.strftime("%Y-%m-%d", time.localtime(self.clock()))
+
+    def _source_ip(self, raw: bytes, settings) -> str:
+        if not settings.track_sources:
+            return ""
+        from filter.engine import mime
+        from filter.engine.sources import first_external_ip
+
+        head, _ = mime.split_head_body(raw)
+        return first_external_ip(mime.parse_headers(head), settings.local_mx) or ""
+
+    def score(self, ctx: UserContext, raw: bytes):
+        """Tokenize and score: (freq, ids, counts, stats, verdict, whitelisted)."""
+        settings = ctx.settings
+        freq = self.tokenizer(settings).tokenize(raw)
+        ids = {t: token_id(t) for t in freq}
+        if ctx.uid is None:
+            counts: dict[int, tuple[int, int]] = {}
+            from filter.engine.store.base import Stats
+
+            stats = Stats()
+        else:
+            counts = self.store.lookup(ctx.uid, ids.values())
+            stats = self.store.stats(ctx.uid)
+        verdict = classifier.classify(freq, ids, counts, stats.spam_learned,
+                                      stats.innocent_learned, settings.algorithm,
+                                      settings.processor_bias)
+        whitelisted = False
+        if settings.whitelist:
+            sender = next((t for t in freq if t.startswith("wl:")), None)
+            if sender is not None:
+                spam, innocent = counts.get(ids[sender], (0, 0))
+                whitelisted = (innocent > settings.whitelist_threshold
+                               and spam <= innocent // 15)
+        return freq, ids, counts, stats, verdict, whitelisted
+
+    # -- inbound -------------------------------------------------------------------------
+    def process(self, ctx: UserContext, raw: bytes, mode: str | None = None,
+                classify_only: bool = False) -> Outcome:
+        """Classify an inbound message and, unless told not to, train it by the mode."""
+        freq, ids, counts, stats, verdict, whitelisted = self.score(ctx, raw)
+        if whitelisted:
+            result, klass = "Whitelisted", "innocent"
+        else:
+            klass = "spam" if verdict.is_spam else "innocent"
+            result = _label(klass)
+        outcome = Outcome(ctx.name, result, verdict.probability, verdict.confidence,
+                          None, verdict.factors)
+        mode = mode or ctx.settings.training_mode
+        if classify_only or mode == training.NOTRAIN or ctx.uid is None:
+            return outcome
+        mode = training.effective_mode(mode, stats.spam_learned, stats.innocent_learned)
+        tokens = list(freq)
+        id_list = [ids[t] for t in tokens]
+        hits = [sum(counts.get(i, (0, 0))) for i in id_list]
+        wl_index = next((k for k, t in enumerate(tokens) if t.startswith("wl:")), None)
+        applied, counters = training.inbound(mode, klass, hits, verdict.confidence, wl_index)
+
+        batch = Batch(self._day())
+        self._apply(batch, id_list, applied, klass, +1)
+        for counter in counters:
+            batch.add_stat(counter, 1)
+        source_ip = self._source_ip(raw, ctx.settings)
+        if source_ip:
+            batch.add_source(source_ip, *((1, 0) if klass == "spam" else (0, 1)))
+        sig_id = self.make_id()
+        batch.new_signature = Signature(
+            sig_id, ctx.uid, int(self.clock()), result.lower(), klass if counters else "",
+            ",".join(counters), source_ip, array("Q", id_list),
+            bytes(min(freq[t], 255) for t in tokens), bytes(applied))
+        self.store.commit(ctx.uid, batch)
+        outcome.signature = sig_id
+        outcome.action = "learned" if any(applied) else "classified"
+        return outcome
+
+    @staticmethod
+    def _apply(batch: Batch, id_list, applied, klass: str, sign: int) -> None:
+        spam = klass == "spam"
+        for token, amount in zip(id_list, applied):
+            if amount:
+                if spam:
+                    batch.add_token(token, sign * amount, 0)
+                else:
+                    batch.add_token(token, 0, sign * amount)
+
+    # -- known class ---------------------------------------------------------------------
+    def learn(self, ctx: UserContext, raw: bytes, klass: str, source: str = "corpus",
+              signature_id: str | None = None) -> Outcome:
+        """Learn a whole message as `klass` ("corpus" or "inoculation"), no decrements."""
+        if ctx.uid is None:
+            ctx = self.user(ctx.name, create=True)
+        freq = self.tokenizer(ctx.settings).tokenize(raw)
+        tokens = list(freq)
+        id_list = [token_id(t) for t in tokens]
+        if source == "inoculation":
+            counts = self.store.lookup(ctx.uid, id_list)
+            applied, counters = training.inoculation(klass, [counts.get(i, (0, 0))
+                                                             for i in id_list])
+        else:
+            applied, counters = training.corpus(klass, len(id_list))
+        batch = Batch(self._day())
+        self._apply(batch, id_list, applied, klass, +1)
+        for counter in counters:
+            batch.add_stat(counter, 1)
+        source_ip = self._source_ip(raw, ctx.settings)
+        if source_ip:
+            batch.add_source(source_ip, *((1, 0) if klass == "spam" else (0, 1)))
+        if signature_id is not None:
+            batch.new_signature = Signature(
+                signature_id, ctx.uid, int(self.clock()), klass, klass, ",".join(counters),
+                source_ip, array("Q", id_list), bytes(min(freq[t], 255) for t in tokens),
+                bytes(applied))
+        self.store.commit(ctx.uid, batch)  # type: ignore[arg-type]
+        return Outcome(ctx.name, _label(klass), 1.0 if klass == "spam" else 0.0, 1.0,
+                       signature_id, action="learned")
+
+    # -- corrections ---------------------------------------------------------------------
+    def retrain(self, user: str | None, signature_id: str, klass: str | None,
+                unlearn: bool = False) -> Outcome:
+        """Correct a classification: undo what its signature applied, learn `klass`.
+
+        With `unlearn`, only undo. `user` None means the signature's owner (trusted callers).
+        Retries when another process changed the same signature meanwhile.
+        """
+        uid = None
+        if user is not None:
+            uid = self.store.uid(user, create=False)
+            if uid is None:
+                raise UnknownSignatureError(f"user {user} has no data, so no signature "
+                                            f"{signature_id[:40]!r}")
+        for _attempt in range(CAS_RETRIES):
+            sig = load_owned(self.store, signature_id, uid)
+            name = user or self.store.username(sig.uid) or str(sig.uid)
+            ctx = UserContext(name, sig.uid, {}, self.settings)
+            ctx.prefs = self.store.preferences(sig.uid)
+            ctx.settings = self.settings.for_user(ctx.prefs)
+            try:
+                return self._retrain_once(ctx, sig, klass, unlearn)
+            except ConflictError:
+                continue
+        raise ConflictError(f"signature {signature_id[:40]} kept changing; try again")
+
+    def _retrain_once(self, ctx: UserContext, sig: Signature, klass: str | None,
+                      unlearn: bool) -> Outcome:
+        old = sig.trained
+        if unlearn:
+            if not old or (klass is not None and old != klass):
+                return Outcome(ctx.name, _label(klass or old or "innocent"),
+                               signature=sig.id, action="unchanged")
+            target = ""
+        else:
+            assert klass is not None
+            if old == klass:
+                return Outcome(ctx.name, _label(klass), signature=sig.id, action="unchanged")
+            target = klass
+        id_list = list(sig.tokens)
+        batch = Batch(self._day())
+        if old:
+            self._apply(batch, id_list, sig.applied, old, -1)
+        for counter in filter(None, sig.counter.split(",")):
+            batch.add_stat(counter, -1)
+        if sig.source_ip and old:
+            batch.add_source(sig.source_ip, *((-1, 0) if old == "spam" else (0, -1)))
+        applied = bytearray(len(id_list))
+        counters: list[str] = []
+        if target:
+            applied = bytearray(b"\x01" * len(id_list))
+            counters = training.correction(target, sig.result)
+            self._test_conditional(ctx, sig, id_list, target, batch, applied, counters)
+            self._apply(batch, id_list, applied, target, +1)
+            for counter in counters:
+                batch.add_stat(counter, 1)
+            if sig.source_ip:
+                batch.add_source(sig.source_ip, *((1, 0) if target == "spam" else (0, 1)))
+        new = Signature(sig.id, sig.uid, sig.created, sig.result, target, ",".join(counters),
+                        sig.source_ip, sig.tokens, sig.freqs, bytes(applied))
+        batch.signature_update = SignatureUpdate(sig.id, old, target, new.counter, new.pack())
+        self.store.commit(sig.uid, batch)
+        return Outcome(ctx.name, _label(target or old), signature=sig.id,
+                       action="retrained" if target else "unlearned", reclassified=True)
+
+    def _test_conditional(self, ctx: UserContext, sig: Signature, id_list: list[int],
+                          target: str, batch: Batch, applied: bytearray,
+                          counters: list[str]) -> None:
+        """Add passes (as corpus: no more decrements) until the message scores as `target`."""
+        settings = ctx.settings
+        stats = self.store.stats(sig.uid)
+        if not training.wants_more_passes(target, stats.innocent_learned
+                                          + stats.innocent_classified,
+                                          settings.test_conditional_training):
+            return
+        counts = self.store.lookup(sig.uid, id_list)
+        ts = stats.spam_learned + batch.stats.get("spam_learned", 0)
+        ti = stats.innocent_learned + batch.stats.get("innocent_learned", 0)
+        ts += 1 if target == "spam" else 0
+        ti += 1 if target == "innocent" else 0
+        freq = {i: f for i, f in zip(id_list, sig.freqs)}
+        spam_side = target == "spam"
+        for _pass in range(training.TCT_PASSES):
+            current = {}
+            for token, amount in zip(id_list, applied):
+                s, i = counts.get(token, (0, 0))
+                ds, di = batch.tokens.get(token, (0, 0))
+                if spam_side:
+                    current[token] = (max(s + ds + amount, 0), max(i + di, 0))
+                else:
+                    current[token] = (max(s + ds, 0), max(i + di + amount, 0))
+            verdict = classifier.classify(freq, None, current, ts, ti, settings.algorithm,
+                                          settings.processor_bias)
+            if verdict.is_spam == spam_side or _pass == training.TCT_PASSES - 1:
+                return
+            for k in range(len(applied)):
+                if applied[k] < training.MAX_APPLIED:
+                    applied[k] += 1

@@ -1,0 +1,274 @@
+"""Settings: one frozen object loaded once per command from TOML and passed down.
+
+Precedence, lowest first: the defaults in `KEYS`, the TOML file (``--config``, else
+``$SPAMSIFT_CONFIG``, else ``/etc/spamsift.toml`` when it exists), the environment
+(``SPAMSIFT_HOME``, ``SPAMSIFT_STORAGE``), then per-user preferences for the keys in
+`USER_KEYS` (applied by `Settings.for_user`).
+
+`tomllib` costs ~20 ms to import on the 2-core reference machine, more than the whole
+per-message budget allows, so the parsed file is kept in a marshal cache beside the database
+(``home/config.cache``) keyed by the file's path, size and mtime; a stale or unreadable cache is
+simply re-parsed.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_CONFIG_PATH = "/etc/spamsift.toml"
+DEFAULT_HOME = "/var/lib/spamsift"
+
+TRAINING_MODES = ("teft", "toe", "tum", "notrain")
+ALGORITHMS = ("graham", "burton", "robinson", "chi-square")
+TOKENIZERS = ("chain", "osb", "word")
+
+# name: (default, kind, allowed values or None, documentation). `kind` is one of
+# "str", "int", "float", "bool", "list", "algorithms". This table is the configuration
+# reference: README's table and `spamsift config` are generated from it.
+KEYS: dict[str, tuple[object, str, tuple[str, ...] | None, str]] = {
+    "home": (DEFAULT_HOME, "str", None,
+             "Folder for the SQLite database and other state (env SPAMSIFT_HOME)."),
+    "storage": ("", "str", None,
+                "Storage URL: sqlite:///path, memory://, mysql://user:pass@host:port/db. "
+                "Empty means sqlite:///HOME/spamsift.db (env SPAMSIFT_STORAGE)."),
+    "storage_timeout": (10.0, "float", None,
+                        "Seconds to wait for a locked or slow database before giving up."),
+    "opt": ("out", "str", ("in", "out"),
+            "out: everyone is filtered unless opted out (DSPAM's default); "
+            "in: only users who opted in are filtered."),
+    "opt_in_file": (".spamsift", "str", None,
+                    "Dotfile in the user's home that opts the user in (DSPAM's .dspam also works)."),
+    "opt_out_file": (".nospamsift", "str", None,
+                     "Dotfile in the user's home that opts the user out (.nodspam also works)."),
+    "home_template": ("", "str", None,
+                      "Home folder of a virtual user, e.g. /var/mail/virtual/%d/%u "
+                      "(%u local part, %d domain, %U whole name); empty: $HOME or passwd."),
+    "trusted_users": (["root", "mail", "courier", "daemon"], "list", None,
+                      "OS users who may act for other users (root always may)."),
+    "max_message_size": (4194304, "int", None,
+                         "Bytes; larger messages pass through untouched (0 = no limit)."),
+    "on_error": ("pass", "str", ("pass", "tempfail"),
+                 "On an internal error: pass the original message through (exit 0) "
+                 "or tempfail (exit 75) so the MTA retries."),
+    "header_prefix": ("X-DSPAM", "str", None,
+                      "Prefix of the headers spamsift adds and strips from incoming mail."),
+    "training_mode": ("teft", "str", TRAINING_MODES,
+                      "teft: learn every message; toe: learn only errors; tum: learn until "
+                      "mature; notrain: never learn."),
+    "algorithm": (["graham", "burton"], "algorithms", ALGORITHMS,
+                  "Combining algorithms; spam if any one says spam (DSPAM's Algorithm line)."),
+    "tokenizer": ("chain", "str", TOKENIZERS,
+                  "chain: words plus bigrams; osb: orthogonal sparse bigrams; word: unigrams."),
+    "processor_bias": (True, "bool", None,
+                       "Count innocent evidence twice when computing token probabilities."),
+    "whitelist": (True, "bool", None, "Auto-whitelist senders with a clean history."),
+    "whitelist_threshold": (10, "int", None,
+                            "Innocent messages from a sender before it is whitelisted."),
+    "test_conditional_training": (True, "bool", None,
+                                  "After an error report, retrain until the message "
+                                  "classifies right (at most 5 passes)."),
+    "signature_location": ("headers", "str", ("headers", "body"),
+                           "headers: signature only in the X-DSPAM-Signature header; body: "
+                           "also a !DSPAM:id! tag at the end of the text (changes the body)."),
+    "subject_tag": (False, "bool", None, "Prefix the Subject of spam with spam_subject."),
+    "spam_subject": ("[SPAM]", "str", None, "The Subject prefix for spam (at most 15 characters)."),
+    "show_factors": (False, "bool", None, "Add X-DSPAM-Factors with the deciding tokens."),
+    "ignore_headers": (["X-Spam-*", "X-Virus-*"], "list", None,
+                       "Headers not tokenized (case-insensitive; a trailing * matches a prefix)."),
+    "local_mx": ([], "list", None,
+                 "IP addresses of our own relays, skipped when finding a message's source."),
+    "track_sources": (True, "bool", None,
+                      "Count the first external Received IP of each message per user and class."),
+    "delivery_agent": ("", "str", None,
+                       "Command for --deliver without --stdout, e.g. '/usr/bin/maildrop -d %u'; "
+                       "empty: write to stdout."),
+    "log_messages": (True, "bool", None, "Log one syslog line per filtered message."),
+    "syslog": (True, "bool", None, "Log to syslog (facility mail) as well as stderr."),
+}
+
+# Keys a user may set for themselves (DSPAM's AllowOverride list).
+USER_KEYS = (
+    "opt", "training_mode", "algorithm", "tokenizer", "whitelist", "whitelist_threshold",
+    "signature_location", "subject_tag", "spam_subject", "show_factors", "processor_bias",
+)
+
+_TRUE = ("1", "true", "on", "yes")
+_FALSE = ("0", "false", "off", "no")
+
+
+def _coerce(key: str, value: object, origin: str) -> object:
+    """Validate one value against `KEYS`; strings (preferences, CLI) are converted."""
+    from filter.engine.errors import ConfigError
+
+    default, kind, choices, _doc = KEYS[key]
+    where = f"{origin}: {key}"
+    if kind == "bool":
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            value = value.lower() in _TRUE
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+    elif kind == "int":
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be a whole number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where} must be a whole number >= 0, not {value!r}")
+    elif kind == "float":
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be a number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{where} must be a number > 0, not {value!r}")
+        value = float(value)
+    elif kind in ("list", "algorithms"):
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+        if kind == "algorithms":
+            value = [v.lower() for v in value]
+            if value == ["chi2"] or "chi2" in value:
+                value = ["chi-square" if v == "chi2" else v for v in value]
+            if not value:
+                raise ConfigError(f"{where} needs at least one of {', '.join(ALGORITHMS)}")
+        value = tuple(value)
+    else:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+        if choices is not None:
+            value = value.lower()
+    if choices is not None:
+        bad = [v for v in (value if isinstance(value, tuple) else (value,)) if v not in choices]
+        if bad:
+            raise ConfigError(f"{where} must be one of {', '.join(choices)}, not {bad[0]!r}")
+    if key == "header_prefix" and (not value or not all(
+            c.isalnum() or c == "-" for c in str(value))):
+        raise ConfigError(f"{where} must be letters, digits and '-', not {value!r}")
+    if key == "spam_subject" and len(str(value)) > 15:
+        raise ConfigError(f"{where} is limited to 15 characters")
+    return value
+
+
+class Settings:
+    """The effective, immutable configuration; attributes are the names in `KEYS`."""
+
+    __slots__ = tuple(KEYS) + ("source",)
+
+    def __init__(self, values: dict[str, object], source: str = "defaults") -> None:
+        for key, (default, kind, _c, _d) in KEYS.items():
+            value = values.get(key, default)
+            if kind in ("list", "algorithms") and isinstance(value, list):
+                value = tuple(value)
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "source", source)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Settings are frozen; use replace()")
+
+    def as_dict(self) -> dict[str, object]:
+        return {key: getattr(self, key) for key in KEYS}
+
+    def replace(self, **changes: object) -> Settings:
+        values = self.as_dict()
+        for key, value in changes.items():
+            values[key] = _coerce(key, value, "setting")
+        return Settings(values, self.source)
+
+    def for_user(self, preferences: dict[str, str]) -> Settings:
+        """These settings with a user's stored preferences applied (allowed keys only)."""
+        changes = {k: v for k, v in preferences.items() if k in USER_KEYS}
+        if not changes:
+            return self
+        values = self.as_dict()
+        for key, value in changes.items():
+            try:
+                values[key] = _coerce(key, value, "preference")
+            except Exception:  # noqa: BLE001 - a bad stored preference must not stop mail
+                continue
+        return Settings(values, self.source)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or "sqlite:///" + os.path.join(self.home, "spamsift.db")  # type: ignore[attr-defined]
+
+
+def _parse_toml(path: str) -> dict[str, object]:
+    from filter.engine.errors import ConfigError
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    import tomllib
+
+    try:
+        parsed = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parsed
+
+
+def _cached_toml(path: str, home_hint: str) -> dict[str, object]:
+    """Parse `path`, going through a marshal cache in `home_hint` when one is usable."""
+    import marshal
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _parse_toml(path)  # raises a clear ConfigError
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    cache = os.path.join(home_hint, "config.cache")
+    try:
+        with open(cache, "rb") as fh:
+            cst = os.fstat(fh.fileno())
+            # The cache decides who is trusted, so only a file that nobody else could have
+            # written counts: owned by root or by the configuration's owner, not group- or
+            # world-writable.
+            if cst.st_uid in (0, st.st_uid) and not cst.st_mode & 0o022:
+                cached_key, cached = marshal.load(fh)
+                if tuple(cached_key) == key and isinstance(cached, dict):
+                    return cached
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    parsed = _parse_toml(path)
+    try:
+        tmp = f"{cache}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)
+            marshal.dump((key, parsed), fh)
+        os.replace(tmp, cache)
+    except (OSError, ValueError):
+        pass  # no cache is only slower: the home may not be ours to write
+    return parsed
+
+
+def load(path: str | None = None, environ: dict[str, str] | None = None,
+         use_cache: bool = True) -> Settings:
+    """Load the effective settings: defaults, then the TOML file, then the environment."""
+    from filter.engine.errors import ConfigError
+
+    env = os.environ if environ is None else environ
+    explicit = path or env.get("SPAMSIFT_CONFIG") or None
+    path = explicit or DEFAULT_CONFIG_PATH
+    values: dict[str, object] = {}
+    source = "defaults"
+    if explicit or os.path.exists(path):
+        home_hint = env.get("SPAMSIFT_HOME") or DEFAULT_HOME
+        raw = _cached_toml(path, home_hint) if use_cache else _parse_toml(path)
+        for key, value in raw.items():
+            if key not in KEYS:
+                raise ConfigError(f"{path}: unknown key {key!r} "
+                                  f"(see 'spamsift config --help-keys')")
+            values[key] = _coerce(key, value, path)
+        source = path
+    if env.get("SPAMSIFT_HOME"):
+        values["home"] = env["SPAMSIFT_HOME"]
+    if env.get("SPAMSIFT_STORAGE"):
+        values["storage"] = env["SPAMSIFT_STORAGE"]
+    return Settings(values, source)

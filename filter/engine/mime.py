@@ -1,0 +1,205 @@
+"""Tolerant MIME decoding for tokenizing: parts, transfer encodings, charsets, RFC 2047.
+
+This never changes the message that is delivered (that is `message.py`'s job); it produces
+text to tokenize. Every function accepts broken input (truncated MIME, bad base64, unknown
+charsets, NUL bytes) and degrades to the raw bytes instead of raising. The stdlib `email`
+package is not used: it costs ~25 ms to import, more than the per-message budget.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+
+MAX_DEPTH = 12          # nested multiparts / message/rfc822 deeper than this are taken raw
+MAX_PARTS = 500         # a message with more parts is cut off there (mail bombs)
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+_SPACE_BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)")
+_QP_UNDERSCORE = re.compile(rb"_")
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_BASE64 = bytes(c for c in range(256) if c not in _BASE64_ALPHABET)
+
+
+def split_head_body(data: bytes) -> tuple[bytes, bytes]:
+    """Split at the first blank line; a message without one is all head."""
+    if data.startswith(b"\n") or data.startswith(b"\r\n"):
+        return b"", data[data.index(b"\n") + 1:]
+    m = _BLANK_LINE.search(data)
+    if m is None:
+        return data, b""
+    return data[:m.start() + 1 + (data[m.start()] == 13)], data[m.end():]
+
+
+def bytes_to_text(data: bytes, charset: str | None = None) -> str:
+    """Decode bytes to str: the declared charset, else UTF-8, else Latin-1 (never fails)."""
+    if charset:
+        cs = charset.strip().strip('"').lower()
+        if cs in ("us-ascii", "ascii", "ansi_x3.4-1968"):
+            cs = "utf-8"  # 8-bit bytes in "ascii" mail are nearly always UTF-8 or Latin-1
+        try:
+            return data.decode(cs)
+        except LookupError:
+            pass
+        except (UnicodeDecodeError, ValueError):
+            if cs not in ("utf-8", "utf8"):
+                return data.decode(cs, "replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _decode_word(charset: str, encoding: str, payload: str) -> str:
+    raw = payload.encode("latin-1", "replace")
+    try:
+        if encoding in "bB":
+            raw = binascii.a2b_base64(raw + b"===")
+        else:
+            raw = binascii.a2b_qp(_QP_UNDERSCORE.sub(b" ", raw))
+    except (binascii.Error, ValueError):
+        return payload
+    return bytes_to_text(raw, charset.split("*", 1)[0])
+
+
+def decode_header_value(value: str) -> str:
+    """Decode RFC 2047 encoded words anywhere in a header value (all of them, not just one)."""
+    if "=?" not in value:
+        return value
+    value = _SPACE_BETWEEN_WORDS.sub(r"\1\2", value)
+    return _ENCODED_WORD.sub(lambda m: _decode_word(m.group(1), m.group(2), m.group(3)), value)
+
+
+def parse_headers(head: bytes) -> list[tuple[str, str]]:
+    """Header (name, unfolded raw value) pairs in order; lines that are not headers are skipped.
+
+    Values are decoded as UTF-8, falling back to Latin-1 for raw 8-bit headers; RFC 2047 is
+    left to `decode_header_value` so callers can choose.
+    """
+    headers: list[tuple[str, str]] = []
+    name = None
+    value: list[bytes] = []
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if name is not None:
+                value.append(line.strip())
+            continue
+        if name is not None:
+            headers.append((name, bytes_to_text(b" ".join(value))))
+            name = None
+        colon = line.find(b":")
+        if colon <= 0:
+            continue  # the mbox "From " line, or garbage
+        raw_name = line[:colon].rstrip()
+        if not raw_name or b" " in raw_name or b"\t" in raw_name:
+            continue
+        name = raw_name.decode("latin-1")
+        value = [line[colon + 1:].strip()]
+    if name is not None:
+        headers.append((name, bytes_to_text(b" ".join(value))))
+    return headers
+
+
+def header_params(value: str) -> tuple[str, dict[str, str]]:
+    """Split ``type/sub; a=b; c="d"`` into the lowercased main value and its parameters."""
+    main, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    for item in rest.split(";"):
+        key, eq, val = item.partition("=")
+        if eq:
+            params[key.strip().lower()] = val.strip().strip('"')
+    return main.strip().lower(), params
+
+
+def decode_transfer(body: bytes, encoding: str) -> bytes:
+    """Undo base64 / quoted-printable; broken input comes back as far as it decodes, or raw."""
+    encoding = encoding.strip().lower()
+    if encoding == "base64":
+        # Drop everything outside the alphabet (line breaks, padding, junk), then decode
+        # whole quanta only, so a truncated or corrupt part still yields what it can.
+        core = body.translate(None, _NOT_BASE64)
+        rest = len(core) % 4
+        core = core[:-1] if rest == 1 else core + b"=" * (-rest % 4)  # 1 char holds no byte
+        try:
+            return binascii.a2b_base64(core)
+        except (binascii.Error, ValueError):
+            return body
+    if encoding == "quoted-printable":
+        try:
+            return binascii.a2b_qp(body)
+        except (binascii.Error, ValueError):
+            return body
+    return body
+
+
+class Part:
+    """One leaf of a message: its headers, content type, and decoded payload bytes."""
+
+    __slots__ = ("headers", "content_type", "params", "payload", "is_attachment")
+
+    def __init__(self, headers: list[tuple[str, str]], content_type: str,
+                 params: dict[str, str], payload: bytes, is_attachment: bool) -> None:
+        self.headers = headers
+        self.content_type = content_type
+        self.params = params
+        self.payload = payload
+        self.is_attachment = is_attachment
+
+    def text(self) -> str:
+        return bytes_to_text(self.payload, self.params.get("charset"))
+
+
+def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
+    delim = re.compile(rb"^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", re.M)
+    parts: list[bytes] = []
+    start = None
+    for m in delim.finditer(body):
+        if start is not None:
+            end = m.start()
+            if end and body[end - 1:end] == b"\n":
+                end -= 1
+                if end and body[end - 1:end] == b"\r":
+                    end -= 1
+            parts.append(body[start:end])
+        if m.group(1):
+            start = None
+            break
+        start = m.end() + 1
+        if len(parts) >= MAX_PARTS:
+            break
+    if start is not None and start < len(body):
+        parts.append(body[start:])  # truncated: no closing boundary
+    return parts
+
+
+def walk(data: bytes, depth: int = 0, headers: list[tuple[str, str]] | None = None):
+    """Yield every part of a message (head + body bytes) as `Part`s, depth first."""
+    head, body = split_head_body(data)
+    if headers is None:
+        headers = parse_headers(head)
+    ctype, params, cte, disposition = "text/plain", {}, "", ""
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "content-type":
+            ctype, params = header_params(value)
+            if "/" not in ctype:
+                ctype = "text/plain"
+        elif lname == "content-transfer-encoding":
+            cte = value
+        elif lname == "content-disposition":
+            disposition = value.lower()
+    boundary = params.get("boundary")
+    if ctype.startswith("multipart/") and boundary and depth < MAX_DEPTH:
+        pieces = _split_multipart(body, boundary.encode("latin-1", "replace"))
+        if pieces:
+            for piece in pieces[:MAX_PARTS]:
+                yield from walk(piece, depth + 1)
+            return
+    if ctype == "message/rfc822" and depth < MAX_DEPTH:
+        inner = decode_transfer(body, cte)
+        yield Part(headers, ctype, params, b"", False)
+        yield from walk(inner, depth + 1)
+        return
+    is_attachment = disposition.startswith("attachment")
+    yield Part(headers, ctype, params, decode_transfer(body, cte), is_attachment)

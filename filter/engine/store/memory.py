@@ -1,0 +1,119 @@
+"""Memory backend: the reference implementation of the contract, for tests and evaluation.
+
+``memory://`` opens a fresh, empty store; ``memory://NAME`` opens the store of that name shared
+within the process (so a test can open it twice, as two filter runs would).
+"""
+
+from __future__ import annotations
+
+from filter.engine.errors import ConflictError
+from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+
+_NAMED: dict[str, MemoryStore] = {}
+
+
+def open(url: str, timeout: float = 0.0) -> MemoryStore:  # noqa: A001 - registry entry point
+    name = url.split("://", 1)[1]
+    if not name:
+        return MemoryStore()
+    if name not in _NAMED:
+        _NAMED[name] = MemoryStore(url)
+    return _NAMED[name]
+
+
+class MemoryStore:
+    """The `Store` contract in dictionaries."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.uids: dict[str, int] = {}
+        self.tokens: dict[tuple[int, int], list] = {}   # (uid, token) -> [spam, innocent, day]
+        self.stat_rows: dict[int, list[int]] = {}
+        self.daily: dict[tuple[int, str], list[int]] = {}
+        self.signatures: dict[str, tuple[int, str, Signature]] = {}  # id -> (uid, day, sig)
+        self.prefs: dict[tuple[int, str], str] = {}
+        self.source_rows: dict[tuple[int, str], list] = {}
+
+    def uid(self, username: str, create: bool = True) -> int | None:
+        if username not in self.uids and create:
+            self.uids[username] = len(self.uids) + 1
+        return self.uids.get(username)
+
+    def username(self, uid: int) -> str | None:
+        return next((n for n, u in self.uids.items() if u == uid), None)
+
+    def users(self) -> list[tuple[int, str]]:
+        return sorted(((u, n) for n, u in self.uids.items()), key=lambda r: r[1])
+
+    def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
+        found = {}
+        for token in tokens:
+            row = self.tokens.get((uid, token))
+            if row is not None:
+                found[token] = (row[0], row[1])
+        return found
+
+    def stats(self, uid: int) -> Stats:
+        return Stats(*self.stat_rows.get(uid, [0] * len(STAT_FIELDS)))
+
+    def signature(self, signature_id: str) -> Signature | None:
+        entry = self.signatures.get(signature_id)
+        if entry is None:
+            return None
+        sig = entry[2]
+        tokens, freqs, applied = Signature.unpack_data(sig.pack())
+        return Signature(sig.id, sig.uid, sig.created, sig.result, sig.trained, sig.counter,
+                         sig.source_ip, tokens, freqs, applied)
+
+    def preferences(self, uid: int) -> dict[str, str]:
+        return {k: v for (u, k), v in self.prefs.items() if u == uid}
+
+    def set_preference(self, uid: int, key: str, value: str | None) -> None:
+        if value is None:
+            self.prefs.pop((uid, key), None)
+        else:
+            self.prefs[(uid, key)] = value
+
+    def sources(self, uid: int | None = None):
+        return sorted((u, ip, r[0], r[1]) for (u, ip), r in self.source_rows.items()
+                      if uid is None or u == uid)
+
+    def commit(self, uid: int, batch: Batch) -> None:
+        update = batch.signature_update
+        if update is not None:
+            entry = self.signatures.get(update.id)
+            if entry is None or entry[0] != uid or entry[2].trained != update.expected:
+                raise ConflictError(f"signature {update.id} changed under us")
+        # Validation is done: from here on nothing can fail, so the batch is atomic.
+        if update is not None:
+            old = self.signatures[update.id][2]
+            tokens, freqs, applied = Signature.unpack_data(update.data)
+            self.signatures[update.id] = (uid, self.signatures[update.id][1], Signature(
+                old.id, old.uid, old.created, old.result, update.trained, update.counter,
+                old.source_ip, tokens, freqs, applied))
+        for token, (spam, innocent) in batch.tokens.items():
+            row = self.tokens.get((uid, token))
+            if row is None:
+                if spam > 0 or innocent > 0:
+                    self.tokens[(uid, token)] = [max(spam, 0), max(innocent, 0), batch.day]
+            elif spam or innocent:
+                row[0] = max(row[0] + spam, 0)
+                row[1] = max(row[1] + innocent, 0)
+                row[2] = batch.day
+        deltas = [batch.stats.get(f, 0) for f in STAT_FIELDS]
+        if any(deltas):
+            row = self.stat_rows.setdefault(uid, [0] * len(STAT_FIELDS))
+            day = self.daily.setdefault((uid, batch.day), [0] * len(STAT_FIELDS))
+            for i, d in enumerate(deltas):
+                row[i] = max(row[i] + d, 0)
+                day[i] += d
+        if batch.new_signature is not None:
+            self.signatures[batch.new_signature.id] = (uid, batch.day, batch.new_signature)
+        for ip, (spam, innocent) in batch.sources.items():
+            row = self.source_rows.setdefault((uid, ip), [0, 0, batch.day])
+            row[0] = max(row[0] + spam, 0)
+            row[1] = max(row[1] + innocent, 0)
+            row[2] = batch.day
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,266 @@
+"""SQLite backend: one database file for every user, WAL, busy timeout, batched statements.
+
+WAL lets the many short-lived filter processes read while one writes; ``synchronous=NORMAL``
+in WAL mode syncs at checkpoints rather than every commit, which keeps a message's commit at
+well under a millisecond while a crash can lose at most the last transactions, never
+corrupt the file. Each `commit` is ``BEGIN IMMEDIATE`` ... ``COMMIT``: taking the write lock
+up front means two writers wait for each other (busy timeout) instead of deadlocking on a
+read-to-write upgrade. SQLite on NFS is unsafe (its locks are advisory and NFS's are not
+reliable): use MySQL on a shared store.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from array import array
+
+from filter.engine.errors import (ConflictError, CorruptDatabaseError, StorageError,
+                                  StorageUnavailableError)
+from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+
+SCHEMA_VERSION = 1
+_CHUNK = 30000  # host parameters per IN (...): below SQLite's 32766 limit
+_SIGN = 1 << 63
+_WRAP = 1 << 64
+
+
+def _to_db(token: int) -> int:
+    return token - _WRAP if token >= _SIGN else token
+
+
+def _from_db(token: int) -> int:
+    return token + _WRAP if token < 0 else token
+
+
+def open(url: str, timeout: float) -> SQLiteStore:  # noqa: A001 - the registry's entry point
+    path = url.split("://", 1)[1]
+    if path.startswith("/") and path[:2] == "//":
+        path = path[1:]
+    return SQLiteStore(path, timeout)
+
+
+def _translate(exc: sqlite3.Error, path: str) -> StorageError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text
+                                                      or "unable to open" in text
+                                                      or "readonly" in text or "disk" in text):
+        return StorageUnavailableError(f"{path}: {text}")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return CorruptDatabaseError(f"{path}: {text}")
+    if "malformed" in text or "not a database" in text:
+        return CorruptDatabaseError(f"{path}: {text}")
+    return StorageUnavailableError(f"{path}: {text}")
+
+
+class SQLiteStore:
+    """The `Store` contract on one SQLite file."""
+
+    def __init__(self, path: str, timeout: float = 10.0) -> None:
+        self.path = path
+        self.url = "sqlite:///" + path.lstrip("/") if path.startswith("/") else "sqlite:///" + path
+        try:
+            if path != ":memory:":
+                folder = os.path.dirname(os.path.abspath(path))
+                if not os.path.isdir(folder):
+                    os.makedirs(folder, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._create()
+            elif version > SCHEMA_VERSION:
+                raise CorruptDatabaseError(
+                    f"{path}: schema version {version} is newer than this spamsift ({SCHEMA_VERSION})")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise _translate(exc, path) from None
+        except OSError as exc:
+            raise StorageUnavailableError(f"{path}: {exc.strerror}") from None
+
+    def _create(self) -> None:
+        import sql
+
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-check under the write lock: another process may have created it meanwhile.
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != 0:
+                self.db.execute("ROLLBACK")
+                return
+            names = [r[0] for r in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")]
+            if names:
+                raise CorruptDatabaseError(
+                    f"{self.path}: holds tables ({', '.join(names[:3])}) but is not a spamsift "
+                    "database; refusing to touch it")
+            for statement in sql.read("sqlite", "schema.sql").split(";\n"):
+                if statement.strip() and not statement.strip().startswith("PRAGMA"):
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        if self.path != ":memory:":
+            self.db.execute("PRAGMA journal_mode = WAL")
+
+    # -- users ---------------------------------------------------------------------------
+    def uid(self, username: str, create: bool = True) -> int | None:
+        try:
+            row = self.db.execute("SELECT uid FROM dspam_virtual_uids WHERE username = ?",
+                                  (username,)).fetchone()
+            if row is None and create:
+                self.db.execute("INSERT OR IGNORE INTO dspam_virtual_uids (username) VALUES (?)",
+                                (username,))
+                row = self.db.execute("SELECT uid FROM dspam_virtual_uids WHERE username = ?",
+                                      (username,)).fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return None if row is None else row[0]
+
+    def username(self, uid: int) -> str | None:
+        row = self._query("SELECT username FROM dspam_virtual_uids WHERE uid = ?", (uid,))
+        return row[0][0] if row else None
+
+    def users(self) -> list[tuple[int, str]]:
+        return [(r[0], r[1]) for r in self._query(
+            "SELECT uid, username FROM dspam_virtual_uids ORDER BY username", ())]
+
+    def _query(self, sql_text: str, params: tuple) -> list[tuple]:
+        try:
+            return self.db.execute(sql_text, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    # -- reading -------------------------------------------------------------------------
+    def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
+        ids = [_to_db(t) for t in tokens]
+        found: dict[int, tuple[int, int]] = {}
+        try:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i:i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for token, spam, innocent in self.db.execute(
+                        "SELECT token, spam_hits, innocent_hits FROM dspam_token_data "
+                        f"WHERE uid = ? AND token IN ({marks})", [uid, *chunk]):
+                    found[_from_db(token)] = (spam, innocent)
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return found
+
+    def stats(self, uid: int) -> Stats:
+        rows = self._query(f"SELECT {', '.join(STAT_FIELDS)} FROM dspam_stats WHERE uid = ?",
+                           (uid,))
+        return Stats(*rows[0]) if rows else Stats()
+
+    def signature(self, signature_id: str) -> Signature | None:
+        rows = self._query(
+            "SELECT uid, created_at, result, trained, counter, source_ip, data "
+            "FROM dspam_signature_data WHERE signature = ?", (signature_id,))
+        if not rows:
+            return None
+        uid, created, result, trained, counter, source_ip, blob = rows[0]
+        tokens, freqs, applied = Signature.unpack_data(bytes(blob))
+        return Signature(signature_id, uid, created, result, trained, counter, source_ip,
+                         tokens, freqs, applied)
+
+    def preferences(self, uid: int) -> dict[str, str]:
+        return dict(self._query(
+            "SELECT preference, value FROM dspam_preferences WHERE uid = ?", (uid,)))
+
+    def sources(self, uid: int | None = None):
+        if uid is None:
+            return self._query("SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources "
+                               "ORDER BY uid, ip", ())
+        return self._query("SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources "
+                           "WHERE uid = ? ORDER BY ip", (uid,))
+
+    # -- writing -------------------------------------------------------------------------
+    def set_preference(self, uid: int, key: str, value: str | None) -> None:
+        try:
+            if value is None:
+                self.db.execute("DELETE FROM dspam_preferences WHERE uid = ? AND preference = ?",
+                                (uid, key))
+            else:
+                self.db.execute(
+                    "INSERT INTO dspam_preferences (uid, preference, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (uid, preference) DO UPDATE SET value = excluded.value",
+                    (uid, key, value))
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    def commit(self, uid: int, batch: Batch) -> None:
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._write(uid, batch)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    def _write(self, uid: int, batch: Batch) -> None:
+        db, day = self.db, batch.day
+        update = batch.signature_update
+        if update is not None:
+            cur = db.execute(
+                "UPDATE dspam_signature_data SET trained = ?, counter = ?, data = ? "
+                "WHERE signature = ? AND uid = ? AND trained = ?",
+                (update.trained, update.counter, update.data, update.id, uid, update.expected))
+            if cur.rowcount != 1:
+                raise ConflictError(f"signature {update.id} changed under us")
+        grow, shrink = [], []
+        for token in sorted(batch.tokens):
+            spam, innocent = batch.tokens[token]
+            if spam > 0 or innocent > 0:
+                grow.append((uid, _to_db(token), spam, innocent, day))
+            elif spam < 0 or innocent < 0:
+                shrink.append((spam, innocent, day, uid, _to_db(token)))
+        if grow:
+            db.executemany(
+                "INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, last_hit) "
+                "VALUES (?1, ?2, max(?3, 0), max(?4, 0), ?5) ON CONFLICT (uid, token) DO UPDATE SET "
+                "spam_hits = max(spam_hits + ?3, 0), innocent_hits = max(innocent_hits + ?4, 0), "
+                "last_hit = ?5", grow)
+        if shrink:
+            db.executemany(
+                "UPDATE dspam_token_data SET spam_hits = max(spam_hits + ?1, 0), "
+                "innocent_hits = max(innocent_hits + ?2, 0), last_hit = ?3 "
+                "WHERE uid = ?4 AND token = ?5", shrink)
+        deltas = [batch.stats.get(f, 0) for f in STAT_FIELDS]
+        if any(deltas):
+            cols = ", ".join(STAT_FIELDS)
+            marks = ", ".join(f"max(?{i + 3}, 0)" for i in range(len(STAT_FIELDS)))
+            sets = ", ".join(f"{f} = max({f} + ?{i + 3}, 0)" for i, f in enumerate(STAT_FIELDS))
+            db.execute(f"INSERT INTO dspam_stats (uid, {cols}) VALUES (?1, {marks}) "
+                       f"ON CONFLICT (uid) DO UPDATE SET {sets}", [uid, None, *deltas])
+            # The history keeps signed deltas per day: a correction on a later day is a
+            # negative entry there, so per-day sums stay true to what happened that day.
+            plain = ", ".join(f"?{i + 3}" for i in range(len(STAT_FIELDS)))
+            dsets = ", ".join(f"{f} = {f} + ?{i + 3}" for i, f in enumerate(STAT_FIELDS))
+            db.execute(f"INSERT INTO spamsift_stats_daily (uid, day, {cols}) VALUES (?1, ?2, {plain}) "
+                       f"ON CONFLICT (uid, day) DO UPDATE SET {dsets}", [uid, day, *deltas])
+        sig = batch.new_signature
+        if sig is not None:
+            db.execute(
+                "INSERT INTO dspam_signature_data (uid, signature, data, length, created_on, "
+                "created_at, result, trained, counter, source_ip) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (uid, sig.id, sig.pack(), len(sig.tokens), day, sig.created, sig.result,
+                 sig.trained, sig.counter, sig.source_ip))
+        for ip, (spam, innocent) in batch.sources.items():
+            db.execute(
+                "INSERT INTO spamsift_sources (uid, ip, spam_hits, innocent_hits, last_seen) "
+                "VALUES (?1, ?2, max(?3, 0), max(?4, 0), ?5) ON CONFLICT (uid, ip) DO UPDATE SET "
+                "spam_hits = max(spam_hits + ?3, 0), innocent_hits = max(innocent_hits + ?4, 0), "
+                "last_seen = ?5", (uid, ip, spam, innocent, day))
+
+    def close(self) -> None:
+        try:
+            self.db.close()
+        except sqlite3.Error:
+            pass

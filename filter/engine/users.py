@@ -1,0 +1,97 @@
+"""Users: name validation, trusted callers, home folders, opt-in and opt-out.
+
+A user name is checked before it goes anywhere near a path, a SQL statement or a log line:
+printable, no path separators, no ``..``, no leading ``.`` or ``-``, at most 128 bytes
+(``dspam_virtual_uids.username``). Names are kept as given except that the domain of an
+address is lowercased (domains are case-insensitive; local parts need not be).
+"""
+
+from __future__ import annotations
+
+import os
+
+from filter.engine.errors import InvalidUserError, PermissionDeniedError
+
+MAX_NAME = 128
+_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+@=")
+DSPAM_OPT_IN = ".dspam"
+DSPAM_OPT_OUT = ".nodspam"
+
+
+def validate(name: str) -> str:
+    """The canonical form of a user name, or `InvalidUserError`."""
+    shown = name[:40].encode("unicode_escape").decode("ascii")
+    if not name or len(name.encode("utf-8")) > MAX_NAME:
+        raise InvalidUserError(f"invalid user name {shown!r}: must be 1-{MAX_NAME} bytes")
+    if not set(name) <= _ALLOWED:
+        raise InvalidUserError(f"invalid user name {shown!r}: letters, digits and ._-+@= only")
+    if name[0] in ".-" or ".." in name or name.count("@") > 1 or name.endswith("@"):
+        raise InvalidUserError(f"invalid user name {shown!r}")
+    local, at, domain = name.partition("@")
+    return local + at + domain.lower()
+
+
+def caller_name() -> str:
+    """The OS user running this process (the real uid: a setuid wrapper does not count)."""
+    uid = os.getuid()
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, ImportError):
+        return str(uid)
+
+
+def is_trusted(caller: str, trusted_users: tuple[str, ...]) -> bool:
+    return os.getuid() == 0 or caller == "root" or caller in trusted_users
+
+
+def authorize(caller: str, users: list[str], trusted_users: tuple[str, ...]) -> None:
+    """Untrusted callers may act only for themselves (DSPAM's Trust rule)."""
+    if is_trusted(caller, trusted_users):
+        return
+    for user in users:
+        if user != caller:
+            raise PermissionDeniedError(
+                f"{caller} is not a trusted user and may not act for {user}")
+
+
+def home_of(user: str, template: str, home_arg: str | None,
+            environ: dict[str, str] | os._Environ[str]) -> str | None:
+    """The user's home folder, for dotfiles: --home, the template, maildrop's $HOME, passwd."""
+    if home_arg:
+        return home_arg
+    local, _, domain = user.partition("@")
+    if template:
+        # The name was validated: no '/' and no '..', so it cannot leave the template's tree.
+        return template.replace("%U", user).replace("%u", local).replace("%d", domain or "local")
+    if environ.get("HOME") and user in (environ.get("LOGNAME"), environ.get("USER")):
+        return environ["HOME"]
+    if not domain:
+        try:
+            import pwd
+
+            return pwd.getpwnam(user).pw_dir
+        except (KeyError, ImportError):
+            return None
+    return None
+
+
+def opted_in(preference: str | None, default: str, home: str | None,
+             in_file: str, out_file: str) -> bool:
+    """Whether a user is filtered: their preference, else a dotfile, else the global default."""
+    if preference in ("in", "out"):
+        return preference == "in"
+    if home:
+        if _exists(home, out_file) or _exists(home, DSPAM_OPT_OUT):
+            return False
+        if _exists(home, in_file) or _exists(home, DSPAM_OPT_IN):
+            return True
+    return default == "out"
+
+
+def _exists(home: str, name: str) -> bool:
+    try:
+        return os.path.lexists(os.path.join(home, name))
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,51 @@
+"""The ``spamsift`` command: a table of subcommands, each imported only when it runs.
+
+This is the top of the dependency graph: it names the applications (filter, trainer,
+watchers) and nothing imports it. Called as ``dspam`` (a symlink) or with DSPAM flags and no
+subcommand, it is the filter, so existing maildroprc lines and aliases keep working.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# name -> (module, function, one-line help). Modules are imported on use only: the inline
+# filter must not pay for the trainer's rich or the watcher's watchdog.
+COMMANDS = {
+    "filter": ("filter.cli", "main", "classify/train one message (DSPAM's command line)"),
+    "config": ("filter.admin", "config_main", "print the effective configuration"),
+    "prefs": ("filter.admin", "prefs_main", "show or set a user's preferences"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: spamsift COMMAND [ARGS]", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_m, _f, text) in COMMANDS.items()]
+    lines += ["", "'spamsift COMMAND --help' describes a command. With DSPAM flags and no "
+              "command (or run as 'dspam'), spamsift is the filter."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if invoked == "dspam" or (argv and argv[0].startswith("--") and argv[0] not in
+                              ("--help", "--version")):
+        argv = ["filter", *argv]
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(usage())
+        return 0 if argv else 64
+    if argv[0] == "--version":
+        from spamsift import __version__
+
+        print(f"spamsift {__version__}")
+        return 0
+    entry = COMMANDS.get(argv[0])
+    if entry is None:
+        sys.stderr.write(f"spamsift: unknown command {argv[0][:40]!r}\n" + usage())
+        return 64
+    from importlib import import_module
+
+    function = getattr(import_module(entry[0]), entry[1])
+    return int(function(argv[1:]))
