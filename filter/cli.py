@@ -169,8 +169,11 @@ def parse(argv: list[str]) -> Options:
 
 
 def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
-         environ=None, clock=None) -> int:
-    """Run the filter; streams are binary (tests pass BytesIO)."""
+         environ=None, clock=None, make_id=None) -> int:
+    """Run the filter; streams are binary (tests pass BytesIO), stderr is text.
+
+    `clock` (returns Unix time) and `make_id` (returns a signature id) are test seams.
+    """
     argv = sys.argv[1:] if argv is None else argv
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
@@ -199,8 +202,8 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
 
         settings = config.load(opts.config, environ)
         if inbound:
-            return _inbound(opts, raw, settings, stdout, environ, clock, started)
-        return _training(opts, raw, settings, stdout, stderr, clock)
+            return _inbound(opts, raw, settings, stdout, environ, (clock, make_id), started)
+        return _training(opts, raw, settings, stdout, stderr, (clock, make_id))
     except SpamsiftError as exc:
         return _fail(exc, opts, raw, settings, inbound, stdout, stderr)
     except Exception as exc:  # noqa: BLE001 - the failure policy: never lose the message
@@ -233,12 +236,17 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
     return exitcodes.OK
 
 
-def _open_agent(settings, clock):
+def _open_agent(settings, seams):
     from filter.engine.agent import Agent
     from filter.engine.store.base import open_store
 
+    clock, make_id = seams
     store = open_store(settings.storage_url, settings.storage_timeout)
-    agent = Agent(settings, store) if clock is None else Agent(settings, store, clock=clock)
+    agent = Agent(settings, store)
+    if clock is not None:
+        agent.clock = clock
+    if make_id is not None:
+        agent.make_id = make_id
     return agent
 
 
@@ -255,7 +263,7 @@ def _checked_users(opts: Options, settings, allow_none: bool = False) -> list[st
     return names
 
 
-def _inbound(opts: Options, raw: bytes, settings, stdout, environ, clock, started) -> int:
+def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, started) -> int:
     from filter.engine import log, users
     from filter.engine.errors import MessageError
     from filter.engine.message import Message
@@ -272,7 +280,7 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, clock, starte
         log.info(f"user={','.join(names)} size={len(raw)} over max_message_size: passed through",
                  settings.syslog)
         return _deliver(raw, names[0], "innocent", deliver, opts, settings, stdout)
-    agent = _open_agent(settings, clock)
+    agent = _open_agent(settings, seams)
     try:
         message = Message(raw)
         status = exitcodes.OK
@@ -281,7 +289,9 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, clock, starte
             home = users.home_of(name, settings.home_template, opts.home, environ)
             if not users.opted_in(ctx.prefs.get("opt"), settings.opt, home,
                                   settings.opt_in_file, settings.opt_out_file):
-                status = _deliver(raw, name, "innocent", deliver, opts, settings, stdout) or status
+                if not opts.classify:  # --classify never delivers: nothing to pass on
+                    status = _deliver(raw, name, "innocent", deliver, opts, settings,
+                                      stdout) or status
                 continue
             if opts.whitelist is not None:
                 ctx.settings = ctx.settings.replace(whitelist=True)
@@ -368,12 +378,12 @@ def _deliver(data: bytes, user: str, klass: str, deliver: set[str], opts: Option
     return done.returncode
 
 
-def _training(opts: Options, raw: bytes, settings, stdout, stderr, clock) -> int:
+def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int:
     from filter.engine import log
     from filter.engine.errors import MessageError, MissingSignatureError
     from filter.engine.message import Message, find_signature
 
-    agent = _open_agent(settings, clock)
+    agent = _open_agent(settings, seams)
     try:
         if opts.source in ("corpus", "inoculation"):
             if not raw:

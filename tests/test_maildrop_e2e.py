@@ -16,12 +16,13 @@ What is exercised, all through the installed ``spamsift`` command:
 * a failing filter makes maildrop tempfail (exit 75) and deliver nothing.
 
 How maildrop is driven: *manual mode*, ``maildrop RCFILE < message``.  Delivery mode (``-d``)
-is no use in a test: it reads the system's /etc/maildroprc, needs a passwd/authlib account and
-root.  Manual mode resets HOME, DEFAULT, LOGNAME, SHELL and PATH (the rest of the environment
+is no use in a test: it reads the system's /etc/maildroprc and needs a passwd/authlib account
+(and root, for anyone but the caller).  Manual mode resets HOME, DEFAULT, LOGNAME, SHELL and PATH (the rest of the environment
 is imported), so the test writes a copy of examples/maildroprc that starts with assignments for
 them and has the SPAMSIFT= / SPAMC= lines substituted.  maildrop refuses (exit 75) an rc file
 not owned by the running user or world-writable (upstream: any group/world bit), hence 0600.
-``maildrop -V 9`` prints a trace; it is added automatically when an assertion fails.
+``maildrop -V 9`` prints a trace (manual mode only); `Mailbox.deliver_ok` reruns a failed
+delivery with it and shows the trace.
 
 Skips with a reason when maildrop or spamsift is missing, unless SPAMSIFT_REQUIRE_SERVERS=1,
 which turns the skip into a failure.
@@ -29,9 +30,9 @@ which turns the skip into a failure.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -95,13 +96,15 @@ def _words(pool: tuple[str, ...] | list[str], n: int, seed: int) -> str:
     return " ".join(out)
 
 
-def spam_message(i: int, extra_headers: str = "") -> bytes:
+def spam_message(i: int, extra_headers: str = "", sender: str = "") -> bytes:
     body = "\n".join(_words(SPAM_WORDS, 12, i + line) for line in range(6))
+    sender = sender or f"promo{i}@deals{i}.example.net"
     return (
-        f"Return-Path: <promo{i}@deals{i}.example.net>\n"
-        f"Received: from mx{i}.deals{i}.example.net (mx{i}.deals{i}.example.net [192.0.2.{i % 200 + 1}])\n"
+        f"Return-Path: <{sender}>\n"
+        f"Received: from mx{i}.deals{i}.example.net "
+        f"(mx{i}.deals{i}.example.net [192.0.2.{i % 200 + 1}])\n"
         f"\tby mail.example.com with ESMTP; Mon, 3 Mar 2025 10:{i % 60:02d}:00 +0000\n"
-        f"From: \"Best Deals\" <promo{i}@deals{i}.example.net>\n"
+        f"From: \"Best Deals\" <{sender}>\n"
         f"To: victim@example.com\n"
         f"Subject: Cheap pills discount offer {i}\n"
         f"Date: Mon, 3 Mar 2025 10:{i % 60:02d}:00 +0000\n"
@@ -115,13 +118,14 @@ def spam_message(i: int, extra_headers: str = "") -> bytes:
     ).encode()
 
 
-def ham_message(i: int, extra_headers: str = "") -> bytes:
+def ham_message(i: int, extra_headers: str = "", sender: str = "") -> bytes:
     body = "\n".join(_words(HAM_WORDS, 12, i + line) for line in range(6))
+    sender = sender or f"colleague{i % 3}@corp.example.org"
     return (
-        f"Return-Path: <colleague{i % 3}@corp.example.org>\n"
+        f"Return-Path: <{sender}>\n"
         f"Received: from smtp.corp.example.org (smtp.corp.example.org [198.51.100.{i % 200 + 1}])\n"
         f"\tby mail.example.com with ESMTPS; Tue, 4 Mar 2025 09:{i % 60:02d}:00 +0000\n"
-        f"From: Colleague {i % 3} <colleague{i % 3}@corp.example.org>\n"
+        f"From: Colleague <{sender}>\n"
         f"To: worker@example.com\n"
         f"Subject: Notes from the project meeting {i}\n"
         f"Date: Tue, 4 Mar 2025 09:{i % 60:02d}:00 +0000\n"
@@ -240,13 +244,17 @@ class World:
         self.state = root / "state"
         self.state.mkdir()
         self.config = root / "spamsift.toml"
-        me = getpass.getuser()
-        trusted = sorted({"root", me})
+        # Root always may act for others; a non-root test runner stands in for Courier's mail
+        # user, which the system-wide alias needs to be trusted.
+        trusted = sorted({"root", pwd.getpwuid(os.getuid()).pw_name})
         self.config.write_text(
-            f'home = "{self.state}"\n'
+            f"home = {json.dumps(str(self.state))}\n"
             'opt = "in"\n'
             f"trusted_users = {json.dumps(trusted)}\n"
             "syslog = false\n"
+            # The retraining test relies on the auto-whitelist: pin it.
+            "whitelist = true\n"
+            "whitelist_threshold = 10\n"
         )
         self.absent = str(root / "no-such-dir" / "spamc")
 
@@ -261,9 +269,14 @@ class World:
         return env
 
     def run_spamsift(self, args: list[str], data: bytes, home: Path | None = None,
-                     env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        env = self.env(**(env_extra or {}))
+                     user: str | None = None) -> subprocess.CompletedProcess:
+        """Run spamsift directly, with the environment maildrop gives its filters: HOME is
+        the recipient's home and LOGNAME names the recipient (spamsift only takes $HOME as
+        the user's home when LOGNAME or USER say whose it is)."""
+        env = self.env()
         env["HOME"] = str(home) if home else str(self.root)
+        if user:
+            env["LOGNAME"] = env["USER"] = user
         return subprocess.run([self.spamsift, *args], input=data, capture_output=True,
                               env=env, timeout=TIMEOUT, cwd=str(self.root))
 
@@ -346,26 +359,29 @@ class Mailbox:
     def train(self, spam: int = 10, ham: int = 10) -> None:
         for i in range(max(spam, ham)):
             if i < spam:
-                self._train_one(spam_message(100 + i), "spam")
+                self.train_one(spam_message(100 + i), "spam")
             if i < ham:
-                self._train_one(ham_message(100 + i), "innocent")
+                self.train_one(ham_message(100 + i), "innocent")
 
-    def _train_one(self, data: bytes, cls: str) -> None:
+    def train_one(self, data: bytes, cls: str) -> None:
         proc = self.world.run_spamsift(
             ["filter", "--user", self.name, f"--class={cls}", "--source=corpus"], data,
-            home=self.home)
+            home=self.home, user=self.name)
         assert proc.returncode == 0, (
             f"training {cls} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
 
-    def classify(self, data: bytes) -> tuple[str, float]:
+    def classify(self, data: bytes) -> str:
+        """The class --classify reports: Spam, Innocent or Whitelisted."""
         proc = self.world.run_spamsift(["filter", "--classify", "--user", self.name], data,
-                                       home=self.home)
+                                       home=self.home, user=self.name)
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
         out = proc.stdout.decode(errors="replace")
-        m = re.search(r'result="(\w+)"', out)
-        p = re.search(r"probability=([0-9.]+)", out)
-        assert m and p, f"unexpected --classify output: {out!r}"
-        return m.group(1), float(p.group(1))
+        m = re.fullmatch(r'X-DSPAM-Result: (\S+); result="(Spam|Innocent)"; class="(\w+)"; '
+                         r"probability=[0-9.]+; confidence=[0-9.]+; signature=N/A\n", out)
+        assert m, f"unexpected --classify output: {out!r}"
+        assert m.group(1) == self.name, out
+        assert (m.group(2) == "Spam") == (m.group(3) == "Spam"), out
+        return m.group(3)
 
 
 def courier_command(path: Path, spamsift: str) -> str:
@@ -505,7 +521,8 @@ def test_not_opted_in_passes_through_untouched(world: World) -> None:
     assert not (bob.maildir / ".Spam").exists()
     # And spamsift itself, asked directly, gives the original back without headers.
     proc = world.run_spamsift(["filter", "--user", "bob", "--stdout",
-                               "--deliver=innocent,spam"], spam_message(4), home=bob.home)
+                               "--deliver=innocent,spam"], spam_message(4), home=bob.home,
+                              user="bob")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == spam_message(4)
 
@@ -599,21 +616,19 @@ def test_failing_filter_tempfails_and_delivers_nothing(world: World) -> None:
 def test_courier_alias_retrains_and_rejects_bad_signatures(world: World, alice: Mailbox) -> None:
     carol = Mailbox(world, "carol", opted_in=True)
     carol.train()
-
-    # A message with new vocabulary: unknown to the classifier, so it is let through.
-    novel = ("From: Town Library <loans@library.example.info>\nTo: carol@example.com\n"
-             "Subject: Borrowed book reminder\nDate: Thu, 6 Mar 2025 08:00:00 +0000\n"
-             "Message-ID: <novel1@library.example.info>\n\n"
-             + "\n".join(["The novel you borrowed from the town library is due on friday",
-                          "Please return it to the desk or extend the loan at the kiosk",
-                          "Overdue items accrue a small fine per day"] * 2)
-             + "\n").encode()
-    carol.deliver_ok(novel)
+    # A sender with a long clean history is auto-whitelisted (spamsift: more than
+    # whitelist_threshold = 10 innocent messages and no spam)...
+    boss = "boss@corp.example.org"
+    for i in range(12):
+        carol.train_one(ham_message(200 + i, sender=boss), "innocent")
+    # ... so when that sender's account starts sending spam, it is let through to the INBOX.
+    # One correction (a spam report) is enough to end the whitelisting, whatever the
+    # classifier's thresholds: this makes the retraining observable with a small training set.
+    compromised = spam_message(20, sender=boss)
+    carol.deliver_ok(compromised)
     delivered = carol.only_new_file()
-    headers = assert_only_dspam_added(delivered, novel)
-    sig = assert_classified(headers, (b"Innocent", b"Whitelisted"))
-    before_result, before_p = carol.classify(novel)
-    assert before_result != "Spam"
+    sig = assert_classified(assert_only_dspam_added(delivered, compromised), (b"Whitelisted",))
+    assert carol.classify(compromised) == "Whitelisted"
 
     env = courier_env(world, user="carol", home=carol.home, recipient="carol-spam@example.com",
                       ext="spam")
@@ -621,8 +636,7 @@ def test_courier_alias_retrains_and_rejects_bad_signatures(world: World, alice: 
     proc = run_alias(world, COURIER / ".courier-spam", delivered, env, carol.home)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert proc.stdout == b""
-    after_result, after_p = carol.classify(novel)
-    assert after_result == "Spam", (before_p, after_p)
+    assert carol.classify(compromised) == "Spam", "the spam report did not retrain carol's data"
 
     # False positive, reported by forwarding the message as an attachment.
     env = courier_env(world, user="carol", home=carol.home, recipient="carol-fp@example.com",
@@ -631,7 +645,7 @@ def test_courier_alias_retrains_and_rejects_bad_signatures(world: World, alice: 
                      carol.home)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert proc.stdout == b""
-    assert carol.classify(novel)[0] != "Spam"
+    assert carol.classify(compromised) != "Spam", "the false-positive report was not applied"
 
     # Unknown signature (header form, then !DSPAM! tag form), and no signature at all: 65.
     bogus = [
@@ -653,20 +667,23 @@ def test_courier_alias_retrains_and_rejects_bad_signatures(world: World, alice: 
                             recipient="alice-spam@example.com", ext="spam")
     proc = run_alias(world, COURIER / ".courier-spam", delivered, env_alice, alice.home)
     assert proc.returncode == 65, (proc.returncode, proc.stderr)
-    assert carol.classify(novel)[0] != "Spam", "a foreign report changed carol's data"
+    assert carol.classify(compromised) != "Spam", "a foreign report changed carol's data"
 
     # The system-wide aliasdir variant: no --user, runs as Courier's (trusted) mail user with
     # HOME=aliasdir and USER=alias; the signature's owner decides whose data is retrained.
+    # This report carries only the !DSPAM:<id>! tag, pasted into a new message.
     aliasdir = world.root / "aliasdir"
     aliasdir.mkdir(exist_ok=True)
     env_sys = courier_env(world, user="alias", home=aliasdir,
                           recipient="spam-report@example.com", ext="spam-report@example.com",
                           default="report@example.com")
-    proc = run_alias(world, COURIER / "aliasdir" / ".courier-spam-default", delivered, env_sys,
+    tag_report = (b"From: Carol <carol@example.com>\nTo: spam-report@example.com\n"
+                  b"Subject: missed spam\n\nThis one got through: !DSPAM:" + sig + b"!\n")
+    proc = run_alias(world, COURIER / "aliasdir" / ".courier-spam-default", tag_report, env_sys,
                      aliasdir)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert proc.stdout == b""
-    assert carol.classify(novel)[0] == "Spam"
+    assert carol.classify(compromised) == "Spam", "the system-wide report was not applied"
 
     env_sys_fp = courier_env(world, user="alias", home=aliasdir,
                              recipient="fp-report@example.com", ext="fp-report@example.com",
@@ -674,9 +691,11 @@ def test_courier_alias_retrains_and_rejects_bad_signatures(world: World, alice: 
     proc = run_alias(world, COURIER / "aliasdir" / ".courier-fp-default", delivered, env_sys_fp,
                      aliasdir)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    assert carol.classify(novel)[0] != "Spam"
+    assert proc.stdout == b""
+    assert carol.classify(compromised) != "Spam", "the system-wide false positive was not applied"
 
-    proc = run_alias(world, COURIER / "aliasdir" / ".courier-spam-default", bogus[0], env_sys,
-                     aliasdir)
-    assert proc.returncode == 65, (proc.returncode, proc.stderr)
-    assert sig  # the id itself was checked by assert_classified
+    for data in bogus[:2]:
+        proc = run_alias(world, COURIER / "aliasdir" / ".courier-spam-default", data, env_sys,
+                         aliasdir)
+        assert proc.returncode == 65, (proc.returncode, proc.stderr)
+        assert proc.stdout == b""

@@ -1,0 +1,187 @@
+"""The storage contract (filter/engine/store/base.py), run unchanged against every backend."""
+
+from __future__ import annotations
+
+from array import array
+
+import pytest
+
+from filter.engine.errors import ConflictError, CorruptDatabaseError, ConfigError
+from filter.engine.store.base import (STAT_FIELDS, Batch, Signature, SignatureUpdate,
+                                      open_store)
+
+BIG = (1 << 64) - 5          # token ids above 2^63 must survive signed storage
+MID = 1 << 63
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        s = open_store("memory://")
+    else:
+        s = open_store(f"sqlite:///{tmp_path}/contract.db")
+    yield s
+    s.close()
+
+
+def test_uid_is_created_once_and_named(store):
+    assert store.uid("alice@example.org", create=False) is None
+    a = store.uid("alice@example.org")
+    assert a == store.uid("alice@example.org")
+    b = store.uid("bob")
+    assert a != b
+    assert store.username(a) == "alice@example.org"
+    assert [n for _u, n in store.users()] == ["alice@example.org", "bob"]
+
+
+def test_lookup_returns_only_known_tokens(store):
+    uid = store.uid("u")
+    assert store.lookup(uid, [1, 2, 3]) == {}
+    batch = Batch("2026-11-24")
+    batch.add_token(1, 2, 0)
+    batch.add_token(BIG, 0, 3)
+    batch.add_token(MID, 1, 1)
+    store.commit(uid, batch)
+    assert store.lookup(uid, [1, 2, BIG, MID]) == {1: (2, 0), BIG: (0, 3), MID: (1, 1)}
+    other = store.uid("v")
+    assert store.lookup(other, [1, BIG]) == {}  # counts are per user
+
+
+def test_lookup_handles_more_tokens_than_one_statement_takes(store):
+    uid = store.uid("u")
+    batch = Batch("2026-11-24")
+    ids = list(range(10, 70010))
+    for t in ids:
+        batch.add_token(t, 1, 0)
+    store.commit(uid, batch)
+    found = store.lookup(uid, ids + [5])
+    assert len(found) == len(ids) and found[69999] == (1, 0) and 5 not in found
+
+
+def test_counts_never_go_below_zero_and_pure_decrements_insert_nothing(store):
+    uid = store.uid("u")
+    batch = Batch("2026-11-24")
+    batch.add_token(7, 1, 1)
+    store.commit(uid, batch)
+    batch = Batch("2026-11-24")
+    batch.add_token(7, -5, 0)
+    batch.add_token(8, -1, -1)
+    store.commit(uid, batch)
+    assert store.lookup(uid, [7, 8]) == {7: (0, 1)}
+
+
+def test_stats_accumulate_clamp_and_are_per_user(store):
+    uid = store.uid("u")
+    batch = Batch("2026-11-24")
+    batch.add_stat("spam_learned", 2)
+    batch.add_stat("innocent_classified", 1)
+    store.commit(uid, batch)
+    batch = Batch("2026-11-25")
+    batch.add_stat("spam_learned", -5)
+    batch.add_stat("innocent_learned", 1)
+    store.commit(uid, batch)
+    stats = store.stats(uid)
+    assert stats.spam_learned == 0 and stats.innocent_learned == 1
+    assert stats.innocent_classified == 1
+    assert store.stats(store.uid("nobody")).as_tuple() == (0,) * len(STAT_FIELDS)
+
+
+def _signature(sig_id: str, uid: int, trained: str = "innocent") -> Signature:
+    return Signature(sig_id, uid, 1700000000, "innocent", trained, "innocent_learned",
+                     "192.0.2.1", array("Q", [1, BIG, 3]), bytes([1, 2, 255]),
+                     bytes([1, 1, 0]))
+
+
+def test_signature_round_trip(store):
+    uid = store.uid("u")
+    batch = Batch("2026-11-24")
+    batch.new_signature = _signature("a" * 30, uid)
+    store.commit(uid, batch)
+    sig = store.signature("a" * 30)
+    assert sig is not None and sig.uid == uid
+    assert list(sig.tokens) == [1, BIG, 3]
+    assert sig.freqs == bytes([1, 2, 255]) and sig.applied == bytes([1, 1, 0])
+    assert (sig.result, sig.trained, sig.counter, sig.source_ip) == (
+        "innocent", "innocent", "innocent_learned", "192.0.2.1")
+    assert store.signature("b" * 30) is None
+
+
+def test_signature_compare_and_set(store):
+    uid = store.uid("u")
+    batch = Batch("2026-11-24")
+    batch.new_signature = _signature("c" * 30, uid)
+    store.commit(uid, batch)
+    new = _signature("c" * 30, uid, trained="spam")
+    new.applied = bytes([2, 2, 2])
+    update = Batch("2026-11-24")
+    update.add_token(1, 2, -1)
+    update.add_stat("spam_learned", 1)
+    update.signature_update = SignatureUpdate("c" * 30, "innocent", "spam",
+                                              "spam_learned,spam_misclassified", new.pack())
+    store.commit(uid, update)
+    sig = store.signature("c" * 30)
+    assert sig.trained == "spam" and sig.applied == bytes([2, 2, 2])
+    assert sig.counter == "spam_learned,spam_misclassified"
+    # The same update again expects "innocent" but finds "spam": nothing may be written.
+    before_tokens, before_stats = store.lookup(uid, [1]), store.stats(uid)
+    with pytest.raises(ConflictError):
+        store.commit(uid, update)
+    assert store.lookup(uid, [1]) == before_tokens
+    assert store.stats(uid) == before_stats
+    # A foreign uid cannot update it either.
+    other = store.uid("v")
+    update.signature_update = SignatureUpdate("c" * 30, "spam", "innocent", "", new.pack())
+    with pytest.raises(ConflictError):
+        store.commit(other, update)
+
+
+def test_preferences(store):
+    uid = store.uid("u")
+    assert store.preferences(uid) == {}
+    store.set_preference(uid, "training_mode", "toe")
+    store.set_preference(uid, "training_mode", "tum")
+    store.set_preference(uid, "subject_tag", "on")
+    assert store.preferences(uid) == {"training_mode": "tum", "subject_tag": "on"}
+    store.set_preference(uid, "subject_tag", None)
+    assert store.preferences(uid) == {"training_mode": "tum"}
+
+
+def test_sources(store):
+    uid = store.uid("u")
+    batch = Batch("2026-11-24")
+    batch.add_source("203.0.113.9", 1, 0)
+    store.commit(uid, batch)
+    batch = Batch("2026-11-24")
+    batch.add_source("203.0.113.9", -1, 1)
+    batch.add_source("198.51.100.1", 0, 1)
+    store.commit(uid, batch)
+    assert list(store.sources(uid)) == [(uid, "198.51.100.1", 0, 1), (uid, "203.0.113.9", 0, 1)]
+
+
+def test_unknown_scheme_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="sqlite://.*memory://.*mysql://"):
+        open_store("postgres://x/y")
+
+
+def test_sqlite_refuses_a_database_that_is_not_ours(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "foreign.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE important (x)")
+    db.execute("INSERT INTO important VALUES (42)")
+    db.commit()
+    db.close()
+    with pytest.raises(CorruptDatabaseError):
+        open_store(f"sqlite:///{path}")
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT x FROM important").fetchall() == [(42,)]
+
+
+def test_sqlite_reports_a_corrupt_file_and_leaves_it(tmp_path):
+    path = tmp_path / "corrupt.db"
+    garbage = b"this is not a database" * 100
+    path.write_bytes(garbage)
+    with pytest.raises(CorruptDatabaseError):
+        open_store(f"sqlite:///{path}")
+    assert path.read_bytes() == garbage
