@@ -193,7 +193,8 @@ class Settings:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or "sqlite:///" + os.path.join(self.home, "spamsift.db")  # type: ignore[attr-defined]
+        # sqlite://PATH: an absolute PATH gives the usual three slashes (sqlite:///var/...).
+        return self.storage or "sqlite://" + os.path.join(self.home, "spamsift.db")  # type: ignore[attr-defined]
 
 
 def _parse_toml(path: str) -> dict[str, object]:

@@ -34,8 +34,9 @@ def _from_db(token: int) -> int:
 
 
 def open(url: str, timeout: float) -> SQLiteStore:  # noqa: A001 - the registry's entry point
+    """``sqlite:///abs/path.db`` (or ``sqlite:////abs/path.db``), ``sqlite://rel/path.db``."""
     path = url.split("://", 1)[1]
-    if path.startswith("/") and path[:2] == "//":
+    while path.startswith("//"):
         path = path[1:]
     return SQLiteStore(path, timeout)
 
@@ -58,7 +59,7 @@ class SQLiteStore:
 
     def __init__(self, path: str, timeout: float = 10.0) -> None:
         self.path = path
-        self.url = "sqlite:///" + path.lstrip("/") if path.startswith("/") else "sqlite:///" + path
+        self.url = "sqlite://" + path
         try:
             if path != ":memory:":
                 folder = os.path.dirname(os.path.abspath(path))

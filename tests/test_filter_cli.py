@@ -1,0 +1,301 @@
+"""`spamsift filter`: the DSPAM command line, delivery, failure policy, users and security."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from filter.cli import main, parse
+from filter.engine.errors import UsageError
+
+SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
+HAM = b"From: Bob <bob@example.com>\nSubject: lunch\n\nHello Alice, lunch tomorrow at noon?\n"
+SPAM = b"From: Deals <d@promo.biz>\nSubject: cheap pills\n\nBuy cheap pills now, click here\n"
+
+
+class Run:
+    """One in-process run of the filter."""
+
+    def __init__(self, home, argv, data=b"", config=None, extra_env=None):
+        env = {"SPAMSIFT_HOME": str(home)}
+        if config is not None:
+            path = os.path.join(str(home), "spamsift.toml")
+            os.makedirs(str(home), exist_ok=True)
+            with open(path, "w") as fh:
+                fh.write(config)
+            env["SPAMSIFT_CONFIG"] = path
+        env.update(extra_env or {})
+        self.out, self.err = io.BytesIO(), io.StringIO()
+        self.code = main(argv, stdin=io.BytesIO(data), stdout=self.out, stderr=self.err,
+                         environ=env)
+        self.stdout = self.out.getvalue()
+        self.stderr = self.err.getvalue()
+
+
+def filt(home, data, *extra, **kw):
+    return Run(home, ["--user", "alice", "--stdout", "--deliver=innocent,spam", *extra], data,
+               **kw)
+
+
+def header(data: bytes, name: str) -> str | None:
+    for line in data.split(b"\n\n", 1)[0].split(b"\n"):
+        if line.lower().startswith(name.lower().encode() + b":"):
+            return line.split(b":", 1)[1].strip().decode()
+    return None
+
+
+def train(home, n=12, **kw):
+    for i in range(n):
+        for klass, msg in (("spam", SPAM), ("innocent", HAM)):
+            r = Run(home, ["--user", "alice", f"--class={klass}", "--source=corpus"],
+                    msg.replace(b"\n\n", f"\nX-N: {i}\n\n".encode()), **kw)
+            assert r.code == 0, r.stderr
+
+
+def test_parse_follows_dspam():
+    opts = parse(["--user", "a", "b", "--mode=toe", "--deliver=innocent,spam", "--stdout"])
+    assert opts.users == ["a", "b"] and opts.mode == "toe" and opts.stdout
+    assert opts.deliver == {"innocent", "spam"}
+    legacy = parse(["--addspam", "--user", "a"])
+    assert (legacy.klass, legacy.source) == ("spam", "error")
+    assert parse(["--falsepositive"]).klass == "innocent"
+    assert parse(["--addspam", "--corpus"]).source == "corpus"
+    assert parse(["--class", "nonspam", "--source", "corpus"]).klass == "innocent"
+    for bad in (["--class=spam"], ["--source=error"], ["--mode=fast"], ["--deliver=all"],
+                ["--classify", "--class=spam", "--source=error"], ["--bogus"], ["--user"]):
+        with pytest.raises(UsageError):
+            parse(bad)
+
+
+def test_usage_errors_are_one_line_exit_64(tmp_path):
+    r = Run(tmp_path, ["--mode=fast", "--user", "alice"], HAM)
+    assert r.code == 64 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert r.stdout == b""
+
+
+def test_inbound_message_is_stamped_byte_exact(tmp_path):
+    data = b"From: x@y\r\nSubject: s\r\nX-DSPAM-Result: Innocent\r\n\r\nbody \xe9\x00\r\nend"
+    r = filt(tmp_path, data)
+    assert r.code == 0, r.stderr
+    head, body = r.stdout.split(b"\r\n\r\n", 1)
+    assert body == b"body \xe9\x00\r\nend"
+    lines = head.split(b"\r\n")
+    assert lines[:2] == [b"From: x@y", b"Subject: s"]
+    assert [line.split(b":")[0] for line in lines[2:]] == [
+        b"X-DSPAM-Result", b"X-DSPAM-Processed", b"X-DSPAM-Confidence",
+        b"X-DSPAM-Probability", b"X-DSPAM-Signature"]
+    assert len(header(r.stdout.replace(b"\r", b""), "X-DSPAM-Signature")) == 30
+
+
+def test_trained_user_gets_spam_and_ham_results(tmp_path):
+    train(tmp_path)
+    spam = filt(tmp_path, SPAM.replace(b"click", b"now click"))
+    ham = filt(tmp_path, HAM.replace(b"noon", b"noon please"))
+    assert header(spam.stdout, "X-DSPAM-Result") == "Spam"
+    assert header(ham.stdout, "X-DSPAM-Result") in ("Innocent", "Whitelisted")
+    assert float(header(spam.stdout, "X-DSPAM-Probability")) > 0.9
+
+
+def test_classify_prints_the_summary_and_writes_nothing(tmp_path):
+    train(tmp_path)
+    r = Run(tmp_path, ["--user", "alice", "--classify"], SPAM)
+    assert r.code == 0
+    assert r.stdout.startswith(b'X-DSPAM-Result: alice; result="Spam"; class="Spam"; '
+                               b"probability=") and r.stdout.endswith(b"signature=N/A\n")
+    assert r.stdout.count(b"\n") == 1
+    import sqlite3
+
+    stats = sqlite3.connect(tmp_path / "spamsift.db").execute(
+        "SELECT spam_learned, spam_classified FROM dspam_stats").fetchall()
+    assert stats == [(12, 0)]
+    assert sqlite3.connect(tmp_path / "spamsift.db").execute(
+        "SELECT count(*) FROM dspam_signature_data").fetchone() == (0,)
+    r2 = Run(tmp_path, ["--user", "alice", "--classify"], SPAM)
+    assert r2.stdout == r.stdout  # nothing was learned in between
+
+
+def test_deliver_summary_and_quarantine(tmp_path):
+    train(tmp_path)
+    r = Run(tmp_path, ["--user", "alice", "--stdout", "--deliver=innocent,summary"], SPAM)
+    assert r.code == 0
+    assert r.stdout.startswith(b"X-DSPAM-Result: alice;") and b"Buy cheap" not in r.stdout
+    box = tmp_path / "quarantine" / "alice" / "new"
+    files = list(box.iterdir())
+    assert len(files) == 1 and files[0].read_bytes().endswith(SPAM.split(b"\n\n", 1)[1])
+
+
+def test_retrain_from_signature_header_tag_and_flag(tmp_path):
+    train(tmp_path)
+    stamped = filt(tmp_path, SPAM.replace(b"pills", b"pills today")).stdout
+    sig = header(stamped, "X-DSPAM-Signature")
+    # 1. the delivered message itself, bounced to the alias
+    assert Run(tmp_path, ["--user", "alice", "--falsepositive"], stamped).code == 0
+    # 2. the same report again: a no-op, still success
+    assert Run(tmp_path, ["--user", "alice", "--falsepositive"], stamped).code == 0
+    # 3. a forwarded copy with only the body tag
+    fwd = f"Subject: Fwd\n\n> spam I got\n> !DSPAM:{sig}!\n".encode()
+    assert Run(tmp_path, ["--user", "alice", "--addspam"], fwd).code == 0
+    # 4. by flag, stdin unused
+    r = Run(tmp_path, ["--user", "alice", "--class=innocent", "--source=error",
+                       f"--signature={sig}", "--deliver=summary"])
+    assert r.code == 0 and b'class="Innocent"' in r.stdout
+
+
+def test_unknown_missing_and_foreign_signatures_are_exit_65(tmp_path):
+    train(tmp_path, 2)
+    stamped = filt(tmp_path, SPAM).stdout
+    Run(tmp_path, ["--user", "bob", "--class=innocent", "--source=corpus"], HAM)
+    r = Run(tmp_path, ["--user", "bob", "--falsepositive"], stamped)
+    assert r.code == 65 and "does not belong" in r.stderr
+    r = Run(tmp_path, ["--user", "alice", "--addspam", "--signature=" + "0" * 30])
+    assert r.code == 65 and "unknown" in r.stderr
+    r = Run(tmp_path, ["--user", "alice", "--addspam"], b"Subject: no sig\n\nnothing\n")
+    assert r.code == 65 and "no signature" in r.stderr
+    assert all("Traceback" not in x.stderr for x in (r,))
+
+
+def test_opt_in_by_preference_dotfile_and_default(tmp_path):
+    cfg = 'opt = "in"\n'
+    home = tmp_path / "home"
+    home.mkdir()
+    r = filt(tmp_path, HAM, "--home", str(home), config=cfg)
+    assert r.code == 0 and r.stdout == HAM  # not opted in: untouched, no headers
+    (home / ".spamsift").write_text("")
+    r = filt(tmp_path, HAM, "--home", str(home), config=cfg)
+    assert header(r.stdout, "X-DSPAM-Result") is not None
+    (home / ".nospamsift").write_text("")
+    assert filt(tmp_path, HAM, "--home", str(home), config=cfg).stdout == HAM
+    # Opt-out default: everyone filtered, a dotfile opts out; maildrop's $HOME is used.
+    env = {"HOME": str(home), "LOGNAME": "alice"}
+    assert filt(tmp_path, HAM, extra_env=env).stdout == HAM
+    assert b"X-DSPAM-Result" in filt(tmp_path, HAM).stdout  # other home, filtered
+
+
+def test_virtual_user_home_template(tmp_path):
+    vhome = tmp_path / "virtual" / "example.org" / "alice"
+    vhome.mkdir(parents=True)
+    (vhome / ".spamsift").write_text("")
+    cfg = f'opt = "in"\nhome_template = "{tmp_path}/virtual/%d/%u"\n'
+    r = Run(tmp_path, ["--user", "alice@Example.ORG", "--stdout"], HAM, config=cfg)
+    assert b"X-DSPAM-Result" in r.stdout
+    r = Run(tmp_path, ["--user", "carol@example.org", "--stdout"], HAM, config=cfg)
+    assert r.stdout == HAM
+
+
+def test_oversized_messages_pass_through(tmp_path):
+    big = HAM + b"x" * 2000
+    r = filt(tmp_path, big, config="max_message_size = 1000\n")
+    assert r.code == 0 and r.stdout == big
+
+
+def test_subject_tag_preference(tmp_path):
+    train(tmp_path)
+    r = filt(tmp_path, SPAM, config="subject_tag = true\n")
+    assert b"Subject: [SPAM] cheap pills\n" in r.stdout
+
+
+def test_storage_failure_passes_the_message_through_or_tempfails(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    home = blocker / "home"  # cannot be created
+    r = Run(tmp_path, ["--user", "alice", "--stdout"], SPAM,
+            extra_env={"SPAMSIFT_HOME": str(home)})
+    assert r.code == 0 and r.stdout == SPAM
+    assert r.stderr.count("\n") == 1 and "passed through" in r.stderr
+    r = Run(tmp_path, ["--user", "alice", "--stdout"], SPAM, config='on_error = "tempfail"\n',
+            extra_env={"SPAMSIFT_STORAGE": f"sqlite:///{home}/x.db"})
+    assert r.code == 75 and r.stdout == b""
+
+
+def test_corrupt_database_is_reported_not_replaced(tmp_path):
+    db = tmp_path / "spamsift.db"
+    db.write_bytes(b"garbage" * 1000)
+    r = filt(tmp_path, HAM)
+    assert r.code == 0 and r.stdout == HAM and "Corrupt" in r.stderr
+    assert db.read_bytes() == b"garbage" * 1000
+
+
+def test_bad_configuration_never_loses_inbound_mail(tmp_path):
+    r = filt(tmp_path, HAM, config="this is = not toml [\n")
+    assert r.code == 0 and r.stdout == HAM and "not valid TOML" in r.stderr
+    r = Run(tmp_path, ["--user", "alice", "--addspam"], HAM, config="nosuchkey = 1\n")
+    assert r.code == 78 and "unknown key" in r.stderr
+
+
+def test_invalid_user_names_never_reach_storage(tmp_path):
+    assert Run(tmp_path, ["--user", "", "--stdout"], HAM).code == 64  # DSPAM: needs a name
+    for name in ("../../etc/passwd", "a/b", "x'; DROP TABLE dspam_stats; --", ".hidden",
+                 "a\nb", "x" * 200):
+        r = Run(tmp_path, ["--user", name, "--stdout"], HAM)
+        assert r.code == 0 and r.stdout == HAM
+        r = Run(tmp_path, ["--user", name, "--addspam", "--signature=" + "1" * 30])
+        assert r.code in (64, 65)
+    import sqlite3
+
+    if (tmp_path / "spamsift.db").exists():
+        names = sqlite3.connect(tmp_path / "spamsift.db").execute(
+            "SELECT username FROM dspam_virtual_uids").fetchall()
+        assert names == []
+
+
+def _nobody_env(home):
+    os.chmod(home, 0o777)
+    return dict(os.environ, SPAMSIFT_HOME=str(home), HOME=str(home))
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to run a command as another OS user")
+def test_untrusted_os_user_may_only_act_for_itself():
+    import tempfile
+
+    # pytest's tmp_path sits in a root-only folder: "nobody" needs one it can reach.
+    tmp_path = __import__("pathlib").Path(tempfile.mkdtemp(prefix="spamsift-nobody-"))
+    try:
+        _untrusted(tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _untrusted(tmp_path):
+    # The venv lives under /root (mode 0700 here), so run the source tree with the system
+    # Python as "nobody"; the code under test is the same files.
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shadow = tmp_path / "src"
+    shutil.copytree(src, shadow, ignore=shutil.ignore_patterns(".venv", ".git", "tests",
+                                                               "demo-home"))
+    os.chmod(shadow, 0o755)
+    env = _nobody_env(tmp_path)
+    env["PYTHONPATH"] = str(shadow)
+    cmd = [python, "-m", "spamsift", "filter"]
+    own = subprocess.run(cmd + ["--user", "nobody", "--stdout"], input=HAM, env=env,
+                         capture_output=True, user="nobody", cwd=str(shadow))
+    assert own.returncode == 0 and b"X-DSPAM-Result" in own.stdout, own.stderr
+    other = subprocess.run(cmd + ["--user", "alice", "--class=spam", "--source=corpus"],
+                           input=SPAM, env=env, capture_output=True, user="nobody",
+                           cwd=str(shadow))
+    assert other.returncode == 77 and b"not a trusted user" in other.stderr
+    inbound = subprocess.run(cmd + ["--user", "alice", "--stdout"], input=HAM, env=env,
+                             capture_output=True, user="nobody", cwd=str(shadow))
+    assert inbound.returncode == 0 and inbound.stdout == HAM  # passed through, untouched
+
+
+@pytest.mark.skipif(not os.path.exists(SPAMSIFT), reason="spamsift console script not installed")
+def test_console_script_dspam_compatibility(tmp_path):
+    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
+    plain = subprocess.run([SPAMSIFT, "--user", "alice", "--stdout"], input=HAM, env=env,
+                           capture_output=True)
+    assert plain.returncode == 0 and b"X-DSPAM-Result" in plain.stdout
+    link = tmp_path / "dspam"
+    link.symlink_to(SPAMSIFT)
+    as_dspam = subprocess.run([str(link), "--user", "alice", "--stdout",
+                               "--deliver=innocent,spam"], input=HAM, env=env,
+                              capture_output=True)
+    assert as_dspam.returncode == 0 and b"X-DSPAM-Signature" in as_dspam.stdout
+    cfg = subprocess.run([SPAMSIFT, "config"], env=env, capture_output=True, text=True)
+    assert cfg.returncode == 0 and f'home = "{tmp_path}"' in cfg.stdout
+    assert "training_mode = " in cfg.stdout
