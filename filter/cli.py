@@ -40,6 +40,14 @@ earlier classification (--addspam = --class=spam --source=error, --falsepositive
 --class=innocent --source=error) from the signature in the message or --signature.
 """
 
+# Set by the `spamsift` console script, which ends the process with os._exit right after
+# main() returns. The database is then not closed: closing the last connection to a WAL
+# database makes SQLite checkpoint the whole WAL into the file (12 ms a message measured on
+# the reference machine, half the budget), and with one process per message every process
+# is the last one. Leaving is safe (SQLite is built to survive a process ending at any
+# point); the WAL is checkpointed by the autocheckpoint in later commits instead.
+FAST_EXIT = False
+
 _CLASSES = {"spam": "spam", "innocent": "innocent", "nonspam": "innocent"}
 _SOURCES = ("error", "corpus", "inoculation")
 _MODES = ("teft", "toe", "tum", "notrain", "unlearn")
@@ -231,8 +239,12 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
     if tempfail:
         return exitcodes.TEMPFAIL
     if opts.deliver is None or opts.stdout or "innocent" in opts.deliver:
-        stdout.write(raw)
-        stdout.flush()
+        try:
+            stdout.write(raw)
+            stdout.flush()
+        except OSError as out_exc:  # the reader went away: only a retry can deliver now
+            log.error(f"user={users} cannot write the message: {out_exc}", use_syslog, stderr)
+            return exitcodes.TEMPFAIL
     return exitcodes.OK
 
 
@@ -266,7 +278,7 @@ def _checked_users(opts: Options, settings, allow_none: bool = False) -> list[st
 def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, started) -> int:
     from filter.engine import log, users
     from filter.engine.errors import MessageError
-    from filter.engine.message import Message
+    from filter.engine.message import Message, UnstampableError
 
     if not raw:
         raise MessageError("no message on standard input")
@@ -306,13 +318,18 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, starte
                 stdout.write(summary_line(outcome).encode())
             if opts.classify:
                 continue
-            stamped = stamp(message, outcome, ctx.settings, opts.factors, agent.clock)
+            try:
+                stamped = stamp(message, outcome, ctx.settings, opts.factors, agent.clock)
+            except UnstampableError as exc:
+                log.info(f"user={name} {exc}", settings.syslog)
+                stamped = raw
             klass = "spam" if outcome.is_spam else "innocent"
             status = _deliver(stamped, name, klass, deliver, opts, settings, stdout) or status
         stdout.flush()
         return status
     finally:
-        agent.store.close()
+        if not FAST_EXIT:
+            agent.store.close()
 
 
 def summary_line(outcome) -> str:
@@ -414,4 +431,5 @@ def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int
         stdout.flush()
         return exitcodes.OK
     finally:
-        agent.store.close()
+        if not FAST_EXIT:
+            agent.store.close()

@@ -47,5 +47,24 @@ def main(argv: list[str] | None = None) -> int:
         return 64
     from importlib import import_module
 
-    function = getattr(import_module(entry[0]), entry[1])
-    return int(function(argv[1:]))
+    module = import_module(entry[0])
+    if argv[0] == "filter" and __name__ != "__main__" and _fast_exit_ok():
+        module.FAST_EXIT = True
+        code = int(module.main(argv[1:]))
+        _exit_now(code)
+    return int(getattr(module, entry[1])(argv[1:]))
+
+
+def _fast_exit_ok() -> bool:
+    """Only the real console process may skip interpreter shutdown, never a caller's."""
+    return bool(sys.argv) and os.path.basename(sys.argv[0]) in ("spamsift", "dspam")
+
+
+def _exit_now(code: int) -> None:
+    """Flush what belongs to the message and leave without closing the database."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        code = code or 75  # stdout could not be written: the MTA must retry
+    os._exit(code)

@@ -1,4 +1,4 @@
-"""Golden files for header stamping: ``tests/messages/golden/NAME.eml`` -> ``tests/golden/NAME.out``.
+"""Golden files for header stamping: ``messages/golden/NAME.eml`` -> ``golden/NAME.out``.
 
 Each input (all synthetic) runs through ``filter.cli.main`` in-process with a fresh SQLite home,
 a fixed clock and a fixed signature id, and the output must equal the golden file byte for

@@ -48,7 +48,8 @@ MIN_STAMPED = 0.95
 
 def spamsift_command() -> list[str]:
     """The installed ``spamsift`` command (the venv's), else the module run by this Python."""
-    for candidate in (Path(sys.executable).parent / "spamsift", REPO / ".venv" / "bin" / "spamsift"):
+    venv_bin = REPO / ".venv" / "bin"
+    for candidate in (Path(sys.executable).parent / "spamsift", venv_bin / "spamsift"):
         if candidate.exists():
             return [str(candidate)]
     found = shutil.which("spamsift")
@@ -134,7 +135,7 @@ def _report(runs: list[Run]) -> str:
 
 
 @pytest.fixture(scope="module")
-def fuzz_runs(tmp_path_factory) -> list[Run]:
+def fuzz_runs(tmp_path_factory, request) -> list[Run]:
     env = make_home(tmp_path_factory.mktemp("fuzz"))
     messages = mangle.generate()
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
@@ -143,8 +144,14 @@ def fuzz_runs(tmp_path_factory) -> list[Run]:
     passed = sum(r.verdict == "passed" for r in runs)
     other = len(runs) - stamped - passed
     slowest = max(runs, key=lambda r: r.seconds)
-    print(f"\nmangled: {len(runs)} messages, {stamped} stamped, {passed} passed through, "
-          f"{other} wrong/timeout; slowest {slowest.seconds:.1f} s ({slowest.name})")
+    summary = (f"mangled: {len(runs)} messages, {stamped} stamped, {passed} passed through, "
+               f"{other} wrong/timeout; slowest {slowest.seconds:.1f} s ({slowest.name})")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:  # shown even when output is captured
+        reporter.write_line("")
+        reporter.write_line(summary)
+    else:
+        print(summary)
     return runs
 
 

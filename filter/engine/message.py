@@ -16,6 +16,10 @@ import re
 _SIG_TAG = re.compile(rb"!DSPAM:([A-Za-z0-9,]{1,127})!")
 
 
+class UnstampableError(ValueError):
+    """Raised by `Message.stamp` when headers cannot be added without changing other bytes."""
+
+
 class Message:
     """A message as bytes, with the offsets of its header block.
 
@@ -95,6 +99,11 @@ class Message:
                 subject_done = True
             kept.append(line)
         last_unterminated = bool(kept) and not kept[-1].endswith(b"\n")
+        if last_unterminated and kept[-1][:1] in (b" ", b"\t"):
+            # A last line that starts with white space would continue our header: there is
+            # no byte-preserving place for ours. The caller passes the message on unchanged.
+            raise UnstampableError("message ends in an unterminated line that starts with "
+                                   "white space; passed on without headers")
         ours = [f"{name}: {value}".encode("utf-8") + eol for name, value in headers]
         if not subject_done:
             ours.insert(0, b"Subject: " + subject_tag.encode("utf-8") + eol)  # type: ignore[union-attr]

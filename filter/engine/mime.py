@@ -33,18 +33,20 @@ def split_head_body(data: bytes) -> tuple[bytes, bytes]:
 
 
 def bytes_to_text(data: bytes, charset: str | None = None) -> str:
-    """Decode bytes to str: the declared charset, else UTF-8, else Latin-1 (never fails)."""
+    """Decode bytes to str: the declared charset, else UTF-8, else Latin-1 (never fails).
+
+    Any codec trouble (unknown names, names with NULs, non-text codecs such as "undefined",
+    codecs that reject "replace" such as idna) falls back as if no charset was declared.
+    """
     if charset:
         cs = charset.strip().strip('"').lower()
         if cs in ("us-ascii", "ascii", "ansi_x3.4-1968"):
             cs = "utf-8"  # 8-bit bytes in "ascii" mail are nearly always UTF-8 or Latin-1
-        try:
-            return data.decode(cs)
-        except LookupError:
-            pass
-        except (UnicodeDecodeError, ValueError):
-            if cs not in ("utf-8", "utf8"):
+        if cs not in ("utf-8", "utf8"):
+            try:
                 return data.decode(cs, "replace")
+            except Exception:  # noqa: BLE001 - a hostile charset name must not stop mail
+                pass
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

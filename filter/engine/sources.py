@@ -31,6 +31,10 @@ def normalize_ip(text: str) -> str | None:
             return None
         return ".".join(map(str, nums))
     if ":" in text and all(c in "0123456789abcdefABCDEF:." for c in text) and text.count("::") <= 1:
+        if "." in text:  # IPv4-mapped: the dotted part must be an address itself
+            head, _, tail = text.rpartition(":")
+            v4 = normalize_ip(tail)
+            return None if v4 is None else f"{head.lower()}:{v4}"
         return text.lower()
     return None
 
@@ -40,7 +44,8 @@ def is_external(ip: str) -> bool:
         return not _ipv4_private([int(p) for p in ip.split(".")])
     low = ip.lower()
     if low.startswith("::ffff:") and "." in low:
-        return is_external(low[7:])
+        mapped = normalize_ip(low[7:])
+        return mapped is not None and is_external(mapped)
     return not (low in ("::1", "::") or low.startswith(("fe8", "fe9", "fea", "feb", "fc", "fd")))
 
 

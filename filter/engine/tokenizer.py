@@ -46,7 +46,9 @@ _HEADER_TABLE = str.maketrans({c: " " for c in _HEADER_DELIMS})
 
 _URL = re.compile(r"(?:https?://|ftp://|www\.)[^\s<>\"')\]]+", re.I)
 _URL_SPLIT = str.maketrans({c: " " for c in ":/?&=#.%;,+_~"})
-_ADDRESS = re.compile(r"[\w.+\-=!#$%&'*/?^`{|}~]+@[\w\-]+(?:\.[\w\-]+)+")
+_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                         ".+-=!#$%&'*/?^_`{|}~")
+_DOMAIN = re.compile(r"[\w\-]+(?:\.[\w\-]+)+")
 
 _OSB_GAPS = ("", "+", "+#+", "+#+#+", "+#+#+#+")
 
@@ -58,11 +60,26 @@ def token_id(token: str) -> int:
 
 
 def sender_address(headers: list[tuple[str, str]]) -> str | None:
-    """The lowercased address in the first From header, or None."""
+    """The lowercased address in the first From header, or None.
+
+    Found from each '@' outwards rather than by one regex search: a search for
+    ``local@domain`` over a long run of local-part characters without an '@' is quadratic
+    (a 100 KB From header took 35 s).
+    """
     for name, value in headers:
-        if name.lower() == "from":
-            m = _ADDRESS.search(mime.decode_header_value(value))
-            return m.group(0).lower() if m else None
+        if name.lower() != "from":
+            continue
+        value = mime.decode_header_value(value)
+        at = value.find("@")
+        while at > 0:
+            start = at
+            while start > 0 and at - start < 64 and value[start - 1] in _LOCAL_CHARS:
+                start -= 1
+            domain = _DOMAIN.match(value, at + 1, at + 256)
+            if start < at and domain:
+                return (value[start:at] + "@" + domain.group(0)).lower()
+            at = value.find("@", at + 1)
+        return None
     return None
 
 
