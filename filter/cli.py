@@ -177,10 +177,14 @@ def parse(argv: list[str]) -> Options:
 
 
 def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
-         environ=None, clock=None, make_id=None) -> int:
+         environ=None, clock=None, make_id=None, caller=None, store=None,
+         commit_inbound=None) -> int:
     """Run the filter; streams are binary (tests pass BytesIO), stderr is text.
 
     `clock` (returns Unix time) and `make_id` (returns a signature id) are test seams.
+    `caller` (a `users.Caller`) is who asks, this process's user by default; the daemon passes
+    its client's peer credentials. `store`, when given, is used and left open (the daemon
+    keeps one per worker thread); `commit_inbound` is the daemon's queue to its writer.
     """
     argv = sys.argv[1:] if argv is None else argv
     stdin = stdin or sys.stdin.buffer
@@ -209,9 +213,10 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
         from filter.engine import config
 
         settings = config.load(opts.config, environ)
+        seams = (clock, make_id, caller, store, commit_inbound)
         if inbound:
-            return _inbound(opts, raw, settings, stdout, environ, (clock, make_id), started)
-        return _training(opts, raw, settings, stdout, stderr, (clock, make_id))
+            return _inbound(opts, raw, settings, stdout, environ, seams, started)
+        return _training(opts, raw, settings, stdout, stderr, seams)
     except SpamsiftError as exc:
         return _fail(exc, opts, raw, settings, inbound, stdout, stderr)
     except Exception as exc:  # noqa: BLE001 - the failure policy: never lose the message
@@ -252,9 +257,10 @@ def _open_agent(settings, seams):
     from filter.engine.agent import Agent
     from filter.engine.store.base import open_store
 
-    clock, make_id = seams
-    store = open_store(settings.storage_url, settings.storage_timeout)
-    agent = Agent(settings, store)
+    clock, make_id, _caller, store, commit_inbound = seams
+    if store is None:
+        store = open_store(settings.storage_url, settings.storage_timeout)
+    agent = Agent(settings, store, commit_inbound=commit_inbound)
     if clock is not None:
         agent.clock = clock
     if make_id is not None:
@@ -262,17 +268,21 @@ def _open_agent(settings, seams):
     return agent
 
 
-def _checked_users(opts: Options, settings, allow_none: bool = False) -> list[str]:
+def _checked_users(opts: Options, settings, caller, allow_none: bool = False) -> list[str]:
     from filter.engine import users
 
-    caller = users.caller_name()
+    caller = caller or users.this_process()
     names = [users.validate(u) for u in opts.users]
     if not names and not allow_none:
-        names = [users.validate(caller)]
+        names = [users.validate(caller.name)]
     users.authorize(caller, names, settings.trusted_users)
     if not names and not users.is_trusted(caller, settings.trusted_users):
-        names = [users.validate(caller)]  # an untrusted caller retrains only their own mail
+        names = [users.validate(caller.name)]  # an untrusted caller retrains only their own
     return names
+
+
+def _keep_open(seams) -> bool:
+    return FAST_EXIT or seams[3] is not None
 
 
 def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, started) -> int:
@@ -282,7 +292,7 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, starte
 
     if not raw:
         raise MessageError("no message on standard input")
-    names = _checked_users(opts, settings)
+    names = _checked_users(opts, settings, seams[2])
     deliver = opts.deliver if opts.deliver is not None else {"innocent", "spam"}
     to_stdout = opts.stdout or opts.deliver is None or not settings.delivery_agent
     if len(names) > 1 and to_stdout and deliver & {"innocent", "spam"} and not opts.classify:
@@ -328,7 +338,7 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, starte
         stdout.flush()
         return status
     finally:
-        if not FAST_EXIT:
+        if not _keep_open(seams):
             agent.store.close()
 
 
@@ -405,7 +415,7 @@ def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int
         if opts.source in ("corpus", "inoculation"):
             if not raw:
                 raise MessageError("no message on standard input")
-            for name in _checked_users(opts, settings):
+            for name in _checked_users(opts, settings, seams[2]):
                 ctx = agent.user(name)
                 agent.learn(ctx, raw, opts.klass, opts.source)  # type: ignore[arg-type]
             return exitcodes.OK
@@ -415,7 +425,7 @@ def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int
             raise MissingSignatureError(
                 "no signature: the message has no X-DSPAM-Signature header or !DSPAM:id! tag "
                 "(forward it as an attachment or with full headers), and no --signature")
-        names = _checked_users(opts, settings, allow_none=True) or [None]
+        names = _checked_users(opts, settings, seams[2], allow_none=True) or [None]
         outcome = None
         for name in names:
             outcome = agent.retrain(name, sig, opts.klass, unlearn=opts.mode == "unlearn")
@@ -431,5 +441,5 @@ def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int
         stdout.flush()
         return exitcodes.OK
     finally:
-        if not FAST_EXIT:
+        if not _keep_open(seams):
             agent.store.close()

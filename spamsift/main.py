@@ -7,7 +7,7 @@ subcommand, it is the filter, so existing maildroprc lines and aliases keep work
 
 from __future__ import annotations
 
-import os
+import posix  # not os: the per-message path avoids os's import cost (see filter.client)
 import sys
 
 # name -> (module, function, one-line help). Modules are imported on use only: the inline
@@ -16,6 +16,7 @@ COMMANDS = {
     "filter": ("filter.cli", "main", "classify/train one message (DSPAM's command line)"),
     "config": ("filter.admin", "config_main", "print the effective configuration"),
     "prefs": ("filter.admin", "prefs_main", "show or set a user's preferences"),
+    "daemon": ("filter.daemon", "main", "serve `spamsift filter` from a resident process"),
 }
 
 
@@ -29,7 +30,7 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
+    invoked = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else ""
     if invoked == "dspam" or (argv and argv[0].startswith("--") and argv[0] not in
                               ("--help", "--version")):
         argv = ["filter", *argv]
@@ -45,19 +46,37 @@ def main(argv: list[str] | None = None) -> int:
     if entry is None:
         sys.stderr.write(f"spamsift: unknown command {argv[0][:40]!r}\n" + usage())
         return 64
+    if argv[0] == "filter":
+        return _filter(argv[1:])
     from importlib import import_module
 
-    module = import_module(entry[0])
-    if argv[0] == "filter" and __name__ != "__main__" and _fast_exit_ok():
-        module.FAST_EXIT = True
-        code = int(module.main(argv[1:]))
-        _exit_now(code)
-    return int(getattr(module, entry[1])(argv[1:]))
+    return int(getattr(import_module(entry[0]), entry[1])(argv[1:]))
+
+
+def _filter(argv: list[str]) -> int:
+    """The per-message path: the daemon when one runs, else the engine in this process."""
+    from filter import client
+
+    done = client.run(argv, client.environment(), sys.stdin.buffer, sys.stdout.buffer,
+                      sys.stderr)
+    if not isinstance(done, client.Fallback):
+        if _fast_exit_ok():
+            _exit_now(done)
+        return done
+    import io
+
+    from filter import cli
+
+    stdin = io.BytesIO(done.stdin) if done.stdin is not None else None
+    if _fast_exit_ok():
+        cli.FAST_EXIT = True
+        _exit_now(int(cli.main(argv, stdin=stdin)))
+    return int(cli.main(argv, stdin=stdin))
 
 
 def _fast_exit_ok() -> bool:
     """Only the real console process may skip interpreter shutdown, never a caller's."""
-    return bool(sys.argv) and os.path.basename(sys.argv[0]) in ("spamsift", "dspam")
+    return bool(sys.argv) and sys.argv[0].rsplit("/", 1)[-1] in ("spamsift", "dspam")
 
 
 def _exit_now(code: int) -> None:
@@ -67,4 +86,4 @@ def _exit_now(code: int) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         code = code or 75  # stdout could not be written: the MTA must retry
-    os._exit(code)
+    posix._exit(code)

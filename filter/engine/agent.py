@@ -68,11 +68,15 @@ def _label(klass: str) -> str:
 class Agent:
     """Classifies, learns and retrains messages for users of one store."""
 
-    def __init__(self, settings, store, clock=time.time, make_id=new_id) -> None:
+    def __init__(self, settings, store, clock=time.time, make_id=new_id,
+                 commit_inbound=None) -> None:
+        """`commit_inbound(uid, batch)`, when given, replaces ``store.commit`` for what
+        `process` writes: the daemon queues it to a writer thread and answers at once."""
         self.settings = settings
         self.store = store
         self.clock = clock
         self.make_id = make_id
+        self.commit_inbound = commit_inbound or store.commit
         self._tokenizers: dict[tuple, Tokenizer] = {}
 
     # -- helpers -------------------------------------------------------------------------
@@ -159,20 +163,22 @@ class Agent:
             sig_id, ctx.uid, int(self.clock()), result.lower(), klass if counters else "",
             ",".join(counters), source_ip, array("Q", id_list),
             bytes(min(freq[t], 255) for t in tokens), bytes(applied))
-        self.store.commit(ctx.uid, batch)
+        self.commit_inbound(ctx.uid, batch)
         outcome.signature = sig_id
         outcome.action = "learned" if any(applied) else "classified"
         return outcome
 
     @staticmethod
     def _apply(batch: Batch, id_list, applied, klass: str, sign: int) -> None:
+        tokens = batch.tokens
         spam = klass == "spam"
         for token, amount in zip(id_list, applied):
             if amount:
-                if spam:
-                    batch.add_token(token, sign * amount, 0)
+                entry = tokens.get(token)
+                if entry is None:
+                    tokens[token] = [sign * amount, 0] if spam else [0, sign * amount]
                 else:
-                    batch.add_token(token, 0, sign * amount)
+                    entry[0 if spam else 1] += sign * amount
 
     # -- known class ---------------------------------------------------------------------
     def learn(self, ctx: UserContext, raw: bytes, klass: str, source: str = "corpus",

@@ -79,21 +79,30 @@ def _chi2q(x2: float, v: int) -> float:
     return min(total, 1.0)
 
 
+def _significance(row: tuple) -> tuple:
+    return row[:3]
+
+
 def classify(freq: dict, ids: dict[str, int] | None, counts: dict[int, tuple[int, int]],
              ts: int, ti: int, algorithms: tuple[str, ...], bias: bool = True) -> Verdict:
     """Score tokens: `freq` token -> frequency, `ids` token text -> id (None when the tokens
     are ids already, as when retraining from a signature), `counts` id -> (spam, innocent)."""
-    scored = []  # (distance, frequency, complexity, p, token, hits)
+    # Rows sort by significance: |0.5 - p| descending, then frequency, then complexity
+    # (DSPAM's heap order). Keys are negated so a plain tuple sort does it without a key
+    # function: (-distance, -frequency, -complexity, p, token, hits).
+    scored = []
+    probability = token_probability
+    get = counts.get
     for token, f in freq.items():
         if ids is None:
-            s, i = counts.get(token, (0, 0))
+            s, i = get(token, (0, 0))
             complexity = 0
         else:
-            s, i = counts.get(ids[token], (0, 0))
+            s, i = get(ids[token], (0, 0))
             complexity = token.count("+")
-        p = token_probability(s, i, ts, ti, bias)
-        scored.append((abs(0.5 - p), f, complexity, p, token, s + i))
-    scored.sort(key=lambda r: (-r[0], -r[1], -r[2]))
+        p = probability(s, i, ts, ti, bias)
+        scored.append((-abs(0.5 - p), -f, -complexity, p, token, s + i))
+    scored.sort(key=_significance)
 
     votes: dict[str, float] = {}
     factors: dict[str, list[tuple[str, float]]] = {}
@@ -110,7 +119,7 @@ def classify(freq: dict, ids: dict[str, int] | None, counts: dict[int, tuple[int
                 if len(ps) >= BURTON_TOKENS:
                     break
                 ps.append(r[3])
-                if r[1] > 1 and len(ps) < BURTON_TOKENS:
+                if r[1] < -1 and len(ps) < BURTON_TOKENS:
                     ps.append(r[3])
                 used.append((r[4], r[3]))
             votes[name] = _combine(ps) if ps else 0.5
@@ -147,7 +156,7 @@ def _robinson(scored: list[tuple]) -> tuple[float, list[tuple[str, float]]]:
         p = (0.01 * 0.5 + hits * r[3]) / (0.01 + hits) if hits else r[3]
         if 0.3 <= p <= 0.7:
             continue
-        for _ in range(2 if r[1] > 1 else 1):
+        for _ in range(2 if r[1] < -1 else 1):
             logs_p += math.log(1.0 - p)
             logs_q += math.log(p)
             n += 1

@@ -31,29 +31,50 @@ def validate(name: str) -> str:
     return local + at + domain.lower()
 
 
-def caller_name() -> str:
-    """The OS user running this process (the real uid: a setuid wrapper does not count)."""
-    uid = os.getuid()
+class Caller:
+    """Who asks: an OS uid and its name (this process, or a daemon client's peer)."""
+
+    __slots__ = ("uid", "name")
+
+    def __init__(self, uid: int, name: str) -> None:
+        self.uid = uid
+        self.name = name
+
+
+def caller_for_uid(uid: int) -> Caller:
     try:
         import pwd
 
-        return pwd.getpwuid(uid).pw_name
+        return Caller(uid, pwd.getpwuid(uid).pw_name)
     except (KeyError, ImportError):
-        return str(uid)
+        return Caller(uid, str(uid))
 
 
-def is_trusted(caller: str, trusted_users: tuple[str, ...]) -> bool:
-    return os.getuid() == 0 or caller == "root" or caller in trusted_users
+def this_process() -> Caller:
+    """The OS user running this process (the real uid: a setuid wrapper does not count)."""
+    return caller_for_uid(os.getuid())
 
 
-def authorize(caller: str, users: list[str], trusted_users: tuple[str, ...]) -> None:
+def caller_name() -> str:
+    return this_process().name
+
+
+def is_trusted(caller: Caller | str, trusted_users: tuple[str, ...]) -> bool:
+    if isinstance(caller, str):
+        caller = Caller(os.getuid(), caller)
+    return caller.uid == 0 or caller.name == "root" or caller.name in trusted_users
+
+
+def authorize(caller: Caller | str, users: list[str], trusted_users: tuple[str, ...]) -> None:
     """Untrusted callers may act only for themselves (DSPAM's Trust rule)."""
+    if isinstance(caller, str):
+        caller = Caller(os.getuid(), caller)
     if is_trusted(caller, trusted_users):
         return
     for user in users:
-        if user != caller:
+        if user != caller.name:
             raise PermissionDeniedError(
-                f"{caller} is not a trusted user and may not act for {user}")
+                f"{caller.name} is not a trusted user and may not act for {user}")
 
 
 def home_of(user: str, template: str, home_arg: str | None,

@@ -19,7 +19,10 @@ CREATE TABLE dspam_token_data (
     last_hit      TEXT    NOT NULL,           -- YYYY-MM-DD, for purging stale tokens
     PRIMARY KEY (uid, token)
 ) WITHOUT ROWID;
-CREATE INDEX id_token_data_last_hit ON dspam_token_data (last_hit);
+-- No index on last_hit here (MySQL has one): every message rewrites last_hit of its tokens,
+-- and the index doubled the pages a message writes (652 -> 336 WAL frames, 16.3 -> 10.6 ms
+-- per message on a 900,000-token database). Purge scans the table instead, which takes well
+-- under a second at that size.
 
 -- Signatures: what each classification did, so a later report retrains exactly that.
 CREATE TABLE dspam_signature_data (

@@ -1,0 +1,220 @@
+"""``spamsift daemon``: keep the engine loaded and filter for `filter.client` requests.
+
+One thread per connection, one open store per thread (reused: no connect, no WAL recovery,
+warm page cache). Each request runs exactly the in-process filter (`filter.cli.main`) with the
+client's arguments, stdin and the few environment variables it needs, and with the caller
+identity the kernel reports for the connecting process (SO_PEERCRED), never one the client
+claims. The socket is world-writable on purpose: every local delivery uid must reach it, and
+trust is decided from the peer's uid. A client that asks for another configuration than the
+daemon's is declined and filters in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import threading
+
+from filter import cli, client
+from filter.engine import config, exitcodes, log, users
+from filter.engine.errors import SpamsiftError, StorageError
+
+
+def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool) -> None:
+    """The writer process: commit queued batches in order until None arrives."""
+    from filter.engine.store.base import open_store
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
+    store = None
+    while True:
+        item = inbox.get()
+        if item is None:
+            break
+        uid, batch = item
+        for attempt in range(3):
+            try:
+                if store is None:
+                    store = open_store(storage_url, timeout)
+                store.commit(uid, batch)
+                break
+            except SpamsiftError as exc:
+                log.error(f"daemon: writer: {exc} (attempt {attempt + 1})", use_syslog)
+                if store is not None:
+                    store.close()
+                    store = None
+    if store is not None:
+        store.close()
+
+
+class _Writer:
+    """Commits what inbound messages learned, in arrival order, off the reply path.
+
+    A TEFT commit is ~10 ms of what a message costs; the client only needs the stamped
+    message. The writer is a process of its own: as a thread it held the interpreter lock
+    while binding 650 rows and doubled the reply time (6 ms in-process, 14 ms through the
+    daemon). If the daemon dies with batches queued, those messages keep their headers but
+    were not learned (a later report finds no signature): learning is lost, mail never is.
+    The queue is bounded, so a burst slows replies instead of growing memory.
+    """
+
+    def __init__(self, settings) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.inbox = context.Queue(maxsize=1000)
+        self.process = context.Process(
+            target=_write_batches, name="spamsift-writer", daemon=True,
+            args=(self.inbox, settings.storage_url, settings.storage_timeout,
+                  settings.syslog))
+
+    def start(self) -> None:
+        self.process.start()
+
+    def submit(self, uid: int, batch) -> None:
+        self.inbox.put((uid, batch))
+
+    def stop(self) -> None:
+        """Write everything queued, then end."""
+        self.inbox.put(None)
+        self.process.join(timeout=60)
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, path: str, settings, config_path: str | None) -> None:
+        self.writer = _Writer(settings)
+        self.writer.start()
+        self.settings = settings
+        self.config_path = config_path
+        self.own_env = {k: v for k, v in os.environ.items() if k.startswith("SPAMSIFT_")
+                        and k in client.PASSED_ENV}
+        if config_path:
+            self.own_env["SPAMSIFT_CONFIG"] = config_path
+        # Idle stores, reused across requests: ThreadingMixIn starts a thread per request, so
+        # a thread-local store would be opened (and its page cache be cold) every time.
+        self.idle_stores: list = []
+        self.stores_lock = threading.Lock()
+        super().__init__(path, _Handler)
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        sock = self.request
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+            fields = client.decode(client.recv_all(sock))
+            argc = int(fields[0])
+            argv = [f.decode("utf-8", "surrogateescape") for f in fields[1:1 + argc]]
+            n_env = int(fields[1 + argc])
+            env_fields = fields[2 + argc:2 + argc + 2 * n_env]
+            env = {env_fields[i].decode(): env_fields[i + 1].decode("utf-8", "surrogateescape")
+                   for i in range(0, len(env_fields), 2)}
+            stdin = fields[2 + argc + 2 * n_env]
+        except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
+            log.error(f"daemon: bad request: {exc}", self.server.settings.syslog)
+            return
+        wanted = {k: v for k, v in env.items() if k.startswith("SPAMSIFT_")}
+        if wanted != self.server.own_env:
+            sock.sendall(client.encode([b"decline"]))
+            return
+        environ = dict(self.server.own_env)
+        environ.update({k: v for k, v in env.items() if k in ("HOME", "LOGNAME", "USER")})
+        out, err = io.BytesIO(), io.StringIO()
+        with self.server.stores_lock:
+            store = self.server.idle_stores.pop() if self.server.idle_stores else None
+        if store is None:
+            store = self._open_store()
+        try:
+            code = cli.main(argv, stdin=io.BytesIO(stdin), stdout=out, stderr=err,
+                            environ=environ, caller=users.caller_for_uid(uid), store=store,
+                            commit_inbound=self.server.writer.submit)
+        except Exception as exc:  # noqa: BLE001 - a request must never take the daemon down
+            log.error(f"daemon: internal error: {type(exc).__name__}: {exc}")
+            code, out = exitcodes.OK, io.BytesIO(stdin)
+        if store is not None:
+            if "Storage" in err.getvalue() or "Corrupt" in err.getvalue():
+                store.close()  # reopen next time: the database may have been replaced
+            else:
+                with self.server.stores_lock:
+                    self.server.idle_stores.append(store)
+        try:
+            sock.sendall(client.encode([str(code).encode(), out.getvalue(),
+                                        err.getvalue().encode("utf-8", "replace")]))
+        except OSError:
+            pass
+
+    def _open_store(self):
+        from filter.engine.store.base import open_store
+
+        try:
+            settings = config.load(self.server.config_path)
+            store = open_store(settings.storage_url, settings.storage_timeout)
+        except (SpamsiftError, StorageError):
+            return None  # cli.main opens (and reports) one itself
+        return store
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spamsift daemon",
+        description="Serve `spamsift filter` requests on a UNIX socket so that each message "
+                    "does not pay for starting Python and loading the engine.")
+    parser.add_argument("--socket", default=os.environ.get("SPAMSIFT_SOCKET",
+                                                           client.DEFAULT_SOCKET),
+                        help=f"socket path (default $SPAMSIFT_SOCKET or {client.DEFAULT_SOCKET})")
+    parser.add_argument("--config", help="configuration file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = config.load(args.config)
+    except SpamsiftError as exc:
+        print(f"spamsift daemon: {exc}", file=sys.stderr)
+        return exc.exit_code
+    path = args.socket
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+            print(f"spamsift daemon: another daemon serves {path}", file=sys.stderr)
+            return exitcodes.TEMPFAIL
+        except OSError:
+            os.unlink(path)  # stale: its daemon is gone
+        finally:
+            probe.close()
+    server = _Server(path, settings, args.config)
+    os.chmod(path, 0o666)
+    cli.FAST_EXIT = False
+
+    def stop(_signum, _frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(f"daemon listening on {path}", settings.syslog)
+    print(f"spamsift daemon: listening on {path}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        server.writer.stop()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return exitcodes.OK
