@@ -83,9 +83,9 @@ class SQLiteStore:
                     f"{path}: schema version {version} is newer than this spamsift ({SCHEMA_VERSION})")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self.db.execute("PRAGMA wal_autocheckpoint = 0")  # see CHECKPOINT_BYTES
-            # Reads through a memory map instead of read() calls into a private cache, and a
-            # cache that holds a daemon's working set (it grows only as pages are read).
-            self.db.execute("PRAGMA mmap_size = 1073741824")
+            # A page cache that holds a daemon's working set (it grows only as pages are
+            # read). A memory map was tried too and made one-shot filter processes slower
+            # (median 63.0 vs 58.2 ms on 80 corpus messages), so reads stay read() calls.
             self.db.execute("PRAGMA cache_size = -65536")
             self.timeout_ms = int(timeout * 1000)
         except sqlite3.Error as exc:
