@@ -78,6 +78,12 @@ class Options:
         self.mail_from = ""
 
 
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value.lower() not in allowed:
+        raise UsageError(f"{flag} takes {'|'.join(allowed)}, not {value!r}")
+    return value.lower()
+
+
 def parse(argv: list[str]) -> Options:
     """DSPAM's left-to-right parse; `--x=v` and `--x v` both work; unknown flags are errors."""
     opts = Options()
@@ -120,17 +126,11 @@ def parse(argv: list[str]) -> Options:
         elif name == "--process":
             opts.classify = False
         elif name == "--mode":
-            if value.lower() not in _MODES:
-                raise UsageError(f"--mode takes {'|'.join(_MODES)}, not {value!r}")
-            opts.mode = value.lower()
+            opts.mode = _choice(name, value, _MODES)
         elif name == "--class":
-            if value.lower() not in _CLASSES:
-                raise UsageError(f"--class takes spam|innocent, not {value!r}")
-            opts.klass = _CLASSES[value.lower()]
+            opts.klass = _CLASSES[_choice(name, value, tuple(_CLASSES))]
         elif name == "--source":
-            if value.lower() not in _SOURCES:
-                raise UsageError(f"--source takes {'|'.join(_SOURCES)}, not {value!r}")
-            opts.source = value.lower()
+            opts.source = _choice(name, value, _SOURCES)
         elif name in ("--addspam", "--falsepositive"):
             opts.klass = "spam" if name == "--addspam" else "innocent"
             opts.source = opts.source or "error"

@@ -61,6 +61,11 @@ class Outcome:
         return self.result == "Spam"
 
 
+def _class_delta(klass: str, sign: int) -> tuple[int, int]:
+    """(spam, innocent) deltas that add `sign` to `klass`."""
+    return (sign, 0) if klass == "spam" else (0, sign)
+
+
 def _label(klass: str) -> str:
     return "Spam" if klass == "spam" else "Innocent"
 
@@ -151,13 +156,7 @@ class Agent:
         wl_index = next((k for k, t in enumerate(tokens) if t.startswith("wl:")), None)
         applied, counters = training.inbound(mode, klass, hits, verdict.confidence, wl_index)
 
-        batch = Batch(self._day())
-        self._apply(batch, id_list, applied, klass, +1)
-        for counter in counters:
-            batch.add_stat(counter, 1)
-        source_ip = self._source_ip(raw, ctx.settings)
-        if source_ip:
-            batch.add_source(source_ip, *((1, 0) if klass == "spam" else (0, 1)))
+        batch, source_ip = self._learning(ctx, raw, klass, id_list, applied, counters)
         sig_id = self.make_id()
         batch.new_signature = Signature(
             sig_id, ctx.uid, int(self.clock()), result.lower(), klass if counters else "",
@@ -167,6 +166,18 @@ class Agent:
         outcome.signature = sig_id
         outcome.action = "learned" if any(applied) else "classified"
         return outcome
+
+    def _learning(self, ctx: UserContext, raw: bytes, klass: str, id_list: list[int],
+                  applied, counters: list[str]) -> tuple[Batch, str]:
+        """The batch that counts a message as `klass`: tokens, counters, source address."""
+        batch = Batch(self._day())
+        self._apply(batch, id_list, applied, klass, +1)
+        for counter in counters:
+            batch.add_stat(counter, 1)
+        source_ip = self._source_ip(raw, ctx.settings)
+        if source_ip:
+            batch.add_source(source_ip, *_class_delta(klass, +1))
+        return batch, source_ip
 
     @staticmethod
     def _apply(batch: Batch, id_list, applied, klass: str, sign: int) -> None:
@@ -195,13 +206,7 @@ class Agent:
                                                              for i in id_list])
         else:
             applied, counters = training.corpus(klass, len(id_list))
-        batch = Batch(self._day())
-        self._apply(batch, id_list, applied, klass, +1)
-        for counter in counters:
-            batch.add_stat(counter, 1)
-        source_ip = self._source_ip(raw, ctx.settings)
-        if source_ip:
-            batch.add_source(source_ip, *((1, 0) if klass == "spam" else (0, 1)))
+        batch, source_ip = self._learning(ctx, raw, klass, id_list, applied, counters)
         if signature_id is not None:
             batch.new_signature = Signature(
                 signature_id, ctx.uid, int(self.clock()), klass, klass, ",".join(counters),
@@ -257,7 +262,7 @@ class Agent:
         for counter in filter(None, sig.counter.split(",")):
             batch.add_stat(counter, -1)
         if sig.source_ip and old:
-            batch.add_source(sig.source_ip, *((-1, 0) if old == "spam" else (0, -1)))
+            batch.add_source(sig.source_ip, *_class_delta(old, -1))
         applied = bytearray(len(id_list))
         counters: list[str] = []
         if target:
@@ -268,7 +273,7 @@ class Agent:
             for counter in counters:
                 batch.add_stat(counter, 1)
             if sig.source_ip:
-                batch.add_source(sig.source_ip, *((1, 0) if target == "spam" else (0, 1)))
+                batch.add_source(sig.source_ip, *_class_delta(target, +1))
         new = Signature(sig.id, sig.uid, sig.created, sig.result, target, ",".join(counters),
                         sig.source_ip, sig.tokens, sig.freqs, bytes(applied))
         batch.signature_update = SignatureUpdate(sig.id, old, target, new.counter, new.pack())
