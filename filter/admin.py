@@ -69,8 +69,8 @@ def prefs_main(argv: list[str] | None = None) -> int:
         store = open_store(settings.storage_url, settings.storage_timeout)
         try:
             if args.key is None:
-                uid = store.uid(name, create=False)
-                for key, value in sorted((store.preferences(uid) if uid else {}).items()):
+                known = store.uid(name, create=False)
+                for key, value in sorted((store.preferences(known) if known else {}).items()):
                     print(f"{key}={value}")
                 return exitcodes.OK
             if args.key not in config.USER_KEYS:
@@ -78,14 +78,14 @@ def prefs_main(argv: list[str] | None = None) -> int:
                       f"({', '.join(config.USER_KEYS)})", file=sys.stderr)
                 return exitcodes.USAGE
             uid = store.uid(name, create=True)
+            assert uid is not None  # create=True always yields one
             if args.delete:
                 store.set_preference(uid, args.key, None)
             elif args.value is None:
                 print(store.preferences(uid).get(args.key, ""))
                 return exitcodes.OK
             else:
-                value = config.Settings({}).replace(**{args.key: args.value})
-                del value  # validated: a bad value raised ConfigError above
+                config.Settings({}).replace(**{args.key: args.value})  # raises if invalid
                 store.set_preference(uid, args.key, args.value)
         finally:
             store.close()

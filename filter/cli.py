@@ -425,10 +425,11 @@ def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int
             raise MissingSignatureError(
                 "no signature: the message has no X-DSPAM-Signature header or !DSPAM:id! tag "
                 "(forward it as an attachment or with full headers), and no --signature")
-        names = _checked_users(opts, settings, seams[2], allow_none=True) or [None]
+        names: list[str | None] = [*_checked_users(opts, settings, seams[2], allow_none=True)]
+        names = names or [None]  # None: the signature's owner (trusted callers only)
         outcome = None
-        for name in names:
-            outcome = agent.retrain(name, sig, opts.klass, unlearn=opts.mode == "unlearn")
+        for owner in names:
+            outcome = agent.retrain(owner, sig, opts.klass, unlearn=opts.mode == "unlearn")
             log.info(f"user={outcome.user} signature={sig} {outcome.action} as "
                      f"{outcome.result}", settings.syslog)
         if outcome is not None and opts.deliver and "summary" in opts.deliver:

@@ -58,7 +58,7 @@ def decode(data: bytes) -> list[bytes]:
 
 def recv_all(sock) -> bytes:
     """Everything until the peer shuts down its side."""
-    chunks = []
+    chunks: list[bytes] = []
     total = 0
     while True:
         chunk = sock.recv(1 << 16)

@@ -197,11 +197,13 @@ class Agent:
         """Learn a whole message as `klass` ("corpus" or "inoculation"), no decrements."""
         if ctx.uid is None:
             ctx = self.user(ctx.name, create=True)
+        uid = ctx.uid
+        assert uid is not None  # created above
         freq = self.tokenizer(ctx.settings).tokenize(raw)
         tokens = list(freq)
         id_list = [token_id(t) for t in tokens]
         if source == "inoculation":
-            counts = self.store.lookup(ctx.uid, id_list)
+            counts = self.store.lookup(uid, id_list)
             applied, counters = training.inoculation(klass, [counts.get(i, (0, 0))
                                                              for i in id_list])
         else:
@@ -209,10 +211,10 @@ class Agent:
         batch, source_ip = self._learning(ctx, raw, klass, id_list, applied, counters)
         if signature_id is not None:
             batch.new_signature = Signature(
-                signature_id, ctx.uid, int(self.clock()), klass, klass, ",".join(counters),
+                signature_id, uid, int(self.clock()), klass, klass, ",".join(counters),
                 source_ip, array("Q", id_list), bytes(min(freq[t], 255) for t in tokens),
                 bytes(applied))
-        self.store.commit(ctx.uid, batch)  # type: ignore[arg-type]
+        self.store.commit(uid, batch)
         return Outcome(ctx.name, _label(klass), 1.0 if klass == "spam" else 0.0, 1.0,
                        signature_id, action="learned")
 

@@ -170,7 +170,7 @@ def _robinson(scored: list[tuple]) -> tuple[float, list[tuple[str, float]]]:
     return (1.0 + (big_p - big_q) / (big_p + big_q)) / 2.0, used
 
 
-def _chi_square(freq: dict[str, int], ids: dict[str, int], counts: dict[int, tuple[int, int]],
+def _chi_square(freq: dict, ids: dict[str, int] | None, counts: dict[int, tuple[int, int]],
                 ts: int, ti: int) -> tuple[float, list[tuple[str, float]]]:
     clues = []
     for token in freq:

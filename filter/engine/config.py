@@ -157,6 +157,36 @@ class Settings:
     """The effective, immutable configuration; attributes are the names in `KEYS`."""
 
     __slots__ = tuple(KEYS) + ("source",)
+    # Declarations for type checkers; the values are set from KEYS in __init__.
+    home: str
+    storage: str
+    storage_timeout: float
+    opt: str
+    opt_in_file: str
+    opt_out_file: str
+    home_template: str
+    trusted_users: tuple[str, ...]
+    max_message_size: int
+    on_error: str
+    header_prefix: str
+    training_mode: str
+    algorithm: tuple[str, ...]
+    tokenizer: str
+    processor_bias: bool
+    whitelist: bool
+    whitelist_threshold: int
+    test_conditional_training: bool
+    signature_location: str
+    subject_tag: bool
+    spam_subject: str
+    show_factors: bool
+    ignore_headers: tuple[str, ...]
+    local_mx: tuple[str, ...]
+    track_sources: bool
+    delivery_agent: str
+    log_messages: bool
+    syslog: bool
+    source: str
 
     def __init__(self, values: dict[str, object], source: str = "defaults") -> None:
         for key, (default, kind, _c, _d) in KEYS.items():
@@ -194,7 +224,7 @@ class Settings:
     @property
     def storage_url(self) -> str:
         # sqlite://PATH: an absolute PATH gives the usual three slashes (sqlite:///var/...).
-        return self.storage or "sqlite://" + os.path.join(self.home, "spamsift.db")  # type: ignore[attr-defined]
+        return self.storage or "sqlite://" + os.path.join(self.home, "spamsift.db")
 
 
 def _parse_toml(path: str) -> dict[str, object]:

@@ -180,7 +180,8 @@ def walk(data: bytes, depth: int = 0, headers: list[tuple[str, str]] | None = No
     head, body = split_head_body(data)
     if headers is None:
         headers = parse_headers(head)
-    ctype, params, cte, disposition = "text/plain", {}, "", ""
+    params: dict[str, str] = {}
+    ctype, cte, disposition = "text/plain", "", ""
     for name, value in headers:
         lname = name.lower()
         if lname == "content-type":

@@ -44,6 +44,14 @@ class Stats:
     """A user's DSPAM counters (`STAT_FIELDS`), all >= 0."""
 
     __slots__ = STAT_FIELDS
+    spam_learned: int
+    innocent_learned: int
+    spam_misclassified: int
+    innocent_misclassified: int
+    spam_corpusfed: int
+    innocent_corpusfed: int
+    spam_classified: int
+    innocent_classified: int
 
     def __init__(self, *values: int) -> None:
         values = values or (0,) * len(STAT_FIELDS)

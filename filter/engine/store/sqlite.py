@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from array import array
 
 from filter.engine.errors import (ConflictError, CorruptDatabaseError, StorageError,
                                   StorageUnavailableError)
