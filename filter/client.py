@@ -16,8 +16,6 @@ daemon runs with another configuration than the client asked for (then the clien
 in-process).
 """
 
-from __future__ import annotations
-
 import posix  # not os: os costs its own import plus _collections_abc (~1.4 ms a message)
 
 DEFAULT_SOCKET = "/run/spamsift/spamsift.sock"

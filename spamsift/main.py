@@ -5,8 +5,6 @@ watchers) and nothing imports it. Called as ``dspam`` (a symlink) or with DSPAM 
 subcommand, it is the filter, so existing maildroprc lines and aliases keep working.
 """
 
-from __future__ import annotations
-
 import posix  # not os: the per-message path avoids os's import cost (see filter.client)
 import sys
 
