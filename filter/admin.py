@@ -93,3 +93,38 @@ def prefs_main(argv: list[str] | None = None) -> int:
         print(f"spamsift prefs: {exc}", file=sys.stderr)
         return exc.exit_code
     return exitcodes.OK
+
+
+def db_main(argv: list[str] | None = None) -> int:
+    """``spamsift db init|check``: create or upgrade the schema; say what is wrong."""
+    parser = argparse.ArgumentParser(
+        prog="spamsift db", description="Create or upgrade the database schema (init), or "
+        "check a database and list what is wrong with it (check; exit 65 when anything is).")
+    parser.add_argument("action", choices=("init", "check"))
+    parser.add_argument("--config")
+    parser.add_argument("--storage", help="storage URL (default: the configuration's)")
+    args = parser.parse_args(argv)
+    from filter.engine.store.base import open_store
+
+    try:
+        settings = config.load(args.config)
+        url = args.storage or settings.storage_url
+        store = open_store(url, settings.storage_timeout)
+        try:
+            if args.action == "init":
+                for line in store.initialize():
+                    print(line)
+                print(f"{url.split('@')[-1]}: schema ready")
+                return exitcodes.OK
+            problems = store.check()
+        finally:
+            store.close()
+    except SpamsiftError as exc:
+        print(f"spamsift db: {exc}", file=sys.stderr)
+        return exc.exit_code
+    for problem in problems:
+        print(problem)
+    if problems:
+        return exitcodes.DATAERR
+    print("ok")
+    return exitcodes.OK

@@ -15,6 +15,7 @@ COMMANDS = {
     "config": ("filter.admin", "config_main", "print the effective configuration"),
     "prefs": ("filter.admin", "prefs_main", "show or set a user's preferences"),
     "daemon": ("filter.daemon", "main", "serve `spamsift filter` from a resident process"),
+    "db": ("filter.admin", "db_main", "create/upgrade the schema (init) or check a database"),
 }
 
 

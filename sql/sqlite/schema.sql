@@ -87,4 +87,10 @@ CREATE TABLE spamsift_stats_daily (
     PRIMARY KEY (uid, day)
 ) WITHOUT ROWID;
 
+-- Schema metadata (the version is also PRAGMA user_version).
+CREATE TABLE spamsift_meta (
+    name  TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
 PRAGMA user_version = 1;

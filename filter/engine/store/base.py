@@ -228,6 +228,14 @@ class Store(Protocol):
         """(uid, ip, spam_hits, innocent_hits) rows, for one user or all."""
         ...
 
+    def initialize(self) -> list[str]:
+        """Create or upgrade the schema (idempotent); what was done, one line each."""
+        ...
+
+    def check(self) -> list[str]:
+        """What is wrong with the database, one line each; empty when all is well."""
+        ...
+
     def close(self) -> None:
         ...
 
@@ -238,6 +246,7 @@ BACKENDS = {
     "sqlite": "filter.engine.store.sqlite",
     "memory": "filter.engine.store.memory",
     "mysql": "filter.engine.store.mysql",
+    "mysql+datafile": "filter.engine.store.mysql",  # DSPAM's mysql.data file
 }
 
 

@@ -115,5 +115,11 @@ class MemoryStore:
             row[1] = max(row[1] + innocent, 0)
             row[2] = batch.day
 
+    def initialize(self) -> list[str]:
+        return []
+
+    def check(self) -> list[str]:
+        return []
+
     def close(self) -> None:
         pass

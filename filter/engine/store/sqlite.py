@@ -237,6 +237,38 @@ class SQLiteStore:
             except sqlite3.Error:
                 pass
 
+    def initialize(self) -> list[str]:
+        """Create tables the file lacks (a new file got them all when it was opened)."""
+        import sql
+
+        done = []
+        have = {r[0] for r in self._query("SELECT name FROM sqlite_master", ())}
+        for statement in sql.statements("sqlite"):
+            words = statement.split()
+            if words[:2] == ["CREATE", "TABLE"] and words[2] not in have:
+                self._query(statement, ())
+                done.append(f"created {words[2]}")
+            elif words[:2] == ["CREATE", "INDEX"] and words[2] not in have:
+                self._query(statement, ())
+        return done
+
+    def check(self) -> list[str]:
+        import sql
+
+        problems = [f"integrity: {row[0]}" for row in self._query("PRAGMA quick_check", ())
+                    if row[0] != "ok"]
+        for table, columns in sql.tables("sqlite").items():
+            have = [row[1] for row in self._query(f'PRAGMA table_info("{table}")', ())]
+            if not have:
+                problems.append(f"table {table} is missing")
+            elif [c for c in columns if c not in have]:
+                problems.append(f"table {table} lacks columns "
+                                + ", ".join(c for c in columns if c not in have))
+        version = self._query("PRAGMA user_version", ())[0][0]
+        if version != SCHEMA_VERSION:
+            problems.append(f"schema version {version}, this spamsift uses {SCHEMA_VERSION}")
+        return problems
+
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy the whole WAL into the database and empty it (waits for readers)."""
         try:

@@ -1,0 +1,366 @@
+"""MySQL / MariaDB backend (PyMySQL): one shared database for the nodes of a cluster.
+
+Chosen by ``storage = "mysql://user:pass@host:port/db"`` or, for an existing DSPAM
+installation, ``storage = "mysql+datafile:///etc/dspam/mysql.data"`` (DSPAM's five lines: host
+or socket path, port, user, password, database).
+
+Per message: one ``SELECT ... IN (...)`` for the token counts (chunked far below
+max_allowed_packet), and one transaction holding one multi-row ``INSERT ... ON DUPLICATE KEY
+UPDATE`` with each token's own deltas (DSPAM applied one uniform delta to every token, which
+lost inoculation weights and occurrence counts). Rows are written in token order, so two
+messages lock shared tokens in the same order; deadlocks and lock wait timeouts that happen
+anyway are retried. Sessions run at READ COMMITTED, which spares the gap locks that make
+concurrent upserts deadlock under REPEATABLE READ. Connect, read and write timeouts are the
+configured `storage_timeout`, so delivery never hangs on a dead server.
+"""
+
+from __future__ import annotations
+
+import builtins
+from urllib.parse import unquote, urlsplit
+
+import pymysql
+from pymysql.constants import CLIENT
+
+from filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
+                                  StorageError, StorageUnavailableError)
+from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+
+SCHEMA_VERSION = "1"
+LOOKUP_CHUNK = 10000         # token ids per SELECT: ~210 KB of SQL, max_allowed_packet >= 1 MB
+INSERT_CHUNK = 5000          # rows per INSERT: ~250 KB
+RETRIES = 5                  # deadlock / lock wait timeout retries per commit
+_RETRY_CODES = (1205, 1213)  # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
+_GONE_CODES = (2003, 2006, 2013, 2055, 1045, 1044, 1049)  # cannot reach / not allowed / no db
+_NO_TABLE = 1146             # ER_NO_SUCH_TABLE
+
+
+def parse_datafile(path: str) -> dict:
+    """DSPAM's mysql.data: host (or a socket path), port, user, password, database."""
+    try:
+        # builtins.open: this module's own `open` is the registry's entry point.
+        with builtins.open(path, encoding="utf-8") as fh:
+            lines = [line.strip() for line in fh.read().splitlines()]
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if len(lines) < 5:
+        raise ConfigError(f"{path}: needs five lines: host, port, user, password, database")
+    host, port, user, password, database = lines[:5]
+    params: dict = {"user": user, "password": password, "database": database}
+    if host.startswith("/"):
+        params["unix_socket"] = host
+    else:
+        params["host"] = host or "localhost"
+        params["port"] = int(port) if port.isdigit() else 3306
+    return params
+
+
+def parse_url(url: str) -> dict:
+    if url.startswith("mysql+datafile://"):
+        return parse_datafile(url.split("://", 1)[1])
+    parts = urlsplit(url)
+    database = parts.path.lstrip("/")
+    if not database:
+        raise ConfigError(f"storage URL {url!r} names no database (mysql://user@host/db)")
+    params: dict = {"host": parts.hostname or "localhost", "port": parts.port or 3306,
+                    "user": unquote(parts.username or "root"),
+                    "password": unquote(parts.password or ""), "database": database}
+    return params
+
+
+def open(url: str, timeout: float) -> MySQLStore:  # noqa: A001 - the registry's entry point
+    return MySQLStore(parse_url(url), timeout, url)
+
+
+def _code(exc: BaseException) -> int:
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+
+
+def _translate(exc: BaseException) -> StorageError:
+    code = _code(exc)
+    if code == _NO_TABLE:
+        return CorruptDatabaseError(f"spamsift tables missing ({exc.args[-1]}): run "
+                                    "'spamsift db init'")
+    return StorageUnavailableError(f"MySQL: {exc.args[-1] if exc.args else exc}")
+
+
+class MySQLStore:
+    """The `Store` contract on a MySQL/MariaDB database."""
+
+    def __init__(self, params: dict, timeout: float = 10.0, url: str = "mysql://") -> None:
+        self.url = url
+        self.params = params
+        self.timeout = timeout
+        try:
+            self.db = pymysql.connect(
+                **params, charset="utf8mb4", autocommit=False,
+                connect_timeout=max(1, int(timeout)), read_timeout=max(1, int(timeout)),
+                write_timeout=max(1, int(timeout)),
+                # FOUND_ROWS: an UPDATE reports the rows it matched, so a compare-and-set
+                # that writes identical values still counts as applied.
+                client_flag=CLIENT.FOUND_ROWS,
+                init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        except pymysql.MySQLError as exc:
+            raise StorageUnavailableError(
+                f"MySQL {params.get('host', params.get('unix_socket'))}: "
+                f"{exc.args[-1] if exc.args else exc}") from None
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _read(self, sql_text: str, params=()) -> tuple:
+        try:
+            with self.db.cursor() as cur:
+                cur.execute(sql_text, params)
+                rows = cur.fetchall()
+            self.db.commit()  # end the read transaction: no snapshot is kept open
+            return rows
+        except pymysql.MySQLError as exc:
+            self._rollback()
+            raise _translate(exc) from None
+
+    def _rollback(self) -> None:
+        try:
+            self.db.rollback()
+        except pymysql.MySQLError:
+            pass
+
+    # -- users ---------------------------------------------------------------------------
+    def uid(self, username: str, create: bool = True) -> int | None:
+        rows = self._read("SELECT uid FROM dspam_virtual_uids WHERE username = %s", (username,))
+        if rows or not create:
+            return rows[0][0] if rows else None
+        try:
+            with self.db.cursor() as cur:
+                cur.execute("INSERT IGNORE INTO dspam_virtual_uids (username) VALUES (%s)",
+                            (username,))
+            self.db.commit()
+        except pymysql.MySQLError as exc:
+            self._rollback()
+            raise _translate(exc) from None
+        return self.uid(username, create=False)
+
+    def username(self, uid: int) -> str | None:
+        rows = self._read("SELECT username FROM dspam_virtual_uids WHERE uid = %s", (uid,))
+        return rows[0][0] if rows else None
+
+    def users(self) -> list[tuple[int, str]]:
+        return [(r[0], r[1]) for r in self._read(
+            "SELECT uid, username FROM dspam_virtual_uids ORDER BY username")]
+
+    # -- reading -------------------------------------------------------------------------
+    def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
+        ids = list(tokens)
+        found: dict[int, tuple[int, int]] = {}
+        try:
+            with self.db.cursor() as cur:
+                for i in range(0, len(ids), LOOKUP_CHUNK):
+                    chunk = ids[i:i + LOOKUP_CHUNK]
+                    # Ids are ints we computed: formatting them is safe and halves the
+                    # client-side cost of escaping thousands of parameters.
+                    cur.execute("SELECT token, spam_hits, innocent_hits FROM dspam_token_data "
+                                "WHERE uid = %s AND token IN (" + ",".join(
+                                    str(int(t)) for t in chunk) + ")", (uid,))
+                    for token, spam, innocent in cur.fetchall():
+                        found[int(token)] = (int(spam), int(innocent))
+            self.db.commit()
+        except pymysql.MySQLError as exc:
+            self._rollback()
+            raise _translate(exc) from None
+        return found
+
+    def stats(self, uid: int) -> Stats:
+        rows = self._read(f"SELECT {', '.join(STAT_FIELDS)} FROM dspam_stats WHERE uid = %s",
+                          (uid,))
+        return Stats(*rows[0]) if rows else Stats()
+
+    def signature(self, signature_id: str) -> Signature | None:
+        rows = self._read("SELECT uid, created_at, result, trained, counter, source_ip, data "
+                          "FROM dspam_signature_data WHERE signature = %s", (signature_id,))
+        if not rows:
+            return None
+        uid, created, result, trained, counter, source_ip, blob = rows[0]
+        tokens, freqs, applied = Signature.unpack_data(bytes(blob))
+        return Signature(signature_id, uid, created, result, trained, counter, source_ip,
+                         tokens, freqs, applied)
+
+    def preferences(self, uid: int) -> dict[str, str]:
+        return dict(self._read(
+            "SELECT preference, value FROM dspam_preferences WHERE uid = %s", (uid,)))
+
+    def sources(self, uid: int | None = None):
+        if uid is None:
+            return [tuple(r) for r in self._read(
+                "SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources ORDER BY uid, ip")]
+        return [tuple(r) for r in self._read(
+            "SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources WHERE uid = %s "
+            "ORDER BY ip", (uid,))]
+
+    # -- writing -------------------------------------------------------------------------
+    def set_preference(self, uid: int, key: str, value: str | None) -> None:
+        try:
+            with self.db.cursor() as cur:
+                if value is None:
+                    cur.execute("DELETE FROM dspam_preferences WHERE uid = %s AND "
+                                "preference = %s", (uid, key))
+                else:
+                    cur.execute("INSERT INTO dspam_preferences (uid, preference, value) "
+                                "VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE value = "
+                                "VALUES(value)", (uid, key, value))
+            self.db.commit()
+        except pymysql.MySQLError as exc:
+            self._rollback()
+            raise _translate(exc) from None
+
+    def commit(self, uid: int, batch: Batch) -> None:
+        for attempt in range(RETRIES + 1):
+            try:
+                with self.db.cursor() as cur:
+                    self._write(cur, uid, batch)
+                self.db.commit()
+                return
+            except ConflictError:
+                self._rollback()
+                raise
+            except pymysql.MySQLError as exc:
+                self._rollback()
+                if _code(exc) in _RETRY_CODES and attempt < RETRIES:
+                    continue  # the whole batch again: InnoDB rolled back our statements
+                raise _translate(exc) from None
+
+    def _write(self, cur, uid: int, batch: Batch) -> None:
+        day = batch.day
+        update = batch.signature_update
+        if update is not None:
+            cur.execute("UPDATE dspam_signature_data SET trained = %s, counter = %s, data = %s "
+                        "WHERE signature = %s AND uid = %s AND trained = %s",
+                        (update.trained, update.counter, update.data, update.id, uid,
+                         update.expected))
+            if cur.rowcount != 1:
+                raise ConflictError(f"signature {update.id} changed under us")
+        grow: list[tuple[int, int, int]] = []
+        shrink: dict[tuple[int, int], list[int]] = {}
+        for token in sorted(batch.tokens):
+            spam, innocent = batch.tokens[token]
+            if spam >= 0 and innocent >= 0:
+                if spam or innocent:
+                    grow.append((token, spam, innocent))
+            else:
+                shrink.setdefault((spam, innocent), []).append(token)
+        # Corrections: tokens with a negative delta exist already (or stay absent): update
+        # them per distinct delta pair, clamping at zero.
+        for (spam, innocent), tokens in sorted(shrink.items()):
+            for i in range(0, len(tokens), LOOKUP_CHUNK):
+                chunk = tokens[i:i + LOOKUP_CHUNK]
+                cur.execute(
+                    "UPDATE dspam_token_data SET "
+                    "spam_hits = GREATEST(CAST(spam_hits AS SIGNED) + %s, 0), "
+                    "innocent_hits = GREATEST(CAST(innocent_hits AS SIGNED) + %s, 0), "
+                    "last_hit = %s WHERE uid = %s AND token IN ("
+                    + ",".join(str(int(t)) for t in chunk) + ")", (spam, innocent, day, uid))
+                if spam > 0 or innocent > 0:
+                    grow_absent = [(t, max(spam, 0), max(innocent, 0)) for t in chunk]
+                    self._insert_tokens(cur, uid, day, grow_absent, only_new=True)
+        self._insert_tokens(cur, uid, day, grow, only_new=False)
+        deltas = [batch.stats.get(f, 0) for f in STAT_FIELDS]
+        if any(deltas):
+            cols = ", ".join(STAT_FIELDS)
+            sets = ", ".join(f"{f} = GREATEST(CAST({f} AS SIGNED) + %s, 0)" for f in STAT_FIELDS)
+            cur.execute(f"INSERT INTO dspam_stats (uid, {cols}) VALUES (%s{', %s' * 8}) "
+                        f"ON DUPLICATE KEY UPDATE {sets}",
+                        [uid, *(max(d, 0) for d in deltas), *deltas])
+            dsets = ", ".join(f"{f} = {f} + VALUES({f})" for f in STAT_FIELDS)
+            cur.execute(f"INSERT INTO spamsift_stats_daily (uid, day, {cols}) VALUES "
+                        f"(%s, %s{', %s' * 8}) ON DUPLICATE KEY UPDATE {dsets}",
+                        [uid, day, *deltas])
+        sig = batch.new_signature
+        if sig is not None:
+            cur.execute("INSERT INTO dspam_signature_data (uid, signature, data, length, "
+                        "created_on, created_at, result, trained, counter, source_ip) VALUES "
+                        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        (uid, sig.id, sig.pack(), len(sig.tokens), day, sig.created,
+                         sig.result, sig.trained, sig.counter, sig.source_ip))
+        for ip, (spam, innocent) in sorted(batch.sources.items()):
+            cur.execute("INSERT INTO spamsift_sources (uid, ip, spam_hits, innocent_hits, "
+                        "last_seen) VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+                        "spam_hits = GREATEST(CAST(spam_hits AS SIGNED) + %s, 0), "
+                        "innocent_hits = GREATEST(CAST(innocent_hits AS SIGNED) + %s, 0), "
+                        "last_seen = VALUES(last_seen)",
+                        (uid, ip, max(spam, 0), max(innocent, 0), day, spam, innocent))
+
+    @staticmethod
+    def _insert_tokens(cur, uid: int, day: str, rows, only_new: bool) -> None:
+        """One multi-row upsert (per INSERT_CHUNK rows) with each token's own deltas."""
+        if only_new:
+            tail = "ON DUPLICATE KEY UPDATE uid = uid"  # existing rows were updated already
+        else:
+            tail = ("ON DUPLICATE KEY UPDATE spam_hits = spam_hits + VALUES(spam_hits), "
+                    "innocent_hits = innocent_hits + VALUES(innocent_hits), "
+                    "last_hit = VALUES(last_hit)")
+        quoted_day = "'" + day.replace("'", "") + "'"
+        for i in range(0, len(rows), INSERT_CHUNK):
+            values = ",".join(f"({int(uid)},{int(t)},{int(s)},{int(n)},{quoted_day})"
+                              for t, s, n in rows[i:i + INSERT_CHUNK])
+            cur.execute("INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, "
+                        f"last_hit) VALUES {values} {tail}")
+
+    # -- administration ------------------------------------------------------------------
+    def initialize(self) -> list[str]:
+        """Create missing tables (idempotent) and record the schema version."""
+        import sql
+
+        done = []
+        try:
+            with self.db.cursor() as cur:
+                cur.execute("SHOW TABLES")
+                existing = {r[0] for r in cur.fetchall()}
+                for statement in sql.statements("mysql"):
+                    cur.execute(statement)
+                for table in sql.tables("mysql"):
+                    if table not in existing:
+                        done.append(f"created {table}")
+                cur.execute("INSERT INTO spamsift_meta (name, value) VALUES "
+                            "('schema_version', %s) ON DUPLICATE KEY UPDATE value = "
+                            "VALUES(value)", (SCHEMA_VERSION,))
+            self.db.commit()
+        except pymysql.MySQLError as exc:
+            self._rollback()
+            raise _translate(exc) from None
+        return done
+
+    def check(self) -> list[str]:
+        """What is wrong with this database: missing tables or columns, engine, version."""
+        import sql
+
+        problems = []
+        database = self.params.get("database")
+        rows = self._read("SELECT table_name, column_name FROM information_schema.columns "
+                          "WHERE table_schema = %s", (database,))
+        have: dict[str, set[str]] = {}
+        for table, column in rows:
+            have.setdefault(table, set()).add(column)
+        for table, columns in sql.tables("mysql").items():
+            if table not in have:
+                problems.append(f"table {table} is missing (run 'spamsift db init')")
+                continue
+            missing = [c for c in columns if c not in have[table]]
+            if missing:
+                problems.append(f"table {table} lacks columns {', '.join(missing)}")
+        engines = self._read("SELECT table_name, engine FROM information_schema.tables "
+                             "WHERE table_schema = %s", (database,))
+        for table, engine in engines:
+            if table in sql.tables("mysql") and (engine or "").lower() != "innodb":
+                problems.append(f"table {table} uses {engine}, not InnoDB (no transactions)")
+        if "spamsift_meta" in have:
+            version = self._read("SELECT value FROM spamsift_meta WHERE name = "
+                                 "'schema_version'")
+            if not version:
+                problems.append("no schema version recorded (run 'spamsift db init')")
+            elif version[0][0] != SCHEMA_VERSION:
+                problems.append(f"schema version {version[0][0]}, this spamsift uses "
+                                f"{SCHEMA_VERSION}")
+        return problems
+
+    def close(self) -> None:
+        try:
+            self.db.close()
+        except pymysql.MySQLError:
+            pass

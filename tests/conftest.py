@@ -1,0 +1,44 @@
+"""Shared fixtures: real servers for the tests that need them.
+
+A test that needs a server skips with the reason when it is absent, unless
+SPAMSIFT_REQUIRE_SERVERS=1 (set by .ci/run), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+MYSQL_SERVER = os.environ.get("SPAMSIFT_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
+
+
+def need(reason: str) -> None:
+    if os.environ.get("SPAMSIFT_REQUIRE_SERVERS") == "1":
+        pytest.fail(f"{reason} (SPAMSIFT_REQUIRE_SERVERS=1, so this is a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def mysql_url():
+    """A fresh MySQL/MariaDB database of the test's own, dropped afterwards."""
+    try:
+        import pymysql
+
+        from filter.engine.store.mysql import parse_url
+
+        params = parse_url(MYSQL_SERVER + "/mysql")
+        params.pop("database")
+        admin = pymysql.connect(**params, connect_timeout=3, autocommit=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
+        need(f"no MySQL/MariaDB at {MYSQL_SERVER}: {exc}")
+    name = "spamsift_test_" + uuid.uuid4().hex[:12]
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{MYSQL_SERVER}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
