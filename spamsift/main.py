@@ -16,6 +16,7 @@ COMMANDS = {
     "prefs": ("filter.admin", "prefs_main", "show or set a user's preferences"),
     "daemon": ("filter.daemon", "main", "serve `spamsift filter` from a resident process"),
     "db": ("filter.admin", "db_main", "create/upgrade the schema (init) or check a database"),
+    "purge": ("trainer.purge", "main", "delete stale tokens and signatures in small batches"),
 }
 
 

@@ -83,6 +83,20 @@ KEYS: dict[str, tuple[object, str, tuple[str, ...] | None, str]] = {
                        "Command for --deliver without --stdout, e.g. '/usr/bin/maildrop -d %u'; "
                        "empty: write to stdout."),
     "log_messages": (True, "bool", None, "Log one syslog line per filtered message."),
+    "purge_hapaxes": (30, "int", None,
+                      "Days before purge drops a rare token (2 x innocent + spam hits < 5); "
+                      "0 keeps them."),
+    "purge_hits1s": (15, "int", None, "Days before purge drops a token seen once, in spam."),
+    "purge_hits1i": (15, "int", None, "Days before purge drops a token seen once, in ham."),
+    "purge_unused": (90, "int", None,
+                     "Days before purge drops any unused token of a TEFT user (TUM: those "
+                     "with under 50 hits), and stale source addresses."),
+    "purge_signatures": (14, "int", None,
+                         "Days a signature is kept; a message older than this cannot be "
+                         "retrained."),
+    "purge_batch": (100, "int", None, "Rows deleted per statement by purge."),
+    "purge_pause": (0.01, "float", None,
+                    "Seconds purge waits between batches, so mail flow gets the locks."),
     "syslog": (True, "bool", None, "Log to syslog (facility mail) as well as stderr."),
 }
 
@@ -121,8 +135,8 @@ def _coerce(key: str, value: object, origin: str) -> object:
                 value = float(value)
             except ValueError:
                 raise ConfigError(f"{where} must be a number, not {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigError(f"{where} must be a number > 0, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{where} must be a number >= 0, not {value!r}")
         value = float(value)
     elif kind in ("list", "algorithms"):
         if isinstance(value, str):
@@ -186,6 +200,13 @@ class Settings:
     delivery_agent: str
     log_messages: bool
     syslog: bool
+    purge_hapaxes: int
+    purge_hits1s: int
+    purge_hits1i: int
+    purge_unused: int
+    purge_signatures: int
+    purge_batch: int
+    purge_pause: float
     source: str
 
     def __init__(self, values: dict[str, object], source: str = "defaults") -> None:

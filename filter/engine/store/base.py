@@ -228,6 +228,16 @@ class Store(Protocol):
         """(uid, ip, spam_hits, innocent_hits) rows, for one user or all."""
         ...
 
+    def purge_step(self, rule, limit: int, cursor: tuple | None) -> tuple[int, tuple | None]:
+        """Delete at most `limit` rows matching `rule` (a `purging.Rule`) after `cursor`, in
+        one short transaction; (rows deleted, cursor for the next step or None when done).
+        Rows are visited in one pass: a row skipped once is not read again."""
+        ...
+
+    def purge_count(self, rule) -> int:
+        """How many rows `rule` would delete now (for --dry-run)."""
+        ...
+
     def initialize(self) -> list[str]:
         """Create or upgrade the schema (idempotent); what was done, one line each."""
         ...

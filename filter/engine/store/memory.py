@@ -115,6 +115,33 @@ class MemoryStore:
             row[1] = max(row[1] + innocent, 0)
             row[2] = batch.day
 
+    def _purge_rows(self, rule):
+        from filter.engine.purging import PREDICATES
+
+        matches = PREDICATES[rule.name]
+        if rule.table == "dspam_token_data":
+            for (uid, token), (spam, innocent, day) in sorted(self.tokens.items()):
+                if (day < rule.before and (rule.uids is None or uid in rule.uids)
+                        and matches(spam, innocent)):
+                    yield (uid, token), self.tokens
+        elif rule.table == "dspam_signature_data":
+            for sig_id, (uid, day, _sig) in sorted(self.signatures.items()):
+                if day < rule.before and (rule.uids is None or uid in rule.uids):
+                    yield sig_id, self.signatures
+        else:
+            for (uid, ip), row in sorted(self.source_rows.items()):
+                if row[2] < rule.before and (rule.uids is None or uid in rule.uids):
+                    yield (uid, ip), self.source_rows
+
+    def purge_step(self, rule, limit: int, cursor):
+        doomed = [(k, table) for k, table in self._purge_rows(rule)][:limit]
+        for key, table in doomed:
+            del table[key]
+        return len(doomed), (doomed[-1][0] if len(doomed) == limit else None)
+
+    def purge_count(self, rule) -> int:
+        return sum(1 for _ in self._purge_rows(rule))
+
     def initialize(self) -> list[str]:
         return []
 

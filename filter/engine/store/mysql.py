@@ -302,6 +302,73 @@ class MySQLStore:
             cur.execute("INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, "
                         f"last_hit) VALUES {values} {tail}")
 
+    # -- purging -------------------------------------------------------------------------
+    # Purge walks the date index (last_hit, created_on, last_seen) from the oldest row,
+    # keyset-paginated on (date, primary key): each batch starts where the last one ended,
+    # so rows that are old but do not match (a busy token under the hapax rule) are read
+    # once, not once per batch as a repeated "DELETE ... ORDER BY last_hit LIMIT n" would.
+    _PURGE_KEYS = {"dspam_token_data": ("last_hit", "uid", "token"),
+                   "dspam_signature_data": ("created_on", "signature"),
+                   "spamsift_sources": ("last_seen", "uid", "ip")}
+
+    def _purge_where(self, rule) -> tuple[str, list]:
+        date = self._PURGE_KEYS[rule.table][0]
+        where = f"{date} < %s AND ({rule.condition})"
+        params: list = [rule.before]
+        if rule.uids is not None:
+            where += " AND uid IN (" + ",".join(str(int(u)) for u in rule.uids) + ")"
+        return where, params
+
+    @staticmethod
+    def _after(keys: tuple[str, ...], cursor: tuple) -> tuple[str, list]:
+        """(k1, k2, ...) > cursor, spelled out so that the range optimizer uses the index."""
+        clauses, params = [], []
+        for n in range(len(keys)):
+            equal = [f"{k} = %s" for k in keys[:n]]
+            clauses.append("(" + " AND ".join(equal + [f"{keys[n]} > %s"]) + ")")
+            params += list(cursor[:n]) + [cursor[n]]
+        return "(" + " OR ".join(clauses) + ")", params
+
+    def purge_step(self, rule, limit: int, cursor):
+        keys = self._PURGE_KEYS[rule.table]
+        where, params = self._purge_where(rule)
+        if cursor is not None:
+            after, more = self._after(keys, cursor)
+            where += " AND " + after
+            params += more
+        rows = self._read(f"SELECT {', '.join(keys)} FROM {rule.table} WHERE {where} "
+                          f"ORDER BY {', '.join(keys)} LIMIT {int(limit)}", params)
+        if not rows:
+            return 0, None
+        for attempt in range(RETRIES + 1):
+            try:
+                with self.db.cursor() as cur:
+                    if rule.table == "dspam_signature_data":
+                        cur.execute("DELETE FROM dspam_signature_data WHERE signature IN ("
+                                    + ",".join(["%s"] * len(rows)) + ")", [r[1] for r in rows])
+                    else:
+                        by_uid: dict[int, list] = {}
+                        for row in rows:
+                            by_uid.setdefault(row[1], []).append(row[2])
+                        for uid, keys_of_uid in by_uid.items():
+                            cur.execute(f"DELETE FROM {rule.table} WHERE uid = %s AND "
+                                        f"{keys[2]} IN (" + ",".join(["%s"] * len(keys_of_uid))
+                                        + ")", [uid, *keys_of_uid])
+                self.db.commit()
+                break
+            except pymysql.MySQLError as exc:
+                self._rollback()
+                if _code(exc) in _RETRY_CODES and attempt < RETRIES:
+                    continue  # a delivery holds the rows: try this batch again
+                raise _translate(exc) from None
+        last = rows[-1]
+        return len(rows), (tuple(str(v) if i == 0 else v for i, v in enumerate(last))
+                           if len(rows) == limit else None)
+
+    def purge_count(self, rule) -> int:
+        where, params = self._purge_where(rule)
+        return int(self._read(f"SELECT count(*) FROM {rule.table} WHERE {where}", params)[0][0])
+
     # -- administration ------------------------------------------------------------------
     def initialize(self) -> list[str]:
         """Create missing tables (idempotent) and record the schema version."""

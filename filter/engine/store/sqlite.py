@@ -237,6 +237,49 @@ class SQLiteStore:
             except sqlite3.Error:
                 pass
 
+    # SQLite has no last_hit index (see the schema): purge walks the primary key instead, one
+    # pass over the table whatever the ages, and deletes each batch by key.
+    _PURGE_KEYS = {"dspam_token_data": ("uid", "token"), "dspam_signature_data": ("signature",),
+                   "spamsift_sources": ("uid", "ip")}
+
+    def _purge_where(self, rule) -> tuple[str, list]:
+        from filter.engine.purging import DATE_COLUMN
+
+        where = f"{DATE_COLUMN[rule.table]} < ? AND ({rule.condition})"
+        params: list = [rule.before]
+        if rule.uids is not None:
+            where += f" AND uid IN ({','.join('?' * len(rule.uids))})"
+            params += list(rule.uids)
+        return where, params
+
+    def purge_step(self, rule, limit: int, cursor):
+        keys = self._PURGE_KEYS[rule.table]
+        where, params = self._purge_where(rule)
+        if cursor is not None:
+            where += f" AND ({', '.join(keys)}) > ({', '.join('?' * len(keys))})"
+            params += list(cursor)
+        rows = self._query(f"SELECT {', '.join(keys)} FROM {rule.table} WHERE {where} "
+                           f"ORDER BY {', '.join(keys)} LIMIT {int(limit)}", tuple(params))
+        if not rows:
+            return 0, None
+        match = " AND ".join(f"{k} = ?" for k in keys)
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany(f"DELETE FROM {rule.table} WHERE {match}", rows)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return len(rows), (tuple(rows[-1]) if len(rows) == limit else None)
+
+    def purge_count(self, rule) -> int:
+        where, params = self._purge_where(rule)
+        return self._query(f"SELECT count(*) FROM {rule.table} WHERE {where}",
+                           tuple(params))[0][0]
+
     def initialize(self) -> list[str]:
         """Create tables the file lacks (a new file got them all when it was opened)."""
         import sql

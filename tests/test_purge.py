@@ -1,0 +1,118 @@
+"""Purge: DSPAM's rules, in batches, on every backend; dry run; the command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from filter.engine import config, purging
+from filter.engine.store.base import Batch, open_store
+
+NOW = time.mktime((2026, 11, 24, 12, 0, 0, 0, 0, -1))
+
+
+def day(days_ago: int) -> str:
+    return purging.cutoff(days_ago, NOW)
+
+
+@pytest.fixture(params=["memory", "sqlite", "mysql"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        s = open_store("memory://")
+    elif request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path}/purge.db")
+    else:
+        s = open_store(request.getfixturevalue("mysql_url"))
+        s.initialize()
+    yield s
+    s.close()
+
+
+def put(store, uid, days_ago, rows):
+    batch = Batch(day(days_ago))
+    for token, spam, innocent in rows:
+        batch.add_token(token, spam, innocent)
+    store.commit(uid, batch)
+
+
+def test_dspam_rules_delete_exactly_the_stale_rows(store):
+    teft, toe, tum = store.uid("teft"), store.uid("toe"), store.uid("tum")
+    store.set_preference(toe, "training_mode", "toe")
+    store.set_preference(tum, "training_mode", "tum")
+    for uid in (teft, toe, tum):
+        put(store, uid, 40, [(1, 1, 1), (2, 50, 50)])     # hapax (2*1+1 < 5); busy
+        put(store, uid, 20, [(3, 1, 0), (4, 0, 1), (5, 2, 0)])  # single hits; a pair
+        put(store, uid, 100, [(6, 30, 30), (7, 10, 10)])  # unused: busy / under 50 hits
+        put(store, uid, 1, [(8, 1, 0)])                   # fresh
+    settings = config.Settings({})
+    rules = purging.plan(settings, store, now=NOW)
+    assert [r.name for r in rules] == ["hapaxes", "single_spam", "single_innocent",
+                                       "unused_teft", "unused_tum", "signatures", "sources"]
+    counts = {r.name: store.purge_count(r) for r in rules}
+    # Hapaxes older than 30 days: token 1 of each user. Tokens 3, 4, 5 are hapaxes too but
+    # only 20 days old; token 7 has 2*10+10 = 30 hits.
+    assert counts["hapaxes"] == 3
+    for rule in rules:
+        cursor = "start"
+        while cursor is not None:
+            _n, cursor = store.purge_step(rule, 2, None if cursor == "start" else cursor)
+    left = {uid: sorted(store.lookup(uid, range(1, 9))) for uid in (teft, toe, tum)}
+    assert left[teft] == [2, 5, 8]        # all unused (100 days) rows gone for TEFT
+    assert left[toe] == [2, 5, 6, 7, 8]   # TOE keeps merely unused tokens
+    assert left[tum] == [2, 5, 6, 8]      # TUM drops unused tokens with < 50 hits
+
+
+def test_signatures_and_sources_expire(store):
+    from array import array
+
+    from filter.engine.store.base import Signature
+
+    uid = store.uid("u")
+    for n, days_ago in ((1, 20), (2, 3)):
+        batch = Batch(day(days_ago))
+        batch.new_signature = Signature(f"{n:030x}", uid, 0, "spam", "spam", "spam_learned",
+                                        "", array("Q", [1]), b"\x01", b"\x01")
+        batch.add_source(f"192.0.2.{n}", 1, 0)
+        store.commit(uid, batch)
+    batch = Batch(day(120))
+    batch.add_source("198.51.100.9", 1, 0)
+    store.commit(uid, batch)
+    for rule in purging.plan(config.Settings({}), store, now=NOW):
+        cursor = "start"
+        while cursor is not None:
+            _n, cursor = store.purge_step(rule, 100, None if cursor == "start" else cursor)
+    assert store.signature(f"{1:030x}") is None and store.signature(f"{2:030x}") is not None
+    assert [r[1] for r in store.sources(uid)] == ["192.0.2.1", "192.0.2.2"]
+
+
+def test_a_rule_with_age_zero_is_off():
+    settings = config.Settings({}).replace(purge_hapaxes=0, purge_unused=0)
+    store = open_store("memory://")
+    store.uid("u")
+    names = [r.name for r in purging.plan(settings, store, now=NOW)]
+    assert "hapaxes" not in names and "unused_teft" not in names and "sources" not in names
+
+
+def test_purge_command_dry_run_and_real(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/spamsift.db")
+    uid = store.uid("u")
+    put(store, uid, 400, [(t, 1, 0) for t in range(1, 251)])
+    put(store, uid, 0, [(1000, 1, 0)])
+    store.close()
+    env = {"SPAMSIFT_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "COLUMNS": "100"}
+    run = [sys.executable, "-m", "spamsift", "purge", "--quiet", "--pause", "0"]
+    dry = subprocess.run(run + ["--dry-run"], env=env, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert "hapaxes" in dry.stdout and "250" in dry.stdout
+    store = open_store(f"sqlite:///{tmp_path}/spamsift.db")
+    assert len(store.lookup(uid, range(1, 1001))) == 251  # a dry run deletes nothing
+    store.close()
+    real = subprocess.run(run + ["--batch", "7"], env=env, capture_output=True, text=True)
+    assert real.returncode == 0, real.stderr
+    assert "total" in real.stdout
+    store = open_store(f"sqlite:///{tmp_path}/spamsift.db")
+    assert sorted(store.lookup(uid, range(1, 1001))) == [1000]
+    store.close()
