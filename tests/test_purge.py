@@ -116,3 +116,45 @@ def test_purge_command_dry_run_and_real(tmp_path):
     store = open_store(f"sqlite:///{tmp_path}/spamsift.db")
     assert sorted(store.lookup(uid, range(1, 1001))) == [1000]
     store.close()
+
+
+def _fixture_rows(store):
+    today = time.time()
+    teft, tum = store.uid("teft"), store.uid("tum")
+    store.set_preference(tum, "training_mode", "tum")
+    for uid in (teft, tum):
+        for days_ago, rows in ((40, [(1, 1, 1), (2, 50, 50)]), (100, [(6, 30, 30), (7, 10, 10)]),
+                               (1, [(8, 1, 0)])):
+            batch = Batch(purging.cutoff(days_ago, today))
+            for token, s, i in rows:
+                batch.add_token(token, s, i)
+            store.commit(uid, batch)
+    return teft, tum
+
+
+def test_sqlite_purge_sql_applies_the_same_rules(tmp_path):
+    import sql
+
+    store = open_store(f"sqlite:///{tmp_path}/p.db")
+    teft, tum = _fixture_rows(store)
+    store.db.executescript(sql.read("sqlite", "purge.sql"))
+    assert sorted(store.lookup(teft, range(1, 9))) == [2, 8]
+    assert sorted(store.lookup(tum, range(1, 9))) == [2, 6, 8]
+    store.close()
+
+
+def test_mysql_purge_sql_applies_the_same_rules(mysql_url):
+    import sql
+
+    store = open_store(mysql_url)
+    store.initialize()
+    teft, tum = _fixture_rows(store)
+    text = "\n".join(line.split("--", 1)[0] for line in sql.read("mysql", "purge.sql").splitlines())
+    with store.db.cursor() as cur:
+        for statement in (s.strip() for s in text.split(";")):
+            if statement:
+                cur.execute(statement)
+    store.db.commit()
+    assert sorted(store.lookup(teft, range(1, 9))) == [2, 8]
+    assert sorted(store.lookup(tum, range(1, 9))) == [2, 6, 8]
+    store.close()
