@@ -95,3 +95,30 @@ def test_a_server_that_never_answers_is_given_up_within_the_timeout(tmp_path):
         for conn in held:
             conn.close()
         listener.close()
+
+
+def test_token_lookups_use_the_whole_index(mysql_url):
+    # A mixed list of ids below and above 2^63 made MariaDB read every row of the user.
+    import random
+
+    from filter.engine.store.base import Batch
+    from filter.engine.store.mysql import token_lists
+
+    store = open_store(mysql_url)
+    store.initialize()
+    uid = store.uid("alice")
+    rng = random.Random(3)
+    batch = Batch("2026-11-24")
+    for _ in range(3000):
+        batch.add_token(rng.getrandbits(64), 1, 0)
+    store.commit(uid, batch)
+    wanted = [rng.getrandbits(64) for _ in range(700)]
+    lists = list(token_lists(wanted))
+    assert len(lists) == 2
+    with store.db.cursor() as cur:
+        for in_list in lists:
+            cur.execute("EXPLAIN SELECT token FROM dspam_token_data WHERE uid = %s AND token "
+                        f"IN ({in_list})", (uid,))
+            plan = cur.fetchone()
+            assert plan[3] == "range" and str(plan[6]) == "12", plan  # type, key_len
+    store.close()

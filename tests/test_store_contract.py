@@ -189,3 +189,19 @@ def test_sqlite_reports_a_corrupt_file_and_leaves_it(tmp_path):
     with pytest.raises(CorruptDatabaseError):
         open_store(f"sqlite:///{path}")
     assert path.read_bytes() == garbage
+
+
+def test_a_correction_moves_counts_whether_or_not_the_row_still_exists(store):
+    # (-1, +1) on a present token moves one hit; on a purged (absent) one it inserts the
+    # increase. MySQL writes both as one clamped upsert per row, so a token that another
+    # process inserts meanwhile cannot lose the increase either.
+    uid = store.uid("u")
+    batch = Batch("2026-11-24")
+    batch.add_token(1, 5, 5)
+    store.commit(uid, batch)
+    batch = Batch("2026-11-25")
+    batch.add_token(1, -1, 1)
+    batch.add_token(2, -1, 1)
+    batch.add_token(3, -2, -2)
+    store.commit(uid, batch)
+    assert store.lookup(uid, [1, 2, 3]) == {1: (4, 6), 2: (0, 1)}
