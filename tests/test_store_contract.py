@@ -205,3 +205,30 @@ def test_a_correction_moves_counts_whether_or_not_the_row_still_exists(store):
     batch.add_token(3, -2, -2)
     store.commit(uid, batch)
     assert store.lookup(uid, [1, 2, 3]) == {1: (4, 6), 2: (0, 1)}
+
+
+def test_a_failing_batch_writes_nothing(store):
+    # The signature insert comes after the token, counter and source writes; when it fails
+    # (here: the id exists), none of them may remain.
+    from filter.engine.errors import StorageError
+
+    uid = store.uid("u")
+    first = Batch("2026-11-24")
+    first.new_signature = _signature("d" * 30, uid)
+    store.commit(uid, first)
+    before = (store.lookup(uid, [1, 2]), store.stats(uid), list(store.sources(uid)))
+    batch = Batch("2026-11-24")
+    batch.add_token(1, 1, 0)
+    batch.add_token(2, 0, 3)
+    batch.add_stat("spam_learned", 1)
+    batch.add_source("203.0.113.1", 1, 0)
+    batch.new_signature = _signature("d" * 30, uid)
+    with pytest.raises(StorageError):
+        store.commit(uid, batch)
+    assert (store.lookup(uid, [1, 2]), store.stats(uid), list(store.sources(uid))) == before
+    # A constraint failure is not reported as a corrupt or unreachable database.
+    from filter.engine.errors import CorruptDatabaseError, StorageUnavailableError
+
+    with pytest.raises(StorageError) as info:
+        store.commit(uid, batch)
+    assert not isinstance(info.value, (CorruptDatabaseError, StorageUnavailableError))

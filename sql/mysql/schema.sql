@@ -81,6 +81,19 @@ CREATE TABLE IF NOT EXISTS spamsift_stats_daily (
     PRIMARY KEY (uid, day)
 ) ENGINE=InnoDB COMMENT='statistics history per user and day';
 
+-- Watcher state: the class each message was last seen in, per user, so that the Maildir and
+-- IMAP watchers train only changes (a drag into or out of .Spam), exactly once across
+-- restarts and nodes. message_key is the X-DSPAM-Signature, or a content digest for mail
+-- that was never filtered.
+CREATE TABLE IF NOT EXISTS spamsift_watch_messages (
+    uid         INT UNSIGNED NOT NULL,
+    message_key VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    folder_class VARCHAR(16) NOT NULL,           -- spam | innocent, as last seen
+    updated_at  BIGINT       NOT NULL,           -- unix time
+    PRIMARY KEY (uid, message_key),
+    KEY id_watch_updated (updated_at)
+) ENGINE=InnoDB COMMENT='watcher: last folder class per message';
+
 -- Schema version, so `spamsift db init` can upgrade and `db check` can tell.
 CREATE TABLE IF NOT EXISTS spamsift_meta (
     name  VARCHAR(64)  NOT NULL PRIMARY KEY,

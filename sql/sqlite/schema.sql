@@ -87,6 +87,15 @@ CREATE TABLE spamsift_stats_daily (
     PRIMARY KEY (uid, day)
 ) WITHOUT ROWID;
 
+-- Watcher state: the class each message was last seen in, per user (see the MySQL schema).
+CREATE TABLE spamsift_watch_messages (
+    uid          INTEGER NOT NULL,
+    message_key  TEXT    NOT NULL,   -- X-DSPAM-Signature, or a content digest
+    folder_class TEXT    NOT NULL,   -- spam | innocent, as last seen
+    updated_at   INTEGER NOT NULL,   -- unix time
+    PRIMARY KEY (uid, message_key)
+) WITHOUT ROWID;
+
 -- Schema metadata (the version is also PRAGMA user_version).
 CREATE TABLE spamsift_meta (
     name  TEXT NOT NULL PRIMARY KEY,

@@ -84,6 +84,11 @@ class MemoryStore:
             entry = self.signatures.get(update.id)
             if entry is None or entry[0] != uid or entry[2].trained != update.expected:
                 raise ConflictError(f"signature {update.id} changed under us")
+        sig = batch.new_signature
+        if sig is not None and sig.id in self.signatures:
+            from filter.engine.errors import StorageError
+
+            raise StorageError(f"signature {sig.id} exists already")
         # Validation is done: from here on nothing can fail, so the batch is atomic.
         if update is not None:
             old = self.signatures[update.id][2]

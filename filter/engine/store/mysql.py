@@ -96,6 +96,8 @@ def _code(exc: BaseException) -> int:
 
 def _translate(exc: BaseException) -> StorageError:
     code = _code(exc)
+    if isinstance(exc, pymysql.IntegrityError):
+        return StorageError(f"MySQL: {exc.args[-1] if exc.args else exc}")
     if code == _NO_TABLE:
         return CorruptDatabaseError(f"spamsift tables missing ({exc.args[-1]}): run "
                                     "'spamsift db init'")

@@ -49,6 +49,8 @@ def open(url: str, timeout: float) -> SQLiteStore:  # noqa: A001 - the registry'
 
 def _translate(exc: sqlite3.Error, path: str) -> StorageError:
     text = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StorageError(f"{path}: {text}")  # a constraint, not a damaged file
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text
                                                       or "unable to open" in text
                                                       or "readonly" in text or "disk" in text):
