@@ -42,3 +42,19 @@ def mysql_url():
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "mysql"])
+def store(request, tmp_path):
+    """An empty store of each backend in turn (MySQL: a database of the test's own)."""
+    from filter.engine.store.base import open_store
+
+    if request.param == "memory":
+        s = open_store("memory://")
+    elif request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path}/store.db")
+    else:
+        s = open_store(request.getfixturevalue("mysql_url"))
+        s.initialize()
+    yield s
+    s.close()

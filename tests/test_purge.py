@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from filter.engine import config, purging
 from filter.engine.store.base import Batch, open_store
@@ -16,19 +15,6 @@ NOW = time.mktime((2026, 11, 24, 12, 0, 0, 0, 0, -1))
 
 def day(days_ago: int) -> str:
     return purging.cutoff(days_ago, NOW)
-
-
-@pytest.fixture(params=["memory", "sqlite", "mysql"])
-def store(request, tmp_path):
-    if request.param == "memory":
-        s = open_store("memory://")
-    elif request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/purge.db")
-    else:
-        s = open_store(request.getfixturevalue("mysql_url"))
-        s.initialize()
-    yield s
-    s.close()
 
 
 def put(store, uid, days_ago, rows):

@@ -14,20 +14,6 @@ BIG = (1 << 64) - 5          # token ids above 2^63 must survive signed storage
 MID = 1 << 63
 
 
-@pytest.fixture(params=["memory", "sqlite", "mysql"])
-def store(request, tmp_path):
-    if request.param == "memory":
-        s = open_store("memory://")
-    elif request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/contract.db")
-    else:
-        s = request.getfixturevalue("mysql_url")
-        s = open_store(s)
-        s.initialize()
-    yield s
-    s.close()
-
-
 def test_uid_is_created_once_and_named(store):
     assert store.uid("alice@example.org", create=False) is None
     a = store.uid("alice@example.org")

@@ -97,6 +97,17 @@ class Signature:
         self.freqs = freqs
         self.applied = applied
 
+    # The columns an SQL backend selects for `from_row`, in that order.
+    COLUMNS = "uid, created_at, result, trained, counter, source_ip, data"
+
+    @classmethod
+    def from_row(cls, signature_id: str, row) -> Signature:
+        """A signature from a row of `COLUMNS`."""
+        uid, created, result, trained, counter, source_ip, blob = row
+        tokens, freqs, applied = cls.unpack_data(bytes(blob))
+        return cls(signature_id, uid, created, result, trained, counter, source_ip,
+                   tokens, freqs, applied)
+
     def pack(self) -> bytes:
         """The token data as one blob: version, count, ids (u64 LE), freqs (u8), applied (u8)."""
         tokens = self.tokens if self.tokens.typecode == "Q" else array("Q", self.tokens)

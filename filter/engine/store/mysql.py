@@ -194,14 +194,9 @@ class MySQLStore:
         return Stats(*rows[0]) if rows else Stats()
 
     def signature(self, signature_id: str) -> Signature | None:
-        rows = self._read("SELECT uid, created_at, result, trained, counter, source_ip, data "
-                          "FROM dspam_signature_data WHERE signature = %s", (signature_id,))
-        if not rows:
-            return None
-        uid, created, result, trained, counter, source_ip, blob = rows[0]
-        tokens, freqs, applied = Signature.unpack_data(bytes(blob))
-        return Signature(signature_id, uid, created, result, trained, counter, source_ip,
-                         tokens, freqs, applied)
+        rows = self._read(f"SELECT {Signature.COLUMNS} FROM dspam_signature_data "
+                          "WHERE signature = %s", (signature_id,))
+        return Signature.from_row(signature_id, rows[0]) if rows else None
 
     def preferences(self, uid: int) -> dict[str, str]:
         return dict(self._read(

@@ -171,15 +171,9 @@ class SQLiteStore:
         return Stats(*rows[0]) if rows else Stats()
 
     def signature(self, signature_id: str) -> Signature | None:
-        rows = self._query(
-            "SELECT uid, created_at, result, trained, counter, source_ip, data "
-            "FROM dspam_signature_data WHERE signature = ?", (signature_id,))
-        if not rows:
-            return None
-        uid, created, result, trained, counter, source_ip, blob = rows[0]
-        tokens, freqs, applied = Signature.unpack_data(bytes(blob))
-        return Signature(signature_id, uid, created, result, trained, counter, source_ip,
-                         tokens, freqs, applied)
+        rows = self._query(f"SELECT {Signature.COLUMNS} FROM dspam_signature_data "
+                          "WHERE signature = ?", (signature_id,))
+        return Signature.from_row(signature_id, rows[0]) if rows else None
 
     def preferences(self, uid: int) -> dict[str, str]:
         return dict(self._query(
