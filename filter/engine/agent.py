@@ -15,7 +15,7 @@ from filter.engine import classifier, training
 from filter.engine.errors import ConflictError, UnknownSignatureError
 from filter.engine.signatures import load_owned, new_id
 from filter.engine.store.base import Batch, Signature, SignatureUpdate
-from filter.engine.tokenizer import Tokenizer, token_id
+from filter.engine.tokenizer import Tokenizer, parse_top_headers, token_id
 
 CAS_RETRIES = 5
 
@@ -100,19 +100,18 @@ class Agent:
     def _day(self) -> str:
         return time.strftime("%Y-%m-%d", time.localtime(self.clock()))
 
-    def _source_ip(self, raw: bytes, settings) -> str:
+    @staticmethod
+    def _source_ip(headers: list[tuple[str, str]], settings) -> str:
         if not settings.track_sources:
             return ""
-        from filter.engine import mime
         from filter.engine.sources import first_external_ip
 
-        head, _ = mime.split_head_body(raw)
-        return first_external_ip(mime.parse_headers(head), settings.local_mx) or ""
+        return first_external_ip(headers, settings.local_mx) or ""
 
-    def score(self, ctx: UserContext, raw: bytes):
+    def score(self, ctx: UserContext, raw: bytes, headers: list[tuple[str, str]] | None = None):
         """Tokenize and score: (freq, ids, counts, stats, verdict, whitelisted)."""
         settings = ctx.settings
-        freq = self.tokenizer(settings).tokenize(raw)
+        freq = self.tokenizer(settings).tokenize(raw, headers)
         ids = {t: token_id(t) for t in freq}
         if ctx.uid is None:
             counts: dict[int, tuple[int, int]] = {}
@@ -138,7 +137,8 @@ class Agent:
     def process(self, ctx: UserContext, raw: bytes, mode: str | None = None,
                 classify_only: bool = False) -> Outcome:
         """Classify an inbound message and, unless told not to, train it by the mode."""
-        freq, ids, counts, stats, verdict, whitelisted = self.score(ctx, raw)
+        headers = parse_top_headers(raw)  # once, for the tokenizer and the source address
+        freq, ids, counts, stats, verdict, whitelisted = self.score(ctx, raw, headers)
         if whitelisted:
             result, klass = "Whitelisted", "innocent"
         else:
@@ -156,7 +156,7 @@ class Agent:
         wl_index = next((k for k, t in enumerate(tokens) if t.startswith("wl:")), None)
         applied, counters = training.inbound(mode, klass, hits, verdict.confidence, wl_index)
 
-        batch, source_ip = self._learning(ctx, raw, klass, id_list, applied, counters)
+        batch, source_ip = self._learning(ctx, headers, klass, id_list, applied, counters)
         sig_id = self.make_id()
         batch.new_signature = Signature(
             sig_id, ctx.uid, int(self.clock()), result.lower(), klass if counters else "",
@@ -167,14 +167,14 @@ class Agent:
         outcome.action = "learned" if any(applied) else "classified"
         return outcome
 
-    def _learning(self, ctx: UserContext, raw: bytes, klass: str, id_list: list[int],
-                  applied, counters: list[str]) -> tuple[Batch, str]:
+    def _learning(self, ctx: UserContext, headers: list[tuple[str, str]], klass: str,
+                  id_list: list[int], applied, counters: list[str]) -> tuple[Batch, str]:
         """The batch that counts a message as `klass`: tokens, counters, source address."""
         batch = Batch(self._day())
         self._apply(batch, id_list, applied, klass, +1)
         for counter in counters:
             batch.add_stat(counter, 1)
-        source_ip = self._source_ip(raw, ctx.settings)
+        source_ip = self._source_ip(headers, ctx.settings)
         if source_ip:
             batch.add_source(source_ip, *_class_delta(klass, +1))
         return batch, source_ip
@@ -199,7 +199,8 @@ class Agent:
             ctx = self.user(ctx.name, create=True)
         uid = ctx.uid
         assert uid is not None  # created above
-        freq = self.tokenizer(ctx.settings).tokenize(raw)
+        headers = parse_top_headers(raw)
+        freq = self.tokenizer(ctx.settings).tokenize(raw, headers)
         tokens = list(freq)
         id_list = [token_id(t) for t in tokens]
         if source == "inoculation":
@@ -208,7 +209,7 @@ class Agent:
                                                              for i in id_list])
         else:
             applied, counters = training.corpus(klass, len(id_list))
-        batch, source_ip = self._learning(ctx, raw, klass, id_list, applied, counters)
+        batch, source_ip = self._learning(ctx, headers, klass, id_list, applied, counters)
         if signature_id is not None:
             batch.new_signature = Signature(
                 signature_id, uid, int(self.clock()), klass, klass, ",".join(counters),

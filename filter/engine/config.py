@@ -144,9 +144,7 @@ def _coerce(key: str, value: object, origin: str) -> object:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings, not {value!r}")
         if kind == "algorithms":
-            value = [v.lower() for v in value]
-            if value == ["chi2"] or "chi2" in value:
-                value = ["chi-square" if v == "chi2" else v for v in value]
+            value = ["chi-square" if v.lower() == "chi2" else v.lower() for v in value]
             if not value:
                 raise ConfigError(f"{where} needs at least one of {', '.join(ALGORITHMS)}")
         value = tuple(value)

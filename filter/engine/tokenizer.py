@@ -53,6 +53,11 @@ _DOMAIN = re.compile(r"[\w\-]+(?:\.[\w\-]+)+")
 _OSB_GAPS = ("", "+", "+#+", "+#+#+", "+#+#+#+")
 
 
+def parse_top_headers(raw: bytes) -> list[tuple[str, str]]:
+    """The (name, value) headers of a message's top-level header block."""
+    return mime.parse_headers(mime.split_head_body(raw)[0])
+
+
 def token_id(token: str) -> int:
     """The 64-bit id of a token text (unsigned)."""
     return int.from_bytes(
@@ -114,11 +119,15 @@ class Tokenizer:
         return (lname.startswith(self.own_prefix) or lname in self.ignore_exact
                 or (bool(self.ignore_prefixes) and lname.startswith(self.ignore_prefixes)))
 
-    def tokenize(self, raw: bytes) -> dict[str, int]:
-        """All tokens of a message with their frequencies, in first-seen order."""
+    def tokenize(self, raw: bytes,
+                 headers: list[tuple[str, str]] | None = None) -> dict[str, int]:
+        """All tokens of a message with their frequencies, in first-seen order.
+
+        `headers` are the message's parsed top-level headers, when the caller has them.
+        """
         freq: dict[str, int] = {}
-        head, _ = mime.split_head_body(raw)
-        headers = mime.parse_headers(head)
+        if headers is None:
+            headers = parse_top_headers(raw)
         sender = sender_address(headers)
         if sender:
             freq["wl:" + sender] = 1

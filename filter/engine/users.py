@@ -55,20 +55,12 @@ def this_process() -> Caller:
     return caller_for_uid(os.getuid())
 
 
-def caller_name() -> str:
-    return this_process().name
-
-
-def is_trusted(caller: Caller | str, trusted_users: tuple[str, ...]) -> bool:
-    if isinstance(caller, str):
-        caller = Caller(os.getuid(), caller)
+def is_trusted(caller: Caller, trusted_users: tuple[str, ...]) -> bool:
     return caller.uid == 0 or caller.name == "root" or caller.name in trusted_users
 
 
-def authorize(caller: Caller | str, users: list[str], trusted_users: tuple[str, ...]) -> None:
+def authorize(caller: Caller, users: list[str], trusted_users: tuple[str, ...]) -> None:
     """Untrusted callers may act only for themselves (DSPAM's Trust rule)."""
-    if isinstance(caller, str):
-        caller = Caller(os.getuid(), caller)
     if is_trusted(caller, trusted_users):
         return
     for user in users:
