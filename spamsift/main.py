@@ -17,6 +17,15 @@ COMMANDS = {
     "daemon": ("filter.daemon", "main", "serve `spamsift filter` from a resident process"),
     "db": ("filter.admin", "db_main", "create/upgrade the schema (init) or check a database"),
     "purge": ("trainer.purge", "main", "delete stale tokens and signatures in small batches"),
+    "train": ("trainer.train", "main", "bootstrap a user from existing mail (Maildir, mbox, "
+              "MH, IMAP...)"),
+    "evaluate": ("trainer.evaluate", "main", "estimate a user's accuracy before go-live"),
+    "reclassify": ("trainer.reclassify", "main", "find (and move) mail the filter now "
+                   "places in the other class"),
+    "watch": ("watchers.cli", "main", "learn from mail users move into and out of .Spam"),
+    "report": ("trainer.report", "main", "accuracy report (terminal UI, --json, --csv)"),
+    "stats": ("trainer.stats", "main", "DSPAM's dspam_stats lines"),
+    "sources": ("trainer.sources", "main", "top spam source addresses and networks"),
 }
 
 

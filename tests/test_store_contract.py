@@ -218,3 +218,40 @@ def test_a_failing_batch_writes_nothing(store):
     with pytest.raises(StorageError) as info:
         store.commit(uid, batch)
     assert not isinstance(info.value, (CorruptDatabaseError, StorageUnavailableError))
+
+
+def test_bulk_reads_for_reports(store):
+    """all_stats, daily_stats, preference_values and sources(since=) answer for every user at
+    once, with the per-day history signed (a correction on a later day is negative there)."""
+    a, b = store.uid("a"), store.uid("b")
+    for uid, day, field, delta in ((a, "2026-11-20", "spam_classified", 3),
+                                   (a, "2026-11-21", "innocent_classified", 2),
+                                   (a, "2026-11-22", "spam_classified", -1),
+                                   (a, "2026-11-22", "innocent_misclassified", 1),
+                                   (b, "2026-11-22", "innocent_classified", 5)):
+        batch = Batch(day)
+        batch.add_stat(field, delta)
+        if uid == b:
+            batch.add_source("192.0.2.1", 0, 5)
+        else:
+            batch.add_source("198.51.100.%d" % int(day[-1]), 1, 0)
+        store.commit(uid, batch)
+    stats = store.all_stats()
+    assert set(stats) == {a, b}
+    assert stats[a].spam_classified == 2 and stats[a].innocent_classified == 2
+    assert stats[a].innocent_misclassified == 1 and stats[b].innocent_classified == 5
+    daily = store.daily_stats("2026-11-21")
+    index = {f: i for i, f in enumerate(STAT_FIELDS)}
+    assert [(u, d) for u, d, _ in daily] == [(a, "2026-11-21"), (a, "2026-11-22"),
+                                             (b, "2026-11-22")]
+    assert daily[1][2][index["spam_classified"]] == -1
+    assert daily[1][2][index["innocent_misclassified"]] == 1
+    assert daily[2][2][index["innocent_classified"]] == 5
+    store.set_preference(a, "opt", "in")
+    store.set_preference(0, "opt", "out")
+    store.set_preference(b, "tokenizer", "osb")
+    assert store.preference_values("opt") == {a: "in", 0: "out"}
+    recent = list(store.sources(since="2026-11-22"))
+    assert recent == [(a, "198.51.100.2", 2, 0), (b, "192.0.2.1", 0, 5)]
+    assert [r[1] for r in store.sources(a, since="2026-11-21")] == ["198.51.100.1",
+                                                                     "198.51.100.2"]

@@ -98,6 +98,12 @@ KEYS: dict[str, tuple[object, str, tuple[str, ...] | None, str]] = {
     "purge_pause": (0.01, "float", None,
                     "Seconds purge waits between batches, so mail flow gets the locks."),
     "syslog": (True, "bool", None, "Log to syslog (facility mail) as well as stderr."),
+    "spam_folders": ([".Spam", ".Junk"], "list", None,
+                     "Maildir++ folders whose mail is spam (nested folders too); the trainer "
+                     "and the watcher read them."),
+    "ignored_folders": ([".Trash", ".Drafts", ".Sent"], "list", None,
+                        "Maildir++ folders neither trained from nor watched; every other "
+                        "folder counts as innocent."),
 }
 
 # Keys a user may set for themselves (DSPAM's AllowOverride list).

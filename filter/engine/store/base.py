@@ -235,8 +235,23 @@ class Store(Protocol):
         """Set a preference, or delete it when `value` is None."""
         ...
 
-    def sources(self, uid: int | None = None) -> Iterable[tuple[int, str, int, int]]:
-        """(uid, ip, spam_hits, innocent_hits) rows, for one user or all."""
+    def sources(self, uid: int | None = None,
+                since: str | None = None) -> Iterable[tuple[int, str, int, int]]:
+        """(uid, ip, spam_hits, innocent_hits) rows, for one user or all, ordered by uid and
+        ip; with `since` (YYYY-MM-DD) only addresses last seen on or after that day."""
+        ...
+
+    def all_stats(self) -> dict[int, Stats]:
+        """Every user's counters in one query (reports over thousands of users)."""
+        ...
+
+    def daily_stats(self, since: str) -> list[tuple[int, str, tuple[int, ...]]]:
+        """(uid, day, deltas in `STAT_FIELDS` order) of the per-day history from day `since`
+        (YYYY-MM-DD) on, ordered by uid and day. Deltas are signed (corrections)."""
+        ...
+
+    def preference_values(self, key: str) -> dict[int, str]:
+        """uid -> value of one preference for every user that has it (uid 0: site-wide)."""
         ...
 
     def purge_step(self, rule, limit: int, cursor: tuple | None) -> tuple[int, tuple | None]:

@@ -74,9 +74,19 @@ class MemoryStore:
         else:
             self.prefs[(uid, key)] = value
 
-    def sources(self, uid: int | None = None):
+    def sources(self, uid: int | None = None, since: str | None = None):
         return sorted((u, ip, r[0], r[1]) for (u, ip), r in self.source_rows.items()
-                      if uid is None or u == uid)
+                      if (uid is None or u == uid) and (since is None or r[2] >= since))
+
+    def all_stats(self) -> dict[int, Stats]:
+        return {uid: Stats(*row) for uid, row in self.stat_rows.items()}
+
+    def daily_stats(self, since: str) -> list[tuple[int, str, tuple[int, ...]]]:
+        return sorted((uid, day, tuple(row)) for (uid, day), row in self.daily.items()
+                      if day >= since)
+
+    def preference_values(self, key: str) -> dict[int, str]:
+        return {u: v for (u, k), v in self.prefs.items() if k == key}
 
     def commit(self, uid: int, batch: Batch) -> None:
         update = batch.signature_update

@@ -202,13 +202,31 @@ class MySQLStore:
         return dict(self._read(
             "SELECT preference, value FROM dspam_preferences WHERE uid = %s", (uid,)))
 
-    def sources(self, uid: int | None = None):
-        if uid is None:
-            return [tuple(r) for r in self._read(
-                "SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources ORDER BY uid, ip")]
-        return [tuple(r) for r in self._read(
-            "SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources WHERE uid = %s "
-            "ORDER BY ip", (uid,))]
+    def sources(self, uid: int | None = None, since: str | None = None):
+        where, params = [], []
+        if uid is not None:
+            where.append("uid = %s")
+            params.append(uid)
+        if since is not None:
+            where.append("last_seen >= %s")
+            params.append(since)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        return [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in self._read(
+            "SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources"
+            + clause + " ORDER BY uid, ip", tuple(params))]
+
+    def all_stats(self) -> dict[int, Stats]:
+        return {int(r[0]): Stats(*r[1:]) for r in self._read(
+            f"SELECT uid, {', '.join(STAT_FIELDS)} FROM dspam_stats", ())}
+
+    def daily_stats(self, since: str) -> list[tuple[int, str, tuple[int, ...]]]:
+        return [(int(r[0]), str(r[1]), tuple(int(v) for v in r[2:])) for r in self._read(
+            f"SELECT uid, day, {', '.join(STAT_FIELDS)} FROM spamsift_stats_daily "
+            "WHERE day >= %s ORDER BY uid, day", (since,))]
+
+    def preference_values(self, key: str) -> dict[int, str]:
+        return {int(r[0]): r[1] for r in self._read(
+            "SELECT uid, value FROM dspam_preferences WHERE preference = %s", (key,))}
 
     # -- writing -------------------------------------------------------------------------
     def set_preference(self, uid: int, key: str, value: str | None) -> None:

@@ -179,12 +179,31 @@ class SQLiteStore:
         return dict(self._query(
             "SELECT preference, value FROM dspam_preferences WHERE uid = ?", (uid,)))
 
-    def sources(self, uid: int | None = None):
-        if uid is None:
-            return self._query("SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources "
-                               "ORDER BY uid, ip", ())
-        return self._query("SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources "
-                           "WHERE uid = ? ORDER BY ip", (uid,))
+    def sources(self, uid: int | None = None, since: str | None = None):
+        where, params = [], []
+        if uid is not None:
+            where.append("uid = ?")
+            params.append(uid)
+        if since is not None:
+            where.append("last_seen >= ?")
+            params.append(since)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        return [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in self._query(
+            "SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources"
+            + clause + " ORDER BY uid, ip", tuple(params))]
+
+    def all_stats(self) -> dict[int, Stats]:
+        return {int(r[0]): Stats(*r[1:]) for r in self._query(
+            f"SELECT uid, {', '.join(STAT_FIELDS)} FROM dspam_stats", ())}
+
+    def daily_stats(self, since: str) -> list[tuple[int, str, tuple[int, ...]]]:
+        return [(int(r[0]), str(r[1]), tuple(int(v) for v in r[2:])) for r in self._query(
+            f"SELECT uid, day, {', '.join(STAT_FIELDS)} FROM spamsift_stats_daily "
+            "WHERE day >= ? ORDER BY uid, day", (since,))]
+
+    def preference_values(self, key: str) -> dict[int, str]:
+        return {int(r[0]): r[1] for r in self._query(
+            "SELECT uid, value FROM dspam_preferences WHERE preference = ?", (key,))}
 
     # -- writing -------------------------------------------------------------------------
     def set_preference(self, uid: int, key: str, value: str | None) -> None:

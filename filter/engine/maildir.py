@@ -1,0 +1,123 @@
+"""Maildir++ as the trainer and the watchers both read it: folders, their class, messages.
+
+A Maildir++ mailbox is a directory with ``cur/``, ``new/`` and ``tmp/`` (the INBOX) and one
+subdirectory per folder named ``.Name`` (``.Spam``, ``.Lists.Debian`` for a nested folder),
+each again with ``cur/new/tmp`` (Courier-IMAP's and Dovecot's default layout).
+
+A folder's class comes from the settings' `spam_folders` and `ignored_folders` lists: a folder
+counts when its name, or the name of any folder it is nested in, is listed (``.Spam.2026`` is
+spam; ``.Trash.old`` is ignored). Names compare case-insensitively, with or without the
+leading dot and with Dovecot's ``.INBOX.`` prefix removed. Everything else is innocent.
+
+Nothing here writes: neither the trainer (except ``reclassify --move``) nor the watchers may
+change a user's Maildir. A message file's *base name* (before ``:2,``, the flags) names it
+for its whole life: flag changes rename ``base:2,S`` to ``base:2,RS``, and delivery moves it from
+``new/`` to ``cur/`` under the same base.
+"""
+
+from __future__ import annotations
+
+import os
+
+SPAM = "spam"
+INNOCENT = "innocent"
+IGNORED = "ignored"
+
+SUBDIRS = ("new", "cur")  # tmp/ holds half-written files: never read
+
+
+class Folder:
+    """One Maildir++ folder: `name` ("" for INBOX, else ``.Name``), `path`, `kind`."""
+
+    __slots__ = ("name", "path", "kind")
+
+    def __init__(self, name: str, path: str, kind: str) -> None:
+        self.name = name
+        self.path = path
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"Folder({self.name or 'INBOX'!r}, {self.kind})"
+
+
+def _normal(name: str) -> str:
+    name = name.strip().lstrip(".").lower()
+    if name.startswith("inbox."):
+        name = name[6:]
+    return name
+
+
+def folder_kind(name: str, spam_folders, ignored_folders) -> str:
+    """SPAM, IGNORED or INNOCENT for a folder name ("" or "INBOX" is the INBOX)."""
+    norm = _normal(name)
+    if not norm or norm == "inbox":
+        return INNOCENT
+    spam = {_normal(n) for n in spam_folders}
+    ignored = {_normal(n) for n in ignored_folders}
+    parts = norm.split(".")
+    for i in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in ignored:
+            return IGNORED
+        if prefix in spam:
+            return SPAM
+    return INNOCENT
+
+
+def is_maildir(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "cur")) and os.path.isdir(os.path.join(path, "new"))
+
+
+def folders(root: str, spam_folders, ignored_folders) -> list[Folder]:
+    """The INBOX and every ``.Name`` folder of the Maildir++ at `root`, sorted by name.
+
+    Raises OSError when `root` cannot be listed (the caller says so and goes on)."""
+    found = [Folder("", root, INNOCENT)] if is_maildir(root) else []
+    for entry in sorted(os.listdir(root)):
+        if not entry.startswith(".") or entry in (".", ".."):
+            continue
+        path = os.path.join(root, entry)
+        if is_maildir(path):
+            found.append(Folder(entry, path, folder_kind(entry, spam_folders, ignored_folders)))
+    return found
+
+
+def base_name(filename: str) -> str:
+    """The part of a Maildir file name that survives flag changes (before ``:2,``)."""
+    for sep in (":2,", ";2,", "!2,"):  # Courier/Dovecot; Dovecot's maildir_broken_filename
+        at = filename.find(sep)
+        if at > 0:
+            return filename[:at]
+    return filename
+
+
+def message_files(folder_path: str):
+    """(subdir, file name) of every message in ``new/`` and ``cur/``; dotfiles skipped.
+
+    A subdirectory that vanished (folder deleted mid-scan) yields nothing."""
+    for sub in SUBDIRS:
+        try:
+            names = os.listdir(os.path.join(folder_path, sub))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in sorted(names):
+            if not name.startswith("."):
+                yield sub, name
+
+
+def message_key(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str:
+    """What names a message across folders: its signature, else a digest of its bytes.
+
+    Only the message's own top-level header counts (a forwarded message's quoted signature
+    belongs to someone else's copy). Digest keys are ``sha256:`` + hex of the first 16 bytes.
+    """
+    from filter.engine.message import Message
+
+    value = Message(raw).get_header(header_name)
+    if value:
+        sig = value.split()[0].decode("latin-1", "replace") if value.split() else ""
+        if 0 < len(sig) <= 127 and sig.isascii() and all(c.isalnum() or c == "," for c in sig):
+            return sig
+    from hashlib import sha256
+
+    return "sha256:" + sha256(raw).hexdigest()[:32]
