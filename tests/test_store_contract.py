@@ -255,3 +255,68 @@ def test_bulk_reads_for_reports(store):
     assert recent == [(a, "198.51.100.2", 2, 0), (b, "192.0.2.1", 0, 5)]
     assert [r[1] for r in store.sources(a, since="2026-11-21")] == ["198.51.100.1",
                                                                      "198.51.100.2"]
+
+
+def test_watch_state_compare_and_set_commits_with_the_training(store):
+    """A WatchUpdate applies only while the recorded class is the expected one, and a batch
+    whose watch update conflicts writes nothing at all (tokens, counters, other updates)."""
+    from filter.engine.store.base import WatchUpdate
+
+    uid, other = store.uid("u"), store.uid("v")
+    key, digest = "e" * 30, "sha256:" + "0" * 32
+    assert store.watch_states(uid, [key, digest]) == {}
+    first = Batch("2026-11-24")
+    first.add_token(1, 1, 0)
+    first.add_stat("spam_learned", 1)
+    first.watch.append(WatchUpdate(key, None, "spam", 1700000000))
+    store.commit(uid, first)
+    assert store.watch_states(uid, [key, digest]) == {key: "spam"}
+    assert store.watch_states(other, [key]) == {}  # records are per user
+    # The same first sighting again (a second watcher): must not exist -> conflict.
+    before = (store.lookup(uid, [1]), store.stats(uid))
+    with pytest.raises(ConflictError):
+        store.commit(uid, first)
+    # A move with the wrong expectation, even alongside a good one: nothing is written.
+    stale = Batch("2026-11-24")
+    stale.add_token(1, 5, 5)
+    stale.add_stat("innocent_learned", 1)
+    stale.watch.append(WatchUpdate(digest, None, "spam", 1700000001))
+    stale.watch.append(WatchUpdate(key, "innocent", "spam", 1700000001))
+    with pytest.raises(ConflictError):
+        store.commit(uid, stale)
+    assert (store.lookup(uid, [1]), store.stats(uid)) == before
+    assert store.watch_states(uid, [key, digest]) == {key: "spam"}
+    # The right expectation applies; ANY sets whatever is there (an administrator's move).
+    move = Batch("2026-11-25")
+    move.watch.append(WatchUpdate(key, "spam", "innocent", 1700000002))
+    store.commit(uid, move)
+    admin = Batch("2026-11-25")
+    admin.watch.append(WatchUpdate(key, WatchUpdate.ANY, "spam", 1700000003))
+    admin.watch.append(WatchUpdate(digest, WatchUpdate.ANY, "innocent", 1700000003))
+    store.commit(uid, admin)
+    assert store.watch_states(uid, [key, digest]) == {key: "spam", digest: "innocent"}
+    # Same class as expected is still "applied" (MySQL counts matched, not changed, rows).
+    same = Batch("2026-11-25")
+    same.watch.append(WatchUpdate(key, "spam", "spam", 1700000004))
+    store.commit(uid, same)
+    # Another user's expectation never matches this user's row.
+    with pytest.raises(ConflictError):
+        store.commit(other, move)
+
+
+def test_watch_reads_are_bulk(store):
+    from filter.engine.store.base import WatchUpdate
+
+    uid = store.uid("u")
+    keys = [f"k{i:05d}" for i in range(1200)]  # more than one IN list
+    batch = Batch("2026-11-24")
+    batch.watch = [WatchUpdate(k, None, "spam" if i % 2 else "innocent", 1)
+                   for i, k in enumerate(keys)]
+    store.commit(uid, batch)
+    states = store.watch_states(uid, keys + ["missing"])
+    assert len(states) == 1200 and states["k00001"] == "spam" and states["k01198"] == "innocent"
+    sigs = Batch("2026-11-24")
+    sigs.new_signature = _signature("f" * 30, uid, trained="")
+    store.commit(uid, sigs)
+    found = store.signature_states(["f" * 30, "0" * 30] + [f"x{i}" for i in range(600)])
+    assert found == {"f" * 30: (uid, "innocent", "")}

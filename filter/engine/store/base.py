@@ -11,7 +11,9 @@ Conventions every backend keeps:
 * A token whose deltas are all negative is never inserted (decrementing nothing is nothing).
 * `commit` is atomic. When the batch carries a `SignatureUpdate` whose ``expected`` state does not
   match the stored one, nothing is written and `ConflictError` is raised (compare-and-set:
-  this is what makes retraining exactly-once across processes and cluster nodes).
+  this is what makes retraining exactly-once across processes and cluster nodes). The same
+  holds for each `WatchUpdate` in `Batch.watch` (the watchers' record of where a message was
+  last seen), so a watcher's training and its record change together or not at all.
 * Failures raise `StorageUnavailableError` (cannot connect, locked too long) or
   `CorruptDatabaseError` (damaged, not ours); a backend never recreates data silently.
 
@@ -155,15 +157,39 @@ class SignatureUpdate:
         self.data = data
 
 
+class WatchUpdate:
+    """Compare-and-set of a message's recorded class in the watcher state.
+
+    The row is (uid, `key`) of ``spamsift_watch_messages``: `key` is the message's signature
+    or ``sha256:`` digest (`maildir.message_key`), `klass` "spam" or "innocent", `at` unix
+    time. `expected` is the class the row must hold for the update to apply: a class, None
+    (the row must not exist yet) or `ANY` (set unconditionally: an administrator's move).
+    """
+
+    __slots__ = ("key", "expected", "klass", "at")
+    ANY = "*"
+
+    def __init__(self, key: str, expected: str | None, klass: str, at: int) -> None:
+        self.key = key
+        self.expected = expected
+        self.klass = klass
+        self.at = int(at)
+
+    def __repr__(self) -> str:
+        return f"WatchUpdate({self.key[:20]!r}, {self.expected!r} -> {self.klass!r})"
+
+
 class Batch:
     """Everything one message writes, applied by `Store.commit` in one transaction.
 
     `tokens` maps token id -> [spam delta, innocent delta]. `stats` maps a `STAT_FIELDS` name to
     a delta; the same deltas go into the per-day history row for `day` (YYYY-MM-DD). `sources`
-    maps an IP to [spam delta, innocent delta].
+    maps an IP to [spam delta, innocent delta]. `watch` holds watcher-state updates, each a
+    compare-and-set checked before anything is written.
     """
 
-    __slots__ = ("tokens", "stats", "day", "new_signature", "signature_update", "sources")
+    __slots__ = ("tokens", "stats", "day", "new_signature", "signature_update", "sources",
+                 "watch")
 
     def __init__(self, day: str) -> None:
         self.tokens: dict[int, list[int]] = {}
@@ -172,6 +198,7 @@ class Batch:
         self.new_signature: Signature | None = None
         self.signature_update: SignatureUpdate | None = None
         self.sources: dict[str, list[int]] = {}
+        self.watch: list[WatchUpdate] = []
 
     def add_token(self, token: int, spam: int, innocent: int) -> None:
         entry = self.tokens.get(token)
@@ -191,7 +218,7 @@ class Batch:
 
     def is_empty(self) -> bool:
         return not (self.tokens or any(self.stats.values()) or self.new_signature
-                    or self.signature_update or self.sources)
+                    or self.signature_update or self.sources or self.watch)
 
 
 class Store(Protocol):
@@ -252,6 +279,16 @@ class Store(Protocol):
 
     def preference_values(self, key: str) -> dict[int, str]:
         """uid -> value of one preference for every user that has it (uid 0: site-wide)."""
+        ...
+
+    def watch_states(self, uid: int, keys: Collection[str]) -> dict[str, str]:
+        """key -> recorded class ("spam"/"innocent") of those `keys` the user has a watcher
+        record for (one query per few hundred keys)."""
+        ...
+
+    def signature_states(self, ids: Collection[str]) -> dict[str, tuple[int, str, str]]:
+        """id -> (uid, result, trained) of those signature `ids` that are stored, without
+        their token data: what a watcher needs to decide about many messages at once."""
         ...
 
     def purge_step(self, rule, limit: int, cursor: tuple | None) -> tuple[int, tuple | None]:

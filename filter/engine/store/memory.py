@@ -33,6 +33,7 @@ class MemoryStore:
         self.signatures: dict[str, tuple[int, str, Signature]] = {}  # id -> (uid, day, sig)
         self.prefs: dict[tuple[int, str], str] = {}
         self.source_rows: dict[tuple[int, str], list] = {}
+        self.watch_rows: dict[tuple[int, str], tuple[str, int]] = {}  # -> (class, updated_at)
 
     def uid(self, username: str, create: bool = True) -> int | None:
         if username not in self.uids and create:
@@ -88,12 +89,32 @@ class MemoryStore:
     def preference_values(self, key: str) -> dict[int, str]:
         return {u: v for (u, k), v in self.prefs.items() if k == key}
 
+    def watch_states(self, uid: int, keys) -> dict[str, str]:
+        found = {}
+        for key in keys:
+            row = self.watch_rows.get((uid, key))
+            if row is not None:
+                found[key] = row[0]
+        return found
+
+    def signature_states(self, ids) -> dict[str, tuple[int, str, str]]:
+        found = {}
+        for sig_id in ids:
+            entry = self.signatures.get(sig_id)
+            if entry is not None:
+                found[sig_id] = (entry[0], entry[2].result, entry[2].trained)
+        return found
+
     def commit(self, uid: int, batch: Batch) -> None:
         update = batch.signature_update
         if update is not None:
             entry = self.signatures.get(update.id)
             if entry is None or entry[0] != uid or entry[2].trained != update.expected:
                 raise ConflictError(f"signature {update.id} changed under us")
+        for watch in batch.watch:
+            row = self.watch_rows.get((uid, watch.key))
+            if watch.expected != watch.ANY and (row[0] if row else None) != watch.expected:
+                raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
         sig = batch.new_signature
         if sig is not None and sig.id in self.signatures:
             from filter.engine.errors import StorageError
@@ -124,6 +145,8 @@ class MemoryStore:
                 day[i] += d
         if batch.new_signature is not None:
             self.signatures[batch.new_signature.id] = (uid, batch.day, batch.new_signature)
+        for watch in batch.watch:
+            self.watch_rows[(uid, watch.key)] = (watch.klass, watch.at)
         for ip, (spam, innocent) in batch.sources.items():
             row = self.source_rows.setdefault((uid, ip), [0, 0, batch.day])
             row[0] = max(row[0] + spam, 0)

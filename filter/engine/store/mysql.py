@@ -29,6 +29,7 @@ from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 SCHEMA_VERSION = "1"
 LOOKUP_CHUNK = 10000         # token ids per SELECT: ~210 KB of SQL, max_allowed_packet >= 1 MB
 INSERT_CHUNK = 5000          # rows per INSERT: ~250 KB
+KEY_CHUNK = 500              # message keys / signature ids per IN (...) of the watcher's reads
 RETRIES = 5                  # deadlock / lock wait timeout retries per commit
 _RETRY_CODES = (1205, 1213)  # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
 _GONE_CODES = (2003, 2006, 2013, 2055, 1045, 1044, 1049)  # cannot reach / not allowed / no db
@@ -228,6 +229,27 @@ class MySQLStore:
         return {int(r[0]): r[1] for r in self._read(
             "SELECT uid, value FROM dspam_preferences WHERE preference = %s", (key,))}
 
+    def watch_states(self, uid: int, keys) -> dict[str, str]:
+        keys = list(keys)
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), KEY_CHUNK):
+            chunk = keys[i:i + KEY_CHUNK]
+            found.update((str(k), str(c)) for k, c in self._read(
+                "SELECT message_key, folder_class FROM spamsift_watch_messages WHERE uid = %s "
+                f"AND message_key IN ({','.join(['%s'] * len(chunk))})", (uid, *chunk)))
+        return found
+
+    def signature_states(self, ids) -> dict[str, tuple[int, str, str]]:
+        ids = list(ids)
+        found: dict[str, tuple[int, str, str]] = {}
+        for i in range(0, len(ids), KEY_CHUNK):
+            chunk = ids[i:i + KEY_CHUNK]
+            for sig_id, uid, result, trained in self._read(
+                    "SELECT signature, uid, result, trained FROM dspam_signature_data "
+                    f"WHERE signature IN ({','.join(['%s'] * len(chunk))})", tuple(chunk)):
+                found[str(sig_id)] = (int(uid), result, trained)
+        return found
+
     # -- writing -------------------------------------------------------------------------
     def set_preference(self, uid: int, key: str, value: str | None) -> None:
         try:
@@ -270,6 +292,27 @@ class MySQLStore:
                          update.expected))
             if cur.rowcount != 1:
                 raise ConflictError(f"signature {update.id} changed under us")
+        # Watcher state, in key order (two watchers lock rows in the same order). Under READ
+        # COMMITTED the conditional UPDATE reads the latest committed row and locks it, so
+        # of two watchers making the same change exactly one matches.
+        for watch in sorted(batch.watch, key=lambda w: w.key):
+            if watch.expected == watch.ANY:
+                cur.execute("INSERT INTO spamsift_watch_messages (uid, message_key, "
+                            "folder_class, updated_at) VALUES (%s, %s, %s, %s) ON DUPLICATE "
+                            "KEY UPDATE folder_class = VALUES(folder_class), updated_at = "
+                            "VALUES(updated_at)", (uid, watch.key, watch.klass, watch.at))
+                continue
+            if watch.expected is None:
+                cur.execute("INSERT IGNORE INTO spamsift_watch_messages (uid, message_key, "
+                            "folder_class, updated_at) VALUES (%s, %s, %s, %s)",
+                            (uid, watch.key, watch.klass, watch.at))
+            else:
+                cur.execute("UPDATE spamsift_watch_messages SET folder_class = %s, "
+                            "updated_at = %s WHERE uid = %s AND message_key = %s AND "
+                            "folder_class = %s",
+                            (watch.klass, watch.at, uid, watch.key, watch.expected))
+            if cur.rowcount != 1:
+                raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
         grow: list[tuple[int, int, int]] = []
         shrink: dict[tuple[int, int], list[int]] = {}
         for token in sorted(batch.tokens):

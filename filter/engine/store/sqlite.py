@@ -27,6 +27,7 @@ SCHEMA_VERSION = 1
 # 4 MB (about ten messages) keeps recovery cheap and spreads the copy over several messages.
 CHECKPOINT_BYTES = 4 << 20
 _CHUNK = 30000  # host parameters per IN (...): below SQLite's 32766 limit
+_KEY_CHUNK = 500  # message keys / signature ids per IN (...) of the watcher's bulk reads
 _SIGN = 1 << 63
 _WRAP = 1 << 64
 
@@ -205,6 +206,27 @@ class SQLiteStore:
         return {int(r[0]): r[1] for r in self._query(
             "SELECT uid, value FROM dspam_preferences WHERE preference = ?", (key,))}
 
+    def watch_states(self, uid: int, keys) -> dict[str, str]:
+        keys = list(keys)
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), _KEY_CHUNK):
+            chunk = keys[i:i + _KEY_CHUNK]
+            found.update(self._query(
+                "SELECT message_key, folder_class FROM spamsift_watch_messages WHERE uid = ? "
+                f"AND message_key IN ({','.join('?' * len(chunk))})", (uid, *chunk)))
+        return found
+
+    def signature_states(self, ids) -> dict[str, tuple[int, str, str]]:
+        ids = list(ids)
+        found: dict[str, tuple[int, str, str]] = {}
+        for i in range(0, len(ids), _KEY_CHUNK):
+            chunk = ids[i:i + _KEY_CHUNK]
+            for sig_id, uid, result, trained in self._query(
+                    "SELECT signature, uid, result, trained FROM dspam_signature_data "
+                    f"WHERE signature IN ({','.join('?' * len(chunk))})", tuple(chunk)):
+                found[sig_id] = (int(uid), result, trained)
+        return found
+
     # -- writing -------------------------------------------------------------------------
     def set_preference(self, uid: int, key: str, value: str | None) -> None:
         try:
@@ -344,6 +366,25 @@ class SQLiteStore:
                 (update.trained, update.counter, update.data, update.id, uid, update.expected))
             if cur.rowcount != 1:
                 raise ConflictError(f"signature {update.id} changed under us")
+        for watch in sorted(batch.watch, key=lambda w: w.key):
+            if watch.expected == watch.ANY:
+                cur = db.execute(
+                    "INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
+                    "updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (uid, message_key) DO "
+                    "UPDATE SET folder_class = ?3, updated_at = ?4",
+                    (uid, watch.key, watch.klass, watch.at))
+            elif watch.expected is None:
+                cur = db.execute(
+                    "INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
+                    "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (uid, message_key) DO NOTHING",
+                    (uid, watch.key, watch.klass, watch.at))
+            else:
+                cur = db.execute(
+                    "UPDATE spamsift_watch_messages SET folder_class = ?, updated_at = ? "
+                    "WHERE uid = ? AND message_key = ? AND folder_class = ?",
+                    (watch.klass, watch.at, uid, watch.key, watch.expected))
+            if cur.rowcount != 1:
+                raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
         grow, shrink = [], []
         for token in sorted(batch.tokens):
             spam, innocent = batch.tokens[token]
