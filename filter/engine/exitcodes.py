@@ -6,6 +6,7 @@
 |      |          | internal error with ``on_error = "pass"``)                            |
 | 64   | USAGE    | bad command line                                                      |
 | 65   | DATAERR  | bad input: no/unknown/foreign signature, invalid user name, no message|
+| 66   | NOINPUT  | a training source cannot be read (missing, no permission)             |
 | 70   | SOFTWARE | a bug: an unexpected internal error outside the inline filter path    |
 | 75   | TEMPFAIL | storage unavailable, or any internal error with ``on_error = "tempfail"``|
 | 77   | NOPERM   | an untrusted OS user tried to act for another user                    |
@@ -15,6 +16,7 @@
 OK = 0
 USAGE = 64
 DATAERR = 65
+NOINPUT = 66
 SOFTWARE = 70
 TEMPFAIL = 75
 NOPERM = 77

@@ -1,0 +1,161 @@
+"""Corpus training in bulk: many messages, few transactions.
+
+`Agent.learn` writes one transaction per message, which is right for one message and far too
+slow for a user's whole mailbox (59 messages/s into SQLite, one fsync each). `CorpusLearner`
+counts what a run of messages contributes in memory and writes it as one `Batch` every
+`flush_every` messages, with exactly the per-message semantics of `Agent.learn(source=
+"corpus")`: each distinct token of a message +1 in its class, ``<class>_learned`` and
+``<class>_corpusfed`` +1, the source address counted.
+
+Tokens are counted by their text and hashed to ids only at a flush: a run of 2,000 messages
+has ~1.3 million token occurrences but ~150,000 distinct tokens, and hashing was half the cost
+of a message (0.9 of 1.8 ms on the SpamAssassin corpus).
+
+Messages spamsift stamped itself are recognised (`unstamp`): the Subject tag and the
+``!DSPAM:id!`` body tag are removed before tokenizing, and a message whose signature this user
+still has is not learned twice: if its signature already counts it as the same class it is
+skipped, otherwise it is corrected through the signature (`Agent.retrain`), exactly as a
+user's report would be.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+
+from filter.engine.errors import SignatureError
+from filter.engine.tokenizer import parse_top_headers, token_id
+
+# What `CorpusLearner.add` did with a message.
+LEARNED, KNOWN, CORRECTED = "learned", "known", "corrected"
+
+_BODY_TAG = re.compile(rb"\r?\n?!DSPAM:[A-Za-z0-9,]{1,127}!")
+
+
+def _header_end(raw: bytes) -> int:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        at = raw.find(sep)
+        if at >= 0:
+            return at
+    return len(raw)
+
+
+def stamp_signature(raw: bytes, header_prefix: str) -> str | None:
+    """The signature in the message's own ``<prefix>-Signature`` header, if it has one."""
+    from filter.engine.message import Message
+
+    value = Message(raw).get_header(header_prefix + "-Signature")
+    if not value:
+        return None
+    sig = value.split()[0].decode("latin-1", "replace") if value.split() else ""
+    if 0 < len(sig) <= 127 and sig.isascii() and all(c.isalnum() or c == "," for c in sig):
+        return sig
+    return None
+
+
+def unstamp(raw: bytes, settings) -> bytes:
+    """The message without what spamsift's own stamp put into tokenized text.
+
+    Our ``<prefix>-*`` headers are never tokenized, but the Subject tag and the body tag are
+    text; learning them would teach the filter its own verdict instead of the mail's content.
+    Only a message carrying our Result header is touched."""
+    head_end = _header_end(raw)
+    head = raw[:head_end]
+    marker = ("\n" + settings.header_prefix + "-Result:").lower().encode("latin-1", "replace")
+    if marker not in b"\n" + head.lower():
+        return raw
+    tag = settings.spam_subject.encode("utf-8", "replace")
+    if tag:
+        head = re.sub(rb"(?im)^(subject:[ \t]*)" + re.escape(tag) + rb"[ \t]?", rb"\1", head)
+    body = raw[head_end:]
+    if b"!DSPAM:" in body:
+        body = _BODY_TAG.sub(b"", body)
+    return head + body
+
+
+class CorpusLearner:
+    """Feeds one user's messages of known class into the store in bulk."""
+
+    def __init__(self, agent, user: str, flush_every: int = 2000) -> None:
+        self.agent = agent
+        self.store = agent.store
+        self.ctx = agent.user(user, create=True)
+        self.settings = self.ctx.settings
+        self.tokenizer = agent.tokenizer(self.settings)
+        self.flush_every = flush_every
+        self.pending = 0
+        self.counts = {"spam": Counter(), "innocent": Counter()}
+        self.messages = {"spam": 0, "innocent": 0}
+        self.sources: dict[str, list[int]] = {}
+        self.commits = 0
+
+    def add(self, raw: bytes, klass: str) -> str:
+        """Count one message as `klass`; LEARNED, KNOWN or CORRECTED."""
+        settings = self.settings
+        sig_id = stamp_signature(raw, settings.header_prefix)
+        if sig_id is not None:
+            done = self._known(sig_id, klass)
+            if done is not None:
+                return done
+            raw = unstamp(raw, settings)
+        elif b"!DSPAM:" in raw:
+            raw = unstamp(raw, settings)
+        headers = parse_top_headers(raw)
+        freq = self.tokenizer.tokenize(raw, headers)
+        self.counts[klass].update(freq.keys())
+        self.messages[klass] += 1
+        if settings.track_sources:
+            from filter.engine.sources import first_external_ip
+
+            ip = first_external_ip(headers, settings.local_mx)
+            if ip:
+                entry = self.sources.setdefault(ip, [0, 0])
+                entry[0 if klass == "spam" else 1] += 1
+        self.pending += 1
+        if self.pending >= self.flush_every:
+            self.flush()
+        return LEARNED
+
+    def _known(self, sig_id: str, klass: str) -> str | None:
+        sig = self.store.signature(sig_id)
+        if sig is None or sig.uid != self.ctx.uid:
+            return None  # purged, or another user's copy: learn the content as corpus
+        if sig.trained == klass:
+            return KNOWN
+        try:
+            self.agent.retrain(self.ctx.name, sig_id, klass)
+        except SignatureError:
+            return None
+        return CORRECTED
+
+    def flush(self) -> None:
+        """Write what was counted since the last flush as one transaction."""
+        if not self.pending:
+            return
+        from filter.engine.store.base import Batch
+
+        batch = Batch(time.strftime("%Y-%m-%d", time.localtime(self.agent.clock())))
+        tokens = batch.tokens
+        for text, n in self.counts["spam"].items():
+            tokens[token_id(text)] = [n, 0]
+        for text, n in self.counts["innocent"].items():
+            tid = token_id(text)
+            entry = tokens.get(tid)
+            if entry is None:
+                tokens[tid] = [0, n]
+            else:
+                entry[1] = n
+        for klass, n in self.messages.items():
+            if n:
+                batch.add_stat(klass + "_learned", n)
+                batch.add_stat(klass + "_corpusfed", n)
+        batch.sources = self.sources
+        uid = self.ctx.uid
+        assert uid is not None  # created in __init__
+        self.store.commit(uid, batch)
+        self.commits += 1
+        self.pending = 0
+        self.counts = {"spam": Counter(), "innocent": Counter()}
+        self.messages = {"spam": 0, "innocent": 0}
+        self.sources = {}

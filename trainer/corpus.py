@@ -1,0 +1,246 @@
+"""Where training mail comes from: Maildir++, mbox, MH, a directory of files, an index file,
+an IMAP folder. Every source is read as a stream, so memory does not grow with its size.
+
+A source names a place; `plan_sources` turns the command line's places into labelled
+*streams* (one per folder or file and class) with a message count each, and `interleave`
+merges the spam and the ham streams in proportion, as DSPAM's ``dspam_train`` does: a filter
+fed all its ham first and then all its spam learns a different (worse) model than one fed
+them mixed, and the order real mail arrives in is mixed.
+
+Labels: a Maildir's spam folders (`spam_folders`) are spam, its ignored folders are skipped,
+the rest is ham; an index file says ``spam PATH`` / ``ham PATH`` per line (TREC's format,
+paths relative to the file); `--spam` / `--ham` force a label on everything under a place;
+an IMAP folder is spam when its name is a spam folder's. Any other unlabelled place is an
+error (one line, before anything is trained).
+"""
+
+from __future__ import annotations
+
+import os
+
+from filter.engine import maildir
+from filter.engine.errors import UsageError
+
+SPAM, HAM = "spam", "innocent"
+LABEL_WORDS = {"spam": SPAM, "ham": HAM, "innocent": HAM, "nonspam": HAM}
+
+
+class Stream:
+    """Messages of one class from one place: `count` of them, read by `open()`.
+
+    `open()` yields (raw bytes, name) pairs; `name` says where a message came from (for error
+    lines and `reclassify`). A message that cannot be read is yielded as (None, name)."""
+
+    __slots__ = ("label", "where", "count", "open")
+
+    def __init__(self, label: str, where: str, count: int, opener) -> None:
+        self.label = label
+        self.where = where
+        self.count = count
+        self.open = opener
+
+    def __repr__(self) -> str:
+        return f"Stream({self.label}, {self.where!r}, {self.count})"
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None  # vanished or unreadable: the caller counts it as skipped
+
+
+def _files_stream(label: str, where: str, paths: list[str]) -> Stream:
+    def opener():
+        for path in paths:
+            yield _read(path), path
+    return Stream(label, where, len(paths), opener)
+
+
+# -- Maildir++ -------------------------------------------------------------------------------
+def maildir_streams(root: str, settings, label: str | None) -> list[Stream]:
+    """One stream per folder of a Maildir++ (INBOX and every ``.Folder``)."""
+    streams = []
+    for folder in maildir.folders(root, settings.spam_folders, settings.ignored_folders):
+        if folder.kind == maildir.IGNORED and label is None:
+            continue
+        klass = label or (SPAM if folder.kind == maildir.SPAM else HAM)
+        paths = [os.path.join(folder.path, sub, name)
+                 for sub, name in maildir.message_files(folder.path)]
+        where = os.path.join(root, folder.name) if folder.name else root
+        streams.append(_files_stream(klass, where, paths))
+    return streams
+
+
+# -- mbox ------------------------------------------------------------------------------------
+def _is_mbox(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(5) == b"From "
+
+
+def mbox_stream(path: str, label: str) -> Stream:
+    """An mbox file. The stdlib indexes message offsets once (memory: two ints a message)."""
+    import mailbox
+
+    box = mailbox.mbox(path, create=False)
+    keys = box.keys()
+
+    def opener():
+        try:
+            for key in keys:
+                try:
+                    yield box.get_bytes(key), f"{path}#{key + 1}"
+                except (OSError, KeyError):
+                    yield None, f"{path}#{key + 1}"
+        finally:
+            box.close()
+    return Stream(label, path, len(keys), opener)
+
+
+# -- MH --------------------------------------------------------------------------------------
+def _is_mh(path: str) -> bool:
+    if os.path.exists(os.path.join(path, ".mh_sequences")):
+        return True
+    names = os.listdir(path)
+    return bool(names) and all(n.isdigit() or n.startswith(".") for n in names) and any(
+        n.isdigit() for n in names)
+
+
+def mh_streams(path: str, label: str) -> list[Stream]:
+    """An MH folder (numbered files) and its subfolders, through the stdlib's reader."""
+    import mailbox
+
+    box = mailbox.MH(path, create=False)
+    keys = sorted(box.keys())
+    streams = [_files_stream(label, path, [os.path.join(path, str(k)) for k in keys])]
+    for sub in sorted(box.list_folders()):
+        streams += mh_streams(os.path.join(path, sub), label)
+    return streams
+
+
+# -- directory of one-message files ------------------------------------------------------------
+def directory_stream(path: str, label: str) -> Stream:
+    """Every regular file under `path`, recursively, in name order (dotfiles skipped)."""
+    paths = []
+    for top, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        paths += [os.path.join(top, f) for f in sorted(files) if not f.startswith(".")]
+    return _files_stream(label, path, paths)
+
+
+# -- index file ------------------------------------------------------------------------------
+def _index_entries(path: str) -> list[tuple[str, str]] | None:
+    """[(label, file path)] when `path` is an index file, None when it is not one."""
+    base = os.path.dirname(os.path.abspath(path))
+    entries = []
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        if b"\0" in head:
+            return None
+        f.seek(0)
+        for number, line in enumerate(f, 1):
+            words = line.decode("utf-8", "replace").split(None, 1)
+            if not words:
+                continue
+            label = LABEL_WORDS.get(words[0].lower())
+            if label is None or len(words) < 2:
+                if not entries:
+                    return None  # not an index: the first line decides
+                raise UsageError(f"{path}:{number}: expected 'spam PATH' or 'ham PATH'")
+            entries.append((label, os.path.join(base, words[1].strip())))
+    return entries or None
+
+
+def index_streams(path: str, entries: list[tuple[str, str]], label: str | None) -> list[Stream]:
+    streams = []
+    for klass in (SPAM, HAM):
+        paths = [p for lab, p in entries if (label or lab) == klass]
+        if paths:
+            streams.append(_files_stream(klass, f"{path} ({klass})", paths))
+    return streams
+
+
+# -- dispatch --------------------------------------------------------------------------------
+def streams_for(place: str, settings, label: str | None, imap_options=None) -> list[Stream]:
+    """The labelled streams of one command-line place. Raises UsageError with one line."""
+    if place.startswith(("imap://", "imaps://")):
+        return [_imap_stream(place, label, settings, imap_options)]
+    if not os.path.exists(place):
+        raise UsageError(f"{place}: no such file or directory")
+    if os.path.isdir(place):
+        if maildir.is_maildir(place) or any(
+                maildir.is_maildir(os.path.join(place, d)) for d in os.listdir(place)
+                if d.startswith(".")):
+            return maildir_streams(place, settings, label)
+        if label is None:
+            raise UsageError(f"{place}: not a Maildir; say --spam or --ham for a directory "
+                             "or MH folder")
+        if _is_mh(place):
+            return mh_streams(place, label)
+        return [directory_stream(place, label)]
+    if _is_mbox(place):
+        if label is None:
+            raise UsageError(f"{place}: an mbox file; say --spam or --ham")
+        return [mbox_stream(place, label)]
+    entries = _index_entries(place)
+    if entries is not None:
+        return index_streams(place, entries, label)
+    if label is None:
+        raise UsageError(f"{place}: neither a Maildir, an mbox nor an index file; say --spam "
+                         "or --ham to train it as one message")
+    return [_files_stream(label, place, [place])]
+
+
+def _imap_stream(url: str, label: str | None, settings, options) -> Stream:
+    from trainer import imap_source
+
+    folder = url.split("/", 3)[3] if url.count("/") >= 3 else "INBOX"
+    from urllib.parse import unquote
+
+    kind = maildir.folder_kind(unquote(folder.split(";")[0].split("?")[0]),
+                               settings.spam_folders, settings.ignored_folders)
+    klass = label or (SPAM if kind == maildir.SPAM else HAM)
+    return imap_source.stream(url, klass, options or {})
+
+
+def plan_sources(places: list[str], spam: list[str], ham: list[str], settings,
+                 imap_options=None) -> list[Stream]:
+    """All streams of a training run; nothing is read yet beyond listings and counts."""
+    streams: list[Stream] = []
+    for place in places:
+        streams += streams_for(place, settings, None, imap_options)
+    for place in spam:
+        streams += streams_for(place, settings, SPAM, imap_options)
+    for place in ham:
+        streams += streams_for(place, settings, HAM, imap_options)
+    return [s for s in streams if s.count]
+
+
+def interleave(streams: list[Stream]):
+    """(label, raw, name) over all streams, spam and ham mixed in proportion to their totals.
+
+    The class that is furthest behind its share goes next, so 1,000 ham and 500 spam come as
+    ham, spam, ham, ham, spam, ... (dspam_train's ratio), deterministic for a given input."""
+    queues = {}
+    totals = {}
+    for klass in (SPAM, HAM):
+        mine = [s for s in streams if s.label == klass]
+        totals[klass] = sum(s.count for s in mine)
+        if mine:
+            queues[klass] = _chain(mine)
+    done = dict.fromkeys(queues, 0)
+    while queues:
+        klass = min(queues, key=lambda k: ((done[k] + 1) / max(totals[k], 1), k))
+        try:
+            raw, name = next(queues[klass])
+        except StopIteration:
+            del queues[klass]
+            continue
+        done[klass] += 1
+        yield klass, raw, name
+
+
+def _chain(streams: list[Stream]):
+    for stream in streams:
+        yield from stream.open()
