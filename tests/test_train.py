@@ -1,0 +1,324 @@
+"""`spamsift train` and `spamsift evaluate`: every kind of source, the bulk path's equivalence
+with per-message learning, stamped messages, train-on-error, and the evaluation figures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import mailbox
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from filter.engine import config
+from filter.engine.agent import Agent
+from filter.engine.bulk import CorpusLearner, unstamp
+from filter.engine.store.base import open_store
+from filter.engine.tokenizer import Tokenizer, token_id
+from trainer import corpus, evaluate, train
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("make_corpus",
+                                               ROOT / "examples/demo/make_corpus.py")
+make_corpus = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_corpus)
+
+
+def mails(n: int, spam: bool, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed * 2 + spam)
+    return [make_corpus.message(rng, spam, k) for k in range(n)]
+
+
+def write_maildir(root: Path, inbox: list[bytes], spam: list[bytes], trash: list[bytes] = (),
+                  spam_folder: str = ".Spam") -> Path:
+    for folder, msgs in (("", inbox), (spam_folder, spam), (".Trash", trash)):
+        base = root / folder if folder else root
+        for sub in ("cur", "new", "tmp"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        for k, raw in enumerate(msgs):
+            sub = "cur" if k % 2 else "new"
+            name = f"{1700000000 + k}.M{k}P1.host" + (":2,S" if sub == "cur" else "")
+            (base / sub / name).write_bytes(raw)
+    (root / "tmp" / "half-written").write_bytes(b"Subject: not yet\n\npartial")
+    return root
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A spamsift home of the test's own (SQLite), used by the commands' main()."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("SPAMSIFT_HOME", str(home))
+    monkeypatch.delenv("SPAMSIFT_STORAGE", raising=False)
+    monkeypatch.delenv("SPAMSIFT_CONFIG", raising=False)
+    return home
+
+
+def open_db():
+    settings = config.load(None)
+    return settings, open_store(settings.storage_url, settings.storage_timeout)
+
+
+def counts_of(store, user: str, raw: bytes, settings) -> dict[int, tuple[int, int]]:
+    tok = Tokenizer(settings.tokenizer, settings.ignore_headers, settings.header_prefix)
+    ids = [token_id(t) for t in tok.tokenize(raw)]
+    return store.lookup(store.uid(user, create=False), ids)
+
+
+def test_maildir_folders_give_labels_and_trash_and_tmp_are_skipped(env, tmp_path, capsys):
+    ham, spam, trash = mails(12, False), mails(5, True), mails(3, True, seed=9)
+    md = write_maildir(tmp_path / "Maildir", ham, spam, trash)
+    assert train.main(["--user", "u@example.org", "--quiet", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "spam      read       5  learned       5" in out
+    assert "innocent  read      12  learned      12" in out
+    settings, store = open_db()
+    stats = store.stats(store.uid("u@example.org"))
+    assert (stats.spam_learned, stats.innocent_learned) == (5, 12)
+    assert (stats.spam_corpusfed, stats.innocent_corpusfed) == (5, 12)
+    # a Trash message's own tokens were not learned: its Message-ID is unique to it
+    tok = Tokenizer(settings.tokenizer, settings.ignore_headers, settings.header_prefix)
+    trash_only = {token_id(t) for t in tok.tokenize(trash[0])} - {
+        token_id(t) for m in ham + spam for t in tok.tokenize(m)}
+    assert trash_only and store.lookup(store.uid("u@example.org"), trash_only) == {}
+
+
+def test_bulk_training_equals_learning_one_message_at_a_time(tmp_path):
+    """CorpusLearner (one transaction per flush) writes exactly what Agent.learn writes per
+    message: the same token counts, counters and sources."""
+    settings = config.load(None, environ={"SPAMSIFT_HOME": str(tmp_path)})
+    msgs = [(m, "spam") for m in mails(30, True)] + [(m, "innocent") for m in mails(40, False)]
+    random.Random(3).shuffle(msgs)
+    one, bulk = open_store("memory://"), open_store("memory://")
+    a1, a2 = Agent(settings, one, clock=lambda: 1.8e9), Agent(settings, bulk, clock=lambda: 1.8e9)
+    ctx = a1.user("u")
+    for raw, klass in msgs:
+        a1.learn(ctx, raw, klass)
+    learner = CorpusLearner(a2, "u", flush_every=7)
+    assert {learner.add(raw, klass) for raw, klass in msgs} == {"learned"}
+    learner.flush()
+    assert learner.commits == 10
+    assert one.tokens == bulk.tokens
+    assert one.stat_rows == bulk.stat_rows and one.daily == bulk.daily
+    assert one.source_rows == bulk.source_rows
+
+
+@pytest.mark.parametrize("kind", ["mbox", "mh", "directory", "index", "file"])
+def test_each_file_source(kind, env, tmp_path, capsys):
+    spam, ham = mails(4, True), mails(6, False)
+    args = ["--user", "v", "--quiet"]
+    if kind == "mbox":
+        for name, msgs in (("spam.mbox", spam), ("ham.mbox", ham)):
+            box = mailbox.mbox(str(tmp_path / name))
+            for raw in msgs:
+                box.add(raw)
+            box.close()
+        args += ["--spam", str(tmp_path / "spam.mbox"), "--ham", str(tmp_path / "ham.mbox")]
+    elif kind == "mh":
+        for name, msgs in (("spam", spam), ("ham", ham)):
+            box = mailbox.MH(str(tmp_path / name))
+            for raw in msgs:
+                box.add(raw)
+            box.close()
+        args += ["--spam", str(tmp_path / "spam"), "--ham", str(tmp_path / "ham")]
+    elif kind in ("directory", "index"):
+        for name, msgs in (("spam", spam), ("ham", ham)):
+            (tmp_path / name / "sub").mkdir(parents=True)
+            for k, raw in enumerate(msgs):
+                (tmp_path / name / ("sub" if k % 2 else "") / f"m{k}.eml").write_bytes(raw)
+        if kind == "directory":
+            args += ["--spam", str(tmp_path / "spam"), "--ham", str(tmp_path / "ham")]
+        else:
+            lines = [f"spam spam/{'sub/' if k % 2 else ''}m{k}.eml" for k in range(4)]
+            lines += [f"ham ham/{'sub/' if k % 2 else ''}m{k}.eml" for k in range(6)]
+            (tmp_path / "index").write_text("\n".join(lines) + "\n")
+            args += [str(tmp_path / "index")]
+    else:
+        for k, raw in enumerate(spam + ham):
+            (tmp_path / f"{k}.eml").write_bytes(raw)
+        args += [a for k in range(10) for a in ("--spam" if k < 4 else "--ham",
+                                                 str(tmp_path / f"{k}.eml"))]
+    assert train.main(args) == 0, capsys.readouterr().err
+    settings, store = open_db()
+    stats = store.stats(store.uid("v"))
+    assert (stats.spam_learned, stats.innocent_learned) == (4, 6)
+    # every message's tokens are there, in the right class
+    for raw, column in [(m, 0) for m in spam] + [(m, 1) for m in ham]:
+        found = counts_of(store, "v", raw, settings)
+        assert found and all(v[column] >= 1 for v in found.values() if v[1 - column] == 0)
+
+
+def test_interleave_mixes_classes_in_proportion():
+    spam = corpus.Stream("spam", "s", 3, lambda: iter([(b"s", str(k)) for k in range(3)]))
+    ham = corpus.Stream("innocent", "h", 6, lambda: iter([(b"h", str(k)) for k in range(6)]))
+    order = "".join(k[0] for k, _r, _n in corpus.interleave([ham, spam]))
+    # the class furthest behind its share goes next (ties: innocent first)
+    assert order == "iisiisiis"
+
+
+def test_unlabelled_and_missing_sources_are_one_line_errors(env, tmp_path, capsys):
+    box = tmp_path / "x.mbox"
+    box.write_bytes(b"From a@b Mon Jan  1 00:00:00 2026\nSubject: x\n\nhi\n")
+    assert train.main(["--user", "w", str(box)]) == 64
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "say --spam or --ham" in err
+    assert train.main(["--user", "w", str(tmp_path / "nope")]) == 64
+    assert "no such file" in capsys.readouterr().err
+    assert train.main(["--user", "../etc", "--ham", str(box)]) == 65
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_unreadable_and_vanished_messages_are_skipped(env, tmp_path, capsys):
+    """Read errors (here: an entry that is a directory, and a file that vanished between the
+    listing and the read, as a dangling link) are counted as skipped; the run goes on."""
+    md = write_maildir(tmp_path / "Maildir", mails(3, False), mails(2, True))
+    (md / "cur" / "1700000100.M1P1.host:2,S").mkdir()
+    os.symlink(tmp_path / "gone", md / "new" / "1700000101.M1P1.host")
+    assert train.main(["--user", "u", "--quiet", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "innocent  read       5  learned       3" in out and "skipped     2" in out
+
+
+def test_stamped_mail_is_not_learned_twice_and_a_moved_one_is_corrected(env, tmp_path):
+    """Mail the filter already learned (TEFT) is skipped when it is in the class its signature
+    says, and corrected through the signature when it is not (no double counting)."""
+    from filter import cli
+
+    settings, store = open_db()
+    stamped = []
+    for raw in mails(3, False) + mails(1, True):
+        out = __import__("io").BytesIO()
+        assert cli.main(["--user", "s", "--stdout", "--deliver=innocent,spam"],
+                        stdin=__import__("io").BytesIO(raw), stdout=out) == 0
+        stamped.append(out.getvalue())
+    before = store.stats(store.uid("s"))
+    learned_before = before.spam_learned + before.innocent_learned
+    assert learned_before == 4
+    # all four end up in INBOX, and the user had moved the first one to .Spam
+    md = write_maildir(tmp_path / "Maildir", stamped[1:], stamped[:1])
+    victim_counts = counts_of(store, "s", stamped[0], settings)
+    assert train.main(["--user", "s", "--quiet", str(md)]) == 0
+    after = store.stats(store.uid("s"))
+    assert after.spam_learned + after.innocent_learned == 4  # nothing learned twice
+    assert after.spam_misclassified + after.innocent_misclassified >= 1
+    moved = counts_of(store, "s", stamped[0], settings)
+    assert all(moved[t][0] >= victim_counts[t][0] + 1 for t in victim_counts)
+
+
+def test_unstamp_removes_subject_and_body_tags_only_from_our_mail(tmp_path):
+    settings = config.load(None, environ={"SPAMSIFT_HOME": str(tmp_path)})
+    ours = (b"Subject: [SPAM] cheap watches\nX-DSPAM-Result: Spam\n\nbuy now\n"
+            b"!DSPAM:4f2a9c1b0e7d3a6b5c8e9f0a1b2c3d!\n")
+    assert unstamp(ours, settings) == (b"Subject: cheap watches\nX-DSPAM-Result: Spam\n\n"
+                                       b"buy now\n")
+    foreign = b"Subject: [SPAM] a list's own tag\n\nbody\n"
+    assert unstamp(foreign, settings) == foreign
+
+
+def test_train_on_error_makes_passes_until_clean(env, tmp_path, capsys):
+    md = write_maildir(tmp_path / "Maildir", mails(60, False), mails(30, True))
+    assert train.main(["--user", "e", "--quiet", "--strategy", "error", "--passes", "4",
+                       str(md)]) == 0
+    out = capsys.readouterr().out
+    passes = [int(v) for v in out.split("errors per pass: ")[1].splitlines()[0].split(", ")]
+    assert 1 <= len(passes) <= 4 and passes[0] > 0
+    assert passes[-1] == 0 or len(passes) == 4  # stops at the first clean pass
+    settings, store = open_db()
+    stats = store.stats(store.uid("e"))
+    # train on error learns fewer messages than it read
+    assert 0 < stats.spam_learned + stats.innocent_learned < 90
+
+
+def test_train_into_mysql(tmp_path, monkeypatch, mysql_url, capsys):
+    monkeypatch.setenv("SPAMSIFT_HOME", str(tmp_path))
+    monkeypatch.setenv("SPAMSIFT_STORAGE", mysql_url)
+    store = open_store(mysql_url)
+    store.initialize()
+    md = write_maildir(tmp_path / "Maildir", mails(20, False), mails(10, True))
+    assert train.main(["--user", "m@example.org", "--quiet", "--flush", "7", str(md)]) == 0
+    ref = Agent(config.load(None), open_store("memory://"), clock=lambda: 1.8e9)
+    ctx = ref.user("m@example.org")
+    for raw in mails(20, False):
+        ref.learn(ctx, raw, "innocent")
+    for raw in mails(10, True):
+        ref.learn(ctx, raw, "spam")
+    uid = store.uid("m@example.org", create=False)
+    expected = {tok: (row[0], row[1]) for (_u, tok), row in ref.store.tokens.items()}
+    assert store.lookup(uid, expected.keys()) == expected
+    assert store.stats(uid).innocent_learned == 20
+
+
+# -- evaluate --------------------------------------------------------------------------------
+def test_roc_area_and_threshold():
+    assert evaluate.roc_area([(0.1, False), (0.9, True)]) == 1.0
+    assert evaluate.roc_area([(0.9, False), (0.1, True)]) == 0.0
+    assert evaluate.roc_area([(0.5, False), (0.5, True)]) == 0.5  # a tie counts half
+    scored = [(k / 10, False) for k in range(10)] + [(0.35, True), (0.95, True)]
+    # 10 hams x 2 spams: 0.35 beats 4 hams, 0.95 beats all 10 -> 14/20
+    assert evaluate.roc_area(scored) == pytest.approx(0.7)
+    hams = [(k / 1000, False) for k in range(1000)] + [(0.5, True), (0.9995, True)]
+    t, ham_pct, missed = evaluate.threshold_for(hams)
+    assert ham_pct <= 0.1 and t == pytest.approx(0.998) and missed == 50.0
+
+
+def test_evaluate_replay_matches_the_filter_run_message_by_message(env, tmp_path, capsys):
+    """The replay is the filter's code path: running the same messages through
+    `spamsift filter` (classify+learn, then --source=error reports) gives the same errors."""
+    import io
+
+    from filter import cli
+
+    msgs = [(m, "spam") for m in mails(25, True, seed=4)] + [
+        (m, "innocent") for m in mails(40, False, seed=4)]
+    random.Random(5).shuffle(msgs)
+    index = tmp_path / "index"
+    for k, (raw, _klass) in enumerate(msgs):
+        (tmp_path / f"{k}.eml").write_bytes(raw)
+    index.write_text("".join(f"{'spam' if c == 'spam' else 'ham'} {k}.eml\n"
+                             for k, (_r, c) in enumerate(msgs)))
+    assert evaluate.main(["--user", "r", "--json", "--folds", "0", "--order", "input",
+                          "--quiet", str(index)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    fig = report["replay"]
+    # the independent run, through the filter's command line
+    fp = fn = 0
+    curve = []
+    for raw, klass in msgs:
+        out = io.BytesIO()
+        assert cli.main(["--user", "r", "--stdout", "--deliver=innocent,spam"],
+                        stdin=io.BytesIO(raw), stdout=out) == 0
+        stamped = out.getvalue()
+        said_spam = b"X-DSPAM-Result: Spam" in stamped
+        if said_spam != (klass == "spam"):
+            if klass == "spam":
+                fn += 1
+            else:
+                fp += 1
+            assert cli.main(["--user", "r", f"--class={klass}", "--source=error"],
+                            stdin=io.BytesIO(stamped), stdout=io.BytesIO()) == 0
+        curve.append(said_spam != (klass == "spam"))
+    assert (fig["ham_misclassified"], fig["spam_misclassified"]) == (fp, fn)
+    assert fig["learning_curve"] == [round(100.0 * sum(curve[i:i + 100]) / len(curve[i:i + 100]), 2)
+                                     for i in range(0, len(curve), 100)]
+    # and the user's real data was not touched by evaluate: only the filter run wrote
+    settings, store = open_db()
+    stats = store.stats(store.uid("r"))
+    assert stats.spam_learned + stats.innocent_learned == len(msgs)
+
+
+def test_evaluate_json_fields_and_cross_validation(env, tmp_path, capsys):
+    md = write_maildir(tmp_path / "Maildir", mails(50, False, seed=6), mails(25, True, seed=6))
+    assert evaluate.main(["--user", "x", "--json", "--quiet", "--folds", "3", str(md)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for name in ("replay", "cross_validation"):
+        fig = report[name]
+        assert (fig["messages"], fig["spam"], fig["ham"]) == (75, 25, 50)
+        assert 0 <= fig["one_minus_roca_pct"] <= 100
+        assert sum(r["ham"] + r["spam"] for r in fig["histogram"]) == 75
+        assert fig["ham_misclassified_pct"] == pytest.approx(
+            100 * fig["ham_misclassified"] / 50, abs=1e-3)
+    assert len(report["replay"]["learning_curve"]) == 1
+    # evaluate created no database for the user
+    assert not (env / "spamsift.db").exists()
