@@ -33,13 +33,13 @@ def mails(n: int, spam: bool, seed: int = 1) -> list[bytes]:
 
 def write_maildir(root: Path, inbox: list[bytes], spam: list[bytes], trash: list[bytes] = (),
                   spam_folder: str = ".Spam") -> Path:
-    for folder, msgs in (("", inbox), (spam_folder, spam), (".Trash", trash)):
+    for n, (folder, msgs) in enumerate((("", inbox), (spam_folder, spam), (".Trash", trash))):
         base = root / folder if folder else root
         for sub in ("cur", "new", "tmp"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         for k, raw in enumerate(msgs):
             sub = "cur" if k % 2 else "new"
-            name = f"{1700000000 + k}.M{k}P1.host" + (":2,S" if sub == "cur" else "")
+            name = f"{1700000000 + k}.M{k}P{n}.host" + (":2,S" if sub == "cur" else "")
             (base / sub / name).write_bytes(raw)
     (root / "tmp" / "half-written").write_bytes(b"Subject: not yet\n\npartial")
     return root
@@ -322,3 +322,53 @@ def test_evaluate_json_fields_and_cross_validation(env, tmp_path, capsys):
     assert len(report["replay"]["learning_curve"]) == 1
     # evaluate created no database for the user
     assert not (env / "spamsift.db").exists()
+
+
+# -- reclassify ------------------------------------------------------------------------------
+def test_reclassify_lists_then_moves_and_the_watcher_takes_no_drag(env, tmp_path, capsys):
+    from filter.engine import maildir
+    from filter.engine.watchstate import Applier
+    from watchers.decide import decide
+
+    assert train.main(["--user", "c", "--quiet", "--spam",
+                       str(write_maildir(tmp_path / "s", [], mails(40, True, seed=7))),
+                       "--ham", str(write_maildir(tmp_path / "h", mails(60, False, seed=7),
+                                                  []))]) == 0
+    capsys.readouterr()
+    misfiled_spam, misfiled_ham = mails(3, True, seed=8), mails(2, False, seed=8)
+    md = write_maildir(tmp_path / "Maildir", mails(5, False, seed=9) + misfiled_spam,
+                       mails(4, True, seed=9) + misfiled_ham)
+    before = sorted(p.relative_to(md) for p in md.rglob("*") if p.is_file())
+    assert reclassify_main(["--user", "c", "--json", str(md)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dry_run"] and report["messages"] == 14 and report["misplaced"] == 5
+    assert {f["verdict"] for f in report["findings"] if f["folder"] == "INBOX"} == {"spam"}
+    assert sorted(p.relative_to(md) for p in md.rglob("*") if p.is_file()) == before
+    assert reclassify_main(["--user", "c", "--json", "--move", str(md)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["moved"] == 5
+    for f in report["findings"]:
+        name = f["file"].split("/", 1)[1]
+        target = md / ".Spam" if f["verdict"] == "spam" else md
+        assert (target / f["file"]).is_file()   # same subdir, same name: flags kept
+        assert name.endswith(":2,S") == f["file"].startswith("cur/")
+    # the watcher state says where the administrator put them: no drag to train
+    settings, store = open_db()
+    uid = store.uid("c")
+    applier = Applier(settings, store, decide)
+    for raw in misfiled_spam:
+        key = maildir.message_key(raw)
+        assert store.watch_states(uid, [key]) == {key: "spam"}
+        assert applier.apply("c", uid, key, {maildir.SPAM}, read=lambda r=raw: r).action \
+            == "nothing"
+    stats = store.stats(uid)
+    assert (stats.spam_learned, stats.innocent_learned) == (40, 60)  # nothing trained
+    # a second dry run finds nothing left to move
+    assert reclassify_main(["--user", "c", "--json", str(md)]) == 0
+    assert json.loads(capsys.readouterr().out)["misplaced"] == 0
+
+
+def reclassify_main(argv):
+    from trainer import reclassify
+
+    return reclassify.main(argv)
