@@ -104,6 +104,23 @@ KEYS: dict[str, tuple[object, str, tuple[str, ...] | None, str]] = {
     "ignored_folders": ([".Trash", ".Drafts", ".Sent"], "list", None,
                         "Maildir++ folders neither trained from nor watched; every other "
                         "folder counts as innocent."),
+    "watch_path_template": ("%d/%u/Maildir", "str", None,
+                            "Where `spamsift watch ROOT` finds mailboxes under ROOT, and whose "
+                            "they are: %u local part, %d domain (user u@d), %U whole name, * "
+                            "anything; ~/Maildir: every passwd user whose home is under ROOT."),
+    "watch_interval": (10.0, "float", None,
+                       "Seconds between the watcher's scans (each stats only new/ and cur/ of "
+                       "every folder; see README for the cost)."),
+    "watch_rate": (10.0, "float", None,
+                   "Trainings per second the watcher does at most, so a user moving "
+                   "thousands of messages at once does not slow delivery (0 = no limit)."),
+    "watch_learn_unsigned": (False, "bool", None,
+                             "Learn mail without a signature that users put into a spam "
+                             "folder as corpus (keyed by content digest)."),
+    "watch_trust_verdict": (True, "bool", None,
+                            "Delivery puts spam into a spam folder (examples/maildroprc), so "
+                            "mail found outside its verdict's folder was moved by its user; "
+                            "false where spam is delivered to the INBOX (tagged)."),
 }
 
 # Keys a user may set for themselves (DSPAM's AllowOverride list).
@@ -211,6 +228,13 @@ class Settings:
     purge_signatures: int
     purge_batch: int
     purge_pause: float
+    spam_folders: tuple[str, ...]
+    ignored_folders: tuple[str, ...]
+    watch_path_template: str
+    watch_interval: float
+    watch_rate: float
+    watch_learn_unsigned: bool
+    watch_trust_verdict: bool
     source: str
 
     def __init__(self, values: dict[str, object], source: str = "defaults") -> None:

@@ -105,12 +105,11 @@ def message_files(folder_path: str):
                 yield sub, name
 
 
-def message_key(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str:
-    """What names a message across folders: its signature, else a digest of its bytes.
+def signature_of(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str | None:
+    """The signature in the message's own top-level header, or None.
 
-    Only the message's own top-level header counts (a forwarded message's quoted signature
-    belongs to someone else's copy). Digest keys are ``sha256:`` + hex of the first 16 bytes.
-    """
+    Only that header counts: a forwarded message's quoted signature belongs to someone else's
+    copy, and a ``!DSPAM:id!`` body tag is not trusted to name a message."""
     from filter.engine.message import Message
 
     value = Message(raw).get_header(header_name)
@@ -118,6 +117,60 @@ def message_key(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str:
         sig = value.split()[0].decode("latin-1", "replace") if value.split() else ""
         if 0 < len(sig) <= 127 and sig.isascii() and all(c.isalnum() or c == "," for c in sig):
             return sig
+    return None
+
+
+def digest_key(raw: bytes) -> str:
+    """The key of a message without signature: ``sha256:`` + hex of the first 16 bytes."""
     from hashlib import sha256
 
     return "sha256:" + sha256(raw).hexdigest()[:32]
+
+
+def message_key(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str:
+    """What names a message across folders: its signature, else a digest of its bytes.
+
+    Digest keys are ``sha256:`` + hex of the first 16 bytes."""
+    return signature_of(raw, header_name) or digest_key(raw)
+
+
+HEAD_BYTES = 16384  # a stamped header block fits: read once, the body only when unsigned
+_O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def read_message(path: str, limit: int | None = None) -> bytes:
+    """The bytes of a message file (at most `limit`); never follows a symlink, reads only
+    regular files. Raises OSError (FileNotFoundError: it vanished, renamed or deleted)."""
+    fd = os.open(path, _O_READ)
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(f"{path} is not a regular file")
+        chunks = []
+        size = 0
+        while limit is None or size < limit:
+            chunk = os.read(fd, 1 << 20 if limit is None else min(1 << 20, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def file_key(path: str, header_name: str = "X-DSPAM-Signature") -> str:
+    """`message_key` of a message file, reading only its head when that holds a signature.
+
+    Raises OSError as `read_message` does."""
+    head = read_message(path, HEAD_BYTES)
+    if len(head) < HEAD_BYTES:
+        return message_key(head, header_name)
+    from filter.engine.message import Message
+
+    if Message(head).head_end < len(head):  # the whole header block is in `head`
+        sig = signature_of(head, header_name)
+        if sig:
+            return sig
+    return message_key(read_message(path), header_name)

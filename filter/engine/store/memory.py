@@ -112,8 +112,8 @@ class MemoryStore:
             if entry is None or entry[0] != uid or entry[2].trained != update.expected:
                 raise ConflictError(f"signature {update.id} changed under us")
         for watch in batch.watch:
-            row = self.watch_rows.get((uid, watch.key))
-            if watch.expected != watch.ANY and (row[0] if row else None) != watch.expected:
+            recorded = self.watch_rows.get((uid, watch.key))
+            if watch.expected != watch.ANY and (recorded[0] if recorded else None) != watch.expected:
                 raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
         sig = batch.new_signature
         if sig is not None and sig.id in self.signatures:

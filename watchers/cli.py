@@ -1,0 +1,130 @@
+"""``spamsift watch ROOT...``: learn from mail users move into and out of spam folders.
+
+Maildir roots are watched by `watchers.maildir` (polling, NFS-safe); ``imap://`` and
+``imaps://`` URLs are handed to the IMAP watcher (`watchers.imap.main`, same arguments).
+
+Exit codes (`filter.engine.exitcodes`): 0 done (``--once``) or stopped by SIGTERM/SIGINT;
+64 bad command line or a root that is not a directory; 75 storage unavailable at start;
+77 run by an OS user not in ``trusted_users`` (the watcher reads and trains every user's mail);
+78 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from filter.engine import exitcodes
+from filter.engine.errors import SpamsiftError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 64, not argparse's usage dump + 2
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="spamsift watch",
+        description="Watch Maildir++ mailboxes under each ROOT (found by watch_path_template, "
+                    "default %%d/%%u/Maildir -> user u@d) and retrain mail that users drag into "
+                    "or out of spam folders, exactly once. Never writes to a mailbox.")
+    parser.add_argument("roots", nargs="+", metavar="ROOT",
+                        help="directory holding mailboxes (or imap://... for the IMAP watcher)")
+    parser.add_argument("--once", action="store_true",
+                        help="one scan, train what it found (at watch_rate), exit (for cron)")
+    parser.add_argument("--interval", type=float, metavar="S",
+                        help="seconds between scans (default: watch_interval)")
+    parser.add_argument("--template", metavar="T",
+                        help="mailbox path under ROOT (default: watch_path_template)")
+    parser.add_argument("--rate", type=float, metavar="N",
+                        help="trainings per second at most (default: watch_rate; 0: no limit)")
+    parser.add_argument("--inotify", action="store_true",
+                        help="also wake on inotify events (local filesystems; polling stays)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="log lines to stderr too (they always go to syslog)")
+    parser.add_argument("--config", metavar="FILE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        imap = [r for r in args.roots if r.lower().startswith(("imap://", "imaps://"))]
+        if imap:
+            if len(imap) != len(args.roots):
+                raise UsageError("give either Maildir roots or imap:// URLs, not both")
+            from importlib import import_module
+
+            return int(import_module("watchers.imap").main(argv))
+        return _watch(args)
+    except SpamsiftError as exc:
+        print(f"spamsift watch: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return exitcodes.OK
+
+
+def _watch(args) -> int:
+    import os
+    import signal
+
+    from filter.engine import config, log, users
+    from filter.engine.store.base import open_store
+    from watchers.maildir import InotifyWaker, Watcher
+
+    settings = config.load(args.config)
+    changes: dict[str, object] = {}
+    if args.interval is not None:
+        changes["watch_interval"] = args.interval
+    if args.rate is not None:
+        changes["watch_rate"] = args.rate
+    if args.template:
+        changes["watch_path_template"] = args.template
+    if changes:
+        settings = settings.replace(**changes)
+    caller = users.this_process()
+    if not users.is_trusted(caller, settings.trusted_users):
+        print(f"spamsift watch: {caller.name} is not a trusted user (trusted_users)",
+              file=sys.stderr)
+        return exitcodes.NOPERM
+    for root in args.roots:
+        if not os.path.isdir(root):
+            raise UsageError(f"{root}: not a directory")
+
+    def say(line: str) -> None:
+        log.info(line, settings.syslog)
+        if args.verbose:
+            print(f"spamsift watch: {line}", file=sys.stderr, flush=True)
+
+    import threading
+
+    stopping = threading.Event()  # sleeps wait on it, so SIGTERM ends a sleep at once
+
+    def sleep(seconds: float) -> None:
+        stopping.wait(seconds)
+
+    store = open_store(settings.storage_url, settings.storage_timeout)
+    try:
+        watcher = Watcher(settings, store, args.roots, sleep=sleep, log=say)
+        if args.once:
+            watcher.cycle(until=None)
+            return exitcodes.OK
+
+        def stop(_signum, _frame) -> None:
+            stopping.set()
+            if watcher.wake is not None:
+                watcher.wake.event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        if args.inotify:
+            watcher.wake = InotifyWaker()
+        say(f"watching {', '.join(args.roots)} every {settings.watch_interval:g} s "
+            f"({settings.watch_path_template}, at most {settings.watch_rate:g} trainings/s)")
+        watcher.run(settings.watch_interval, stop=stopping.is_set)
+        say("stopped")
+        return exitcodes.OK
+    finally:
+        store.close()
