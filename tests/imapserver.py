@@ -1,9 +1,9 @@
 """A real Dovecot IMAP server for the tests, on loopback ports, with a private configuration.
 
-Use it from a test module with a plain import (tests/ is not a package; pytest puts it on
-sys.path because of tests/conftest.py)::
+Use it from a test module as a plugin (tests/ is not a package; pytest puts tests/ on
+sys.path because of tests/conftest.py, and registers the module once however many ask)::
 
-    from imapserver import dovecot, imap_user  # noqa: F401  (pytest fixtures)
+    pytest_plugins = ["imapserver"]
 
 `dovecot` (session scope) starts one ``/usr/sbin/dovecot`` for the whole run and yields a
 `DovecotServer`: ``host``, ``port`` (plain IMAP, STARTTLS offered), ``tls_port`` (IMAPS),
@@ -17,7 +17,7 @@ What the private configuration does, and why:
 - everything (base_dir, state, log, mail, passwd-file, certificate) lives in one temporary
   directory, so the machine's own /etc/dovecot is never read and nothing is left behind;
 - users come from a passwd-file with {PLAIN} passwords; the passwd-file is re-read by
-  Dovecot when its size or mtime changes, which is how `new_user()` adds users to a running server;
+  Dovecot when its size or mtime changes, which is how `new_user()` can add users to a running server;
 - mail is Maildir++ (``maildir:DIR/mail/%u/Maildir``, Courier's layout: ``.Junk`` etc.);
 - TLS: IMAPS on `tls_port` and STARTTLS on `port`, with a certificate for ``localhost`` and
   127.0.0.1 made by openssl here; plaintext LOGIN is allowed too (the listeners are loopback
@@ -55,6 +55,8 @@ DOVEADM = os.environ.get("SPAMSIFT_DOVEADM", "/usr/bin/doveadm")
 HOST = "127.0.0.1"
 # Startup takes ~0.3 s here; 15 s leaves room for a loaded 2-core CI machine.
 START_TIMEOUT = 15.0
+# Fresh users ready before the start (see DovecotServer.new_user): more than the IMAP tests use.
+POOL_SIZE = 60
 
 CONFIG = """\
 # spamsift test server: private configuration (tests/imapserver.py)
@@ -74,6 +76,9 @@ ssl_key = <{base}/key.pem
 # Plaintext LOGIN is allowed: the listeners are on loopback and tests cover the no-TLS path.
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# Tests log in with wrong passwords on purpose: without this, Dovecot delays that reply 2 s
+# (and see anvil-auth-penalty below).
+auth_failure_delay = 0
 first_valid_uid = 0
 mail_location = maildir:{base}/mail/%u/Maildir
 mail_fsync = never
@@ -97,6 +102,10 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  # No auth penalty: it delays every later login from 127.0.0.1 after a failed one (seen: 4 s).
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service stats {{
   chroot =
@@ -121,17 +130,28 @@ class DovecotServer:
     mail_gid: int
     users: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
+    _pool: list[str] = field(default_factory=list)
 
     def maildir(self, user: str) -> str:
         """The user's Maildir++ root (created by Dovecot at the user's first login)."""
         return os.path.join(self.base, "mail", user, "Maildir")
 
-    def new_user(self, password: str | None = None) -> tuple[str, str]:
-        """Add a user no other test has seen; returns (name, password)."""
+    def new_user(self) -> tuple[str, str]:
+        """A user no other test has seen; returns (name, password).
+
+        Users come from a pool written before the server started. Dovecot looks at the
+        passwd-file at most once a second, so a user appended later can only log in after
+        the next second starts; a drained pool therefore appends and waits for that."""
+        if self._pool:
+            name = self._pool.pop()
+            return name, self.users[name]
         name = "u" + uuid.uuid4().hex[:10]
-        password = password or "pw-" + uuid.uuid4().hex[:8]
-        self._add_user(name, password)
-        return name, password
+        self._add_user(name, "pw-" + uuid.uuid4().hex[:8])
+        written = int(time.time())
+        while int(time.time()) <= written:
+            time.sleep(0.05)
+        time.sleep(0.05)
+        return name, self.users[name]
 
     def _add_user(self, name: str, password: str) -> None:
         home = os.path.join(self.base, "mail", name)
@@ -200,7 +220,8 @@ def start_dovecot() -> DovecotServer:
     base = tempfile.mkdtemp(prefix="spamsift-dovecot-")
     if os.geteuid() == 0:
         # Login processes may not run as root, and mail may not belong to UID 0.
-        internal_user, internal_group, login_user, auth_user = "dovecot", "dovecot", "dovenull", "root"
+        internal_user, internal_group = "dovecot", "dovecot"
+        login_user, auth_user = "dovenull", "root"
         mail = pwd.getpwnam("nobody")
         mail_uid, mail_gid = mail.pw_uid, mail.pw_gid
         os.chmod(base, 0o755)  # dovenull must reach base/run/login
@@ -220,6 +241,14 @@ def start_dovecot() -> DovecotServer:
     if os.geteuid() == 0:
         os.chown(os.path.join(base, "mail"), mail_uid, mail_gid)
     config = os.path.join(base, "dovecot.conf")
+    server = DovecotServer(base, HOST, 0, 0, os.path.join(base, "cert.pem"), config,
+                           mail_uid, mail_gid)
+    server._add_user("alice", "alice-secret")
+    server._add_user("bob", "bob-secret")
+    for _ in range(POOL_SIZE):
+        name = "u" + uuid.uuid4().hex[:10]
+        server._add_user(name, "pw-" + uuid.uuid4().hex[:8])
+        server._pool.append(name)
     last_error = ""
     for _attempt in range(3):  # a port picked free can be taken before Dovecot binds it
         port, tls_port = _free_ports(2)
@@ -229,9 +258,7 @@ def start_dovecot() -> DovecotServer:
                 internal_user=internal_user, internal_group=internal_group,
                 login_user=login_user, auth_user=auth_user,
             ))
-        server = DovecotServer(base, HOST, port, tls_port, os.path.join(base, "cert.pem"),
-                               config, mail_uid, mail_gid)
-        open(os.path.join(base, "passwd"), "a").close()
+        server.port, server.tls_port = port, tls_port
         # -F keeps the master in the foreground as our child, so teardown (or a crashed test
         # run's exit) can stop exactly this process; its own log goes to dovecot.log.
         with open(os.path.join(base, "master.out"), "ab") as out:
@@ -287,8 +314,6 @@ def dovecot():
         server = start_dovecot()
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         need(f"could not start a test Dovecot: {exc}")
-    server._add_user("alice", "alice-secret")
-    server._add_user("bob", "bob-secret")
     try:
         yield server
     finally:
