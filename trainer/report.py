@@ -1,0 +1,332 @@
+"""``spamsift report``: the accuracy report, as a rich table, a live terminal UI, JSON or CSV.
+
+A global summary (users, opted-in users, messages filtered today / 7 days / all time, overall
+accuracy) and one line per user with DSPAM's figures (`trainer.report_data` defines them),
+the training left until the user's data is mature, the date of the last reported error, and a
+sparkline of daily accuracy over the window (30 days). ``--watch`` keeps the screen up to date
+and takes keys to sort and filter (`trainer.report_tui`); ``--json`` and ``--csv`` print the
+same data for monitoring and never import rich.
+
+Trust: a trusted OS user (root, ``trusted_users``) sees every user, or those named with
+``--user``; anyone else sees only their own line (DSPAM's rule for dspam_stats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from filter.engine import config, exitcodes, users
+from filter.engine.errors import SpamsiftError, UsageError
+from trainer import report_data
+from trainer.report_data import SORTS, Report, UserRow
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.text import Text
+
+# Spam filters live between 90 and 100 % accuracy, where a linear bar would stand full on
+# almost every day. The sparkline's levels are error rates instead, each bound double the one
+# before, so 99.5 % and 98 % look different: (highest error % for the block, block).
+SPARK_LEVELS = ((0.0, "█"), (0.5, "▇"), (1.0, "▆"), (2.0, "▅"), (4.0, "▄"), (8.0, "▃"),
+                (16.0, "▂"))
+SPARK_WORST = "▁"
+SPARK_NO_MAIL = "·"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spamsift report",
+        description="Accuracy report: DSPAM's figures per user (TP, TN, FP, FN, corpus-fed, "
+                    "spam hit rate, ham strike rate, overall accuracy), training left until "
+                    "mature, last error and a 30-day trend. Untrusted users see their own line.")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--watch", action="store_true",
+                     help="live terminal UI; keys: a/f/n/m/t/l sort (accuracy, false "
+                          "positives, name, messages, training left, last error), s next "
+                          "sort, r reverse, / filter by name or @domain, d next domain, "
+                          "c clear, arrows/PgUp/PgDn scroll, u refresh, q quit")
+    out.add_argument("--json", action="store_true", help="print the report as JSON")
+    out.add_argument("--csv", action="store_true", help="print one CSV line per user")
+    parser.add_argument("--interval", type=float, default=5.0,
+                        help="seconds between refreshes with --watch (default 5)")
+    parser.add_argument("--sort", choices=tuple(SORTS), default="name",
+                        help="order of the users: " + "; ".join(f"{k}: {v}"
+                                                                for k, v in SORTS.items()))
+    parser.add_argument("--reverse", action="store_true", help="reverse the order")
+    parser.add_argument("--domain", help="only users of this domain ('local': no domain)")
+    parser.add_argument("--match", help="only users whose name contains this text")
+    parser.add_argument("--below", type=float, metavar="PCT",
+                        help="only users whose accuracy is under PCT percent")
+    parser.add_argument("--min-messages", type=int, default=0, metavar="N",
+                        help="only users with at least N messages filtered")
+    parser.add_argument("--limit", type=int, metavar="N", help="show the first N users only")
+    parser.add_argument("--days", type=int, default=report_data.TREND_DAYS,
+                        help="days of history for the trend and last error (default 30)")
+    parser.add_argument("--user", nargs="+", default=[], metavar="NAME",
+                        help="only these users")
+    parser.add_argument("--width", type=int, help="render for this many columns")
+    parser.add_argument("--config", help="configuration file")
+    parser.add_argument("--storage", help="storage URL (default: the configuration's)")
+    return parser
+
+
+def visible_users(args_users: list[str], settings, caller: users.Caller) -> set[str] | None:
+    """The user names this caller may see (None: everyone). Raises PermissionDeniedError."""
+    names = [users.validate(n) for n in args_users]
+    users.authorize(caller, names, settings.trusted_users)
+    if users.is_trusted(caller, settings.trusted_users):
+        return set(names) or None
+    return {users.validate(caller.name)}
+
+
+def open_for(args, settings):
+    from filter.engine.store.base import open_store
+
+    return open_store(args.storage or settings.storage_url, settings.storage_timeout)
+
+
+def main(argv: list[str] | None = None, caller: users.Caller | None = None,
+         console: Console | None = None, clock: float | None = None) -> int:
+    """`caller` (who asks), `console` (where the table goes) and `clock` are test seams."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.days < 1 or args.interval <= 0 or (args.limit is not None and args.limit < 0):
+            raise UsageError("--days and --interval must be positive, --limit not negative")
+        settings = config.load(args.config)
+        only = visible_users(args.user, settings, caller or users.this_process())
+        store = open_for(args, settings)
+        try:
+            def load() -> Report:
+                return report_data.load(store, settings, only, args.days, clock)
+
+            if args.watch:
+                from trainer import report_tui
+
+                return report_tui.run(load, args, console)
+            report = load()
+        finally:
+            store.close()
+    except SpamsiftError as exc:
+        print(f"spamsift report: {exc}", file=sys.stderr)
+        return exc.exit_code
+    rows = select(report, args)
+    if args.json:
+        import json
+
+        # Compact: json's C encoder only runs without indent (10,000 users: 0.2 s against 3 s).
+        sys.stdout.write(json.dumps(report_data.as_json(report, rows, view_of(args)),
+                                    separators=(",", ":")) + "\n")
+        return exitcodes.OK
+    if args.csv:
+        report_data.write_csv(rows, sys.stdout)
+        return exitcodes.OK
+    if console is None:
+        from rich.console import Console
+
+        console = Console(width=args.width) if args.width else Console()
+    console.print(summary_text(report))
+    title = view_title(args, len(rows))
+    if console.is_terminal or console.record:
+        console.print(user_table(rows, report, console.width, title), crop=False)
+    else:
+        console.file.write(plain_table(rows, report, console.width, title))
+    return exitcodes.OK
+
+
+def select(report: Report, args) -> list[UserRow]:
+    """The rows the command line asks for, in its order."""
+    rows = report_data.filter_rows(report.rows, args.domain, args.match, args.below,
+                                   args.min_messages)
+    rows = report_data.sort_rows(rows, args.sort, args.reverse)
+    return rows if args.limit is None else rows[:args.limit]
+
+
+def view_of(args) -> dict[str, object]:
+    return {"sort": args.sort, "reverse": args.reverse, "domain": args.domain,
+            "match": args.match, "below": args.below, "min_messages": args.min_messages,
+            "limit": args.limit, "days": args.days}
+
+
+def view_title(args, shown: int) -> str:
+    parts = [f"{shown} users", f"by {SORTS[args.sort]}" + (" (reversed)" if args.reverse else "")]
+    if args.domain is not None:
+        parts.append(f"domain {args.domain}")
+    if args.match:
+        parts.append(f"matching {args.match!r}")
+    if args.below is not None:
+        parts.append(f"accuracy under {args.below:g} %")
+    return ", ".join(parts)
+
+
+# -- rendering (rich) ------------------------------------------------------------------------
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def sparkline(accuracies: list[float | None]) -> Text:
+    """One block per day: full for an error-free day, lower as errors grow; dots: no mail."""
+    from rich.text import Text
+
+    text = Text()
+    run, run_style = "", "dim"
+    for acc in accuracies:
+        block = _spark_block(acc)
+        style = ("dim" if acc is None else "green" if acc >= 99.5 else "yellow" if acc >= 98
+                 else "red")
+        if style != run_style and run:
+            text.append(run, style=run_style)
+            run = ""
+        run, run_style = run + block, style
+    if run:
+        text.append(run, style=run_style)
+    return text
+
+
+def _spark_block(accuracy: float | None) -> str:
+    if accuracy is None:
+        return SPARK_NO_MAIL
+    error = 100.0 - accuracy
+    return next((b for bound, b in SPARK_LEVELS if error <= bound), SPARK_WORST)
+
+
+def summary_text(report: Report) -> RenderableType:
+    """The global summary, four lines (cut, never wrapped, on a narrow terminal)."""
+    from rich.console import Group
+    from rich.text import Text
+
+    s = report_data.summary(report.rows)
+    acc = s["accuracy"]
+
+    def line(*parts: str | tuple[str, str]) -> Text:
+        return Text.assemble(*parts, no_wrap=True, overflow="ellipsis")
+
+    return Group(
+        line(("spamsift report", "bold"), (f"  {report.storage}  {report.today}", "dim")),
+        line(f"Users {s['users']:,}  opted in {s['opted_in']:,}  mature {s['mature']:,}"),
+        line(f"Messages today {s['messages_today']:,} (errors {s['errors_today']:,})  "
+             f"7 days {s['messages_7_days']:,} (errors {s['errors_7_days']:,})  "
+             f"all time {s['messages_all_time']:,}"),
+        line("Accuracy ", (pct(acc) + (" %" if acc is not None else ""), "bold"),  # type: ignore[arg-type]
+             f"  spam hit rate {pct(s['spam_hit_rate'])} %  "  # type: ignore[arg-type]
+             f"ham strike rate {pct(s['ham_strike_rate'])} %  "  # type: ignore[arg-type]
+             f"FP {s['fp']:,}  FN {s['fn']:,}"))
+
+
+_HEADERS = ("User", "TP", "TN", "FP", "FN", "SC/NC", "SHR %", "HSR %", "OCA %", "TL",
+            "Last error")
+_GAP = 2  # between two columns: one space of (collapsed) padding and the blank rule
+MIN_TREND = 7  # fewer days than a week tell nothing: the column is left out
+MIN_USER = 12
+# On a terminal too narrow for everything, these columns go first, in this order.
+_DROP_ORDER = (5, 7, 9, 6)  # SC/NC, HSR, TL, SHR
+
+
+def _cells(row: UserRow) -> list[str]:
+    f = row.figures
+    last = row.last_error or (f"<{row.errors_before}" if row.errors_before else "-")
+    return [row.name, str(f.tp), str(f.tn), str(f.fp), str(f.fn), f"{f.sc}/{f.nc}",
+            pct(f.spam_hit_rate), pct(f.ham_strike_rate), pct(row.accuracy),
+            str(row.training_left), last]
+
+
+def layout(page: list[list[str]], width: int, days: int) -> tuple[dict[int, int], int]:
+    """The columns shown (index -> width) for these cells and the trend days that fit.
+
+    Numbers are never cut. As the terminal narrows the trend gives way first (down to
+    `MIN_TREND` days, then it is left out), then the user name (cut with an ellipsis, down to
+    `MIN_USER` characters), then whole columns in `_DROP_ORDER`."""
+    need = {i: max([len(h)] + [len(c[i]) for c in page]) for i, h in enumerate(_HEADERS)}
+    drop = list(_DROP_ORDER)
+    while True:
+        others = sum(w + _GAP for i, w in need.items() if i)
+        user = max(MIN_USER, min(need[0], 24))  # what the name keeps before the trend shrinks
+        if others + MIN_USER <= width or not drop:
+            break
+        del need[drop.pop(0)]
+    trend = max(0, min(days, width - others - user - _GAP))
+    if trend < MIN_TREND:
+        trend = 0
+    need[0] = max(MIN_USER, min(need[0], width - others - (trend + _GAP if trend else 0)))
+    return need, trend
+
+
+def _fit(text: str, width: int, left: bool) -> str:
+    if len(text) > width:
+        return text[:width - 1] + "…"
+    return text.ljust(width) if left else text.rjust(width)
+
+
+def plain_table(rows: list[UserRow], report: Report, width: int, title: str) -> str:
+    """`user_table` without styles, for output that is not a terminal (10,000 users: 0.4 s
+    against 2.8 s through rich)."""
+    cells = [_cells(row) for row in rows]
+    widths, shown_days = layout(cells, width, len(report.days))
+    gap = " " * _GAP
+    head = _header(widths, shown_days)
+    out = [title, head, "─" * len(head)]
+    for row, texts in zip(rows, cells):
+        line = gap.join(_fit(texts[i], w, i in (0, 10)) for i, w in widths.items())
+        if shown_days:
+            line += gap + "".join(_spark_block(a) for a in row.trend_accuracy()[-shown_days:])
+        out.append(line.rstrip())
+    return "\n".join(out) + "\n"
+
+
+def _header(widths: dict[int, int], shown_days: int) -> str:
+    gap = " " * _GAP
+    head = gap.join(_fit(_HEADERS[i], w, i in (0, 10)) for i, w in widths.items())
+    if shown_days:
+        head += gap + (f"Trend {shown_days}d" if shown_days >= 9 else "Trend")
+    return head
+
+
+def user_table(rows: list[UserRow], report: Report, width: int, title: str | None = None,
+               offset: int = 0, limit: int | None = None) -> Text:
+    """The per-user table as lines of text; `offset`/`limit` pick the page the terminal UI
+    shows. Laid out by hand rather than as a rich Table: columns are sized once from the
+    page's cells (10,000 rows: 2.8 s; a rich Table took 14 s)."""
+    from rich.text import Text
+
+    page = rows[offset:] if limit is None else rows[offset:offset + limit]
+    cells = [_cells(row) for row in page]
+    widths, shown_days = layout(cells, width, len(report.days))
+    gap = " " * _GAP
+    head = _header(widths, shown_days)
+    lines = []
+    if title is not None:
+        lines.append(Text(title, style="bold", no_wrap=True, overflow="ellipsis"))
+    lines.append(Text(head, style="bold", no_wrap=True, overflow="ellipsis"))
+    lines.append(Text("─" * len(head), no_wrap=True, overflow="crop"))
+    for row, texts in zip(page, cells):
+        acc = row.accuracy
+        style = ("" if acc is None else "green" if acc >= 99.5 else "yellow" if acc >= 98
+                 else "red")
+        before = gap.join(_fit(texts[i], w, i in (0, 10)) for i, w in widths.items()
+                          if i < 8)
+        after = gap.join(_fit(texts[i], w, i in (0, 10)) for i, w in widths.items() if i > 8)
+        line = Text(before + gap, no_wrap=True, overflow="ellipsis")
+        line.append(_fit(texts[8], widths[8], False), style=style)
+        line.append(gap + after)
+        if shown_days:
+            line.append(gap)
+            line.append_text(sparkline(row.trend_accuracy()[-shown_days:]))
+        lines.append(line)
+    return Text("\n", no_wrap=True).join(lines)
+
+
+def page_size(height: int) -> int:
+    """Rows of users that fit a screen of `height` lines: the summary takes 4, the table's
+    title, header and rule 3, the key line 1, and one is left so the screen never scrolls."""
+    return max(1, height - 4 - 3 - 1 - 1)
+
+
+def render_screen(report: Report, rows: list[UserRow], width: int, height: int,
+                  title: str, footer: Text, offset: int) -> RenderableType:
+    """One screen of the terminal UI: summary, the page of rows that fits, the key line."""
+    from rich.console import Group
+
+    return Group(summary_text(report),
+                 user_table(rows, report, width, title, offset, page_size(height)), footer)

@@ -1,0 +1,197 @@
+"""``spamsift report --watch``: the live terminal UI, re-read every ``--interval`` seconds.
+
+`View` is the screen's state (sort, filters, scroll position) as a pure object changed by
+keys, so the key handling is tested without a terminal; `run` owns the terminal: cbreak mode
+(Ctrl-C still interrupts), rich's alternate screen, a select() on stdin until the next
+refresh. Only one page of rows is rendered, whatever the number of users: with 10,000 users a
+frame costs the sort and one screenful of table, not 10,000 rows of layout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from filter.engine import exitcodes
+from filter.engine.errors import UsageError
+from trainer import report_data
+from trainer.report_data import SORTS, Report, UserRow
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.console import Console
+    from rich.text import Text
+
+# key -> sort it selects
+SORT_KEYS = {"a": "accuracy", "f": "fp", "n": "name", "m": "messages", "t": "training",
+             "l": "last-error"}
+# Escape sequences of the keys that move (xterm and tmux send these).
+SEQUENCES = {"\x1b[A": "up", "\x1b[B": "down", "\x1b[5~": "pgup", "\x1b[6~": "pgdn",
+             "\x1b[H": "home", "\x1b[F": "end", "\x1b[1~": "home", "\x1b[4~": "end",
+             "\x1bOA": "up", "\x1bOB": "down", "\x1bOH": "home", "\x1bOF": "end"}
+
+
+class View:
+    """What the watch screen shows; `key` applies one key press."""
+
+    def __init__(self, sort: str = "name", reverse: bool = False, domain: str | None = None,
+                 match: str = "", below: float | None = None, min_messages: int = 0) -> None:
+        self.sort = sort
+        self.reverse = reverse
+        self.domain = domain
+        self.match = match
+        self.below = below
+        self.min_messages = min_messages
+        self.offset = 0
+        self.typing: str | None = None  # the filter being typed after "/", else None
+        self.page = 10                  # rows per screen, set by the renderer
+        self.total = 0                  # rows after filtering, set by `rows`
+
+    def rows(self, report: Report) -> list[UserRow]:
+        rows = report_data.filter_rows(report.rows, self.domain, self.match or None,
+                                       self.below, self.min_messages)
+        rows = report_data.sort_rows(rows, self.sort, self.reverse)
+        self.total = len(rows)
+        self.offset = max(0, min(self.offset, self.total - self.page))
+        return rows
+
+    def key(self, key: str, domains: list[str]) -> bool:
+        """Apply one key (a character or a name from `SEQUENCES`); False means quit."""
+        if self.typing is not None:
+            if key in ("\r", "\n"):
+                self.match, self.typing, self.offset = self.typing, None, 0
+            elif key == "\x1b":
+                self.typing = None
+            elif key in ("\x7f", "\b"):
+                self.typing = self.typing[:-1]
+            elif len(key) == 1 and key.isprintable():
+                self.typing += key
+            return True
+        if key in ("q", "Q", "\x03"):
+            return False
+        if key in SORT_KEYS:
+            self.sort, self.offset = SORT_KEYS[key], 0
+        elif key == "s":
+            names = list(SORTS)
+            self.sort, self.offset = names[(names.index(self.sort) + 1) % len(names)], 0
+        elif key == "r":
+            self.reverse, self.offset = not self.reverse, 0
+        elif key == "/":
+            self.typing = ""
+        elif key == "d" and domains:
+            at = domains.index(self.domain) + 1 if self.domain in domains else 0
+            self.domain, self.offset = domains[at % len(domains)], 0
+        elif key == "c":
+            self.domain, self.match, self.below, self.min_messages = None, "", None, 0
+            self.offset = 0
+        elif key in ("down", "j"):
+            self.offset += 1
+        elif key in ("up", "k"):
+            self.offset -= 1
+        elif key in ("pgdn", " "):
+            self.offset += self.page
+        elif key == "pgup":
+            self.offset -= self.page
+        elif key in ("home", "g"):
+            self.offset = 0
+        elif key in ("end", "G"):
+            self.offset = self.total
+        self.offset = max(0, min(self.offset, self.total - self.page))
+        return True
+
+    def title(self, shown: int) -> str:
+        parts = [f"{self.total} users", "by " + SORTS[self.sort]
+                 + (" (reversed)" if self.reverse else "")]
+        if self.domain is not None:
+            parts.append("domain " + (self.domain or "(local)"))
+        if self.match:
+            parts.append(f"matching {self.match!r}")
+        if self.below is not None:
+            parts.append(f"accuracy under {self.below:g} %")
+        if self.total > shown:
+            parts.append(f"rows {self.offset + 1}-{self.offset + shown}")
+        return ", ".join(parts)
+
+
+def split_keys(data: str) -> list[str]:
+    """Key presses in a chunk read from the terminal (escape sequences kept whole)."""
+    keys, i = [], 0
+    while i < len(data):
+        if data[i] == "\x1b":
+            for seq, name in SEQUENCES.items():
+                if data.startswith(seq, i):
+                    keys.append(name)
+                    i += len(seq)
+                    break
+            else:
+                keys.append("\x1b")
+                i += 1
+        else:
+            keys.append(data[i])
+            i += 1
+    return keys
+
+
+def footer(view: View, refreshed: float) -> Text:
+    from rich.text import Text
+
+    if view.typing is not None:
+        return Text(f"filter (name or @domain): {view.typing}_   Enter apply, Esc cancel",
+                    style="reverse")
+    when = time.strftime("%H:%M:%S", time.localtime(refreshed))
+    return Text(f"q quit  a accuracy  f false pos.  n name  m messages  t training  "
+                f"l last error  s next  r reverse  / filter  d domain  c clear  u update  "
+                f"(read {when})", style="reverse", no_wrap=True, overflow="ellipsis")
+
+
+def run(load: Callable[[], Report], args, console: Console | None = None) -> int:
+    """Show the live report until q (or Ctrl-C); `load` re-reads the store."""
+    import select
+    import termios
+    import tty
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from trainer import report as report_mod
+
+    fd = sys.stdin.fileno()
+    if not os.isatty(fd) or not sys.stdout.isatty():
+        raise UsageError("--watch needs a terminal (use --json or --csv for scripts)")
+    console = console or Console()
+    view = View(args.sort, args.reverse, args.domain, args.match or "", args.below,
+                args.min_messages)
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        with Live(console=console, screen=True, auto_refresh=False,
+                  redirect_stdout=False, redirect_stderr=False) as live:
+            report, refreshed = load(), time.time()
+            due = time.monotonic() + args.interval
+            while True:
+                width, height = console.size
+                view.page = report_mod.page_size(height)
+                rows = view.rows(report)
+                shown = min(view.page, max(0, view.total - view.offset))
+                live.update(report_mod.render_screen(
+                    report, rows, width, height, view.title(shown), footer(view, refreshed),
+                    view.offset), refresh=True)
+                ready, _w, _x = select.select([fd], [], [], max(0.0, due - time.monotonic()))
+                if ready:
+                    data = os.read(fd, 256).decode("utf-8", "replace")
+                    domains = report_data.domains(report.rows)
+                    for key in split_keys(data):
+                        if key == "u" and view.typing is None:
+                            due = 0.0
+                        elif not view.key(key, domains):
+                            return exitcodes.OK
+                if time.monotonic() >= due:
+                    report, refreshed = load(), time.time()
+                    due = time.monotonic() + args.interval
+    except KeyboardInterrupt:
+        return exitcodes.OK
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
