@@ -77,14 +77,16 @@ def run_corpus(agent, user: str, streams, tally: Tally, progress, flush_every: i
     from trainer.corpus import interleave
 
     learner = CorpusLearner(agent, user, flush_every=flush_every)
-    for klass, raw, _name in interleave(streams):
-        tally.add(klass, "read")
-        if raw is None or (max_size and len(raw) > max_size):
-            tally.add(klass, "skipped")
-        else:
-            tally.add(klass, learner.add(raw, klass))
-        progress.advance()
-    learner.flush()
+    try:
+        for klass, raw, _name in interleave(streams):
+            tally.add(klass, "read")
+            if raw is None or (max_size and len(raw) > max_size):
+                tally.add(klass, "skipped")
+            else:
+                tally.add(klass, learner.add(raw, klass))
+            progress.advance()
+    finally:
+        learner.close()
 
 
 def run_on_error(agent, user: str, streams, tally: Tally, progress, passes: int,
@@ -92,7 +94,7 @@ def run_on_error(agent, user: str, streams, tally: Tally, progress, passes: int,
     from filter.engine.bulk import CorpusLearner, unstamp
     from trainer.corpus import interleave
 
-    learner = CorpusLearner(agent, user, flush_every=1)
+    learner = CorpusLearner(agent, user, flush_every=1, background=False)
     ctx = learner.ctx
     for number in range(1, passes + 1):
         errors = 0
