@@ -395,3 +395,19 @@ def write_csv(rows: list[UserRow], out) -> None:
             d[key] = " ".join("" if v is None else str(v) for v in d[key])  # type: ignore[attr-defined]
         writer.writerow(["" if d[k] is None else str(d[k]).lower() if isinstance(d[k], bool)
                          else d[k] for k in CSV_FIELDS])
+
+
+def write_out(out, text: str) -> int:
+    """Write the output; a reader that went away (``| head``) is not an error."""
+    import os
+
+    try:
+        out.write(text)
+        out.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+    return 0  # exitcodes.OK
