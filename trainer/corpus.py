@@ -133,7 +133,7 @@ def directory_stream(path: str, label: str) -> Stream:
 def _index_entries(path: str) -> list[tuple[str, str]] | None:
     """[(label, file path)] when `path` is an index file, None when it is not one."""
     base = os.path.dirname(os.path.abspath(path))
-    entries = []
+    entries: list[tuple[str, str]] = []
     with open(path, "rb") as f:
         head = f.read(4096)
         if b"\0" in head:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 from filter.engine import config, exitcodes, users
 from filter.engine.errors import SpamsiftError, UsageError
@@ -124,7 +125,7 @@ class Progress:
     def __init__(self, total: int, quiet: bool) -> None:
         self.total = total
         self.bar = None
-        self.task = None
+        self.task: Any = None
         if quiet:
             return
         from rich.console import Console
@@ -153,8 +154,10 @@ class Progress:
         self.done += 1
         if self.done % 50 == 0 or self.done == self.total:
             rate = self.done / max(time.monotonic() - self.started, 1e-6)
-            fields = {"rate": rate} if errors is None else {"rate": rate, "errors": errors}
-            self.bar.update(self.task, completed=self.done, **fields)
+            if errors is None:
+                self.bar.update(self.task, completed=self.done, rate=rate)
+            else:
+                self.bar.update(self.task, completed=self.done, rate=rate, errors=errors)
 
     def stop(self) -> None:
         if self.bar is not None:

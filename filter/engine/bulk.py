@@ -33,6 +33,10 @@ from collections import Counter
 from filter.engine.errors import SignatureError
 from filter.engine.tokenizer import parse_top_headers, token_id
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from filter.engine.store.base import Store
+
 # What `CorpusLearner.add` did with a message.
 LEARNED, KNOWN, CORRECTED = "learned", "known", "corrected"
 
@@ -94,10 +98,11 @@ class CorpusLearner:
         self.tokenizer = agent.tokenizer(self.settings)
         self.flush_every = flush_every
         self.pending = 0
-        self.counts = {"spam": Counter(), "innocent": Counter()}
+        self.counts: dict[str, Counter[str]] = {"spam": Counter(), "innocent": Counter()}
         self.messages = {"spam": 0, "innocent": 0}
         self.sources: dict[str, list[int]] = {}
         self.commits = 0
+        self._writer_store: Store | None = None
         self.background = background and not self.store.url.startswith("memory")
         self._writer: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -175,7 +180,7 @@ class CorpusLearner:
         from filter.engine.store.base import open_store
 
         try:
-            store = getattr(self, "_writer_store", None)
+            store = self._writer_store
             if store is None:
                 store = self._writer_store = open_store(self.store.url,
                                                         self.settings.storage_timeout)
@@ -188,7 +193,7 @@ class CorpusLearner:
         try:
             self.flush()
         finally:
-            store = getattr(self, "_writer_store", None)
+            store = self._writer_store
             if store is not None:
                 store.close()
                 self._writer_store = None

@@ -204,7 +204,8 @@ class MySQLStore:
             "SELECT preference, value FROM dspam_preferences WHERE uid = %s", (uid,)))
 
     def sources(self, uid: int | None = None, since: str | None = None):
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         if uid is not None:
             where.append("uid = %s")
             params.append(uid)

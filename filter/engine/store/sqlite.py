@@ -181,7 +181,8 @@ class SQLiteStore:
             "SELECT preference, value FROM dspam_preferences WHERE uid = ?", (uid,)))
 
     def sources(self, uid: int | None = None, since: str | None = None):
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         if uid is not None:
             where.append("uid = ?")
             params.append(uid)
