@@ -19,6 +19,8 @@ from filter.engine.store.base import open_store
 from filter.engine.tokenizer import Tokenizer, token_id
 from trainer import corpus, evaluate, train
 
+pytest_plugins = ["imapserver"]  # the dovecot and imap_user fixtures (tests/imapserver.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("make_corpus",
                                                ROOT / "examples/demo/make_corpus.py")
@@ -372,3 +374,43 @@ def reclassify_main(argv):
     from trainer import reclassify
 
     return reclassify.main(argv)
+
+
+def test_train_from_imap_folders(env, tmp_path, monkeypatch, dovecot, imap_user, capsys):
+    """`spamsift train` over IMAPS from the real Dovecot: INBOX is ham, Junk is spam (a spam
+    folder's name), the password comes from a file, and the mailbox is left as it was."""
+    import ssl
+
+    imapclient = pytest.importorskip("imapclient")
+    user, password = imap_user
+    ham, spam = mails(6, False, seed=11), mails(4, True, seed=11)
+    client = imapclient.IMAPClient(dovecot.host, port=dovecot.tls_port, ssl=True,
+                                   ssl_context=ssl.create_default_context(cafile=dovecot.cert))
+    client.login(user, password)
+    client.create_folder("Junk")
+    for raw in ham:
+        client.append("INBOX", raw.replace(b"\n", b"\r\n"))
+    for raw in spam:
+        client.append("Junk", raw.replace(b"\n", b"\r\n"))
+    client.logout()
+    secret = tmp_path / "password"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    base = f"imaps://{user}@{dovecot.host}:{dovecot.tls_port}"
+    assert train.main(["--user", "i@example.org", "--quiet", "--password-file", str(secret),
+                       "--cafile", dovecot.cert, f"{base}/INBOX", f"{base}/Junk"]) == 0, \
+        capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "spam      read       4  learned       4" in out
+    assert "innocent  read       6  learned       6" in out
+    settings, store = open_db()
+    stats = store.stats(store.uid("i@example.org"))
+    assert (stats.spam_corpusfed, stats.innocent_corpusfed) == (4, 6)
+    found = counts_of(store, "i@example.org", spam[0].replace(b"\n", b"\r\n"), settings)
+    assert found and all(s >= 1 for s, _i in found.values() if _i == 0)
+    # a wrong password is one line and nothing is trained
+    secret.write_text("wrong\n")
+    assert train.main(["--user", "j", "--quiet", "--password-file", str(secret), "--cafile",
+                       dovecot.cert, f"{base}/INBOX"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
