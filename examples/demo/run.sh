@@ -1,19 +1,22 @@
 #!/bin/sh
-# The demo: train user "demo" from a generated corpus, then filter one new spam and one new
-# ham and show the headers spamsift added. Uses the embedded SQLite default in
+# The demo: estimate how well a new user's filter will work on a generated corpus
+# (`spamsift evaluate`), bootstrap the user from it (`spamsift train`), then filter one new spam
+# and one new ham and show the headers spamsift added. Uses the embedded SQLite default in
 # $SPAMSIFT_HOME (./demo-home unless set). Needs `spamsift` and `python3` on PATH.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export SPAMSIFT_HOME="${SPAMSIFT_HOME:-$PWD/demo-home}"
-rm -rf "$SPAMSIFT_HOME/corpus" "$SPAMSIFT_HOME/new"
-python3 "$here/make_corpus.py" "$SPAMSIFT_HOME/corpus" 60 2026
+rm -rf "$SPAMSIFT_HOME/corpus" "$SPAMSIFT_HOME/new" "$SPAMSIFT_HOME/spamsift.db"*
+python3 "$here/make_corpus.py" "$SPAMSIFT_HOME/corpus" 300 2026
 python3 "$here/make_corpus.py" "$SPAMSIFT_HOME/new" 1 7
 
-echo "== training user 'demo' in $SPAMSIFT_HOME (60 spam, 60 ham, one process each)"
-for n in $(seq -w 0 59); do
-    spamsift filter --user demo --class=spam --source=corpus < "$SPAMSIFT_HOME/corpus/spam/00$n.eml"
-    spamsift filter --user demo --class=innocent --source=corpus < "$SPAMSIFT_HOME/corpus/ham/00$n.eml"
-done
+echo "== how accurate will user 'demo' be? (spamsift evaluate: nothing is stored)"
+spamsift evaluate --user demo --quiet --folds 5 \
+    --spam "$SPAMSIFT_HOME/corpus/spam" --ham "$SPAMSIFT_HOME/corpus/ham"
+
+echo
+echo "== bootstrapping user 'demo' in $SPAMSIFT_HOME from 300 spam and 300 ham (spamsift train)"
+spamsift train --user demo --quiet --spam "$SPAMSIFT_HOME/corpus/spam" --ham "$SPAMSIFT_HOME/corpus/ham"
 
 for label in spam ham; do
     echo
