@@ -50,14 +50,15 @@ def received(ip: str, text: str) -> bytes:
 class Builder:
     """Runs the real filter for the scenario, at chosen days."""
 
-    def __init__(self, home: str, url: str) -> None:
+    def __init__(self, home: str, url: str, now: float = NOW) -> None:
         self.env = {"SPAMSIFT_HOME": home, "SPAMSIFT_STORAGE": url}
+        self.now = now
         self.n = 0
 
     def run(self, day: int, argv: list[str], data: bytes = b"") -> bytes:
         out, err = io.BytesIO(), io.StringIO()
         code = filter_main(argv, stdin=io.BytesIO(data), stdout=out, stderr=err,
-                           environ=self.env, clock=lambda: NOW - (3 - day) * DAY)
+                           environ=self.env, clock=lambda: self.now - (3 - day) * DAY)
         assert code == 0, err.getvalue()
         return out.getvalue()
 
@@ -86,8 +87,9 @@ class Builder:
                        f"--signature={signature}"])
 
 
-def build(url: str, home: str) -> None:
-    b = Builder(home, url)
+def build(url: str, home: str, now: float = NOW) -> Builder:
+    """Run the scenario (module docstring) with D = the day of `now`."""
+    b = Builder(home, url, now)
     for user in ("alice@example.com", "bob@example.com"):
         b.corpus(0, user, "spam", 12)
         b.corpus(0, user, "innocent", 12)
@@ -115,6 +117,7 @@ def build(url: str, home: str) -> None:
         store.set_preference(store.uid("dave", create=False), "opt", "out")
     finally:
         store.close()
+    return b
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mysql"])
@@ -498,3 +501,46 @@ def test_report_json_needs_no_rich(db):
                           env={**os.environ, "SPAMSIFT_CONFIG": ""})
     assert done.returncode == 0, done.stderr.decode()[-400:]
     assert json.loads(done.stdout)["summary"]["users"] == 4
+
+
+# -- the terminal UI's key handling, without a terminal ---------------------------------------
+
+def test_view_keys():
+    from trainer.report_tui import View, split_keys
+
+    assert split_keys("a\x1b[B\x1b[6~/x\x1b\r") == ["a", "down", "pgdn", "/", "x", "\x1b", "\r"]
+    view = View()
+    view.total, view.page = 100, 10
+    assert view.key("a", []) and view.sort == "accuracy"
+    view.key("f", [])
+    assert view.sort == "fp" and not view.reverse
+    view.key("r", [])
+    assert view.reverse
+    view.key("s", [])
+    assert view.sort == "fn"  # the next in SORTS
+    view.key("pgdn", [])
+    view.key("down", [])
+    assert view.offset == 11
+    view.key("end", [])
+    assert view.offset == 90  # the last page, not past it
+    view.key("home", [])
+    view.key("up", [])
+    assert view.offset == 0
+    for key in "/ali":
+        view.key(key, [])
+    assert view.typing == "ali" and view.match == ""
+    view.key("q", [])  # typed, not quit
+    view.key("\x7f", [])
+    view.key("\r", [])
+    assert (view.typing, view.match) == (None, "aliq"[:3])
+    view.key("/", [])
+    view.key("z", [])
+    view.key("\x1b", [])  # Esc drops what was typed
+    assert (view.typing, view.match) == (None, "ali")
+    view.key("d", ["example.com", "", "example.org"])
+    assert view.domain == "example.com"
+    view.key("d", ["example.com", "", "example.org"])
+    assert view.domain == ""
+    view.key("c", [])
+    assert (view.domain, view.match) == (None, "")
+    assert not view.key("q", [])

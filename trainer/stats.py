@@ -115,18 +115,24 @@ def parse_snapshot(value: str | None) -> tuple[str, Figures] | None:
     """(date taken, figures) from a `SNAPSHOT_KEY` preference; None if absent or unreadable."""
     if not value:
         return None
-    day, _, numbers = value.strip().rpartition(" ")
+    words = value.split()
+    base = 16 if words[:1] == ["x"] else 10
     try:
-        tp, tn, fn, fp, sc, nc = (int(v) for v in numbers.split(","))
+        tp, tn, fn, fp, sc, nc = (int(v, base) for v in words[-1].split(","))
     except ValueError:
         return None
+    day = words[0] if len(words) == 2 and base == 10 else ""
     return day, Figures(tp, tn, fp, fn, sc, nc)
 
 
 def format_snapshot(day: str, f: Figures) -> str:
-    numbers = f"{f.tp},{f.tn},{f.fn},{f.fp},{f.sc},{f.nc}"
-    value = f"{day} {numbers}"
-    return value if len(value) <= PREFERENCE_MAX else numbers
+    """``DATE TP,TN,FN,FP,SC,NC``; counts too large for that to fit the preference's 64
+    characters are written as ``x`` and hexadecimal numbers, without the date."""
+    values = (f.tp, f.tn, f.fn, f.fp, f.sc, f.nc)
+    value = f"{day} " + ",".join(map(str, values))
+    if len(value) <= PREFERENCE_MAX:
+        return value
+    return "x " + ",".join(f"{v:x}" for v in values)
 
 
 def main(argv: list[str] | None = None, caller: users.Caller | None = None,
