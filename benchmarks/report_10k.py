@@ -11,6 +11,8 @@ consistent (the counters are the sums of the history plus corpus training). Then
   Target: under 2 s.
 * ``spamsift report --watch`` is started in a pseudo-terminal of 160 x 50; the time until the
   first complete frame (its key line) has been written, three times. Target: under 1 s.
+  The first frame is drawn from the counters; the trends follow when the history has been
+  read (a thread of its own), and the time until that frame is printed too.
 
 Prints figures; asserts nothing. SQLite by default; ``--storage mysql://root@127.0.0.1:3306``
 creates a MariaDB database of its own there (dropped afterwards).
@@ -37,7 +39,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
-FIRST_FRAME_MARK = b"q quit"
+FIRST_FRAME_MARK = b"q quit"           # the key line ends every frame
+FULL_FRAME_MARK = b"Messages today"    # only once the history (trends) has been read
 
 
 def generate(days_back: int, users: int, seed: int = 6):
@@ -145,7 +148,7 @@ def time_first_frame(env: dict[str, str], runs: int, cols: int = 160, lines: int
     import struct
     import termios
 
-    times = []
+    times, full_times = [], []
     for _ in range(runs):
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, cols, 0, 0))
@@ -155,7 +158,7 @@ def time_first_frame(env: dict[str, str], runs: int, cols: int = 160, lines: int
                                 env={**env, "TERM": "xterm-256color"}, close_fds=True,
                                 start_new_session=True)
         os.close(slave)
-        seen, elapsed = b"", None
+        seen, elapsed, full = b"", None, None
         while time.perf_counter() - started < 30:
             ready, _w, _x = select.select([master], [], [], 1.0)
             if not ready:
@@ -165,8 +168,11 @@ def time_first_frame(env: dict[str, str], runs: int, cols: int = 160, lines: int
             except OSError:
                 break
             seen += chunk
-            if FIRST_FRAME_MARK in seen:
+            if elapsed is None and FIRST_FRAME_MARK in seen:
                 elapsed = time.perf_counter() - started
+            if FULL_FRAME_MARK in seen and seen.rfind(FIRST_FRAME_MARK) > seen.find(
+                    FULL_FRAME_MARK):
+                full = time.perf_counter() - started
                 break
         os.write(master, b"q")
         try:
@@ -175,15 +181,16 @@ def time_first_frame(env: dict[str, str], runs: int, cols: int = 160, lines: int
             proc.kill()
             proc.wait()
         os.close(master)
-        if elapsed is None:
-            raise SystemExit(f"no first frame; the terminal showed: {seen[-500:]!r}")
+        if elapsed is None or full is None:
+            raise SystemExit(f"no complete frame; the terminal showed: {seen[-500:]!r}")
         times.append(elapsed)
-    return times
+        full_times.append(full)
+    return times, full_times
 
 
-def show(label: str, times: list[float], target: float) -> None:
+def show(label: str, times: list[float], target: float | None) -> None:
     print(f"{label}: median {statistics.median(times):.2f} s, best {min(times):.2f} s, "
-          f"worst {max(times):.2f} s (target < {target:g} s)")
+          f"worst {max(times):.2f} s" + (f" (target < {target:g} s)" if target else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         with open(env["SPAMSIFT_CONFIG"], "w"):
             pass
         show("report --json", time_json(env, args.runs), 2.0)
-        show("report --watch, first frame", time_first_frame(env, args.runs), 1.0)
+        first, full = time_first_frame(env, args.runs)
+        show("report --watch, first frame", first, 1.0)
+        show("report --watch, frame with the trends", full, None)
     finally:
         if admin is not None:
             with admin.cursor() as cur:

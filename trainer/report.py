@@ -96,16 +96,21 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
             raise UsageError("--days and --interval must be positive, --limit not negative")
         settings = config.load(args.config)
         only = visible_users(args.user, settings, caller or users.this_process())
+        if args.watch:
+            from trainer import report_tui
+
+            def load_fresh(history: bool) -> Report:
+                # A store of its own each time: the UI loads from a thread of its own.
+                fresh = open_for(args, settings)
+                try:
+                    return report_data.load(fresh, settings, only, args.days, clock, history)
+                finally:
+                    fresh.close()
+
+            return report_tui.run(load_fresh, args, console)
         store = open_for(args, settings)
         try:
-            def load() -> Report:
-                return report_data.load(store, settings, only, args.days, clock)
-
-            if args.watch:
-                from trainer import report_tui
-
-                return report_tui.run(load, args, console)
-            report = load()
+            report = report_data.load(store, settings, only, args.days, clock)
         finally:
             store.close()
     except SpamsiftError as exc:
@@ -153,7 +158,7 @@ def view_of(args) -> dict[str, object]:
 
 
 def view_title(args, shown: int) -> str:
-    parts = [f"{shown} users", f"by {SORTS[args.sort]}" + (" (reversed)" if args.reverse else "")]
+    parts = [f"{shown} user" + ("" if shown == 1 else "s"), f"by {SORTS[args.sort]}" + (" (reversed)" if args.reverse else "")]
     if args.domain is not None:
         parts.append(f"domain {args.domain}")
     if args.match:
@@ -211,10 +216,11 @@ def summary_text(report: Report) -> RenderableType:
         line(f"Users {s['users']:,}  opted in {s['opted_in']:,}  mature {s['mature']:,}"),
         line(f"Messages today {s['messages_today']:,} (errors {s['errors_today']:,})  "
              f"7 days {s['messages_7_days']:,} (errors {s['errors_7_days']:,})  "
-             f"all time {s['messages_all_time']:,}"),
-        line("Accuracy ", (pct(acc) + (" %" if acc is not None else ""), "bold"),  # type: ignore[arg-type]
-             f"  spam hit rate {pct(s['spam_hit_rate'])} %  "  # type: ignore[arg-type]
-             f"ham strike rate {pct(s['ham_strike_rate'])} %  "  # type: ignore[arg-type]
+             f"all time {s['messages_all_time']:,}" if report.has_history else
+             f"Messages all time {s['messages_all_time']:,}  (reading the history…)"),
+        line("Accuracy ", (pct(acc) + (" %" if acc is not None else ""), "bold"),
+             f"  spam hit rate {pct(s['spam_hit_rate'])} %  "
+             f"ham strike rate {pct(s['ham_strike_rate'])} %  "
              f"FP {s['fp']:,}  FN {s['fn']:,}"))
 
 
@@ -227,9 +233,10 @@ MIN_USER = 12
 _DROP_ORDER = (5, 7, 9, 6)  # SC/NC, HSR, TL, SHR
 
 
-def _cells(row: UserRow) -> list[str]:
+def _cells(row: UserRow, history: bool = True) -> list[str]:
     f = row.figures
-    last = row.last_error or (f"<{row.errors_before}" if row.errors_before else "-")
+    last = row.last_error or (f"<{row.errors_before}" if row.errors_before else
+                              "-" if history else "…")
     return [row.name, str(f.tp), str(f.tn), str(f.fp), str(f.fn), f"{f.sc}/{f.nc}",
             pct(f.spam_hit_rate), pct(f.ham_strike_rate), pct(row.accuracy),
             str(row.training_left), last]
@@ -294,7 +301,7 @@ def user_table(rows: list[UserRow], report: Report, width: int, title: str | Non
     from rich.text import Text
 
     page = rows[offset:] if limit is None else rows[offset:offset + limit]
-    cells = [_cells(row) for row in page]
+    cells = [_cells(row, report.has_history) for row in page]
     widths, shown_days = layout(cells, width, len(report.days))
     gap = " " * _GAP
     head = _header(widths, shown_days)
@@ -313,7 +320,7 @@ def user_table(rows: list[UserRow], report: Report, width: int, title: str | Non
         line = Text(before + gap, no_wrap=True, overflow="ellipsis")
         line.append(_fit(texts[8], widths[8], False), style=style)
         line.append(gap + after)
-        if shown_days:
+        if shown_days and report.has_history:
             line.append(gap)
             line.append_text(sparkline(row.trend_accuracy()[-shown_days:]))
         lines.append(line)

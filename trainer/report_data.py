@@ -31,6 +31,10 @@ import time
 
 from filter.engine.store.base import STAT_FIELDS
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 MATURE_INNOCENT = 2500   # dspam_stats' TL: innocent messages until a user's data is mature
 TREND_DAYS = 30
 DAY = 86400
@@ -176,11 +180,12 @@ class Report:
     """The rows of every user visible to the caller, with the window they were read for."""
 
     def __init__(self, rows: list[UserRow], days: list[str], storage: str,
-                 generated: float) -> None:
+                 generated: float, has_history: bool = True) -> None:
         self.rows = rows
         self.days = days
         self.storage = storage
         self.generated = generated
+        self.has_history = has_history  # False: counters only, the trend is still coming
 
     @property
     def today(self) -> str:
@@ -188,8 +193,9 @@ class Report:
 
 
 def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
-         clock: float | None = None) -> Report:
-    """Read the report from `store`; `only` limits it to those user names."""
+         clock: float | None = None, history: bool = True) -> Report:
+    """Read the report from `store`; `only` limits it to those user names. Without
+    `history` only the counters are read (the terminal UI's quick first screen)."""
     from filter.engine import users as users_mod
 
     now = time.time() if clock is None else clock
@@ -212,7 +218,7 @@ def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
             if uid not in rows:
                 filtered = users_mod.opted_in(opt.get(uid) or site, settings.opt, None, "", "")
                 rows[uid] = UserRow(uid, f"#{uid}", values, filtered, days)
-    for uid, day, deltas in store.daily_stats(dates[0]):
+    for uid, day, deltas in store.daily_stats(dates[0]) if history else ():
         row = rows.get(uid)
         i = index.get(day)
         if row is None or i is None:
@@ -224,11 +230,11 @@ def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
             row.trend_errors[i] += errors
             if row.last_error is None or day > row.last_error:
                 row.last_error = day
-    for row in rows.values():
+    for row in rows.values() if history else ():
         if row.last_error is None and row.figures.fp + row.figures.fn > 0:
             row.errors_before = dates[0]
     ordered = sorted(rows.values(), key=lambda r: r.name)
-    return Report(ordered, dates, _shown_url(store.url), now)
+    return Report(ordered, dates, _shown_url(store.url), now, history)
 
 
 def _shown_url(url: str) -> str:
@@ -242,7 +248,7 @@ def _shown_url(url: str) -> str:
 
 # -- summary -------------------------------------------------------------------------------
 
-def summary(rows: list[UserRow]) -> dict[str, object]:
+def summary(rows: list[UserRow]) -> dict[str, Any]:
     """Totals over `rows` (the whole site for a trusted caller)."""
     total = Figures()
     for row in rows:

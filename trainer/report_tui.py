@@ -2,9 +2,9 @@
 
 `View` is the screen's state (sort, filters, scroll position) as a pure object changed by
 keys, so the key handling is tested without a terminal; `run` owns the terminal: cbreak mode
-(Ctrl-C still interrupts), rich's alternate screen, a select() on stdin until the next
-refresh. Only one page of rows is rendered, whatever the number of users: with 10,000 users a
-frame costs the sort and one screenful of table, not 10,000 rows of layout.
+(Ctrl-C still interrupts), rich's alternate screen, a select() on stdin and on the `Loader`
+thread that re-reads the store. Only one page of rows is rendered, whatever the number of
+users: with 10,000 users a frame costs the sort and one screenful, not 10,000 rows of layout.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class View:
         return True
 
     def title(self, shown: int) -> str:
-        parts = [f"{self.total} users", "by " + SORTS[self.sort]
+        parts = [f"{self.total} user" + ("" if self.total == 1 else "s"), "by " + SORTS[self.sort]
                  + (" (reversed)" if self.reverse else "")]
         if self.domain is not None:
             parts.append("domain " + (self.domain or "(local)"))
@@ -135,20 +135,67 @@ def split_keys(data: str) -> list[str]:
     return keys
 
 
-def footer(view: View, refreshed: float) -> Text:
+def footer(view: View, refreshed: float, problem: str = "") -> Text:
     from rich.text import Text
 
     if view.typing is not None:
         return Text(f"filter (name or @domain): {view.typing}_   Enter apply, Esc cancel",
                     style="reverse")
     when = time.strftime("%H:%M:%S", time.localtime(refreshed))
+    if problem:
+        return Text(f"q quit  {problem} (showing what was read at {when})",
+                    style="reverse red", no_wrap=True, overflow="ellipsis")
     return Text(f"q quit  a accuracy  f false pos.  n name  m messages  t training  "
                 f"l last error  s next  r reverse  / filter  d domain  c clear  u update  "
                 f"(read {when})", style="reverse", no_wrap=True, overflow="ellipsis")
 
 
-def run(load: Callable[[], Report], args, console: Console | None = None) -> int:
-    """Show the live report until q (or Ctrl-C); `load` re-reads the store."""
+class Loader:
+    """Re-reads the report in a thread of its own, so keys are answered while a large
+    database is being read (10,000 users on MariaDB: 2 s). Each result, or the one-line text
+    of a storage error, is handed over through `results`; a byte on a pipe wakes the screen."""
+
+    def __init__(self, load: Callable[[bool], Report], interval: float) -> None:
+        import queue
+        import threading
+
+        self.load = load
+        self.interval = interval
+        self.results: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake_r, self.wake_w = os.pipe()
+        self.now = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="report-loader", daemon=True)
+
+    def _run(self) -> None:
+        from filter.engine.errors import SpamsiftError
+
+        while not self.stop.is_set():
+            try:
+                self.results.put(self.load(True))
+            except SpamsiftError as exc:
+                self.results.put(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            try:
+                os.write(self.wake_w, b"!")
+            except OSError:
+                return
+            self.now.wait(self.interval)
+            self.now.clear()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.now.set()
+        self.thread.join(timeout=1.0)  # a load in progress is abandoned (daemon thread)
+        for fd in (self.wake_r, self.wake_w):
+            os.close(fd)
+
+
+def run(load: Callable[[bool], Report], args, console: Console | None = None) -> int:
+    """Show the live report until q (or Ctrl-C); `load(history)` reads the store.
+
+    The first screen comes from the counters alone (one quick query); the history, and with
+    it the trends and last errors, follows from the `Loader` a moment later."""
+    import queue
     import select
     import termios
     import tty
@@ -164,34 +211,44 @@ def run(load: Callable[[], Report], args, console: Console | None = None) -> int
     console = console or Console()
     view = View(args.sort, args.reverse, args.domain, args.match or "", args.below,
                 args.min_messages)
+    report, refreshed, problem = load(False), time.time(), ""
+    loader = Loader(load, args.interval)
     saved = termios.tcgetattr(fd)
     try:
         tty.setcbreak(fd)
         with Live(console=console, screen=True, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False) as live:
-            report, refreshed = load(), time.time()
-            due = time.monotonic() + args.interval
+            loader.thread.start()
             while True:
                 width, height = console.size
                 view.page = report_mod.page_size(height)
                 rows = view.rows(report)
                 shown = min(view.page, max(0, view.total - view.offset))
                 live.update(report_mod.render_screen(
-                    report, rows, width, height, view.title(shown), footer(view, refreshed),
-                    view.offset), refresh=True)
-                ready, _w, _x = select.select([fd], [], [], max(0.0, due - time.monotonic()))
-                if ready:
+                    report, rows, width, height, view.title(shown),
+                    footer(view, refreshed, problem), view.offset), refresh=True)
+                ready, _w, _x = select.select([fd, loader.wake_r], [], [])
+                if loader.wake_r in ready:
+                    os.read(loader.wake_r, 64)
+                    while True:
+                        try:
+                            got = loader.results.get_nowait()
+                        except queue.Empty:
+                            break
+                        if isinstance(got, str):
+                            problem = got
+                        else:
+                            report, refreshed, problem = got, time.time(), ""
+                if fd in ready:
                     data = os.read(fd, 256).decode("utf-8", "replace")
                     domains = report_data.domains(report.rows)
                     for key in split_keys(data):
                         if key == "u" and view.typing is None:
-                            due = 0.0
+                            loader.now.set()
                         elif not view.key(key, domains):
                             return exitcodes.OK
-                if time.monotonic() >= due:
-                    report, refreshed = load(), time.time()
-                    due = time.monotonic() + args.interval
     except KeyboardInterrupt:
         return exitcodes.OK
     finally:
+        loader.close()
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
