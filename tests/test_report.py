@@ -544,3 +544,33 @@ def test_view_keys():
     view.key("c", [])
     assert (view.domain, view.match) == (None, "")
     assert not view.key("q", [])
+
+
+def test_opted_in_counts_user_then_site_preference_then_configuration():
+    """A user's ``opt`` preference, else the site-wide one (uid 0), else the configuration's
+    `opt`: "out" filters everyone not opted out, "in" only those who opted in."""
+    from filter.engine.config import Settings
+    from filter.engine.store.base import Batch
+    from trainer import report_data
+
+    store = open_store("memory://")
+    uids = {name: store.uid(name) for name in ("in-user", "out-user", "plain")}
+    for uid in uids.values():
+        batch = Batch(D[3])
+        batch.add_stat("innocent_learned", 1)
+        store.commit(uid, batch)
+    store.set_preference(uids["in-user"], "opt", "in")
+    store.set_preference(uids["out-user"], "opt", "out")
+
+    def opted(settings) -> dict[str, bool]:
+        return {r.name: r.opted_in for r in report_data.load(store, settings, clock=NOW).rows}
+
+    assert opted(Settings({})) == {"in-user": True, "out-user": False, "plain": True}
+    assert opted(Settings({"opt": "in"})) == {"in-user": True, "out-user": False,
+                                              "plain": False}
+    store.set_preference(0, "opt", "in")
+    assert opted(Settings({"opt": "in"}))["plain"] is True
+    store.set_preference(0, "opt", "out")
+    assert opted(Settings({}))["plain"] is False
+    assert report_data.summary(report_data.load(store, Settings({}), clock=NOW).rows)[
+        "opted_in"] == 1
