@@ -266,6 +266,7 @@ class Scanner:
         self.log = log or (lambda line: None)
         self.mailboxes: dict[str, MailboxState] = {}
         self.header = settings.header_prefix + "-Signature"
+        self.queued = lambda uid, key: False  # is this message waiting to be trained?
 
     # One cycle ------------------------------------------------------------------------------
     def scan(self, report: CycleReport) -> list[Sighting]:
@@ -400,8 +401,10 @@ class Scanner:
                 classes, paths = by_key[key]
                 state = verdicts.get(key)
                 verdict = state[1] if state is not None and state[0] == box.uid else None
+                # A message already queued is always passed on: its newer sighting replaces
+                # the queued one (moved back before its turn: then nothing is trained).
                 if decide(classes, recorded.get(key), verdict, learn_unsigned,
-                          trust).action != NOTHING:
+                          trust).action != NOTHING or self.queued(box.uid, key):
                     out.append(Sighting(box.user, box.uid, key, frozenset(classes), paths))
         return out
 
@@ -424,6 +427,10 @@ class TrainingQueue:
 
     def __len__(self) -> int:
         return sum(len(q) for q in self.users.values())
+
+    def __contains__(self, uid_key: tuple[int, str]) -> bool:
+        queue = self.users.get(uid_key[0])
+        return queue is not None and uid_key[1] in queue
 
     def put(self, sighting: Sighting) -> None:
         self.users.setdefault(sighting.uid, OrderedDict())[sighting.key] = sighting
@@ -471,6 +478,7 @@ class Watcher:
                                     stat, listdir, monotonic, self.log)
         self.scanner = Scanner(self.finder, settings, store, stat, listdir, clock, self.log)
         self.queue = TrainingQueue(settings.watch_rate, monotonic)
+        self.scanner.queued = lambda uid, key: (uid, key) in self.queue
         self.applier = Applier(settings, store, decide, clock)
         self.monotonic = monotonic
         self.sleep = sleep

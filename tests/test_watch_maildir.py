@@ -1,0 +1,450 @@
+"""The Maildir watcher on real Maildir trees, with messages stamped by the real filter; every
+outcome is checked against the token counts and statistics in storage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.watchsite import HAM, SPAM, Site
+from watchers.maildir import MailboxFinder, Template, TrainingQueue, Watcher
+
+USER = "alice@example.org"
+
+
+@pytest.fixture
+def site(tmp_path):
+    s = Site(tmp_path)
+    yield s
+    s.close()
+
+
+def watcher(site, **kw):
+    lines: list[str] = []
+    w = Watcher(site.settings(), site.store, [site.root], log=lines.append, **kw)
+    w.lines = lines  # type: ignore[attr-defined]
+    return w
+
+
+def delta(before: dict, after: dict) -> set[tuple[int, int]]:
+    """The set of per-token (spam, innocent) changes between two `Site.counts`."""
+    return {(after.get(t, (0, 0))[0] - before.get(t, (0, 0))[0],
+             after.get(t, (0, 0))[1] - before.get(t, (0, 0))[1])
+            for t in set(before) | set(after)}
+
+
+def all_counts(site, sigs) -> dict[int, tuple[int, int]]:
+    """Stored counts of every token of these signatures, in one lookup."""
+    uid = site.store.uid(USER, create=False)
+    tokens = {t for s in sigs for t in site.store.signature(s).tokens}
+    return site.store.lookup(uid, tokens)
+
+
+def expected_change(site, moves) -> dict[int, tuple[int, int]]:
+    """Per token, what retraining each (signature, target class) once must change: the
+    signature's applied amount leaves the other class and one hit joins the target (TEFT,
+    test-conditional training off), summed over messages sharing a token."""
+    change: dict[int, list[int]] = {}
+    for sig_id, target in moves:
+        sig = site.store.signature(sig_id)
+        for token, applied in zip(sig.tokens, sig.applied):
+            entry = change.setdefault(token, [0, 0])
+            entry[0 if target == "spam" else 1] += 1
+            entry[1 if target == "spam" else 0] -= applied
+    return {t: (v[0], v[1]) for t, v in change.items()}
+
+
+def changed(before, after) -> dict[int, tuple[int, int]]:
+    return {t: (after.get(t, (0, 0))[0] - before.get(t, (0, 0))[0],
+                after.get(t, (0, 0))[1] - before.get(t, (0, 0))[1]) for t in set(before) | set(after)}
+
+
+def ham(n) -> bytes:
+    return HAM.format(user=USER, n=n).encode()
+
+
+def spam(n) -> bytes:
+    return SPAM.format(user=USER, n=n).encode()
+
+
+@pytest.fixture
+def trained(site):
+    """A trained user with one message in the INBOX (innocent) and one in .Spam (spam)."""
+    box = site.mailbox()
+    site.train(USER)
+    inbox = site.deliver(box, USER, ham(1))
+    junk = site.deliver(box, USER, spam(2), folder=".Spam")
+    assert site.store.signature(site.signature(inbox)).result in ("innocent", "whitelisted")
+    assert site.store.signature(site.signature(junk)).result == "spam"
+    return box, inbox, junk
+
+
+@pytest.mark.parametrize("how", ["rename", "copy+delete"])
+def test_drag_into_spam_retrains_once_and_drag_back_restores(site, trained, how):
+    box, inbox, _junk = trained
+    w = watcher(site)
+    assert w.cycle().trained == {}  # deliveries where their verdicts put them: nothing
+    sig = site.signature(inbox)
+    before, stats0 = site.counts(USER, sig), site.stats(USER)
+    inbox = site.seen(inbox)
+    moved = site.move(inbox, box, ".Spam") if how == "rename" else site.copy_delete(
+        inbox, box, ".Spam")
+    report = w.cycle()
+    assert report.trained == {"retrained": 1}
+    after = site.counts(USER, sig)
+    assert delta(before, after) == {(1, -1)}  # every token: one hit moved innocent -> spam
+    stats = site.stats(USER)
+    assert stats.spam_misclassified == stats0.spam_misclassified + 1
+    assert stats.spam_learned == stats0.spam_learned + 1
+    assert site.store.signature(sig).trained == "spam"
+    # Seen again, flags changed, more cycles: exactly once.
+    flagged = os.path.join(os.path.dirname(moved), os.path.basename(moved) + "T")
+    os.rename(moved, flagged)
+    w.cycle()
+    w.cycle()
+    assert site.counts(USER, sig) == after and site.stats(USER) == stats
+    # Dragged back: a false positive, back to the counts from before the first drag.
+    back = site.move(flagged, box, "") if how == "rename" else site.copy_delete(flagged, box, "")
+    assert w.cycle().trained == {"retrained": 1}
+    assert site.counts(USER, sig) == before
+    assert site.store.signature(sig).trained == "innocent"
+    assert os.path.exists(back)
+
+
+def test_false_positive_drag_out_of_spam(site, trained):
+    box, _inbox, junk = trained
+    w = watcher(site)
+    w.cycle()
+    sig = site.signature(junk)
+    before, stats0 = site.counts(USER, sig), site.stats(USER)
+    site.move(junk, box, "")
+    assert w.cycle().trained == {"retrained": 1}
+    assert delta(before, site.counts(USER, sig)) == {(-1, 1)}
+    assert site.stats(USER).innocent_misclassified == stats0.innocent_misclassified + 1
+
+
+def test_flags_new_to_cur_deletions_and_trash_are_not_training(site, trained):
+    box, inbox, junk = trained
+    extra = site.deliver(box, USER, ham(3))
+    trash_ham = site.deliver(box, USER, ham(4))
+    w = watcher(site)
+    w.cycle()
+    sigs = [site.signature(p) for p in (inbox, junk, extra, trash_ham)]
+    counts0 = {s: site.counts(USER, s) for s in sigs}
+    stats0 = site.stats(USER)
+    inbox = site.seen(inbox, "S")
+    os.rename(inbox, inbox + "F")                          # flag change
+    trashed = site.move(site.seen(junk, "S"), box, ".Trash")  # spam into Trash
+    os.unlink(extra)                                       # deletion
+    w.cycle()
+    trash_ham = site.move(site.seen(trash_ham), box, ".Trash")  # ham into Trash
+    assert w.cycle().trained == {}
+    assert w.cycle().trained == {}
+    assert {s: site.counts(USER, s) for s in sigs} == counts0
+    assert site.stats(USER) == stats0
+    # Ham rescued from Trash into the INBOX: it was innocent all along, nothing.
+    site.move(trash_ham, box, "")
+    assert w.cycle().trained == {}
+    assert {s: site.counts(USER, s) for s in sigs} == counts0
+    # Spam rescued from Trash into the INBOX: a drag out of Spam (via Trash).
+    site.move(trashed, box, "")
+    assert w.cycle().trained == {"retrained": 1}
+    assert delta(counts0[sigs[1]], site.counts(USER, sigs[1])) == {(-1, 1)}
+    assert site.stats(USER).innocent_misclassified == stats0.innocent_misclassified + 1
+
+
+def test_move_out_and_back_between_scans_trains_nothing(site, trained):
+    box, inbox, _junk = trained
+    w = watcher(site)
+    w.cycle()
+    sig = site.signature(inbox)
+    before, stats0 = site.counts(USER, sig), site.stats(USER)
+    moved = site.move(inbox, box, ".Spam")
+    site.move(moved, box, "")
+    assert w.cycle().trained == {}
+    # Out, scanned (queued), back before its turn: decided once, from where it ended up.
+    w.queue.rate = 0.001  # nothing may be trained right after the scan
+    w.queue.tokens = 0.0
+    inbox = os.path.join(box, "cur", os.path.basename(moved))
+    moved = site.move(inbox, box, ".Spam")
+    assert w.scan().queued == 1
+    site.move(moved, box, "")
+    assert w.scan().queued == 1 and len(w.queue) == 1
+    w.queue.rate = 0
+    assert w.cycle().trained.get("nothing") == 1
+    assert site.counts(USER, sig) == before and site.stats(USER) == stats0
+
+
+def test_restart_catches_up_on_moves_made_while_down(site, trained):
+    box, inbox, junk = trained
+    watcher(site).cycle()
+    sig_in, sig_junk = site.signature(inbox), site.signature(junk)
+    site.move(inbox, box, ".Spam")
+    site.move(junk, box, "")
+    report = watcher(site).cycle()  # a new process: no memory of the tree
+    assert report.trained == {"retrained": 2}
+    assert site.store.signature(sig_in).trained == "spam"
+    assert site.store.signature(sig_junk).trained == "innocent"
+    assert watcher(site).cycle().trained == {}  # and again: nothing
+
+
+def test_restart_in_the_middle_of_a_batch_trains_each_message_once(site):
+    box = site.mailbox()
+    site.train(USER)
+    paths = [site.deliver(box, USER, ham(100 + n)) for n in range(30)]
+    sigs = [site.signature(p) for p in paths]
+    expected = expected_change(site, [(s, "spam") for s in sigs])
+    before = all_counts(site, sigs)
+    stats0 = site.stats(USER)
+    first = watcher(site)
+    first.cycle()
+    for p in paths:
+        site.move(site.seen(p), box, ".Spam")
+    report = first.scan()
+    assert report.queued == 30
+    for _ in range(12):  # twelve trained, then the process is gone
+        assert first.train_one(report)
+    del first
+    second = watcher(site)
+    report = second.cycle()
+    assert report.trained == {"retrained": 18}
+    assert site.stats(USER).spam_misclassified == stats0.spam_misclassified + 30
+    assert changed(before, all_counts(site, sigs)) == expected
+
+
+def test_killed_process_and_restart(site):
+    """A real `spamsift watch` process killed (SIGKILL) while training at 10 a second, then
+    started again: every drag is trained exactly once."""
+    box = site.mailbox()
+    site.train(USER)
+    paths = [site.deliver(box, USER, ham(200 + n)) for n in range(40)]
+    sigs = [site.signature(p) for p in paths]
+    expected = expected_change(site, [(s, "spam") for s in sigs])
+    before = all_counts(site, sigs)
+    stats0 = site.stats(USER)
+    for p in paths:
+        site.move(p, box, ".Spam")
+    cmd = [sys.executable, "-m", "spamsift", "watch", "--once", "--rate", "10", site.root]
+    env = {**os.environ, **site.env}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # kill it once it has trained some
+        if sum(site.store.signature(s).trained == "spam" for s in sigs) >= 12:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sum(site.store.signature(s).trained == "spam" for s in sigs)
+    assert 0 < done < 40, done  # killed in the middle
+    rerun = subprocess.run(cmd[:5] + ["--rate", "0", site.root], env=env, capture_output=True,
+                           text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert all(site.store.signature(s).trained == "spam" for s in sigs)
+    assert site.stats(USER).spam_misclassified == stats0.spam_misclassified + 40
+    assert changed(before, all_counts(site, sigs)) == expected
+
+
+def test_two_watcher_processes_on_mysql_train_each_drag_once(tmp_path, mysql_url):
+    site = Site(tmp_path, storage=mysql_url)
+    try:
+        box = site.mailbox()
+        site.train(USER)
+        paths = [site.deliver(box, USER, ham(300 + n)) for n in range(40)]
+        paths += [site.deliver(box, USER, spam(400 + n), folder=".Spam") for n in range(10)]
+        sigs = [site.signature(p) for p in paths]
+        expected = expected_change(site, [(s, "spam") for s in sigs[:40]]
+                                   + [(s, "innocent") for s in sigs[40:]])
+        before = all_counts(site, sigs)
+        stats0 = site.stats(USER)
+        for p in paths[:40]:
+            site.move(p, box, ".Spam")
+        for p in paths[40:]:
+            site.move(p, box, "")
+        cmd = [sys.executable, "-m", "spamsift", "watch", "--once", "--rate", "0", site.root]
+        env = {**os.environ, **site.env}
+        procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        for proc in procs:
+            assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+        stats = site.stats(USER)
+        assert stats.spam_misclassified == stats0.spam_misclassified + 40
+        assert stats.innocent_misclassified == stats0.innocent_misclassified + 10
+        assert changed(before, all_counts(site, sigs)) == expected
+        uid = site.store.uid(USER, create=False)
+        assert set(site.store.watch_states(uid, sigs).values()) == {"spam", "innocent"}
+        assert len(site.store.watch_states(uid, sigs)) == 50
+    finally:
+        site.close()
+
+
+def test_unsigned_mail_is_learned_as_corpus_only_when_configured(tmp_path):
+    raw = b"From: x@y.example\nSubject: never filtered\n\nold mail from before opt-in\n"
+    for learn in (False, True):
+        site = Site(tmp_path / str(learn), extra=f"watch_learn_unsigned = {str(learn).lower()}\n")
+        try:
+            box = site.mailbox()
+            site.train(USER)
+            path = site.deliver(box, USER, raw, signed=False)
+            stats0 = site.stats(USER)
+            w = watcher(site)
+            assert w.cycle().trained == {}  # in the INBOX: not a statement
+            moved = site.move(path, box, ".Spam")
+            w.cycle()
+            stats = site.stats(USER)
+            if not learn:
+                assert stats == stats0
+                continue
+            assert stats.spam_corpusfed == stats0.spam_corpusfed + 1
+            assert stats.spam_learned == stats0.spam_learned + 1
+            from filter.engine.maildir import message_key
+            from filter.engine.watchstate import derived_signature
+
+            uid = site.store.uid(USER, create=False)
+            sig = derived_signature(uid, message_key(raw))
+            learned = site.counts(USER, sig)
+            assert all(s >= 1 for s, _i in learned.values())
+            site.move(moved, box, "")  # dragged back: exactly what was learned moves
+            assert w.cycle().trained == {"retrained": 1}
+            back = site.counts(USER, sig)
+            assert delta(learned, back) == {(-1, 1)}
+            assert watcher(site).cycle().trained == {}
+        finally:
+            site.close()
+
+
+def test_tmp_vanishing_unreadable_and_deleted_mailboxes_are_skipped(site, trained):
+    box, inbox, _junk = trained
+    other = site.mailbox("bob")
+    site.deliver(other, "bob@example.org", ham(5))
+    w = watcher(site)
+    w.cycle()
+    stats0 = site.stats(USER)
+    # A half-written file in tmp/ of .Spam: never read.
+    with open(os.path.join(box, ".Spam", "tmp", "123.half"), "wb") as fh:
+        fh.write(open(inbox, "rb").read())
+    # A symlink and a directory posing as messages: skipped as unreadable.
+    os.symlink(inbox, os.path.join(box, ".Spam", "cur", "1.link:2,S"))
+    os.mkdir(os.path.join(box, ".Spam", "cur", "2.dir:2,S"))
+    # Bob's mailbox is deleted while the scan runs.
+    real_listdir = os.listdir
+
+    def listdir(path):
+        if path.startswith(other):
+            shutil.rmtree(other)
+        return real_listdir(path)
+
+    w.scanner.listdir = listdir
+    w.finder.listdir = listdir
+    os.utime(os.path.join(other, "cur"), ns=(1, 1))  # make Bob's INBOX look changed
+    import filter.engine.maildir as md
+
+    original = md.os.listdir
+    md.os.listdir = listdir  # message_files lists through os.listdir
+    try:
+        report = w.cycle()
+    finally:
+        md.os.listdir = original
+    assert report.unreadable == 2 and report.trained == {}
+    assert site.stats(USER) == stats0
+    assert not os.path.exists(other)
+    assert w.cycle().trained == {}
+    assert any("unreadable" in line for line in w.lines)
+    # A file that vanishes between listing and reading is seen again under its new name.
+    moved = site.move(inbox, box, ".Spam")
+    real_key = md.file_key
+
+    def vanish_once(path, header):
+        md.file_key = real_key
+        raise FileNotFoundError(path)
+
+    md.file_key = vanish_once
+    try:
+        report = w.cycle()
+    finally:
+        md.file_key = real_key
+    assert report.vanished == 1 and report.trained == {}
+    assert w.cycle().trained == {"retrained": 1}
+    assert site.store.signature(site.signature(moved)).trained == "spam"
+
+
+def test_reclassify_move_is_not_taken_for_a_drag(site, trained):
+    from filter.engine.watchstate import record_placement
+
+    box, inbox, _junk = trained
+    w = watcher(site)
+    w.cycle()
+    sig = site.signature(inbox)
+    before = site.counts(USER, sig)
+    record_placement(site.store, site.store.uid(USER, create=False), sig, "spam")
+    site.move(inbox, box, ".Spam")  # the administrator's tool moved it
+    assert w.cycle().trained == {}
+    assert site.counts(USER, sig) == before  # the tool decides about training, not us
+
+
+def test_mailbox_templates():
+    t = Template("%d/%u/Maildir")
+    assert Template.user_of({"u": "a", "d": "example.org"}) == "a@example.org"
+    assert [p for p, _ in t.parts] == ["%d", "%u", "Maildir"]
+    with pytest.raises(Exception, match="names no user"):
+        Template("%d/Maildir")
+    with pytest.raises(Exception, match="relative path"):
+        Template("../%u")
+
+
+def test_finder_maps_paths_to_users(tmp_path):
+    root = tmp_path / "vmail"
+    for rel in ("example.org/alice/Maildir/cur", "example.org/bob/Maildir/cur",
+                "Example.NET/carol/Maildir/cur", "example.org/no-maildir/x",
+                "example.org/..evil/Maildir/cur"):
+        os.makedirs(root / rel)
+    found = MailboxFinder([str(root)], Template("%d/%u/Maildir")).find()
+    assert sorted(found.values()) == ["alice@example.org", "bob@example.org",
+                                      "carol@example.net"]
+    home = tmp_path / "home"
+    os.makedirs(home / "dave" / "Maildir" / "cur")
+    found = MailboxFinder([str(home)], Template("%u/Maildir")).find()
+    assert found == {str(home / "dave" / "Maildir"): "dave"}
+
+
+def test_queue_is_rate_limited_and_round_robin_per_user():
+    from watchers.maildir import Sighting
+
+    now = [0.0]
+    q = TrainingQueue(2.0, clock=lambda: now[0])
+    for n in range(5):
+        q.put(Sighting("bulk", 1, f"k{n}", frozenset({"spam"}), {}))
+    q.put(Sighting("other", 2, "x", frozenset({"spam"}), {}))
+    taken = [q.take(), q.take(), q.take()]
+    assert [s.uid for s in taken[:2]] == [1, 2]  # the single drag is not stuck behind 5
+    assert taken[2] is None and q.wait_time() == pytest.approx(0.5)
+    now[0] += 1.0
+    assert q.take() is not None and q.take() is not None and q.take() is None
+    q.put(Sighting("bulk", 1, "k4", frozenset({"innocent"}), {}))  # replaces, no duplicate
+    assert len(q) == 2
+
+
+def test_cli(site, trained, capsys):
+    from watchers.cli import main
+
+    box, inbox, _junk = trained
+    os.environ.update(site.env)
+    try:
+        assert main(["--once", "-v", site.root]) == 0
+        site.move(inbox, box, ".Spam")
+        assert main(["--once", "-v", site.root]) == 0
+        err = capsys.readouterr().err
+        assert "retrained spam" in err and "1 mailboxes" in err
+        assert main(["--once", str(site.root) + "/missing"]) == 64
+        assert main(["--once", "--bogus", site.root]) == 64
+        assert main(["--once", "--template", "%d/Maildir", site.root]) == 78
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") == 3
+    finally:
+        for key in site.env:
+            os.environ.pop(key, None)
