@@ -50,14 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
-        imap = [r for r in args.roots if r.lower().startswith(("imap://", "imaps://"))]
-        if imap:
-            if len(imap) != len(args.roots):
-                raise UsageError("give either Maildir roots or imap:// URLs, not both")
+        # IMAP URLs go to the IMAP watcher before parsing: it has options of its own
+        # (--password-file, --cafile, --user, ...) and refuses Maildir roots beside a URL.
+        if any(a.lower().startswith(("imap://", "imaps://")) for a in argv):
             from importlib import import_module
 
             return int(import_module("watchers.imap").main(argv))
+        args = build_parser().parse_args(argv)
         return _watch(args)
     except SpamsiftError as exc:
         print(f"spamsift watch: {exc}", file=sys.stderr)

@@ -1,0 +1,651 @@
+"""The IMAP watcher: ``spamsift watch imap://USER@HOST/`` learns from the moves a user makes
+on an IMAP server, for mailboxes that are on no local or NFS path.
+
+What it follows: INBOX and every folder whose name is a spam folder (`spam_folders`, as LIST
+reports the names: ``Junk``, ``INBOX.Spam``, ``Spam/2026``); a folder in the URL takes INBOX's
+place, and ``--all-folders`` follows every folder that is not ignored (`ignored_folders`).
+
+How it sees a move: a message moved or copied into a folder (IMAP MOVE, COPY + EXPUNGE, a
+client's drag, or a server-side rename in Dovecot's Maildir) gets a new UID there. Per
+folder the watcher keeps the folder's UIDVALIDITY and the highest UID it has looked at; each
+cycle asks STATUS (UIDVALIDITY UIDNEXT) of every followed folder and fetches, for new UIDs
+only, the signature header (``BODY.PEEK[HEADER.FIELDS (X-DSPAM-Signature)]``: a few dozen
+bytes a message, and \\Seen is never set). Expunges and flag changes are not looked at, as
+in the Maildir watcher. A changed UIDVALIDITY means the server renumbered the folder: its
+cursor is dropped and the whole folder is looked at again (re-sync); the recorded classes
+make that harmless (a message trained before is where its record says: nothing).
+
+Each new sighting goes through `watchers.decide.decide` with the message's recorded class
+and verdict read in bulk, and what trains goes to `filter.engine.watchstate.Applier`, which
+decides again on fresh state and trains with a compare-and-set on the record: exactly once,
+shared with the Maildir watcher's rules. Unsigned mail is read whole (``BODY.PEEK[]``) only
+when ``watch_learn_unsigned`` is on (its key is the digest of its bytes, CRLF as IMAP sends
+them). The watcher never changes the mailbox: folders are opened with EXAMINE (read-only).
+
+Waking up: where the server has IDLE, one extra connection per followed folder (at most
+`MAX_IDLERS`) idles and wakes the loop when the folder changes, so a drag is trained within
+about a second; folders beyond that, servers without IDLE, and ``--no-idle`` are polled every
+``watch_interval`` seconds. The polling cycle also runs with IDLE, as the source of truth.
+
+Cursor state: a small JSON file per account in ``HOME/imap-watch/`` (``--state`` overrides).
+Why a file and not the store: the cursor only saves work; correctness lives in the store's
+per-message records (``spamsift_watch_messages``), changed by compare-and-set in the training
+transaction. A lost or stale cursor file costs one re-sync, never a second training; and two
+watchers on one account (each with its own file, e.g. on two nodes) still train once. The
+store contract therefore needs no per-folder table for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from hashlib import sha256
+
+from filter.engine import exitcodes, imapurl, maildir
+from filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
+                                  StorageUnavailableError, UsageError)
+from watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM, decide
+
+# New UIDs whose headers are fetched per round trip; the reply is ~80 bytes a message.
+FETCH_BATCH = 500
+# Sightings held before they are decided and the cursors advanced: bounds memory during a
+# re-sync of a large folder (~200 bytes a sighting) while letting a COPY seen in two
+# followed folders in one cycle be decided as one sighting.
+FLUSH_SIGHTINGS = 5000
+# IDLE connections per account: INBOX and one or two spam folders cover the usual drags, and
+# Dovecot allows 10 connections per user and IP by default (mail_max_userip_connections).
+MAX_IDLERS = 4
+# RFC 2177: servers may drop an IDLE after 30 minutes of it; renew before that.
+IDLE_RENEW = 25 * 60.0
+# How often an idler looks at its stop flag while idling (bounds the shutdown delay).
+IDLE_TICK = 1.0
+
+
+def _default_factory():
+    from imapclient import IMAPClient
+
+    return IMAPClient
+
+
+# -- cursor state ------------------------------------------------------------------------------
+class Cursor:
+    """One followed folder: its UIDVALIDITY and the highest UID already looked at."""
+
+    __slots__ = ("uidvalidity", "last_uid")
+
+    def __init__(self, uidvalidity: int, last_uid: int = 0) -> None:
+        self.uidvalidity = uidvalidity
+        self.last_uid = last_uid
+
+    def __repr__(self) -> str:
+        return f"Cursor({self.uidvalidity}, {self.last_uid})"
+
+
+class StateFile:
+    """The cursors of one account in a JSON file, replaced atomically (write, fsync, rename).
+
+    An unreadable or damaged file is logged and treated as empty (a re-sync: see the module
+    docstring for why that is safe); a home we cannot write is logged once and the cursors
+    stay in memory."""
+
+    def __init__(self, path: str | None, log) -> None:
+        self.path = path
+        self.log = log
+        self.cursors: dict[str, Cursor] = {}
+        self._saved: dict | None = None
+        self._warned = False
+
+    def load(self, account: str) -> None:
+        if self.path is None or not os.path.exists(self.path):
+            return
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            if data.get("account") != account:
+                self.log(f"{self.path}: state of {data.get('account')!r}, not {account!r}; "
+                         "starting over")
+                return
+            self.cursors = {name: Cursor(int(c["uidvalidity"]), int(c["last_uid"]))
+                            for name, c in data["folders"].items()}
+            self._saved = self._data(account)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.log(f"{self.path}: unreadable watch state ({exc}); re-syncing every folder")
+            self.cursors = {}
+
+    def _data(self, account: str) -> dict:
+        return {"account": account,
+                "folders": {n: {"uidvalidity": c.uidvalidity, "last_uid": c.last_uid}
+                            for n, c in sorted(self.cursors.items())}}
+
+    def save(self, account: str) -> None:
+        data = self._data(account)
+        if self.path is None or data == self._saved:
+            return
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            self._saved = data
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                self.log(f"cannot save watch state to {self.path}: {exc.strerror or exc}; "
+                         "a restart will re-sync")
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def default_state_path(home: str, url: imapurl.ImapURL, user: str) -> str:
+    """``HOME/imap-watch/<user>-<digest of account and folder choice>.json``."""
+    digest = sha256(f"{url}\0{user}".encode()).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in user)[:64]
+    return os.path.join(home, "imap-watch", f"{safe}-{digest}.json")
+
+
+# -- one cycle -----------------------------------------------------------------------------------
+class Sighting:
+    """A message seen at new UIDs: its key, the classes of those folders, where to read it."""
+
+    __slots__ = ("key", "seen_in", "where")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.seen_in: set[str] = set()
+        self.where: tuple[str, int, int] | None = None  # (folder, uidvalidity, uid)
+
+
+class CycleReport:
+    __slots__ = ("folders", "looked", "new_uids", "unsigned", "resynced", "trained", "seconds")
+
+    def __init__(self) -> None:
+        self.folders = self.looked = self.new_uids = self.unsigned = 0
+        self.resynced: list[str] = []
+        self.trained: dict[str, int] = {}
+        self.seconds = 0.0
+
+    def line(self, account: str) -> str:
+        done = ", ".join(f"{v} {k}" for k, v in sorted(self.trained.items())) or "none"
+        resync = f", UIDVALIDITY changed (re-sync): {', '.join(self.resynced)}" \
+            if self.resynced else ""
+        return (f"watch {account}: {self.folders} folders, {self.looked} with new mail, "
+                f"{self.new_uids} new UIDs ({self.unsigned} unsigned skipped){resync}; "
+                f"trained: {done}; {self.seconds:.2f} s")
+
+
+class ImapWatcher:
+    """Follows one IMAP account for one spamsift user; `cycle` once or `run` until stopped.
+
+    Seams: `client_factory` (``imapclient.IMAPClient``), `clock`, `monotonic`, `sleep`."""
+
+    def __init__(self, settings, store, url: imapurl.ImapURL, access: imapurl.ImapAccess,
+                 user: str | None = None, state_path: str | None = None,
+                 all_folders: bool = False, idle: bool = True, client_factory=None,
+                 clock=time.time, monotonic=time.monotonic, sleep=time.sleep,
+                 log=None) -> None:
+        from filter.engine import users
+        from filter.engine.watchstate import Applier
+
+        self.settings = settings
+        self.store = store
+        self.url = url
+        self.access = access
+        self.user = users.validate(user or url.user)
+        self.account = str(url.with_folder(None))
+        self.all_folders = all_folders
+        self.use_idle = idle
+        self.factory = client_factory or _default_factory()
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.log = log or (lambda line: None)
+        self.header = settings.header_prefix + "-Signature"
+        self.state = StateFile(state_path, self.log)
+        self.state.load(str(url))
+        self.applier = Applier(settings, store, decide, clock)
+        self.client = None
+        self.wake = threading.Event()
+        self.idlers: dict[str, Idler] = {}
+        self._last_training = 0.0
+        self._unknown_logged = False
+
+    # -- connection --------------------------------------------------------------------------
+    def connect(self):
+        if self.client is None:
+            self.client = imapurl.connect(self.url, self.access, self.factory)
+        return self.client
+
+    def disconnect(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            try:
+                client.logout()
+            except Exception:  # noqa: BLE001 - a broken connection is being dropped anyway
+                try:
+                    client.shutdown()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def close(self) -> None:
+        self.stop_idlers()
+        self.disconnect()
+
+    # -- which folders ------------------------------------------------------------------------
+    def followed(self) -> list[tuple[str, str]]:
+        """(folder name, class) of every folder to follow, from LIST."""
+        client = self.connect()
+        base = self.url.folder or "INBOX"
+        out: dict[str, str] = {}
+        spam, ignored = self.settings.spam_folders, self.settings.ignored_folders
+        for flags, delimiter, name in client.list_folders():
+            if isinstance(name, bytes):
+                name = name.decode("utf-8", "replace")
+            if any(f.lower() == b"\\noselect" for f in flags):
+                continue
+            dotted = name.replace(delimiter.decode(), ".") if delimiter else name
+            kind = maildir.folder_kind(dotted, spam, ignored)
+            if name == base or name.upper() == "INBOX" == base.upper():
+                out[name] = kind if kind != IGNORED else INNOCENT
+            elif kind == SPAM or (self.all_folders and kind == INNOCENT):
+                out[name] = kind
+        if base not in out and base.upper() != "INBOX":
+            raise imapurl.ImapFolderError(f"{self.url}: no folder {base!r} on the server")
+        return sorted(out.items(), key=lambda item: (item[0].upper() != "INBOX", item[0]))
+
+    # -- a cycle ---------------------------------------------------------------------------------
+    def cycle(self) -> CycleReport:
+        """Look at every followed folder once and train what moved. Raises ImapError when
+        the server fails (the connection is dropped: the next cycle reconnects) and
+        StorageError when the store does."""
+        report = CycleReport()
+        started = self.monotonic()
+        try:
+            self._cycle(report)
+        except (OSError, EOFError) as exc:
+            self.disconnect()
+            raise imapurl.ImapConnectError(f"{self.account}: connection lost: {exc}") from None
+        except imapurl.ImapError:
+            self.disconnect()
+            raise
+        except Exception as exc:
+            import imaplib
+
+            if isinstance(exc, imaplib.IMAP4.error):
+                self.disconnect()
+                raise imapurl.ImapConnectError(
+                    f"{self.account}: server error: {imapurl._text(exc)}") from None
+            raise
+        finally:
+            report.seconds = self.monotonic() - started
+        self.log(report.line(self.account))
+        return report
+
+    def _cycle(self, report: CycleReport) -> None:
+        uid = self.store.uid(self.user, create=False)
+        if uid is None:
+            if not self._unknown_logged:
+                self._unknown_logged = True
+                self.log(f"{self.user}: not known to the store (never filtered): nothing to "
+                         "correct yet; looking again each cycle")
+            return
+        self._unknown_logged = False
+        client = self.connect()
+        folders = self.followed()
+        report.folders = len(folders)
+        if self.use_idle:
+            self._start_idlers([name for name, _kind in folders])
+        pending: dict[str, Sighting] = {}
+        advanced: dict[str, Cursor] = {}
+        self._unselect(client)
+        for name, kind in folders:
+            status = client.folder_status(name, [b"UIDVALIDITY", b"UIDNEXT"])
+            validity, uidnext = int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"])
+            cursor = self.state.cursors.get(name)
+            if cursor is not None and cursor.uidvalidity != validity:
+                report.resynced.append(name)
+                self.log(f"{self.account}: {name}: UIDVALIDITY {cursor.uidvalidity} -> "
+                         f"{validity}: the server renumbered it; looking at all of it again")
+                cursor = None
+            if cursor is None:
+                cursor = self.state.cursors[name] = Cursor(validity, 0)
+            if uidnext - 1 <= cursor.last_uid:
+                continue
+            report.looked += 1
+            info = client.select_folder(name, readonly=True)
+            if int(info.get(b"UIDVALIDITY", validity)) != validity:
+                continue  # renumbered between STATUS and EXAMINE: the next cycle re-syncs
+            new = sorted(u for u in client.search(["UID", f"{cursor.last_uid + 1}:*"])
+                         if u > cursor.last_uid)
+            for start in range(0, len(new), FETCH_BATCH):
+                chunk = new[start:start + FETCH_BATCH]
+                report.new_uids += len(chunk)
+                for msg_uid, key in self._keys(client, chunk, report):
+                    sighting = pending.get(key)
+                    if sighting is None:
+                        sighting = pending[key] = Sighting(key)
+                    sighting.seen_in.add(kind)
+                    if sighting.where is None or kind != IGNORED:
+                        sighting.where = (name, validity, msg_uid)
+                advanced[name] = Cursor(validity, chunk[-1])
+                if len(pending) >= FLUSH_SIGHTINGS:
+                    self._flush(uid, pending, advanced, report)
+            # STATUS of the selected folder may answer from the session's view (Dovecot
+            # does: a message moved in since was not counted), so never leave one selected.
+            self._unselect(client)
+        self._flush(uid, pending, advanced, report)
+        self._unselect(client)
+
+    @staticmethod
+    def _unselect(client) -> None:
+        if client._imap.state != "SELECTED":
+            return
+        if client.has_capability("UNSELECT"):
+            client.unselect_folder()
+        else:
+            client.close_folder()  # after EXAMINE, CLOSE expunges nothing (RFC 3501 6.4.2)
+
+    def _keys(self, client, uids: list[int], report: CycleReport):
+        """(uid, message key) of these UIDs of the selected folder; unsigned mail only when
+        it may be learned (then read whole for its digest)."""
+        fetched = client.fetch(uids, [f"BODY.PEEK[HEADER.FIELDS ({self.header})]".encode()])
+        unsigned = []
+        for msg_uid in uids:
+            data = fetched.get(msg_uid)
+            if data is None:
+                continue  # expunged meanwhile
+            head = b""
+            for name, value in data.items():
+                if isinstance(name, bytes) and name.upper().startswith(b"BODY[HEADER.FIELDS"):
+                    head = value or b""
+            sig = maildir.signature_of(head + b"\r\n", self.header) if head.strip() else None
+            if sig:
+                yield msg_uid, sig
+            else:
+                unsigned.append(msg_uid)
+        if not unsigned:
+            return
+        if not self.settings.watch_learn_unsigned:
+            report.unsigned += len(unsigned)
+            return
+        # Whole messages, a bounded number at a time (they can be large).
+        for start in range(0, len(unsigned), 50):
+            part = unsigned[start:start + 50]
+            bodies = client.fetch(part, [b"BODY.PEEK[]"])
+            for msg_uid in part:
+                raw = bodies.get(msg_uid, {}).get(b"BODY[]")
+                if raw is not None:
+                    yield msg_uid, maildir.digest_key(raw)
+
+    def _flush(self, uid: int, pending: dict[str, Sighting], advanced: dict[str, Cursor],
+               report: CycleReport) -> None:
+        """Decide the pending sightings (bulk reads first; only what trains is applied, one
+        by one at `watch_rate`), then advance the cursors past them and save."""
+        keys = list(pending)
+        held: dict[str, int] = {}  # folder -> lowest UID whose training must be tried again
+        learn_unsigned = self.settings.watch_learn_unsigned
+        trust = self.settings.watch_trust_verdict
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            recorded = self.store.watch_states(uid, chunk)
+            signed = [k for k in chunk if not k.startswith("sha256:")]
+            verdicts = self.store.signature_states(signed) if signed else {}
+            for key in chunk:
+                sighting = pending[key]
+                state = verdicts.get(key)
+                verdict = state[1] if state is not None and state[0] == uid else None
+                if decide(sighting.seen_in, recorded.get(key), verdict, learn_unsigned,
+                          trust).action == NOTHING:
+                    continue
+                if not self._apply(uid, sighting, report) and sighting.where is not None:
+                    folder, _validity, msg_uid = sighting.where
+                    held[folder] = min(held.get(folder, msg_uid), msg_uid)
+        pending.clear()
+        for name, cursor in advanced.items():
+            if name in held:  # look at the undecided message (and what follows) again
+                cursor.last_uid = min(cursor.last_uid, held[name] - 1)
+            self.state.cursors[name] = cursor
+        advanced.clear()
+        self.state.save(str(self.url))
+
+    def _apply(self, uid: int, sighting: Sighting, report: CycleReport) -> bool:
+        """Apply one sighting; False when it must be tried again (the record kept changing
+        under us: another watcher is at it)."""
+        rate = self.settings.watch_rate
+        if rate > 0:
+            wait = self._last_training + 1.0 / rate - self.monotonic()
+            if wait > 0:
+                self.sleep(wait)
+
+        def read() -> bytes | None:
+            if sighting.where is None:
+                return None
+            folder, validity, msg_uid = sighting.where
+            client = self.connect()
+            info = client.select_folder(folder, readonly=True)
+            if int(info.get(b"UIDVALIDITY", 0)) != validity:
+                return None
+            return client.fetch([msg_uid], [b"BODY.PEEK[]"]).get(msg_uid, {}).get(b"BODY[]")
+
+        try:
+            done = self.applier.apply(self.user, uid, sighting.key, sighting.seen_in, read)
+        except ConflictError as exc:
+            self.log(f"{self.user}: {exc}")
+            return False
+        except StorageUnavailableError:
+            raise  # the cycle ends before any cursor moves: all of it is seen again
+        except StorageError as exc:
+            self.log(f"{self.user}: {sighting.key[:40]}: {exc}; skipped")
+            return True
+        finally:
+            self._last_training = self.monotonic()
+        report.trained[done.action] = report.trained.get(done.action, 0) + 1
+        if done.action != "nothing":
+            self.log(f"{self.user}: {sighting.key[:40]} {done.action} {done.decision.klass} "
+                     f"({done.decision.reason})")
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, interval: float, stop=None) -> None:
+        """Cycle until `stop()` is true: at once when an idler wakes it, else every
+        `interval` seconds. Server and storage failures are logged and retried."""
+        stop = stop or (lambda: False)
+        while not stop():
+            try:
+                self.cycle()
+            except imapurl.ImapLoginError as exc:
+                self.log(f"{exc}; trying again in {interval:g} s")
+            except (imapurl.ImapError, StorageError) as exc:
+                self.log(f"{exc}; trying again in {interval:g} s")
+            if stop():
+                break
+            self.wake.wait(interval)
+            self.wake.clear()
+
+    def _start_idlers(self, names: list[str]) -> None:
+        if not self.connect().has_capability("IDLE"):
+            return
+        for name in list(self.idlers):
+            if name not in names or not self.idlers[name].is_alive():
+                self.idlers.pop(name).stop()
+        for name in names[:MAX_IDLERS]:
+            if name not in self.idlers:
+                idler = Idler(self, name)
+                self.idlers[name] = idler
+                idler.start()
+
+    def stop_idlers(self) -> None:
+        idlers = list(self.idlers.values())
+        self.idlers.clear()
+        for idler in idlers:
+            idler.stop()
+        for idler in idlers:
+            idler.join(timeout=IDLE_TICK + 5)
+
+
+class Idler(threading.Thread):
+    """Holds IDLE on one folder over its own connection and sets the watcher's `wake` event
+    when the server reports a change. Only a wake-up: the cycle finds what changed. Ends
+    when stopped or when its connection fails (the next cycle starts a new one)."""
+
+    def __init__(self, watcher: ImapWatcher, folder: str) -> None:
+        super().__init__(name=f"imap-idle {folder}", daemon=True)
+        self.watcher = watcher
+        self.folder = folder
+        self.stopping = threading.Event()
+        self.ready = threading.Event()  # set once IDLE is in effect (tests wait for it)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        w = self.watcher
+        client = None
+        try:
+            client = imapurl.connect(w.url, w.access, w.factory)
+            client.select_folder(self.folder, readonly=True)
+            while not self.stopping.is_set():
+                client.idle()
+                self.ready.set()
+                renew_at = time.monotonic() + IDLE_RENEW
+                changed = False
+                while not self.stopping.is_set() and time.monotonic() < renew_at:
+                    responses = client.idle_check(timeout=IDLE_TICK)
+                    if any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS",
+                                                                           b"RECENT")
+                           for r in responses):
+                        changed = True
+                        break
+                client.idle_done()
+                if changed:
+                    w.wake.set()
+        except Exception as exc:  # noqa: BLE001 - any failure ends this wake-up source only
+            if not self.stopping.is_set():
+                w.log(f"{w.account}: IDLE on {self.folder} ended ({exc}); polling covers it")
+                w.wake.set()
+        finally:
+            self.ready.set()
+            if client is not None:
+                try:
+                    client.logout()
+                except Exception:  # noqa: BLE001
+                    pass
+
+
+# -- the command -----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 64, not argparse's usage dump + 2
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="spamsift watch",
+        description="Follow an IMAP account's INBOX and spam folders and retrain mail its user "
+                    "drags into or out of a spam folder, exactly once. Never changes the "
+                    "mailbox. One account per process.")
+    parser.add_argument("urls", nargs="+", metavar="URL",
+                        help="imaps://USER@HOST[:PORT]/ (or imap://, STARTTLS required); a "
+                             "folder in the URL is followed instead of INBOX")
+    parser.add_argument("--user", help="the spamsift user (default: the URL's user name)")
+    parser.add_argument("--once", action="store_true",
+                        help="one cycle, train what it found, exit (for cron)")
+    parser.add_argument("--interval", type=float, metavar="S",
+                        help="seconds between polls (default: watch_interval); with IDLE a "
+                             "change wakes it at once")
+    parser.add_argument("--rate", type=float, metavar="N",
+                        help="trainings per second at most (default: watch_rate; 0: no limit)")
+    parser.add_argument("--no-idle", action="store_true", help="poll only, never IDLE")
+    parser.add_argument("--all-folders", action="store_true",
+                        help="follow every folder not in ignored_folders, not only INBOX and "
+                             "the spam folders")
+    parser.add_argument("--state", metavar="FILE",
+                        help="cursor file (default: HOME/imap-watch/USER-DIGEST.json)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="log lines to stderr too (they always go to syslog)")
+    parser.add_argument("--config", metavar="FILE")
+    # Maildir-only options of `spamsift watch`, refused here with a clear line.
+    parser.add_argument("--template", help=argparse.SUPPRESS)
+    parser.add_argument("--inotify", action="store_true", help=argparse.SUPPRESS)
+    imapurl.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None, client_factory=None) -> int:
+    """``spamsift watch imap://...``; exit codes as `watchers.cli` documents, plus 77 for a
+    refused login and 78 for an untrusted certificate."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        return _watch(args, client_factory)
+    except SpamsiftError as exc:
+        print(f"spamsift watch: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return exitcodes.OK
+
+
+def _watch(args, client_factory) -> int:
+    import signal
+
+    from filter.engine import config, log, users
+    from filter.engine.store.base import open_store
+
+    if args.template or args.inotify:
+        raise UsageError("--template and --inotify are for Maildir roots, not imap:// URLs")
+    if not all(imapurl.is_imap_url(u) for u in args.urls):
+        raise UsageError("give either Maildir roots or imap:// URLs, not both")
+    if len(args.urls) != 1:
+        raise UsageError("one imap:// URL per process (run one watcher per account)")
+    url = imapurl.parse_url(args.urls[0])
+    settings = config.load(args.config)
+    changes: dict[str, object] = {}
+    if args.interval is not None:
+        changes["watch_interval"] = args.interval
+    if args.rate is not None:
+        changes["watch_rate"] = args.rate
+    if changes:
+        settings = settings.replace(**changes)
+    user = users.validate(args.user or url.user)
+    users.authorize(users.this_process(), [user], settings.trusted_users)
+
+    def say(line: str) -> None:
+        log.info(line, settings.syslog)
+        if args.verbose:
+            print(f"spamsift watch: {line}", file=sys.stderr, flush=True)
+
+    access = imapurl.access_from_args(args)
+    state = args.state or default_state_path(settings.home, url, user)
+    store = open_store(settings.storage_url, settings.storage_timeout)
+    watcher = ImapWatcher(settings, store, url, access, user, state_path=state,
+                          all_folders=args.all_folders, idle=not (args.once or args.no_idle),
+                          client_factory=client_factory, log=say)
+    try:
+        if args.once:
+            watcher.cycle()
+            return exitcodes.OK
+        watcher.connect()  # a wrong password or certificate ends the command here, clearly
+        stopping = threading.Event()
+
+        def stop(_signum, _frame) -> None:
+            stopping.set()
+            watcher.wake.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        say(f"watching {watcher.account} for {user} every {settings.watch_interval:g} s"
+            f"{'' if args.no_idle else ' (IDLE where the server has it)'}")
+        watcher.run(settings.watch_interval, stop=stopping.is_set)
+        say("stopped")
+        return exitcodes.OK
+    finally:
+        watcher.close()
+        store.close()
