@@ -37,11 +37,12 @@ class Outcome:
 
     `result` is "Spam", "Innocent" or "Whitelisted"; `action` one of "classified" (nothing
     written), "learned", "retrained", "unlearned" or "unchanged" (a correction that was
-    already in effect, e.g. the same report twice).
+    already in effect, e.g. the same report twice). `score` is the classifier's unsaturated
+    spamminess (`classifier.Verdict.score`, >= 0 for a spam verdict), for ranking.
     """
 
     __slots__ = ("user", "result", "probability", "confidence", "signature", "factors",
-                 "action", "reclassified")
+                 "action", "reclassified", "score")
 
     def __init__(self, user: str, result: str, probability: float = 0.0,
                  confidence: float = 0.0, signature: str | None = None,
@@ -55,6 +56,7 @@ class Outcome:
         self.factors = factors or []
         self.action = action
         self.reclassified = reclassified
+        self.score = 0.0
 
     @property
     def is_spam(self) -> bool:
@@ -146,6 +148,7 @@ class Agent:
             result = _label(klass)
         outcome = Outcome(ctx.name, result, verdict.probability, verdict.confidence,
                           None, verdict.factors)
+        outcome.score = verdict.score
         mode = mode or ctx.settings.training_mode
         if classify_only or mode == training.NOTRAIN or ctx.uid is None:
             return outcome

@@ -1,0 +1,72 @@
+"""Regression guard for accuracy: a fixed slice of the SpamAssassin corpus, online protocol.
+
+The first 1,500 messages of the corpus shuffled with seed 1 (1,056 ham, 444 spam) go through
+`benchmarks/accuracy.py`'s online protocol -- classify with `Agent.process` on a fresh memory
+store, correct errors with `Agent.retrain` -- with the default settings. Measured when this was
+written (tokenizer chain, graham+burton, TEFT, test-conditional training, whitelist on):
+1 ham misclassified (0.095%), 90 spam misclassified (20.3%: the slice includes the cold start,
+where every filter misses spam), (1-ROCA)% 0.5595, ~8 s. The ceilings below leave a margin for
+harmless changes (tie order, a token more or less) but fail on any real loss of accuracy.
+Skipped when the corpus is missing (env SPAMSIFT_CORPUS, default /tmp/spamsift-corpus).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import accuracy  # noqa: E402
+
+CORPUS = os.environ.get("SPAMSIFT_CORPUS") or os.path.join(tempfile.gettempdir(),
+                                                            "spamsift-corpus")
+SLICE = 1500
+SEED = 1
+MAX_HAM_ERRORS = 3          # measured 1 of 1,056
+MAX_SPAM_ERRORS = 110       # measured 90 of 444
+MAX_ONE_MINUS_ROCA = 0.75   # percent; measured 0.5595
+
+
+@pytest.fixture(scope="module")
+def figures() -> dict[str, float]:
+    if not os.path.exists(os.path.join(CORPUS, "index")):
+        pytest.skip(f"no SpamAssassin corpus at {CORPUS} (set SPAMSIFT_CORPUS)")
+    messages = accuracy.load_corpus(CORPUS, SEED, SLICE)
+    return accuracy.run_online(messages, {})
+
+
+def test_slice_is_the_measured_one(figures: dict[str, float]) -> None:
+    # The ceilings only mean something for the slice they were measured on.
+    assert (figures["ham"], figures["spam"]) == (1056, 444)
+
+
+def test_ham_errors_under_ceiling(figures: dict[str, float]) -> None:
+    assert figures["ham_errors"] <= MAX_HAM_ERRORS, figures
+
+
+def test_spam_errors_under_ceiling(figures: dict[str, float]) -> None:
+    assert figures["spam_errors"] <= MAX_SPAM_ERRORS, figures
+
+
+def test_ranking_under_ceiling(figures: dict[str, float]) -> None:
+    assert figures["roca_pct"] <= MAX_ONE_MINUS_ROCA, figures
+
+
+def test_strip_x_spam_removes_only_those_fields() -> None:
+    raw = (b"Received: from a\r\nX-Spam-Status: Yes, score=9\r\n\tfolded\r\n"
+           b"Subject: hi\r\nx-spam-flag: YES\r\n\r\nX-Spam-Status: body stays\r\n")
+    assert accuracy.strip_x_spam(raw) == (b"Received: from a\r\nSubject: hi\r\n\r\n"
+                                          b"X-Spam-Status: body stays\r\n")
+
+
+def test_roc_area_counts_ties_half() -> None:
+    assert accuracy.roc_area([0.0, 1.0], [False, True]) == 1.0
+    assert accuracy.roc_area([1.0, 0.0], [False, True]) == 0.0
+    assert accuracy.roc_area([0.5, 0.5], [False, True]) == 0.5
+    # 2 spam x 2 ham pairs: (s=3 > h=1), (s=3 > h=2), (s=2 = h=2: half), (s=2 > h=1)
+    assert accuracy.roc_area([1.0, 2.0, 2.0, 3.0], [False, False, True, True]) == 3.5 / 4
