@@ -38,6 +38,7 @@ store contract therefore needs no per-folder table for it.
 from __future__ import annotations
 
 import argparse
+import imaplib
 import json
 import os
 import sys
@@ -276,14 +277,10 @@ class ImapWatcher:
         except imapurl.ImapError:
             self.disconnect()
             raise
-        except Exception as exc:
-            import imaplib
-
-            if isinstance(exc, imaplib.IMAP4.error):
-                self.disconnect()
-                raise imapurl.ImapConnectError(
-                    f"{self.account}: server error: {imapurl._text(exc)}") from None
-            raise
+        except imaplib.IMAP4.error as exc:  # imapclient's errors derive from it
+            self.disconnect()
+            raise imapurl.ImapConnectError(
+                f"{self.account}: server error: {imapurl._text(exc)}") from None
         finally:
             report.seconds = self.monotonic() - started
         self.log(report.line(self.account))
@@ -461,8 +458,6 @@ class ImapWatcher:
         while not stop():
             try:
                 self.cycle()
-            except imapurl.ImapLoginError as exc:
-                self.log(f"{exc}; trying again in {interval:g} s")
             except (imapurl.ImapError, StorageError) as exc:
                 self.log(f"{exc}; trying again in {interval:g} s")
             if stop():
