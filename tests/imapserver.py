@@ -263,7 +263,8 @@ def start_dovecot() -> DovecotServer:
         # run's exit) can stop exactly this process; its own log goes to dovecot.log.
         with open(os.path.join(base, "master.out"), "ab") as out:
             server.process = subprocess.Popen(
-                [DOVECOT, "-F", "-c", config], stdin=subprocess.DEVNULL, stdout=out, stderr=out
+                [DOVECOT, "-F", "-c", config], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                preexec_fn=_die_with_parent,
             )
         if _wait_listening(server, time.monotonic() + START_TIMEOUT):
             return server
@@ -272,6 +273,18 @@ def start_dovecot() -> DovecotServer:
             os.path.join(base, "dovecot.log"))
     shutil.rmtree(base, ignore_errors=True)
     raise RuntimeError(f"dovecot did not start: {last_error or 'no error logged'}")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM the Dovecot master when the test process dies, so a
+    killed test run leaves no server behind (Linux prctl PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _last_line(path: str) -> str:
