@@ -277,7 +277,8 @@ def start_dovecot() -> DovecotServer:
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM the Dovecot master when the test process dies, so a
-    killed test run leaves no server behind (Linux prctl PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    killed test run leaves no server behind (Linux prctl PR_SET_PDEATHSIG; elsewhere a no-op).
+    The signal follows the *thread* that started the server: start it from the main thread."""
     try:
         import ctypes
         import signal
