@@ -412,6 +412,38 @@ def test_finder_maps_paths_to_users(tmp_path):
     assert found == {str(home / "dave" / "Maildir"): "dave"}
 
 
+def test_home_relative_template_finds_system_users(tmp_path):
+    homes = tmp_path / "home"
+    for user in ("erin", "frank"):
+        os.makedirs(homes / user / "Maildir" / "cur")
+    os.makedirs(tmp_path / "elsewhere" / "gina" / "Maildir" / "cur")
+    entries = [("erin", str(homes / "erin")), ("frank", str(homes / "frank")),
+               ("gina", str(tmp_path / "elsewhere" / "gina")), ("nobody", "/nonexistent"),
+               ("daemon", "/")]
+    finder = MailboxFinder([str(homes)], Template("~/Maildir"), passwd=lambda: entries)
+    assert finder.find() == {str(homes / "erin" / "Maildir"): "erin",
+                             str(homes / "frank" / "Maildir"): "frank"}
+
+
+def test_inotify_wakes_the_loop_early(site, trained):
+    from watchers.maildir import InotifyWaker
+
+    box, inbox, _junk = trained
+    waker = InotifyWaker()
+    try:
+        waker.watch([box])
+        assert waker.wait(0.2) is False  # nothing happened
+        started = time.monotonic()
+        threading_timer = __import__("threading").Timer(0.3, site.move, (inbox, box, ".Spam"))
+        threading_timer.start()
+        assert waker.wait(10) is True
+        assert time.monotonic() - started < 5
+        waker.watch([])  # mailbox gone: unwatched
+        assert waker.watches == {}
+    finally:
+        waker.stop()
+
+
 def test_queue_is_rate_limited_and_round_robin_per_user():
     from watchers.maildir import Sighting
 

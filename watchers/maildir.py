@@ -104,7 +104,8 @@ class MailboxFinder:
     changed, so an idle cycle costs one stat per directory on the template's path."""
 
     def __init__(self, roots: list[str], template: Template, stat=os.stat, listdir=os.listdir,
-                 clock=time.monotonic, log=None) -> None:
+                 clock=time.monotonic, log=None, passwd=None) -> None:
+        """`passwd()` lists (name, home) of the system's users (default: pwd.getpwall)."""
         self.roots = [os.path.abspath(r) for r in roots]
         self.template = template
         self.stat = stat
@@ -114,6 +115,7 @@ class MailboxFinder:
         self._listings: dict[str, tuple[int, list[str]]] = {}
         self._passwd: tuple[float, list[tuple[str, str]]] | None = None
         self._invalid: set[str] = set()
+        self.passwd = passwd or _passwd_entries
 
     def _entries(self, path: str) -> list[str] | None:
         try:
@@ -139,6 +141,10 @@ class MailboxFinder:
             for user, home in self._passwd_homes():
                 path = os.path.join(home, *(p for p, _ in self.template.parts))
                 if any(path.startswith(r.rstrip("/") + "/") for r in self.roots):
+                    try:
+                        self.stat(path)
+                    except OSError:
+                        continue  # no such mailbox (yet)
                     self._add(found, path, user)
             return found
         for root in self.roots:
@@ -183,11 +189,15 @@ class MailboxFinder:
     def _passwd_homes(self) -> list[tuple[str, str]]:
         now = self.clock()
         if self._passwd is None or now - self._passwd[0] > PASSWD_RECHECK:
-            import pwd
-
-            self._passwd = (now, [(p.pw_name, p.pw_dir) for p in pwd.getpwall()
-                                  if p.pw_dir and p.pw_dir != "/"])
+            self._passwd = (now, [(name, home) for name, home in self.passwd()
+                                  if home and home != "/"])
         return self._passwd[1]
+
+
+def _passwd_entries() -> list[tuple[str, str]]:
+    import pwd
+
+    return [(p.pw_name, p.pw_dir) for p in pwd.getpwall()]
 
 
 # -- what changed in a mailbox ---------------------------------------------------------------
@@ -585,7 +595,9 @@ class InotifyWaker:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event) -> None:
-                if "/tmp/" not in str(event.src_path):
+                # A file being written in a folder's tmp/ is not mail yet.
+                src = os.fsdecode(event.src_path)
+                if os.path.basename(os.path.dirname(src)) != "tmp":
                     waker.event.set()
 
         self.handler = Handler()
@@ -606,9 +618,11 @@ class InotifyWaker:
             except OSError:
                 pass  # out of inotify watches, or gone: polling still covers it
 
-    def wait(self, timeout: float) -> None:
-        if self.event.wait(timeout):
-            self.event.clear()
+    def wait(self, timeout: float) -> bool:
+        """Sleep until a change (True) or `timeout` (False)."""
+        woken = self.event.wait(timeout)
+        self.event.clear()
+        return woken
 
     def stop(self) -> None:
         self.observer.stop()
