@@ -13,12 +13,17 @@ second, each decided again with fresh state and applied with compare-and-set
 (`filter.engine.watchstate.Applier`).
 
 Why not watchdog's `PollingObserver`: its `DirectorySnapshot` stats every file of the tree
-each cycle and keeps a path and stat result per file. On the 1,000 x 1,000 benchmark tree
-(benchmarks/watch_tree.py) that is one million stat calls per cycle and several hundred MB
-resident; this scanner makes ~7,000 stat calls per idle cycle and keeps 8 bytes per message
-(a sorted array of base-name hashes per folder). The figures are in README. Mtimes on NFS are
-attribute-cached (``acdirmax``) and may have one-second resolution, so a directory whose
+each cycle and keeps a path and stat result per file. Measured by benchmarks/watch_tree.py on
+the 1,000 mailboxes x 1,000 messages tree: snapshots of 100 mailboxes took 0.57 s CPU each and
+186 MB for the two a polling cycle holds, so ~5.7 s CPU per cycle and ~1.9 GB for the whole
+tree; this scanner makes ~6,000 stat calls per idle cycle (0.03 s CPU) and keeps 8 bytes per
+message (a sorted array of base-name hashes per folder): 29 MB resident in all. Mtimes on NFS
+are attribute-cached (``acdirmax``) and may have one-second resolution, so a directory whose
 mtime is within `MTIME_SLACK` seconds of its listing is listed again next cycle.
+
+The default rate (``watch_rate`` = 10 a second): a retrain of a SpamAssassin corpus message
+took 5.2 ms (4.0 ms CPU) on SQLite, so the watcher holds the write lock and a core at most
+~5% of the time, and 5,000 messages moved at once are trained in about 8 minutes.
 
 inotify (watchdog's `Observer`, ``--inotify``) only wakes the loop early on local
 filesystems; the polling scan is always the source of truth, because inotify does not see
