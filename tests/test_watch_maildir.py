@@ -359,7 +359,7 @@ def test_tmp_vanishing_unreadable_and_deleted_mailboxes_are_skipped(site, traine
     moved = site.move(inbox, box, ".Spam")
     real_key = md.file_key
 
-    def vanish_once(path, header):
+    def vanish_once(path, header, limit=None):
         md.file_key = real_key
         raise FileNotFoundError(path)
 
@@ -371,6 +371,36 @@ def test_tmp_vanishing_unreadable_and_deleted_mailboxes_are_skipped(site, traine
     assert report.vanished == 1 and report.trained == {}
     assert w.cycle().trained == {"retrained": 1}
     assert site.store.signature(site.signature(moved)).trained == "spam"
+
+
+def test_a_lost_store_connection_is_reopened_and_nothing_is_missed(site, trained):
+    from filter.engine.errors import StorageUnavailableError
+
+    box, inbox, _junk = trained
+
+    class Gone:
+        """A connection the server closed: every query fails."""
+        closed = False
+
+        def __getattr__(self, name):
+            def fail(*_args, **_kw):
+                raise StorageUnavailableError("MySQL: server has gone away")
+            return fail
+
+        def close(self):
+            Gone.closed = True
+
+    w = watcher(site)
+    w.cycle()
+    w.use_store(Gone())
+    sig = site.signature(inbox)
+    site.move(inbox, box, ".Spam")
+    deadline = time.monotonic() + 10
+    w.run(0.01, reopen=lambda: site.store, stop=lambda: time.monotonic() > deadline or (
+        w.store is site.store and site.store.signature(sig).trained == "spam"))
+    assert Gone.closed and w.store is site.store, "\n".join(w.lines)
+    assert site.store.signature(sig).trained == "spam", "\n".join(w.lines)
+    assert any("server has gone away" in line for line in w.lines)
 
 
 def test_reclassify_move_is_not_taken_for_a_drag(site, trained):

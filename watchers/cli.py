@@ -105,6 +105,7 @@ def _watch(args) -> int:
         stopping.wait(seconds)
 
     store = open_store(settings.storage_url, settings.storage_timeout)
+    watcher = None
     try:
         watcher = Watcher(settings, store, args.roots, sleep=sleep, log=say)
         if args.once:
@@ -122,8 +123,9 @@ def _watch(args) -> int:
             watcher.wake = InotifyWaker()
         say(f"watching {', '.join(args.roots)} every {settings.watch_interval:g} s "
             f"({settings.watch_path_template}, at most {settings.watch_rate:g} trainings/s)")
-        watcher.run(settings.watch_interval, stop=stopping.is_set)
+        watcher.run(settings.watch_interval, stop=stopping.is_set,
+                    reopen=lambda: open_store(settings.storage_url, settings.storage_timeout))
         say("stopped")
         return exitcodes.OK
     finally:
-        store.close()
+        (watcher.store if watcher is not None else store).close()

@@ -282,15 +282,21 @@ class Scanner:
         self.mailboxes: dict[str, MailboxState] = {}
         self.header = settings.header_prefix + "-Signature"
         self.queued = lambda uid, key: False  # is this message waiting to be trained?
+        self.failed: StorageError | None = None  # what stopped the last scan, if anything
 
     # One cycle ------------------------------------------------------------------------------
-    def scan(self, report: CycleReport) -> list[Sighting]:
+    def scan(self, report: CycleReport, stop=None) -> list[Sighting]:
+        """Sightings worth deciding in every mailbox (`stop()` true: end early; the
+        mailboxes not reached keep their state and are scanned next time)."""
+        self.failed = None
         found = self.finder.find()
         for path in list(self.mailboxes):
             if path not in found:
                 del self.mailboxes[path]
         sightings: list[Sighting] = []
         for path, user in found.items():
+            if stop is not None and stop():
+                break
             box = self.mailboxes.get(path)
             if box is None or box.user != user:
                 box = self.mailboxes[path] = MailboxState(path, user)
@@ -306,6 +312,7 @@ class Scanner:
                     for state, _sub, name in arrivals:
                         self.forget(state, name)
                     self.log(f"storage: {exc}; scan resumes next cycle")
+                    self.failed = exc
                     break
         return sightings
 
@@ -390,7 +397,7 @@ class Scanner:
             path = os.path.join(state.path, sub, name)
             report.files += 1
             try:
-                key = maildir.file_key(path, self.header)
+                key = maildir.file_key(path, self.header, self.settings.max_message_size)
             except FileNotFoundError:
                 report.vanished += 1
                 self.forget(state, name)
@@ -398,6 +405,10 @@ class Scanner:
             except OSError as exc:
                 report.unreadable += 1
                 self.log(f"{path}: unreadable ({exc.strerror or exc}); skipped")
+                continue
+            if key is None:
+                report.unreadable += 1
+                self.log(f"{path}: unsigned and over max_message_size; skipped")
                 continue
             classes, paths = by_key.setdefault(key, (set(), {}))
             classes.add(state.kind)
@@ -499,15 +510,18 @@ class Watcher:
         self.sleep = sleep
         self.wake: InotifyWaker | None = None  # wakes the loop early, when asked for
         self.stopped = None  # callable: true once the loop should end
+        self.failed_storage = False  # the last cycle found the store unavailable
         self.cycles = 0
 
     def scan(self) -> CycleReport:
         report = CycleReport()
         started = self.monotonic()
-        for sighting in self.scanner.scan(report):
+        for sighting in self.scanner.scan(report, self.stopped):
             self.queue.put(sighting)
             report.queued += 1
         report.seconds = self.monotonic() - started
+        if isinstance(self.scanner.failed, StorageUnavailableError):
+            self.failed_storage = True
         return report
 
     def train_one(self, report: CycleReport) -> bool:
@@ -548,6 +562,7 @@ class Watcher:
         """One scan, then training until `until` (monotonic; None: until the queue is
         empty, at the configured rate)."""
         self.cycles += 1
+        self.failed_storage = False
         report = self.scan()
         started = self.monotonic() - report.seconds
         while len(self.queue) and not (self.stopped is not None and self.stopped()):
@@ -559,20 +574,40 @@ class Watcher:
             try:
                 self.train_one(report)
             except StorageUnavailableError:
+                self.failed_storage = True
                 break
         report.seconds = self.monotonic() - started
         self.log(report.line(len(self.queue)))
         return report
 
-    def run(self, interval: float, stop=None) -> None:
-        """Cycle every `interval` seconds until `stop()` is true (inotify wakes it early)."""
+    def use_store(self, store) -> None:
+        """Work with another store connection from now on (after the old one failed)."""
+        from filter.engine.watchstate import Applier
+
+        self.store = self.scanner.store = store
+        self.applier = Applier(self.settings, store, decide, self.applier.clock)
+
+    def run(self, interval: float, stop=None, reopen=None) -> None:
+        """Cycle every `interval` seconds until `stop()` is true (inotify wakes it early).
+
+        `reopen()` returns a new store connection; it replaces the current one after the
+        store was unavailable (MySQL closes connections idle for ``wait_timeout``)."""
         self.stopped = stop
         while stop is None or not stop():
             deadline = self.monotonic() + interval
             try:
                 self.cycle(until=deadline)
+                failed = self.failed_storage
             except StorageError as exc:
                 self.log(f"storage: {exc}; next cycle in {interval:.0f} s")
+                failed = isinstance(exc, StorageUnavailableError)
+            if failed and reopen is not None:
+                try:
+                    old, fresh = self.store, reopen()
+                    self.use_store(fresh)
+                    old.close()
+                except StorageError as exc:
+                    self.log(f"storage: cannot reconnect: {exc}")
             if self.wake is not None:
                 self.wake.watch(list(self.scanner.mailboxes))
             left = deadline - self.monotonic()

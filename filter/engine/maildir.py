@@ -160,10 +160,11 @@ def read_message(path: str, limit: int | None = None) -> bytes:
         os.close(fd)
 
 
-def file_key(path: str, header_name: str = "X-DSPAM-Signature") -> str:
-    """`message_key` of a message file, reading only its head when that holds a signature.
-
-    Raises OSError as `read_message` does."""
+def file_key(path: str, header_name: str = "X-DSPAM-Signature",
+             limit: int | None = None) -> str | None:
+    """`message_key` of a message file, reading only its head when that holds a signature;
+    None for an unsigned file larger than `limit` bytes (never digested: the filter passes
+    such mail through untouched too). Raises OSError as `read_message` does."""
     head = read_message(path, HEAD_BYTES)
     if len(head) < HEAD_BYTES:
         return message_key(head, header_name)
@@ -173,4 +174,9 @@ def file_key(path: str, header_name: str = "X-DSPAM-Signature") -> str:
         sig = signature_of(head, header_name)
         if sig:
             return sig
+    if limit:
+        raw = read_message(path, limit + 1)
+        if len(raw) > limit:
+            return signature_of(raw, header_name)
+        return message_key(raw, header_name)
     return message_key(read_message(path), header_name)
