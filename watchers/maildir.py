@@ -46,7 +46,7 @@ from collections import OrderedDict
 from filter.engine import maildir
 from filter.engine.errors import (ConflictError, InvalidUserError, StorageError,
                                   StorageUnavailableError)
-from watchers.decide import IGNORED, NOTHING, decide
+from watchers.decide import IGNORED, NOTHING, RECORD, decide
 
 MTIME_SLACK = 2.0       # seconds: list a directory again while its mtime is this recent
 UNKNOWN_USER_RECHECK = 60.0  # seconds before asking the store again about a user it lacks
@@ -423,16 +423,38 @@ class Scanner:
             recorded = self.store.watch_states(box.uid, chunk)
             signed = [k for k in chunk if not k.startswith("sha256:")]
             verdicts = self.store.signature_states(signed) if signed else {}
+            records = []
             for key in chunk:
                 classes, paths = by_key[key]
                 state = verdicts.get(key)
                 verdict = state[1] if state is not None and state[0] == box.uid else None
+                decision = decide(classes, recorded.get(key), verdict, learn_unsigned, trust)
+                sighting = Sighting(box.user, box.uid, key, frozenset(classes), paths)
+                if decision.action == RECORD and not self.queued(box.uid, key):
+                    records.append((sighting, decision.klass))
                 # A message already queued is always passed on: its newer sighting replaces
                 # the queued one (moved back before its turn: then nothing is trained).
-                if decide(classes, recorded.get(key), verdict, learn_unsigned,
-                          trust).action != NOTHING or self.queued(box.uid, key):
-                    out.append(Sighting(box.user, box.uid, key, frozenset(classes), paths))
+                elif decision.action != NOTHING or self.queued(box.uid, key):
+                    out.append(sighting)
+            out += self._record(box.uid, records)
         return out
+
+    def _record(self, uid: int, records: list) -> list[Sighting]:
+        """First sightings that only need remembering (no `watch_trust_verdict`): one
+        transaction for the lot, not a queue turn each (a first scan meets every message).
+        When another watcher recorded one meanwhile, they go through the queue instead."""
+        if not records:
+            return []
+        from filter.engine.store.base import Batch, WatchUpdate
+
+        now = self.clock()
+        batch = Batch(time.strftime("%Y-%m-%d", time.localtime(now)))
+        batch.watch = [WatchUpdate(s.key, None, klass, int(now)) for s, klass in records]
+        try:
+            self.store.commit(uid, batch)
+        except ConflictError:
+            return [s for s, _klass in records]
+        return []
 
 
 # -- training, at a bounded rate ---------------------------------------------------------------
