@@ -546,9 +546,10 @@ def test_view_keys():
     assert not view.key("q", [])
 
 
-def test_opted_in_counts_user_then_site_preference_then_configuration():
-    """A user's ``opt`` preference, else the site-wide one (uid 0), else the configuration's
-    `opt`: "out" filters everyone not opted out, "in" only those who opted in."""
+def test_opted_in_counts_user_preference_then_configuration():
+    """A user's ``opt`` preference, else the configuration's `opt` ("out" filters everyone
+    not opted out, "in" only those who opted in): what the filter decides by. A row for uid 0
+    is not a site default (the filter never reads one), so it changes nothing."""
     from filter.engine.config import Settings
     from filter.engine.store.base import Batch
     from trainer import report_data
@@ -569,8 +570,8 @@ def test_opted_in_counts_user_then_site_preference_then_configuration():
     assert opted(Settings({"opt": "in"})) == {"in-user": True, "out-user": False,
                                               "plain": False}
     store.set_preference(0, "opt", "in")
-    assert opted(Settings({"opt": "in"}))["plain"] is True
+    assert opted(Settings({"opt": "in"}))["plain"] is False
     store.set_preference(0, "opt", "out")
-    assert opted(Settings({}))["plain"] is False
+    assert opted(Settings({}))["plain"] is True
     assert report_data.summary(report_data.load(store, Settings({}), clock=NOW).rows)[
-        "opted_in"] == 1
+        "opted_in"] == 2

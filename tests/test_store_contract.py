@@ -320,3 +320,25 @@ def test_watch_reads_are_bulk(store):
     store.commit(uid, sigs)
     found = store.signature_states(["f" * 30, "0" * 30] + [f"x{i}" for i in range(600)])
     assert found == {"f" * 30: (uid, "innocent", "")}
+
+
+def test_daily_totals_sum_the_history_in_the_database(store):
+    """daily_totals gives, per user and day, mail that passed the filter (learned +
+    classified - corpus-fed) and errors (misclassified), the same on every backend."""
+    a, b = store.uid("a"), store.uid("b")
+    for uid, day, deltas in ((a, "2026-11-20", {"spam_learned": 3, "spam_corpusfed": 2,
+                                                "innocent_classified": 4}),
+                             (a, "2026-11-21", {"innocent_learned": 1,
+                                                "innocent_misclassified": 1,
+                                                "spam_learned": -1}),
+                             (b, "2026-11-21", {"spam_classified": 7,
+                                                "spam_misclassified": 2}),
+                             (b, "2026-11-19", {"spam_classified": 9})):
+        batch = Batch(day)
+        for field, delta in deltas.items():
+            batch.add_stat(field, delta)
+        store.commit(uid, batch)
+    assert store.daily_totals("2026-11-20") == [(a, "2026-11-20", 5, 0),
+                                                (a, "2026-11-21", 0, 1),
+                                                (b, "2026-11-21", 7, 2)]
+    assert store.daily_totals("2026-12-01") == []

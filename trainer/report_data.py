@@ -204,7 +204,10 @@ def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
     names = store.users()
     counters = {uid: s.as_tuple() for uid, s in store.all_stats().items()}
     opt = store.preference_values("opt")
-    site = opt.get(0)
+    # The filter decides by the user's own preference, else the configuration (site-wide
+    # defaults live in the configuration file; `spamsift prefs` keeps nothing for uid 0),
+    # so the report counts the same way.
+    site = None
     zero = (0,) * len(STAT_FIELDS)
     rows: dict[int, UserRow] = {}
     for uid, name in names:
@@ -218,14 +221,12 @@ def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
             if uid not in rows:
                 filtered = users_mod.opted_in(opt.get(uid) or site, settings.opt, None, "", "")
                 rows[uid] = UserRow(uid, f"#{uid}", values, filtered, days)
-    for uid, day, deltas in store.daily_stats(dates[0]) if history else ():
+    for uid, day, messages, errors in store.daily_totals(dates[0]) if history else ():
         row = rows.get(uid)
         i = index.get(day)
         if row is None or i is None:
             continue
-        d = deltas
-        row.trend_messages[i] += d[_SL] + d[_IL] + d[_SCL] + d[_ICL] - d[_SC] - d[_IC]
-        errors = d[_SM] + d[_IM]
+        row.trend_messages[i] += messages
         if errors:
             row.trend_errors[i] += errors
             if row.last_error is None or day > row.last_error:

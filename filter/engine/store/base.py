@@ -41,6 +41,11 @@ STAT_FIELDS = (
 
 CLASSES = ("spam", "innocent")
 
+# SQL for `Store.daily_totals` over spamsift_stats_daily.
+DAILY_MESSAGES = ("spam_learned + innocent_learned + spam_classified + innocent_classified"
+                  " - spam_corpusfed - innocent_corpusfed")
+DAILY_ERRORS = "spam_misclassified + innocent_misclassified"
+
 
 class Stats:
     """A user's DSPAM counters (`STAT_FIELDS`), all >= 0."""
@@ -255,7 +260,7 @@ class Store(Protocol):
         ...
 
     def preferences(self, uid: int) -> dict[str, str]:
-        """The user's stored preferences (uid 0 holds the site-wide ones)."""
+        """The user's stored preferences (site-wide defaults live in the configuration)."""
         ...
 
     def set_preference(self, uid: int, key: str, value: str | None) -> None:
@@ -277,8 +282,16 @@ class Store(Protocol):
         (YYYY-MM-DD) on, ordered by uid and day. Deltas are signed (corrections)."""
         ...
 
+    def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
+        """(uid, day, messages, errors) per day from `since` on, ordered by uid and day,
+        summed by the database: messages = learned + classified - corpus-fed (mail that
+        passed the filter, `DAILY_MESSAGES`), errors = misclassified (spam + innocent).
+        The report's trends read 30 days of 10,000 users with it; fetching the ten columns
+        of `daily_stats` instead took 2 s through PyMySQL."""
+        ...
+
     def preference_values(self, key: str) -> dict[int, str]:
-        """uid -> value of one preference for every user that has it (uid 0: site-wide)."""
+        """uid -> value of one preference for every user that has it."""
         ...
 
     def watch_states(self, uid: int, keys: Collection[str]) -> dict[str, str]:

@@ -86,6 +86,17 @@ class MemoryStore:
         return sorted((uid, day, tuple(row)) for (uid, day), row in self.daily.items()
                       if day >= since)
 
+    def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
+        f = {name: i for i, name in enumerate(STAT_FIELDS)}
+        out = []
+        for uid, day, d in self.daily_stats(since):
+            messages = sum(d[f[n]] for n in ("spam_learned", "innocent_learned",
+                                               "spam_classified", "innocent_classified"))
+            messages -= d[f["spam_corpusfed"]] + d[f["innocent_corpusfed"]]
+            out.append((uid, day, messages,
+                        d[f["spam_misclassified"]] + d[f["innocent_misclassified"]]))
+        return out
+
     def preference_values(self, key: str) -> dict[int, str]:
         return {u: v for (u, k), v in self.prefs.items() if k == key}
 

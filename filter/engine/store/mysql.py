@@ -226,6 +226,25 @@ class MySQLStore:
             f"SELECT uid, day, {', '.join(STAT_FIELDS)} FROM spamsift_stats_daily "
             "WHERE day >= %s ORDER BY uid, day", (since,))]
 
+    def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
+        from filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
+
+        # One row per user with the days packed into a string: PyMySQL converts every field
+        # in Python, and 231,000 rows x 4 fields took 0.8 s to fetch against 0.17 s for
+        # 10,000 packed rows (10,000 users x 30 days on the 2-core reference machine).
+        self._read("SET SESSION group_concat_max_len = 16777216")
+        out = []
+        for uid, packed in self._read(
+                f"SELECT uid, GROUP_CONCAT(CONCAT_WS(' ', day, {DAILY_MESSAGES}, "
+                f"{DAILY_ERRORS}) ORDER BY day SEPARATOR ',') FROM spamsift_stats_daily "
+                "WHERE day >= %s GROUP BY uid ORDER BY uid", (since,)):
+            uid = int(uid)
+            text = packed.decode() if isinstance(packed, bytes) else packed
+            for item in text.split(","):
+                day, messages, errors = item.split(" ")
+                out.append((uid, day, int(messages), int(errors)))
+        return out
+
     def preference_values(self, key: str) -> dict[int, str]:
         return {int(r[0]): r[1] for r in self._read(
             "SELECT uid, value FROM dspam_preferences WHERE preference = %s", (key,))}

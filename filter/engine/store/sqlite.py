@@ -203,6 +203,12 @@ class SQLiteStore:
             f"SELECT uid, day, {', '.join(STAT_FIELDS)} FROM spamsift_stats_daily "
             "WHERE day >= ? ORDER BY uid, day", (since,))]
 
+    def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
+        from filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
+
+        return self._query(f"SELECT uid, day, {DAILY_MESSAGES}, {DAILY_ERRORS} FROM "
+                           "spamsift_stats_daily WHERE day >= ? ORDER BY uid, day", (since,))
+
     def preference_values(self, key: str) -> dict[int, str]:
         return {int(r[0]): r[1] for r in self._query(
             "SELECT uid, value FROM dspam_preferences WHERE preference = ?", (key,))}
