@@ -10,7 +10,9 @@ its per-cycle log lines and /proc this prints:
 * CPU seconds per idle cycle (utime+stime between cycle lines; target < 0.5 s);
 * resident memory, now and peak (VmRSS, VmHWM; target < 200 MB);
 * the time from a rename into .Spam (as Courier-IMAP does) to the finished retrain, read
-  from the store, and back out again (target: one poll interval + 2 s).
+  from the store, and back out again (target: one poll interval + 2 s);
+* a restart: SIGTERM (the watcher saves its scanner state), a drag while it is down, a new
+  process: its first scan and when the drag made meanwhile is trained.
 
 With --watchdog-mailboxes N it also measures watchdog's `DirectorySnapshot` (what its
 `PollingObserver` takes every cycle) over the first N mailboxes, in a child, and scales the
@@ -128,6 +130,37 @@ def watchdog_snapshot(root: str, mailboxes: int, total: int) -> None:
           f"cycle, ~{int(rss) * scale:.0f} MB resident")
 
 
+class Child:
+    """The watcher process; its per-cycle log lines with the CPU time at each."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        self.cycles: list[tuple[float, float, str]] = []  # (monotonic, cpu, line)
+        self.seen = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "mailboxes," in line:
+                with self.seen:
+                    self.cycles.append((time.monotonic(), proc_cpu(self.proc.pid),
+                                        line.strip()))
+                    self.seen.notify_all()
+            elif "retrained" not in line:
+                print("  child:", line.strip())
+
+    def wait_cycles(self, n: int, timeout: float = 3600.0) -> None:
+        with self.seen:
+            self.seen.wait_for(lambda: len(self.cycles) >= n, timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mailboxes", type=int, default=1000)
@@ -184,56 +217,44 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = [sys.executable, "-m", "spamsift", "watch", "-v", "--interval", str(args.interval),
            root]
-    child = subprocess.Popen(cmd, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
-    cycles: list[tuple[float, float, str]] = []  # (monotonic, cpu, line)
-    seen = threading.Condition()
+    child = Child(cmd, {**os.environ, **env})
 
-    def reader() -> None:
-        assert child.stderr is not None
-        for line in child.stderr:
-            if "mailboxes," in line:
-                with seen:
-                    cycles.append((time.monotonic(), proc_cpu(child.pid), line.strip()))
-                    seen.notify_all()
-            elif "retrained" not in line:
-                print("  child:", line.strip())
-
-    threading.Thread(target=reader, daemon=True).start()
-
-    def wait_cycles(n: int, timeout: float = 3600.0) -> None:
-        with seen:
-            seen.wait_for(lambda: len(cycles) >= n, timeout)
+    def drag(target: str) -> float:
+        """Rename the real message into the folder of `target`; seconds until trained."""
+        nonlocal path
+        new = os.path.join(box, ".Spam" if target == "spam" else "", "cur",
+                           os.path.basename(path))
+        moved_at = time.monotonic()
+        os.rename(path, new)
+        path = new
+        while store.signature(sig).trained != target:
+            if time.monotonic() - moved_at > args.interval * 4 + 120:
+                print(f"drag to {target}: not trained after "
+                      f"{time.monotonic() - moved_at:.0f} s")
+                break
+            time.sleep(0.02)
+        return time.monotonic() - moved_at
 
     try:
-        t0 = time.monotonic()
-        wait_cycles(1)
-        first = cycles[0]
-        print(f"first scan (reads every message once): {first[0] - t0:.1f} s, "
+        child.wait_cycles(1)
+        first = child.cycles[0]
+        print(f"first scan (reads every message once): {first[0] - child.started:.1f} s, "
               f"{first[1]:.1f} s CPU (with interpreter start)")
         print(f"  {first[2]}")
-        rss, hwm = proc_mem(child.pid)
+        rss, hwm = proc_mem(child.proc.pid)
         print(f"resident after the first scan: {rss} MB (peak {hwm} MB)")
-        wait_cycles(2 + args.idle_cycles)
+        child.wait_cycles(2 + args.idle_cycles)
+        cycles = child.cycles
         idle = [(cycles[i + 1][1] - cycles[i][1]) for i in range(1, 1 + args.idle_cycles)]
         print(f"idle cycles: CPU seconds each {', '.join(f'{c:.2f}' for c in idle)}; "
               f"mean {sum(idle) / len(idle):.3f} s (target < 0.5 s)")
         print(f"  {cycles[2][2]}")
-        rss, hwm = proc_mem(child.pid)
+        rss, hwm = proc_mem(child.proc.pid)
         print(f"resident: {rss} MB, peak {hwm} MB (target < 200 MB)")
         latencies = []
         for n in range(args.drags * 2):
-            target, folder = ("spam", ".Spam") if n % 2 == 0 else ("innocent", "")
             time.sleep(args.interval * ((n * 0.37) % 1))  # at varying points of a cycle
-            new = os.path.join(box, folder, "cur", os.path.basename(path))
-            moved_at = time.monotonic()
-            os.rename(path, new)
-            path = new
-            while store.signature(sig).trained != target:
-                if time.monotonic() - moved_at > args.interval * 4 + 30:
-                    print(f"drag {n}: not trained after {time.monotonic() - moved_at:.0f} s")
-                    break
-                time.sleep(0.02)
-            latencies.append(time.monotonic() - moved_at)
+            latencies.append(drag("spam" if n % 2 == 0 else "innocent"))
         print(f"drag -> retrain (into .Spam, out again): "
               f"{', '.join(f'{x:.2f}' for x in latencies)} s; max {max(latencies):.2f} s "
               f"(target < interval {args.interval:g} + 2 s)")
@@ -242,9 +263,26 @@ def main(argv: list[str] | None = None) -> int:
               f"user0 spam_misclassified {stats.spam_misclassified}, "
               f"innocent_misclassified {stats.innocent_misclassified} (a drag back takes the "
               "report back)")
+        # A restart: SIGTERM saves the scanner state; a drag while down; start again.
+        child.stop()
+        target = "innocent" if store.signature(sig).trained == "spam" else "spam"
+        new = os.path.join(box, ".Spam" if target == "spam" else "", "cur",
+                           os.path.basename(path))
+        os.rename(path, new)  # moved while no watcher runs
+        path = new
+        moved_at = time.monotonic()
+        child = Child(cmd, {**os.environ, **env})
+        while store.signature(sig).trained != target and time.monotonic() - moved_at < 600:
+            time.sleep(0.02)
+        caught_up = time.monotonic() - moved_at
+        child.wait_cycles(1)
+        first = child.cycles[0]
+        print(f"restart with the saved scanner state: first scan {first[0] - child.started:.2f}"
+              f" s, {first[1]:.2f} s CPU (with interpreter start); the drag made while down "
+              f"trained {caught_up:.2f} s after the start")
+        print(f"  {first[2]}")
     finally:
-        child.terminate()
-        child.wait(timeout=30)
+        child.stop()
         store.close()
     if args.watchdog_mailboxes:
         watchdog_snapshot(root, min(args.watchdog_mailboxes, args.mailboxes), args.mailboxes)

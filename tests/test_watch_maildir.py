@@ -194,6 +194,46 @@ def test_restart_catches_up_on_moves_made_while_down(site, trained):
     assert watcher(site).cycle().trained == {}  # and again: nothing
 
 
+def test_saved_scanner_state_makes_a_restart_read_only_what_changed(site, trained, tmp_path):
+    box, inbox, junk = trained
+    state = str(tmp_path / "watch.state")
+    extra = [site.deliver(box, USER, ham(600 + n)) for n in range(5)]
+    first = watcher(site, state_file=state)
+    assert first.cycle().files == 7
+    first.save_state()
+    assert oct(os.stat(state).st_mode & 0o777) == "0o600"
+    # Restarted with nothing changed: not one message is read.
+    again = watcher(site, state_file=state)
+    assert again.cycle().files == 0
+    # Moves made while it was down: only the moved files are read, and trained.
+    sig_in, sig_junk = site.signature(inbox), site.signature(junk)
+    site.move(inbox, box, ".Spam")
+    site.move(junk, box, "")
+    third = watcher(site, state_file=state)
+    report = third.cycle()
+    assert report.files == 2 and report.trained == {"retrained": 2}
+    assert site.store.signature(sig_in).trained == "spam"
+    assert site.store.signature(sig_junk).trained == "innocent"
+    # Saved while a drag was still queued (a slow rate): the next start sees it again.
+    third.save_state()
+    moved = site.move(site.seen(extra[0]), box, ".Spam")
+    slow = watcher(site, state_file=state)
+    slow.queue.rate, slow.queue.tokens = 0.001, 0.0
+    assert slow.scan().queued == 1
+    slow.save_state()
+    del slow
+    last = watcher(site, state_file=state)
+    assert last.cycle().trained == {"retrained": 1}
+    assert site.store.signature(site.signature(moved)).trained == "spam"
+    # A damaged state file is ignored: everything is read, nothing is trained twice.
+    with open(state, "wb") as fh:
+        fh.write(b"\x00garbage")
+    damaged = watcher(site, state_file=state)
+    report = damaged.cycle()
+    assert report.files == 7 and report.trained == {}
+    assert any("unreadable scanner state" in line for line in damaged.lines)
+
+
 def test_restart_in_the_middle_of_a_batch_trains_each_message_once(site):
     box = site.mailbox()
     site.train(USER)

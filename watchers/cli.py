@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trainings per second at most (default: watch_rate; 0: no limit)")
     parser.add_argument("--inotify", action="store_true",
                         help="also wake on inotify events (local filesystems; polling stays)")
+    parser.add_argument("--full-scan", action="store_true",
+                        help="ignore (and do not write) the saved scanner state: read every "
+                             "message once, as on a first start")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="log lines to stderr too (they always go to syslog)")
     parser.add_argument("--config", metavar="FILE")
@@ -63,6 +66,17 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return exitcodes.OK
+
+
+def state_path(settings, roots: list[str]) -> str:
+    """Where the scanner state of these roots and this template is kept: in the home, so
+    a start lists only the folders that changed since the last save instead of reading
+    every message (31 s for the 1,000 x 1,000 benchmark tree)."""
+    import os
+    from hashlib import sha256
+
+    name = "\0".join(sorted(os.path.abspath(r) for r in roots) + [settings.watch_path_template])
+    return os.path.join(settings.home, f"watch-{sha256(name.encode()).hexdigest()[:16]}.state")
 
 
 def _watch(args) -> int:
@@ -107,9 +121,11 @@ def _watch(args) -> int:
     store = open_store(settings.storage_url, settings.storage_timeout)
     watcher = None
     try:
-        watcher = Watcher(settings, store, args.roots, sleep=sleep, log=say)
+        watcher = Watcher(settings, store, args.roots, sleep=sleep, log=say,
+                          state_file=None if args.full_scan else state_path(settings, args.roots))
         if args.once:
             watcher.cycle(until=None)
+            watcher.save_state()
             return exitcodes.OK
 
         def stop(_signum, _frame) -> None:
@@ -125,6 +141,7 @@ def _watch(args) -> int:
             f"({settings.watch_path_template}, at most {settings.watch_rate:g} trainings/s)")
         watcher.run(settings.watch_interval, stop=stopping.is_set,
                     reopen=lambda: open_store(settings.storage_url, settings.storage_timeout))
+        watcher.save_state()
         say("stopped")
         return exitcodes.OK
     finally:
