@@ -312,20 +312,20 @@ class Scanner:
             box = self.mailboxes.get(path)
             if box is None or box.user != user:
                 box = self.mailboxes[path] = MailboxState(path, user)
-            if not self._known_user(box):
-                continue
-            report.mailboxes += 1
-            arrivals = self._scan_mailbox(box, report)
-            if arrivals:
-                try:
+            arrivals: list[tuple] = []
+            try:
+                if not self._known_user(box):
+                    continue
+                report.mailboxes += 1
+                arrivals = self._scan_mailbox(box, report)
+                if arrivals:
                     sightings += self._sightings(box, arrivals, report)
-                except StorageError as exc:
-                    # Not decided: see these files again next cycle; keep what was found.
-                    for state, _sub, name in arrivals:
-                        self.forget(state, name)
-                    self.log(f"storage: {exc}; scan resumes next cycle")
-                    self.failed = exc
-                    break
+            except StorageError as exc:
+                # Not decided: see these files again next cycle; keep what was found.
+                self.forget_all(arrivals)
+                self.log(f"storage: {exc}; scan resumes next cycle")
+                self.failed = exc
+                break
         return sightings
 
     # Saved state -------------------------------------------------------------------------
@@ -466,9 +466,18 @@ class Scanner:
     def forget(self, state: FolderState, name: str) -> None:
         """Drop a file's base name so it counts as new at the next listing (it vanished
         between listing and reading: renamed by a flag change or moved on)."""
-        gone = name_hash(maildir.base_name(name))
-        state.known = array("q", (h for h in state.known if h != gone))
-        state.recheck = True
+        self.forget_all([(state, "", name)])
+
+    @staticmethod
+    def forget_all(arrivals: list[tuple]) -> None:
+        """`forget` for many (folder state, subdir, name), one pass per folder."""
+        gone: dict[int, tuple[FolderState, set[int]]] = {}
+        for state, _sub, name in arrivals:
+            gone.setdefault(id(state), (state, set()))[1].add(
+                name_hash(maildir.base_name(name)))
+        for state, hashes in gone.values():
+            state.known = array("q", (h for h in state.known if h not in hashes))
+            state.recheck = True
 
     def _sightings(self, box: MailboxState, arrivals: list[tuple],
                    report: CycleReport) -> list[Sighting]:
