@@ -342,3 +342,95 @@ def test_daily_totals_sum_the_history_in_the_database(store):
                                                 (a, "2026-11-21", 0, 1),
                                                 (b, "2026-11-21", 7, 2)]
     assert store.daily_totals("2026-12-01") == []
+
+
+def test_weights_add_unclamped_insert_rows_and_leave_counts_alone(store):
+    uid = store.uid("u")
+    assert store.weights(uid, [1, 2]) == {}
+    batch = Batch("2026-11-24")
+    batch.add_token(1, 1, 0)
+    batch.add_weight(1, 0.25)
+    batch.add_weight(BIG, -0.5)   # a new row from a negative delta (counts 0)
+    batch.add_weight(MID, 0.0)    # zero: nothing written
+    store.commit(uid, batch)
+    assert store.weights(uid, [1, 2, BIG, MID]) == {1: 0.25, BIG: -0.5}
+    assert store.lookup(uid, [1, BIG, MID]) == {1: (1, 0), BIG: (0, 0)}
+    batch = Batch("2026-11-25")
+    batch.add_weight(1, -1.0)
+    batch.add_weight(BIG, -0.25)
+    batch.add_token(1, -3, 0)
+    store.commit(uid, batch)
+    found = store.weights(uid, [1, BIG])
+    assert found[1] == pytest.approx(-0.75) and found[BIG] == pytest.approx(-0.75)
+    assert store.lookup(uid, [1]) == {1: (0, 0)}  # counts clamp, weights do not
+    assert store.weights(store.uid("v"), [1, BIG]) == {}  # weights are per user
+    only_weight = Batch("2026-11-25")
+    only_weight.add_weight(9, 1.5)
+    assert not only_weight.is_empty()
+
+
+def test_signature_keeps_the_model_floats(store):
+    uid = store.uid("u")
+    sig = _signature("c" * 30, uid)
+    sig.model = (-0.0123, 4.5)
+    batch = Batch("2026-11-24")
+    batch.new_signature = sig
+    store.commit(uid, batch)
+    loaded = store.signature("c" * 30)
+    assert loaded is not None and loaded.model == (-0.0123, 4.5)
+    assert list(loaded.tokens) == [1, BIG, 3] and loaded.applied == bytes([1, 1, 0])
+    loaded.model = (0.5, -1.0)
+    loaded.trained = "spam"
+    batch = Batch("2026-11-24")
+    batch.signature_update = SignatureUpdate(loaded.id, "innocent", "spam", "spam_learned",
+                                             loaded.pack())
+    store.commit(uid, batch)
+    again = store.signature("c" * 30)
+    assert again is not None and again.model == (0.5, -1.0) and again.trained == "spam"
+    assert _signature("d" * 30, uid).pack()[:2] == b"S1"  # no model: the old format
+
+
+def test_sqlite_schema_1_is_upgraded_with_a_weight_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    store = open_store(f"sqlite://{path}")
+    uid = store.uid("u")
+    batch = Batch("2026-11-24")
+    batch.add_token(5, 1, 2)
+    store.commit(uid, batch)
+    store.close()
+    db = sqlite3.connect(path)  # make it a schema-1 database: no weight column
+    db.executescript("CREATE TABLE t AS SELECT uid, token, spam_hits, innocent_hits, last_hit "
+                     "FROM dspam_token_data; DROP TABLE dspam_token_data; "
+                     "CREATE TABLE dspam_token_data (uid INTEGER NOT NULL, token INTEGER NOT "
+                     "NULL, spam_hits INTEGER NOT NULL DEFAULT 0, innocent_hits INTEGER NOT "
+                     "NULL DEFAULT 0, last_hit TEXT NOT NULL, PRIMARY KEY (uid, token)) "
+                     "WITHOUT ROWID; INSERT INTO dspam_token_data SELECT * FROM t; "
+                     "DROP TABLE t; PRAGMA user_version = 1;")
+    db.close()
+    store = open_store(f"sqlite://{path}")
+    try:
+        assert store.check() == []
+        assert store.lookup(uid, [5]) == {5: (1, 2)} and store.weights(uid, [5]) == {}
+        batch = Batch("2026-11-24")
+        batch.add_weight(5, 2.0)
+        store.commit(uid, batch)
+        assert store.weights(uid, [5]) == {5: 2.0}
+    finally:
+        store.close()
+
+
+def test_mysql_init_adds_the_weight_column_to_a_schema_1_database(mysql_url):
+    store = open_store(mysql_url)
+    try:
+        store.initialize()
+        with store.db.cursor() as cur:
+            cur.execute("ALTER TABLE dspam_token_data DROP COLUMN weight")
+        store.db.commit()
+        assert any("weight" in p for p in store.check())
+        assert store.initialize() == ["added dspam_token_data.weight"]
+        assert store.initialize() == []
+        assert store.check() == []
+    finally:
+        store.close()

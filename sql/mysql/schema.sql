@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS dspam_token_data (
     spam_hits     BIGINT UNSIGNED NOT NULL DEFAULT 0,
     innocent_hits BIGINT UNSIGNED NOT NULL DEFAULT 0,
     last_hit      DATE            NOT NULL,   -- for purging stale tokens
+    weight        DOUBLE          NOT NULL DEFAULT 0,  -- the logistic model's weight (schema 2)
     UNIQUE KEY id_token_data_01 (uid, token),
     KEY id_token_data_last_hit (last_hit)     -- purge deletes ORDER BY last_hit LIMIT n
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='token counts per user';

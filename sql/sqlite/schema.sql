@@ -17,6 +17,7 @@ CREATE TABLE dspam_token_data (
     spam_hits     INTEGER NOT NULL DEFAULT 0,
     innocent_hits INTEGER NOT NULL DEFAULT 0,
     last_hit      TEXT    NOT NULL,           -- YYYY-MM-DD, for purging stale tokens
+    weight        REAL    NOT NULL DEFAULT 0, -- the logistic model's weight (schema 2)
     PRIMARY KEY (uid, token)
 ) WITHOUT ROWID;
 -- No index on last_hit here (MySQL has one): every message rewrites last_hit of its tokens,

@@ -9,6 +9,10 @@ Conventions every backend keeps:
 * Token ids are unsigned 64-bit ints (`tokenizer.token_id`); a backend may store them signed.
 * Counts never go below zero: a delta that would make one negative leaves it at 0.
 * A token whose deltas are all negative is never inserted (decrementing nothing is nothing).
+* Token weights (`Batch.weights`, the logistic model's) are plain floats: ``weight + delta``,
+  never clamped, and a weight delta inserts the row when it is missing (counts 0) and
+  refreshes its date. Purge rules look at counts and dates only, so a row holding just a
+  weight is dropped by the hapax rules once it is old, like any rare token.
 * `commit` is atomic. When the batch carries a `SignatureUpdate` whose ``expected`` state does not
   match the stored one, nothing is written and `ConflictError` is raised (compare-and-set:
   this is what makes retraining exactly-once across processes and cluster nodes). The same
@@ -88,11 +92,11 @@ class Signature:
     """
 
     __slots__ = ("id", "uid", "created", "result", "trained", "counter", "source_ip",
-                 "tokens", "freqs", "applied")
+                 "tokens", "freqs", "applied", "model")
 
     def __init__(self, id: str, uid: int, created: int, result: str, trained: str,
                  counter: str, source_ip: str, tokens: array, freqs: bytes,
-                 applied: bytes) -> None:
+                 applied: bytes, model: tuple[float, float] = (0.0, 0.0)) -> None:
         self.id = id
         self.uid = uid
         self.created = created
@@ -103,6 +107,9 @@ class Signature:
         self.tokens = tokens
         self.freqs = freqs
         self.applied = applied
+        # The logistic model's part (filter/engine/logistic.py): (weight step applied to
+        # every token and the bias, other algorithms' score it was trained beside).
+        self.model = model
 
     # The columns an SQL backend selects for `from_row`, in that order.
     COLUMNS = "uid, created_at, result, trained, counter, source_ip, data"
@@ -113,24 +120,32 @@ class Signature:
         uid, created, result, trained, counter, source_ip, blob = row
         tokens, freqs, applied = cls.unpack_data(bytes(blob))
         return cls(signature_id, uid, created, result, trained, counter, source_ip,
-                   tokens, freqs, applied)
+                   tokens, freqs, applied, cls.unpack_model(bytes(blob)))
 
     def pack(self) -> bytes:
-        """The token data as one blob: version, count, ids (u64 LE), freqs (u8), applied (u8)."""
+        """The token data as one blob: version, count, ids (u64 LE), freqs (u8), applied (u8);
+        version S2 adds the model's two floats (f64 LE) when they are not zero."""
         tokens = self.tokens if self.tokens.typecode == "Q" else array("Q", self.tokens)
         count = len(tokens)
         if _BIG_ENDIAN:
             tokens = array("Q", tokens)
             tokens.byteswap()
-        return b"S1" + count.to_bytes(4, "little") + tokens.tobytes() + self.freqs + self.applied
+        body = count.to_bytes(4, "little") + tokens.tobytes() + self.freqs + self.applied
+        if self.model == (0.0, 0.0):
+            return b"S1" + body
+        import struct
+
+        return b"S2" + body + struct.pack("<dd", *self.model)
 
     @staticmethod
     def unpack_data(blob: bytes) -> tuple[array, bytes, bytes]:
         from filter.engine.errors import CorruptDatabaseError
 
-        if blob[:2] != b"S1" or len(blob) < 6:
+        if blob[:2] not in (b"S1", b"S2") or len(blob) < 6:
             raise CorruptDatabaseError("signature data has an unknown format")
         count = int.from_bytes(blob[2:6], "little")
+        if blob[:2] == b"S2":
+            blob = blob[:-16]
         if len(blob) != 6 + count * 10:
             raise CorruptDatabaseError("signature data is truncated")
         tokens = array("Q")
@@ -140,6 +155,16 @@ class Signature:
         freqs = blob[6 + count * 8:6 + count * 9]
         applied = blob[6 + count * 9:]
         return tokens, freqs, applied
+
+    @staticmethod
+    def unpack_model(blob: bytes) -> tuple[float, float]:
+        """The model floats of packed data ((0.0, 0.0) for version S1)."""
+        if blob[:2] != b"S2" or len(blob) < 22:
+            return (0.0, 0.0)
+        import struct
+
+        delta, base = struct.unpack("<dd", blob[-16:])
+        return (delta, base)
 
 
 _BIG_ENDIAN = array("H", [1]).tobytes() == b"\x00\x01"
@@ -190,11 +215,12 @@ class Batch:
     `tokens` maps token id -> [spam delta, innocent delta]. `stats` maps a `STAT_FIELDS` name to
     a delta; the same deltas go into the per-day history row for `day` (YYYY-MM-DD). `sources`
     maps an IP to [spam delta, innocent delta]. `watch` holds watcher-state updates, each a
-    compare-and-set checked before anything is written.
+    compare-and-set checked before anything is written. `weights` maps token id -> weight
+    delta (the logistic model; added unclamped, see the module docstring).
     """
 
     __slots__ = ("tokens", "stats", "day", "new_signature", "signature_update", "sources",
-                 "watch")
+                 "watch", "weights")
 
     def __init__(self, day: str) -> None:
         self.tokens: dict[int, list[int]] = {}
@@ -204,6 +230,10 @@ class Batch:
         self.signature_update: SignatureUpdate | None = None
         self.sources: dict[str, list[int]] = {}
         self.watch: list[WatchUpdate] = []
+        self.weights: dict[int, float] = {}
+
+    def add_weight(self, token: int, delta: float) -> None:
+        self.weights[token] = self.weights.get(token, 0.0) + delta
 
     def add_token(self, token: int, spam: int, innocent: int) -> None:
         entry = self.tokens.get(token)
@@ -223,7 +253,8 @@ class Batch:
 
     def is_empty(self) -> bool:
         return not (self.tokens or any(self.stats.values()) or self.new_signature
-                    or self.signature_update or self.sources or self.watch)
+                    or self.signature_update or self.sources or self.watch
+                    or any(self.weights.values()))
 
 
 class Store(Protocol):
@@ -245,6 +276,11 @@ class Store(Protocol):
 
     def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
         """(spam_hits, innocent_hits) of those `tokens` the user has; absent ones are left out."""
+        ...
+
+    def weights(self, uid: int, tokens: Collection[int]) -> dict[int, float]:
+        """The logistic model's weights of those `tokens` the user has a row for (one query;
+        absent ones are left out and weigh 0.0)."""
         ...
 
     def stats(self, uid: int) -> Stats:

@@ -27,7 +27,8 @@ class MemoryStore:
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.uids: dict[str, int] = {}
-        self.tokens: dict[tuple[int, int], list] = {}   # (uid, token) -> [spam, innocent, day]
+        # (uid, token) -> [spam, innocent, day, weight]
+        self.tokens: dict[tuple[int, int], list] = {}
         self.stat_rows: dict[int, list[int]] = {}
         self.daily: dict[tuple[int, str], list[int]] = {}
         self.signatures: dict[str, tuple[int, str, Signature]] = {}  # id -> (uid, day, sig)
@@ -54,6 +55,14 @@ class MemoryStore:
                 found[token] = (row[0], row[1])
         return found
 
+    def weights(self, uid: int, tokens) -> dict[int, float]:
+        found = {}
+        for token in tokens:
+            row = self.tokens.get((uid, token))
+            if row is not None and row[3]:
+                found[token] = row[3]
+        return found
+
     def stats(self, uid: int) -> Stats:
         return Stats(*self.stat_rows.get(uid, [0] * len(STAT_FIELDS)))
 
@@ -62,9 +71,10 @@ class MemoryStore:
         if entry is None:
             return None
         sig = entry[2]
-        tokens, freqs, applied = Signature.unpack_data(sig.pack())
+        packed = sig.pack()
+        tokens, freqs, applied = Signature.unpack_data(packed)
         return Signature(sig.id, sig.uid, sig.created, sig.result, sig.trained, sig.counter,
-                         sig.source_ip, tokens, freqs, applied)
+                         sig.source_ip, tokens, freqs, applied, Signature.unpack_model(packed))
 
     def preferences(self, uid: int) -> dict[str, str]:
         return {k: v for (u, k), v in self.prefs.items() if u == uid}
@@ -137,15 +147,24 @@ class MemoryStore:
             tokens, freqs, applied = Signature.unpack_data(update.data)
             self.signatures[update.id] = (uid, self.signatures[update.id][1], Signature(
                 old.id, old.uid, old.created, old.result, update.trained, update.counter,
-                old.source_ip, tokens, freqs, applied))
+                old.source_ip, tokens, freqs, applied, Signature.unpack_model(update.data)))
         for token, (spam, innocent) in batch.tokens.items():
             row = self.tokens.get((uid, token))
             if row is None:
                 if spam > 0 or innocent > 0:
-                    self.tokens[(uid, token)] = [max(spam, 0), max(innocent, 0), batch.day]
+                    self.tokens[(uid, token)] = [max(spam, 0), max(innocent, 0), batch.day, 0.0]
             elif spam or innocent:
                 row[0] = max(row[0] + spam, 0)
                 row[1] = max(row[1] + innocent, 0)
+                row[2] = batch.day
+        for token, delta in batch.weights.items():
+            if not delta:
+                continue
+            row = self.tokens.get((uid, token))
+            if row is None:
+                self.tokens[(uid, token)] = [0, 0, batch.day, delta]
+            else:
+                row[3] += delta
                 row[2] = batch.day
         deltas = [batch.stats.get(f, 0) for f in STAT_FIELDS]
         if any(deltas):
@@ -169,7 +188,7 @@ class MemoryStore:
 
         matches = PREDICATES[rule.name]
         if rule.table == "dspam_token_data":
-            for (uid, token), (spam, innocent, day) in sorted(self.tokens.items()):
+            for (uid, token), (spam, innocent, day, _weight) in sorted(self.tokens.items()):
                 if (day < rule.before and (rule.uids is None or uid in rule.uids)
                         and matches(spam, innocent)):
                     yield (uid, token), self.tokens

@@ -26,7 +26,7 @@ from filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseErr
                                   StorageError, StorageUnavailableError)
 from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: dspam_token_data.weight (the logistic model)
 LOOKUP_CHUNK = 10000         # token ids per SELECT: ~210 KB of SQL, max_allowed_packet >= 1 MB
 INSERT_CHUNK = 5000          # rows per INSERT: ~250 KB
 KEY_CHUNK = 500              # message keys / signature ids per IN (...) of the watcher's reads
@@ -183,6 +183,21 @@ class MySQLStore:
                                 f"WHERE uid = %s AND token IN ({in_list})", (uid,))
                     for token, spam, innocent in cur.fetchall():
                         found[int(token)] = (int(spam), int(innocent))
+            self.db.commit()
+        except pymysql.MySQLError as exc:
+            self._rollback()
+            raise _translate(exc) from None
+        return found
+
+    def weights(self, uid: int, tokens) -> dict[int, float]:
+        found: dict[int, float] = {}
+        try:
+            with self.db.cursor() as cur:
+                for in_list in token_lists(tokens):
+                    cur.execute("SELECT token, weight FROM dspam_token_data WHERE uid = %s "
+                                f"AND token IN ({in_list}) AND weight <> 0", (uid,))
+                    for token, weight in cur.fetchall():
+                        found[int(token)] = float(weight)
             self.db.commit()
         except pymysql.MySQLError as exc:
             self._rollback()
@@ -359,6 +374,14 @@ class MySQLStore:
                     f"last_hit = %s WHERE uid = %s AND token IN ({in_list})",
                     (spam, innocent, day, uid))
         self._insert_tokens(cur, uid, day, grow)
+        weights = [(t, batch.weights[t]) for t in sorted(batch.weights) if batch.weights[t]]
+        quoted_day = "'" + day.replace("'", "") + "'"
+        for i in range(0, len(weights), INSERT_CHUNK):
+            values = ",".join(f"({int(uid)},{int(t)},0,0,{quoted_day},{float(w)!r})"
+                              for t, w in weights[i:i + INSERT_CHUNK])
+            cur.execute("INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, "
+                        f"last_hit, weight) VALUES {values} ON DUPLICATE KEY UPDATE "
+                        "weight = weight + VALUES(weight), last_hit = VALUES(last_hit)")
         deltas = [batch.stats.get(f, 0) for f in STAT_FIELDS]
         if any(deltas):
             cols = ", ".join(STAT_FIELDS)
@@ -496,6 +519,14 @@ class MySQLStore:
                 for table in sql.tables("mysql"):
                     if table not in existing:
                         done.append(f"created {table}")
+                # Schema 1 -> 2: the logistic model's weight column (idempotent).
+                cur.execute("SELECT count(*) FROM information_schema.columns WHERE "
+                            "table_schema = DATABASE() AND table_name = 'dspam_token_data' "
+                            "AND column_name = 'weight'")
+                if not cur.fetchone()[0]:
+                    cur.execute("ALTER TABLE dspam_token_data ADD COLUMN weight DOUBLE "
+                                "NOT NULL DEFAULT 0 AFTER last_hit")
+                    done.append("added dspam_token_data.weight")
                 cur.execute("INSERT INTO spamsift_meta (name, value) VALUES "
                             "('schema_version', %s) ON DUPLICATE KEY UPDATE value = "
                             "VALUES(value)", (SCHEMA_VERSION,))

@@ -18,7 +18,7 @@ from filter.engine.errors import (ConflictError, CorruptDatabaseError, StorageEr
                                   StorageUnavailableError)
 from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
 # Checkpoint the WAL into the database once it is this large. Why by hand: the inline filter
 # ends its process without closing (see filter.cli.FAST_EXIT), and a database whose last user
 # did not close is "recovered" by the next opener, which forgets how much of the WAL was
@@ -80,6 +80,8 @@ class SQLiteStore:
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 self._create()
+            elif version < SCHEMA_VERSION:
+                self._upgrade()
             elif version > SCHEMA_VERSION:
                 raise CorruptDatabaseError(
                     f"{path}: schema version {version} is newer than this spamsift ({SCHEMA_VERSION})")
@@ -122,6 +124,20 @@ class SQLiteStore:
         if self.path != ":memory:":
             self.db.execute("PRAGMA journal_mode = WAL")
 
+    def _upgrade(self) -> None:
+        """Schema 1 -> 2: add the weight column (under the write lock, once)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if self.db.execute("PRAGMA user_version").fetchone()[0] == 1:
+                self.db.execute("ALTER TABLE dspam_token_data ADD COLUMN "
+                                "weight REAL NOT NULL DEFAULT 0")
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
     # -- users ---------------------------------------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:
         try:
@@ -162,6 +178,21 @@ class SQLiteStore:
                         "SELECT token, spam_hits, innocent_hits FROM dspam_token_data "
                         f"WHERE uid = ? AND token IN ({marks})", [uid, *chunk]):
                     found[_from_db(token)] = (spam, innocent)
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return found
+
+    def weights(self, uid: int, tokens) -> dict[int, float]:
+        ids = [_to_db(t) for t in tokens]
+        found: dict[int, float] = {}
+        try:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i:i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for token, weight in self.db.execute(
+                        "SELECT token, weight FROM dspam_token_data "
+                        f"WHERE uid = ? AND token IN ({marks}) AND weight <> 0", [uid, *chunk]):
+                    found[_from_db(token)] = weight
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         return found
@@ -410,6 +441,13 @@ class SQLiteStore:
                 "UPDATE dspam_token_data SET spam_hits = max(spam_hits + ?1, 0), "
                 "innocent_hits = max(innocent_hits + ?2, 0), last_hit = ?3 "
                 "WHERE uid = ?4 AND token = ?5", shrink)
+        weights = [(uid, _to_db(t), day, batch.weights[t]) for t in sorted(batch.weights)
+                   if batch.weights[t]]
+        if weights:
+            db.executemany(
+                "INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, last_hit, "
+                "weight) VALUES (?1, ?2, 0, 0, ?3, ?4) ON CONFLICT (uid, token) DO UPDATE SET "
+                "weight = weight + ?4, last_hit = ?3", weights)
         deltas = [batch.stats.get(f, 0) for f in STAT_FIELDS]
         if any(deltas):
             cols = ", ".join(STAT_FIELDS)
