@@ -17,8 +17,9 @@ afterwards learned with its true label. Everything goes through the real engine 
 Printed per configuration: ham misclassified % (ham called spam, whitelisted ham counts as
 right), spam misclassified % (spam not called spam), (1-ROCA)% -- one minus the area under
 the ROC curve, in percent, from `Outcome.score`, the classifier's unsaturated spamminess (the
-largest of the enabled algorithms' log-odds margins over their thresholds; ties count half;
-a whitelisted message ranks below everything) -- and wall milliseconds per message for the
+largest of the enabled algorithms' log-odds margins over their thresholds, or with
+``logistic`` the model's margin plus the others' score / 20 over its threshold; ties count
+half; a whitelisted message ranks below everything) -- and wall milliseconds per message for the
 classification plus any correction. Rows run in up to two worker processes (``--processes``);
 time figures are only comparable between rows run the same way.
 
@@ -46,7 +47,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 ALGORITHM_SETS = ("graham", "burton", "robinson", "chi-square", "graham+burton",
-                  "graham+chi-square", "burton+chi-square", "robinson+chi-square")
+                  "graham+chi-square", "burton+chi-square", "robinson+chi-square",
+                  "logistic", "graham+burton+logistic")
 TOKENIZERS = ("chain", "osb", "word")
 _X_SPAM = re.compile(rb"^x-spam-[^:]*:.*(?:\r?\n[ \t].*)*\r?\n", re.I | re.M)
 

@@ -240,3 +240,67 @@ def test_source_addresses_follow_corrections():
     agent.retrain("alice", out.signature, "innocent" if out.is_spam else "spam")
     row = [r for r in agent.store.sources(ctx.uid) if r[1] == ip][0]
     assert row[2:] == ((0, 1) if out.is_spam else (1, 0))
+
+
+def weights_of(agent: Agent, user: str) -> dict[int, float]:
+    uid = agent.user(user).uid
+    return {tok: row[3] for (u, tok), row in agent.store.tokens.items() if u == uid and row[3]}
+
+
+def test_logistic_model_learns_and_a_correction_applies_exactly_once():
+    from filter.engine import logistic
+
+    agent = trained(10, algorithm=["graham", "burton", "logistic"],
+                    test_conditional_training=False)
+    ctx = agent.user("alice")
+    assert weights_of(agent, "alice")  # corpus learning trained the model too
+    before = weights_of(agent, "alice")
+    out = agent.process(ctx, HAM[20])
+    assert out.result in ("Innocent", "Whitelisted")
+    sig = agent.store.signature(out.signature)
+    step, base = sig.model
+    feats = logistic.features(sig.tokens)
+    after = weights_of(agent, "alice")
+    # TEFT: the inbound step went to every token of the message and to the bias, nothing else.
+    for tok in feats:
+        assert after.get(tok, 0.0) == pytest.approx(before.get(tok, 0.0) + step)
+    assert {t for t in after if t not in feats} == {t for t in before if t not in feats}
+    assert agent.retrain("alice", out.signature, "spam").action == "retrained"
+    spam_step = agent.store.signature(out.signature).model[0]
+    assert spam_step > 0 and agent.store.signature(out.signature).model[1] == base
+    moved = weights_of(agent, "alice")
+    for tok in feats:  # the inbound step taken back, the spam step applied: once
+        assert moved.get(tok, 0.0) == pytest.approx(before.get(tok, 0.0) + spam_step)
+    assert agent.retrain("alice", out.signature, "spam").action == "unchanged"
+    assert weights_of(agent, "alice") == moved
+    assert agent.retrain("alice", out.signature, None, unlearn=True).action == "unlearned"
+    assert agent.store.signature(out.signature).model == (0.0, base)
+    restored = weights_of(agent, "alice")
+    assert set(restored) <= set(before) | set(feats)
+    for tok in set(before) | set(feats):
+        assert restored.get(tok, 0.0) == pytest.approx(before.get(tok, 0.0), abs=1e-12)
+
+
+def test_logistic_toe_learns_only_corrections():
+    agent = trained(101, training_mode="toe", whitelist=False,
+                    algorithm=["graham", "burton", "logistic"])
+    ctx = agent.user("alice")
+    before = weights_of(agent, "alice")
+    out = agent.process(ctx, HAM[120])
+    assert out.result == "Innocent" and weights_of(agent, "alice") == before
+    assert agent.store.signature(out.signature).model[0] == 0.0
+    agent.retrain("alice", out.signature, "spam")
+    assert agent.store.signature(out.signature).model[0] > 0
+    assert weights_of(agent, "alice") != before
+
+
+def test_logistic_alone_separates_classes_and_survives_corrections():
+    agent = trained(20, algorithm=["logistic"], whitelist=False)
+    ctx = agent.user("alice")
+    spam = agent.process(ctx, SPAM[30], classify_only=True)
+    ham = agent.process(ctx, HAM[30], classify_only=True)
+    assert (spam.result, ham.result) == ("Spam", "Innocent")
+    assert spam.score > 0 > ham.score and spam.probability > 0.5 > ham.probability
+    out = agent.process(ctx, SPAM[31])
+    agent.retrain("alice", out.signature, "innocent")  # test-conditional passes, Bayes-only
+    assert agent.store.signature(out.signature).trained == "innocent"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from array import array
 
-from filter.engine import classifier, training
+from filter.engine import classifier, logistic, training
 from filter.engine.errors import ConflictError, UnknownSignatureError
 from filter.engine.signatures import load_owned, new_id
 from filter.engine.store.base import Batch, Signature, SignatureUpdate
@@ -123,9 +123,16 @@ class Agent:
         else:
             counts = self.store.lookup(ctx.uid, ids.values())
             stats = self.store.stats(ctx.uid)
+        bayesian = logistic.bayesian(settings.algorithm)
         verdict = classifier.classify(freq, ids, counts, stats.spam_learned,
-                                      stats.innocent_learned, settings.algorithm,
+                                      stats.innocent_learned, bayesian or ("graham",),
                                       settings.processor_bias)
+        if logistic.enabled(settings.algorithm):
+            # One more batched SELECT (the weights); nothing per token.
+            feats = logistic.features(ids.values())
+            weights = self.store.weights(ctx.uid, feats) if ctx.uid is not None else {}
+            logistic.apply(verdict, logistic.margin(feats, weights),
+                           verdict.score if bayesian else 0.0, feats, not bayesian)
         whitelisted = False
         if settings.whitelist:
             sender = next((t for t in freq if t.startswith("wl:")), None)
@@ -160,11 +167,18 @@ class Agent:
         applied, counters = training.inbound(mode, klass, hits, verdict.confidence, wl_index)
 
         batch, source_ip = self._learning(ctx, headers, klass, id_list, applied, counters)
+        model = (0.0, 0.0)
+        if verdict.model is not None:
+            z, base, feats = verdict.model
+            step = 0.0
+            if klass + "_learned" in counters:  # the mode learns it (TEFT, TUM), not TOE
+                step = self._train_model(batch, feats, z, base, klass)
+            model = (step, base)
         sig_id = self.make_id()
         batch.new_signature = Signature(
             sig_id, ctx.uid, int(self.clock()), result.lower(), klass if counters else "",
             ",".join(counters), source_ip, array("Q", id_list),
-            bytes(min(freq[t], 255) for t in tokens), bytes(applied))
+            bytes(min(freq[t], 255) for t in tokens), bytes(applied), model)
         self.commit_inbound(ctx.uid, batch)
         outcome.signature = sig_id
         outcome.action = "learned" if any(applied) else "classified"
@@ -181,6 +195,16 @@ class Agent:
         if source_ip:
             batch.add_source(source_ip, *_class_delta(klass, +1))
         return batch, source_ip
+
+    @staticmethod
+    def _train_model(batch: Batch, feats: list[int], z: float, base: float,
+                     klass: str) -> float:
+        """Train the logistic model toward `klass` in `batch`; the step applied."""
+        step = logistic.train(z, base, len(feats), klass == "spam")
+        if step:
+            for f in feats:
+                batch.add_weight(f, step)
+        return step
 
     @staticmethod
     def _apply(batch: Batch, id_list, applied, klass: str, sign: int) -> None:
@@ -203,21 +227,31 @@ class Agent:
         uid = ctx.uid
         assert uid is not None  # created above
         headers = parse_top_headers(raw)
-        freq = self.tokenizer(ctx.settings).tokenize(raw, headers)
+        verdict = None
+        if logistic.enabled(ctx.settings.algorithm):
+            # The model trains beside the Bayes score, so it needs the message scored.
+            freq, _ids, counts, _stats, verdict, _white = self.score(ctx, raw, headers)
+        else:
+            freq = self.tokenizer(ctx.settings).tokenize(raw, headers)
         tokens = list(freq)
         id_list = [token_id(t) for t in tokens]
         if source == "inoculation":
-            counts = self.store.lookup(uid, id_list)
+            if verdict is None:
+                counts = self.store.lookup(uid, id_list)
             applied, counters = training.inoculation(klass, [counts.get(i, (0, 0))
                                                              for i in id_list])
         else:
             applied, counters = training.corpus(klass, len(id_list))
         batch, source_ip = self._learning(ctx, headers, klass, id_list, applied, counters)
+        model = (0.0, 0.0)
+        if verdict is not None and verdict.model is not None:
+            z, base, feats = verdict.model
+            model = (self._train_model(batch, feats, z, base, klass), base)
         if signature_id is not None:
             batch.new_signature = Signature(
                 signature_id, uid, int(self.clock()), klass, klass, ",".join(counters),
                 source_ip, array("Q", id_list), bytes(min(freq[t], 255) for t in tokens),
-                bytes(applied))
+                bytes(applied), model)
         self.store.commit(uid, batch)
         return Outcome(ctx.name, _label(klass), 1.0 if klass == "spam" else 0.0, 1.0,
                        signature_id, action="learned")
@@ -269,6 +303,18 @@ class Agent:
             batch.add_stat(counter, -1)
         if sig.source_ip and old:
             batch.add_source(sig.source_ip, *_class_delta(old, -1))
+        # The logistic model: take back the step this message applied, then (below) train
+        # toward the true class from the weights without it, beside the same Bayes score.
+        old_step, base = sig.model
+        feats = logistic.features(id_list)
+        if old_step:
+            for f in feats:
+                batch.add_weight(f, -old_step)
+        model = (0.0, base)
+        if target and logistic.enabled(ctx.settings.algorithm):
+            weights = self.store.weights(sig.uid, feats)
+            z = logistic.margin(feats, weights) - old_step * len(feats)
+            model = (self._train_model(batch, feats, z, base, target), base)
         applied = bytearray(len(id_list))
         counters: list[str] = []
         if target:
@@ -281,7 +327,7 @@ class Agent:
             if sig.source_ip:
                 batch.add_source(sig.source_ip, *_class_delta(target, +1))
         new = Signature(sig.id, sig.uid, sig.created, sig.result, target, ",".join(counters),
-                        sig.source_ip, sig.tokens, sig.freqs, bytes(applied))
+                        sig.source_ip, sig.tokens, sig.freqs, bytes(applied), model)
         batch.signature_update = SignatureUpdate(sig.id, old, target, new.counter, new.pack())
         self.store.commit(sig.uid, batch)
         return Outcome(ctx.name, _label(target or old), signature=sig.id,
@@ -313,7 +359,8 @@ class Agent:
                     current[token] = (max(s + ds + amount, 0), max(i + di, 0))
                 else:
                     current[token] = (max(s + ds, 0), max(i + di + amount, 0))
-            verdict = classifier.classify(freq, None, current, ts, ti, settings.algorithm,
+            verdict = classifier.classify(freq, None, current, ts, ti,
+                                          logistic.bayesian(settings.algorithm) or ("graham",),
                                           settings.processor_bias)
             if verdict.is_spam == spam_side or _pass == training.TCT_PASSES - 1:
                 return

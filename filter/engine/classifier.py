@@ -43,7 +43,7 @@ _SPAM_LOGIT = math.log(SPAM_THRESHOLD / (1.0 - SPAM_THRESHOLD))
 class Verdict:
     """The outcome of scoring one message."""
 
-    __slots__ = ("is_spam", "probability", "confidence", "factors", "votes", "score")
+    __slots__ = ("is_spam", "probability", "confidence", "factors", "votes", "score", "model")
 
     def __init__(self, is_spam: bool, probability: float, confidence: float,
                  factors: list[tuple[str, float]], votes: dict[str, float],
@@ -57,6 +57,9 @@ class Verdict:
         # enabled algorithms' log-odds margins over their thresholds. Probabilities saturate
         # at 0.0000/1.0000 on most mail, which would tie them when ranking for a ROC curve.
         self.score = score
+        # With the logistic algorithm: (margin z, Bayes score beside it, feature ids), which
+        # training needs (filter/engine/logistic.py); None without it.
+        self.model: tuple[float, float, list[int]] | None = None
 
 
 def token_probability(s: int, i: int, ts: int, ti: int, bias: bool) -> float:
