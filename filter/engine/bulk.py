@@ -16,6 +16,11 @@ tokenized: SQLite and the MySQL client release the GIL while the database works,
 2-core reference machine the writes overlap the tokenizing instead of adding to it. At most
 one flush waits for the writer, which bounds memory to about two flushes' tokens.
 
+With the ``logistic`` algorithm enabled for the user, each message is learned on its own
+(`Agent.learn`): the model's gradient step depends on the message's score under everything
+learned before it, which counting in bulk cannot give. That path runs at the speed of
+`Agent.learn` (one transaction per message).
+
 Messages spamsift stamped itself are recognised (`unstamp`): the Subject tag and the
 ``!DSPAM:id!`` body tag are removed before tokenizing, and a message whose signature this user
 still has is not learned twice: if its signature already counts it as the same class it is
@@ -103,7 +108,12 @@ class CorpusLearner:
         self.sources: dict[str, list[int]] = {}
         self.commits = 0
         self._writer_store: Store | None = None
-        self.background = background and not self.store.url.startswith("memory")
+        from filter.engine import logistic
+
+        # The logistic model learns message by message (see the module docstring).
+        self.per_message = logistic.enabled(self.settings.algorithm)
+        self.background = (background and not self.per_message
+                           and not self.store.url.startswith("memory"))
         self._writer: threading.Thread | None = None
         self._failure: BaseException | None = None
 
@@ -118,6 +128,9 @@ class CorpusLearner:
             raw = unstamp(raw, settings)
         elif b"!DSPAM:" in raw:
             raw = unstamp(raw, settings)
+        if self.per_message:
+            self.agent.learn(self.ctx, raw, klass)
+            return LEARNED
         headers = parse_top_headers(raw)
         freq = self.tokenizer.tokenize(raw, headers)
         self.counts[klass].update(freq.keys())
