@@ -41,7 +41,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import concurrency_worker as cw
 
-from filter.engine import config, mime
+from filter.engine import config, logistic, mime
 from filter.engine.sources import first_external_ip
 from filter.engine.store.base import STAT_FIELDS, open_store
 from filter.engine.tokenizer import Tokenizer, token_id
@@ -100,7 +100,8 @@ def read_state(backend: str, url: str) -> dict:
         users = dict(rows("SELECT uid, username FROM dspam_virtual_uids"))
         tokens = {(users[uid], int(token) % (1 << 64)): (int(s), int(i))
                   for uid, token, s, i in rows("SELECT uid, token, spam_hits, innocent_hits "
-                                               "FROM dspam_token_data")}
+                                               "FROM dspam_token_data")
+                  if int(token) % (1 << 64) != logistic.BIAS}  # the model's bias: no counts
         fields = ", ".join(STAT_FIELDS)
         stats = {users[r[0]]: tuple(int(v) for v in r[1:])
                  for r in rows(f"SELECT uid, {fields} FROM dspam_stats")}

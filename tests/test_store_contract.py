@@ -429,6 +429,8 @@ def test_mysql_init_adds_the_weight_column_to_a_schema_1_database(mysql_url):
             cur.execute("ALTER TABLE dspam_token_data DROP COLUMN weight")
         store.db.commit()
         assert any("weight" in p for p in store.check())
+        with pytest.raises(CorruptDatabaseError, match="db init"):
+            store.weights(store.uid("u"), [1])
         assert store.initialize() == ["added dspam_token_data.weight"]
         assert store.initialize() == []
         assert store.check() == []

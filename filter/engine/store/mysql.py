@@ -34,6 +34,7 @@ RETRIES = 5                  # deadlock / lock wait timeout retries per commit
 _RETRY_CODES = (1205, 1213)  # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
 _GONE_CODES = (2003, 2006, 2013, 2055, 1045, 1044, 1049)  # cannot reach / not allowed / no db
 _NO_TABLE = 1146             # ER_NO_SUCH_TABLE
+_NO_COLUMN = 1054            # ER_BAD_FIELD_ERROR
 
 
 def parse_datafile(path: str) -> dict:
@@ -102,6 +103,9 @@ def _translate(exc: BaseException) -> StorageError:
     if code == _NO_TABLE:
         return CorruptDatabaseError(f"spamsift tables missing ({exc.args[-1]}): run "
                                     "'spamsift db init'")
+    if code == _NO_COLUMN:  # an older schema, e.g. 1 without the weight column
+        return CorruptDatabaseError(f"spamsift schema is older than this spamsift "
+                                    f"({exc.args[-1]}): run 'spamsift db init'")
     return StorageUnavailableError(f"MySQL: {exc.args[-1] if exc.args else exc}")
 
 
