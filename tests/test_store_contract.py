@@ -436,3 +436,21 @@ def test_mysql_init_adds_the_weight_column_to_a_schema_1_database(mysql_url):
         assert store.check() == []
     finally:
         store.close()
+
+
+def test_weights_ride_along_with_every_kind_of_count_change(store):
+    uid = store.uid("u")
+    batch = Batch("2026-11-24")
+    batch.add_token(1, 2, 0)
+    batch.add_token(2, 1, 0)
+    batch.add_weight(1, 0.5)
+    batch.add_weight(2, 0.5)
+    store.commit(uid, batch)
+    batch = Batch("2026-11-25")  # a correction: spam -> innocent, and one that is missing
+    for token in (1, 2, 3):
+        batch.add_token(token, -1, 1)
+        batch.add_weight(token, -0.75)
+    store.commit(uid, batch)
+    assert store.lookup(uid, [1, 2, 3]) == {1: (1, 1), 2: (0, 1), 3: (0, 1)}
+    found = store.weights(uid, [1, 2, 3])
+    assert found == pytest.approx({1: -0.25, 2: -0.25, 3: -0.75})

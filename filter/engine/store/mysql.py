@@ -352,13 +352,14 @@ class MySQLStore:
                             (watch.klass, watch.at, uid, watch.key, watch.expected))
             if cur.rowcount != 1:
                 raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
-        grow: list[tuple[int, int, int]] = []
+        grow: list[tuple[int, int, int, float]] = []
         shrink: dict[tuple[int, int], list[int]] = {}
+        weights = dict(batch.weights)  # a growing token's weight rides in its count upsert
         for token in sorted(batch.tokens):
             spam, innocent = batch.tokens[token]
             if spam >= 0 and innocent >= 0:
                 if spam or innocent:
-                    grow.append((token, spam, innocent))
+                    grow.append((token, spam, innocent, weights.pop(token, 0.0)))
             else:
                 shrink.setdefault((spam, innocent), []).append(token)
         # Corrections, grouped by their delta pair. A pair with an increase is one clamped
@@ -367,7 +368,8 @@ class MySQLStore:
         # COMMITTED). Pure decreases only touch rows that exist.
         for (spam, innocent), tokens in sorted(shrink.items()):
             if spam > 0 or innocent > 0:
-                rows = [(t, max(spam, 0), max(innocent, 0)) for t in tokens]
+                rows = [(t, max(spam, 0), max(innocent, 0), weights.pop(t, 0.0))
+                        for t in tokens]
                 self._insert_tokens(cur, uid, day, rows, deltas=(spam, innocent))
                 continue
             for in_list in token_lists(tokens):
@@ -378,11 +380,11 @@ class MySQLStore:
                     f"last_hit = %s WHERE uid = %s AND token IN ({in_list})",
                     (spam, innocent, day, uid))
         self._insert_tokens(cur, uid, day, grow)
-        weights = [(t, batch.weights[t]) for t in sorted(batch.weights) if batch.weights[t]]
+        rest = [(t, weights[t]) for t in sorted(weights) if weights[t]]
         quoted_day = "'" + day.replace("'", "") + "'"
-        for i in range(0, len(weights), INSERT_CHUNK):
+        for i in range(0, len(rest), INSERT_CHUNK):
             values = ",".join(f"({int(uid)},{int(t)},0,0,{quoted_day},{float(w)!r})"
-                              for t, w in weights[i:i + INSERT_CHUNK])
+                              for t, w in rest[i:i + INSERT_CHUNK])
             cur.execute("INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, "
                         f"last_hit, weight) VALUES {values} ON DUPLICATE KEY UPDATE "
                         "weight = weight + VALUES(weight), last_hit = VALUES(last_hit)")
@@ -418,23 +420,25 @@ class MySQLStore:
 
         Without `deltas`, rows carry non-negative deltas that are added. With `deltas` (one
         correction pair for all rows, which may be negative), a new row gets the clamped
-        values of the row and an existing one is changed by `deltas`, clamped at zero.
+        values of the row and an existing one is changed by `deltas`, clamped at zero. Each
+        row's last element is its weight delta, added either way.
         """
         if deltas is None:
             tail = ("ON DUPLICATE KEY UPDATE spam_hits = spam_hits + VALUES(spam_hits), "
                     "innocent_hits = innocent_hits + VALUES(innocent_hits), "
-                    "last_hit = VALUES(last_hit)")
+                    "last_hit = VALUES(last_hit), weight = weight + VALUES(weight)")
         else:
             tail = (f"ON DUPLICATE KEY UPDATE "
                     f"spam_hits = GREATEST(CAST(spam_hits AS SIGNED) + {int(deltas[0])}, 0), "
                     f"innocent_hits = GREATEST(CAST(innocent_hits AS SIGNED) + "
-                    f"{int(deltas[1])}, 0), last_hit = VALUES(last_hit)")
+                    f"{int(deltas[1])}, 0), last_hit = VALUES(last_hit), "
+                    f"weight = weight + VALUES(weight)")
         quoted_day = "'" + day.replace("'", "") + "'"
         for i in range(0, len(rows), INSERT_CHUNK):
-            values = ",".join(f"({int(uid)},{int(t)},{int(s)},{int(n)},{quoted_day})"
-                              for t, s, n in rows[i:i + INSERT_CHUNK])
+            values = ",".join(f"({int(uid)},{int(t)},{int(s)},{int(n)},{quoted_day},"
+                              f"{float(w)!r})" for t, s, n, w in rows[i:i + INSERT_CHUNK])
             cur.execute("INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, "
-                        f"last_hit) VALUES {values} {tail}")
+                        f"last_hit, weight) VALUES {values} {tail}")
 
     # -- purging -------------------------------------------------------------------------
     # Purge walks the date index (last_hit, created_on, last_seen) from the oldest row,
