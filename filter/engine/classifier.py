@@ -1,8 +1,11 @@
 """Token probabilities and the combining algorithms: graham, burton, robinson, chi-square.
 
 Each enabled algorithm votes; the message is spam when any one says spam (DSPAM's
-``Algorithm graham burton`` semantics). Where DSPAM 3.10.2 has a known bug this module does
-what the algorithm's author meant instead:
+``Algorithm graham burton`` semantics). The ``logistic`` algorithm (logistic.py, the default
+beside graham and burton) is not scored here: `Agent.score` adds it to this module's verdict,
+and then the decision is the model's margin plus this verdict's score.
+
+Where DSPAM 3.10.2 has a known bug this module does what the algorithm's author meant instead:
 
 * Robinson's shrink uses each token's own hit count, not the heap size.
 * chi-square uses Robinson's f(w) with strength 0.45 and a 0.1 exclusion radius (SpamBayes'
