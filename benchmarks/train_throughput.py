@@ -53,12 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-mysql", action="store_true")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--algorithm", action="append", metavar="NAME",
+                        help="train with this algorithm set instead of the default (repeat "
+                             "for several, e.g. --algorithm graham --algorithm burton)")
     args = parser.parse_args(argv)
     root = corpus_dir(args.corpus)
     entries = read_index(root)
     random.Random(args.seed).shuffle(entries)
     command = spamsift_command()
     print("targets: >= 1000 msg/s into SQLite, >= 500 into MySQL, < 300 MB resident")
+    print("algorithm: " + (" ".join(args.algorithm) if args.algorithm else "the default"))
     with tempfile.TemporaryDirectory(prefix="spamsift-train-bench-") as tmp:
         index = os.path.join(tmp, "index")
         with open(index, "w") as fh:
@@ -73,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
                 os.mkdir(home)
                 env = dict(os.environ, SPAMSIFT_HOME=home)
                 env.pop("SPAMSIFT_CONFIG", None)
+                if args.algorithm:
+                    conf = os.path.join(home, "spamsift.toml")
+                    with open(conf, "w") as fh:
+                        fh.write("algorithm = [" + ", ".join(f'"{a}"' for a in args.algorithm)
+                                 + "]\n")
+                    env["SPAMSIFT_CONFIG"] = conf
                 dbname = None
                 if server:
                     import pymysql
