@@ -36,7 +36,8 @@ def test_dspam_rules_delete_exactly_the_stale_rows(store):
     settings = config.Settings({})
     rules = purging.plan(settings, store, now=NOW)
     assert [r.name for r in rules] == ["hapaxes", "single_spam", "single_innocent",
-                                       "unused_teft", "unused_tum", "signatures", "sources"]
+                                       "unused_teft", "unused_tum", "signatures", "sources",
+                                       "watch_records"]
     counts = {r.name: store.purge_count(r) for r in rules}
     # Hapaxes older than 30 days: token 1 of each user. Tokens 3, 4, 5 are hapaxes too but
     # only 20 days old; token 7 has 2*10+10 = 30 hits.
@@ -72,6 +73,33 @@ def test_signatures_and_sources_expire(store):
             _n, cursor = store.purge_step(rule, 100, None if cursor == "start" else cursor)
     assert store.signature(f"{1:030x}") is None and store.signature(f"{2:030x}") is not None
     assert [r[1] for r in store.sources(uid)] == ["192.0.2.1", "192.0.2.2"]
+
+
+def test_watch_records_go_when_old_and_their_signature_is_gone(store):
+    """A watcher record is kept while its signature exists (a rescan would compare the
+    message with the signature's verdict again) and while it is younger than purge_unused."""
+    from array import array
+
+    from filter.engine.store.base import Signature, WatchUpdate
+
+    uid = store.uid("w")
+    old, fresh = int(NOW - 100 * 86400), int(NOW - 10 * 86400)
+    batch = Batch(day(2))
+    batch.new_signature = Signature("a" * 30, uid, 0, "spam", "spam", "spam_learned", "",
+                                    array("Q", [1]), b"\x01", b"\x01")
+    batch.watch = [WatchUpdate("a" * 30, None, "spam", old),          # signature kept
+                   WatchUpdate("b" * 30, None, "innocent", old),      # signature gone, old
+                   WatchUpdate("sha256:" + "c" * 32, None, "spam", old),  # digest key, old
+                   WatchUpdate("d" * 30, None, "spam", fresh)]        # gone, but recent
+    store.commit(uid, batch)
+    rule = next(r for r in purging.plan(config.Settings({}), store, now=NOW)
+                if r.name == "watch_records")
+    assert store.purge_count(rule) == 2
+    cursor = "start"
+    while cursor is not None:
+        _n, cursor = store.purge_step(rule, 1, None if cursor == "start" else cursor)
+    keys = ["a" * 30, "b" * 30, "sha256:" + "c" * 32, "d" * 30]
+    assert sorted(store.watch_states(uid, keys)) == ["a" * 30, "d" * 30]
 
 
 def test_a_rule_with_age_zero_is_off():

@@ -12,9 +12,15 @@ date is before today minus N):
 | unused (TUM)     | dspam_token_data       | innocent_hits + spam_hits < 50, TUM users        |
 | signatures       | dspam_signature_data   | created_on is old                                |
 | sources          | spamsift_sources       | last_seen is old (same age as unused tokens)     |
+| watch_records    | spamsift_watch_messages| updated_at is old (same age) and the message's   |
+|                  |                        | signature is gone                                |
 
 TOE and NOTRAIN users keep tokens that are merely unused: under TOE a mature token is read
-much more often than written, so its last_hit says little (DSPAM's rule). A store applies a
+much more often than written, so its last_hit says little (DSPAM's rule). A watcher record is kept while its
+signature exists: without the record, a watcher that rescans from scratch would compare the
+message with its signature's verdict again and could retrain it. Once the signature is purged
+the record only matters with `watch_learn_unsigned` (the message could be learned as corpus once
+more after a full rescan), so it goes after `purge_unused` days. A store applies a
 rule in small batches (`Store.purge_step`) so that no delete holds locks for long.
 """
 
@@ -33,6 +39,9 @@ RULES = {
     "unused_tum": ("dspam_token_data", "innocent_hits + spam_hits < 50", "purge_unused"),
     "signatures": ("dspam_signature_data", "1 = 1", "purge_signatures"),
     "sources": ("spamsift_sources", "1 = 1", "purge_unused"),
+    "watch_records": ("spamsift_watch_messages",
+                      "NOT EXISTS (SELECT 1 FROM dspam_signature_data s "
+                      "WHERE s.signature = message_key)", "purge_unused"),
 }
 # The same conditions in Python, for the memory store: (spam_hits, innocent_hits) -> bool.
 PREDICATES = {
@@ -43,9 +52,12 @@ PREDICATES = {
     "unused_tum": lambda s, i: i + s < 50,
     "signatures": lambda s, i: True,
     "sources": lambda s, i: True,
+    "watch_records": lambda s, i: True,  # the memory store checks the signature itself
 }
 DATE_COLUMN = {"dspam_token_data": "last_hit", "dspam_signature_data": "created_on",
-               "spamsift_sources": "last_seen"}
+               "spamsift_sources": "last_seen", "spamsift_watch_messages": "updated_at"}
+# Tables whose date column is unix time: their rule's `before` is a number (as text).
+UNIX_TIME = ("spamsift_watch_messages",)
 
 
 class Rule:
@@ -86,5 +98,7 @@ def plan(settings, store, now: float | None = None) -> list[Rule]:
             uids = modes["tum"]
         if uids is not None and not uids:
             continue
-        rules.append(Rule(name, table, condition, cutoff(days, now), uids))
+        before = (str(int(now - days * 86400)) if table in UNIX_TIME
+                  else cutoff(days, now))
+        rules.append(Rule(name, table, condition, before, uids))
     return rules

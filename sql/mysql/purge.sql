@@ -45,3 +45,10 @@ DELETE FROM dspam_signature_data
 
 DELETE FROM spamsift_sources
  WHERE last_seen < CURRENT_DATE - INTERVAL @unused DAY ORDER BY last_seen LIMIT 100;
+
+-- Watcher records whose signature is gone (updated_at is unix time).
+DELETE FROM spamsift_watch_messages
+ WHERE updated_at < UNIX_TIMESTAMP() - @unused * 86400
+   AND NOT EXISTS (SELECT 1 FROM dspam_signature_data s
+                    WHERE s.signature = spamsift_watch_messages.message_key)
+ ORDER BY updated_at LIMIT 100;

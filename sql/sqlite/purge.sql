@@ -42,4 +42,10 @@ DELETE FROM dspam_signature_data
 DELETE FROM spamsift_sources
  WHERE last_seen < date('now', '-' || (SELECT unused FROM ages) || ' days');
 
+-- Watcher records whose signature is gone (updated_at is unix time).
+DELETE FROM spamsift_watch_messages
+ WHERE updated_at < CAST(strftime('%s', 'now') AS INTEGER) - (SELECT unused FROM ages) * 86400
+   AND NOT EXISTS (SELECT 1 FROM dspam_signature_data s
+                    WHERE s.signature = spamsift_watch_messages.message_key);
+
 DROP TABLE ages;

@@ -196,6 +196,12 @@ class MemoryStore:
             for sig_id, (uid, day, _sig) in sorted(self.signatures.items()):
                 if day < rule.before and (rule.uids is None or uid in rule.uids):
                     yield sig_id, self.signatures
+        elif rule.table == "spamsift_watch_messages":
+            before = int(rule.before)
+            for (uid, key), (_klass, at) in sorted(self.watch_rows.items()):
+                if (at < before and key not in self.signatures
+                        and (rule.uids is None or uid in rule.uids)):
+                    yield (uid, key), self.watch_rows
         else:
             for (uid, ip), row in sorted(self.source_rows.items()):
                 if row[2] < rule.before and (rule.uids is None or uid in rule.uids):

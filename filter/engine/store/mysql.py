@@ -447,7 +447,8 @@ class MySQLStore:
     # once, not once per batch as a repeated "DELETE ... ORDER BY last_hit LIMIT n" would.
     _PURGE_KEYS = {"dspam_token_data": ("last_hit", "uid", "token"),
                    "dspam_signature_data": ("created_on", "signature"),
-                   "spamsift_sources": ("last_seen", "uid", "ip")}
+                   "spamsift_sources": ("last_seen", "uid", "ip"),
+                   "spamsift_watch_messages": ("updated_at", "uid", "message_key")}
 
     def _purge_where(self, rule) -> tuple[str, list]:
         date = self._PURGE_KEYS[rule.table][0]
@@ -494,8 +495,11 @@ class MySQLStore:
                                     cur.execute("DELETE FROM dspam_token_data WHERE uid = %s "
                                                 f"AND token IN ({in_list})", (uid,))
                             else:
-                                cur.execute(f"DELETE FROM {rule.table} WHERE uid = %s AND ip "
-                                            "IN (" + ",".join(["%s"] * len(keys_of_uid)) + ")",
+                                column = ("ip" if rule.table == "spamsift_sources"
+                                          else "message_key")
+                                cur.execute(f"DELETE FROM {rule.table} WHERE uid = %s AND "
+                                            f"{column} IN ("
+                                            + ",".join(["%s"] * len(keys_of_uid)) + ")",
                                             [uid, *keys_of_uid])
                 self.db.commit()
                 break

@@ -315,7 +315,8 @@ class SQLiteStore:
     # SQLite has no last_hit index (see the schema): purge walks the primary key instead, one
     # pass over the table whatever the ages, and deletes each batch by key.
     _PURGE_KEYS = {"dspam_token_data": ("uid", "token"), "dspam_signature_data": ("signature",),
-                   "spamsift_sources": ("uid", "ip")}
+                   "spamsift_sources": ("uid", "ip"),
+                   "spamsift_watch_messages": ("uid", "message_key")}
 
     def _purge_where(self, rule) -> tuple[str, list]:
         from filter.engine.purging import DATE_COLUMN
