@@ -38,6 +38,7 @@ import time
 from collections import Counter
 
 from filter.engine.errors import SignatureError
+from filter.engine.maildir import signature_of
 from filter.engine.tokenizer import blake2b as _blake2b, parse_top_headers
 
 TYPE_CHECKING = False
@@ -56,19 +57,6 @@ def _header_end(raw: bytes) -> int:
         if at >= 0:
             return at
     return len(raw)
-
-
-def stamp_signature(raw: bytes, header_prefix: str) -> str | None:
-    """The signature in the message's own ``<prefix>-Signature`` header, if it has one."""
-    from filter.engine.message import Message
-
-    value = Message(raw).get_header(header_prefix + "-Signature")
-    if not value:
-        return None
-    sig = value.split()[0].decode("latin-1", "replace") if value.split() else ""
-    if 0 < len(sig) <= 127 and sig.isascii() and all(c.isalnum() or c == "," for c in sig):
-        return sig
-    return None
 
 
 def unstamp(raw: bytes, settings) -> bytes:
@@ -220,7 +208,7 @@ class CorpusLearner:
     def add(self, raw: bytes, klass: str) -> str:
         """Count one message as `klass`; LEARNED, KNOWN or CORRECTED."""
         settings = self.settings
-        sig_id = stamp_signature(raw, settings.header_prefix)
+        sig_id = signature_of(raw, settings.header_prefix + "-Signature")
         if sig_id is not None:
             done = self._known(sig_id, klass)
             if done is not None:

@@ -110,12 +110,12 @@ def signature_of(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str | No
 
     Only that header counts: a forwarded message's quoted signature belongs to someone else's
     copy, and a ``!DSPAM:id!`` body tag is not trusted to name a message."""
-    from filter.engine.message import Message
+    from filter.engine.message import Message, valid_signature
 
     value = Message(raw).get_header(header_name)
     if value:
         sig = value.split()[0].decode("latin-1", "replace") if value.split() else ""
-        if 0 < len(sig) <= 127 and sig.isascii() and all(c.isalnum() or c == "," for c in sig):
+        if valid_signature(sig):
             return sig
     return None
 

@@ -144,7 +144,7 @@ def find_signature(raw: bytes, header_name: str) -> str | None:
     value = msg.get_header(header_name)
     if value:
         sig = value.split()[0].decode("latin-1", "replace")
-        if _valid_sig(sig):
+        if valid_signature(sig):
             return sig
     found = _search(raw, header_name)
     if found:
@@ -159,7 +159,8 @@ def find_signature(raw: bytes, header_name: str) -> str | None:
     return None
 
 
-def _valid_sig(sig: str) -> bool:
+def valid_signature(sig: str) -> bool:
+    """Whether `sig` has the form of a signature id (what every reader of one accepts)."""
     return 0 < len(sig) <= 127 and all(c.isalnum() or c == "," for c in sig) and sig.isascii()
 
 

@@ -13,6 +13,7 @@ import os
 
 from filter.engine.errors import ForeignSignatureError, UnknownSignatureError
 from filter.engine.message import find_signature as find_in_message  # noqa: F401 - re-export
+from filter.engine.message import valid_signature
 
 ID_BYTES = 15
 
@@ -21,14 +22,9 @@ def new_id() -> str:
     return os.urandom(ID_BYTES).hex()
 
 
-def well_formed(signature_id: str) -> bool:
-    return 0 < len(signature_id) <= 127 and signature_id.isascii() and all(
-        c.isalnum() or c == "," for c in signature_id)
-
-
 def load_owned(store, signature_id: str, uid: int | None):
     """The stored signature if it belongs to `uid` (None: to whoever owns it), else raise."""
-    sig = store.signature(signature_id) if well_formed(signature_id) else None
+    sig = store.signature(signature_id) if valid_signature(signature_id) else None
     if sig is None:
         raise UnknownSignatureError(
             f"signature {signature_id[:40]!r} is unknown (never issued, or purged)")
