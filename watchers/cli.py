@@ -18,13 +18,16 @@ from filter.engine import exitcodes
 from filter.engine.errors import SpamsiftError, UsageError
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 64, not argparse's usage dump + 2
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for the watch commands (Maildir and IMAP): a bad command line is one line
+    and exit 64, not argparse's usage dump and exit 2."""
+
+    def error(self, message: str):
         raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="spamsift watch",
         description="Watch Maildir++ mailboxes under each ROOT (found by watch_path_template, "
                     "default %%d/%%u/Maildir -> user u@d) and retrain mail that users drag into "

@@ -536,13 +536,10 @@ class Idler(threading.Thread):
 
 
 # -- the command -----------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 64, not argparse's usage dump + 2
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    from watchers.cli import OneLineParser
+
+    parser = OneLineParser(
         prog="spamsift watch",
         description="Follow an IMAP account's INBOX and spam folders and retrain mail its user "
                     "drags into or out of a spam folder, exactly once. Never changes the "
