@@ -244,3 +244,30 @@ def interleave(streams: list[Stream]):
 def _chain(streams: list[Stream]):
     for stream in streams:
         yield from stream.open()
+
+
+# -- the command line of `train` and `evaluate` ----------------------------------------------
+def add_source_arguments(parser) -> None:
+    """The source arguments `spamsift train` and `spamsift evaluate` share."""
+    parser.add_argument("sources", nargs="*", metavar="SOURCE")
+    parser.add_argument("--spam", action="append", default=[], metavar="PATH",
+                        help="everything under PATH is spam (repeatable)")
+    parser.add_argument("--ham", action="append", default=[], metavar="PATH",
+                        help="everything under PATH is ham (repeatable)")
+    parser.add_argument("--password-file", help="IMAP password from this file")
+    parser.add_argument("--cafile", help="CA certificates to verify an IMAP server with")
+
+
+def require_sources(args, what: str) -> None:
+    """UsageError (one line) when the command line names no source at all."""
+    if not (args.sources or args.spam or args.ham):
+        raise UsageError(f"nothing to {what}: give a SOURCE, --spam PATH or --ham PATH")
+
+
+def planned_streams(args, settings) -> list[Stream]:
+    """The streams of the command line's sources; UsageError when they hold no message."""
+    imap_options = {"password_file": args.password_file, "cafile": args.cafile}
+    streams = plan_sources(args.sources, args.spam, args.ham, settings, imap_options)
+    if not sum(s.count for s in streams):
+        raise UsageError("the sources hold no messages")
+    return streams

@@ -44,11 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Estimate a user's accuracy on existing mail, without changing the "
                     "user's data: a chronological replay and k-fold cross-validation. "
                     "Sources as for 'spamsift train'.")
-    parser.add_argument("sources", nargs="*", metavar="SOURCE")
+    from trainer.corpus import add_source_arguments
+
+    add_source_arguments(parser)
     parser.add_argument("--user", required=True,
                         help="whose settings to evaluate (their data is not touched)")
-    parser.add_argument("--spam", action="append", default=[], metavar="PATH")
-    parser.add_argument("--ham", action="append", default=[], metavar="PATH")
     parser.add_argument("--folds", type=int, default=5,
                         help="k for cross-validation (default 5; 0 skips it)")
     parser.add_argument("--no-replay", action="store_true", help="skip the replay")
@@ -57,8 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--order-file", metavar="FILE",
                         help="write the replay order ('spam|ham NAME' lines) to FILE")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--password-file", help="IMAP password from this file")
-    parser.add_argument("--cafile", help="CA certificates to verify an IMAP server with")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--config", help="configuration file")
     return parser
@@ -327,19 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = config.load(args.config)
         user = users.validate(args.user)
         users.authorize(users.this_process(), [user], settings.trusted_users)
-        if not (args.sources or args.spam or args.ham):
-            raise UsageError("nothing to evaluate: give a SOURCE, --spam PATH or --ham PATH")
+        from trainer.corpus import interleave, planned_streams, require_sources
+        from trainer.train import Progress
+
+        require_sources(args, "evaluate")
         if args.folds == 1 or args.folds < 0:
             raise UsageError("--folds must be 0 (skip) or at least 2")
         settings = _user_settings(settings, user)
-        from trainer.corpus import interleave, plan_sources
-        from trainer.train import Progress
-
-        imap_options = {"password_file": args.password_file, "cafile": args.cafile}
-        streams = plan_sources(args.sources, args.spam, args.ham, settings, imap_options)
-        total = sum(s.count for s in streams)
-        if not total:
-            raise UsageError("the sources hold no messages")
+        streams = planned_streams(args, settings)
         started = time.monotonic()
         spool = Spool()
         last = 0.0

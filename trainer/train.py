@@ -31,12 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "('spam PATH' / 'ham PATH' lines), or imap://user@host/FOLDER; --spam and "
                     "--ham label any source (also mbox files, MH folders and directories of "
                     "one-message files).")
-    parser.add_argument("sources", nargs="*", metavar="SOURCE")
+    from trainer.corpus import add_source_arguments
+
+    add_source_arguments(parser)
     parser.add_argument("--user", required=True, help="the user to train")
-    parser.add_argument("--spam", action="append", default=[], metavar="PATH",
-                        help="train everything under PATH as spam (repeatable)")
-    parser.add_argument("--ham", action="append", default=[], metavar="PATH",
-                        help="train everything under PATH as ham (repeatable)")
     parser.add_argument("--strategy", choices=("corpus", "error"), default="corpus",
                         help="corpus: learn every message (default); error: train on error "
                              "in repeated passes")
@@ -44,8 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="most passes for --strategy error (default 5)")
     parser.add_argument("--flush", type=int, default=2000,
                         help="messages per transaction for --strategy corpus (default 2000)")
-    parser.add_argument("--password-file", help="IMAP password from this file")
-    parser.add_argument("--cafile", help="CA certificates to verify an IMAP server with")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--config", help="configuration file")
     return parser
@@ -192,17 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = config.load(args.config)
         user = users.validate(args.user)
         users.authorize(users.this_process(), [user], settings.trusted_users)
-        if not (args.sources or args.spam or args.ham):
-            raise UsageError("nothing to train: give a SOURCE, --spam PATH or --ham PATH")
+        from trainer.corpus import planned_streams, require_sources
+
+        require_sources(args, "train")
         if args.passes < 1 or args.flush < 1:
             raise UsageError("--passes and --flush must be at least 1")
-        from trainer.corpus import plan_sources
-
-        imap_options = {"password_file": args.password_file, "cafile": args.cafile}
-        streams = plan_sources(args.sources, args.spam, args.ham, settings, imap_options)
+        streams = planned_streams(args, settings)
         total = sum(s.count for s in streams)
-        if not total:
-            raise UsageError("the sources hold no messages")
         agent = _open(args, settings)
         started = time.monotonic()
         progress = Progress(total, args.quiet)
