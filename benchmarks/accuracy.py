@@ -37,31 +37,21 @@ import argparse
 import os
 import random
 import re
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+from filter_latency import corpus_dir  # noqa: E402  (unpacks the corpus when missing)
 
 ALGORITHM_SETS = ("graham", "burton", "robinson", "chi-square", "graham+burton",
                   "graham+chi-square", "burton+chi-square", "robinson+chi-square",
                   "logistic", "graham+burton+logistic")
 TOKENIZERS = ("chain", "osb", "word")
 _X_SPAM = re.compile(rb"^x-spam-[^:]*:.*(?:\r?\n[ \t].*)*\r?\n", re.I | re.M)
-
-
-def corpus_dir(given: str | None) -> str:
-    if given:
-        return given
-    dest = os.environ.get("SPAMSIFT_CORPUS") or os.path.join(tempfile.gettempdir(),
-                                                              "spamsift-corpus")
-    unpack = os.path.join(ROOT, "..", "shared", "corpora", "unpack")
-    if not os.path.exists(os.path.join(dest, "index")) and os.path.exists(unpack):
-        subprocess.run(["sh", unpack, dest], check=True)
-    return dest
 
 
 def strip_x_spam(raw: bytes) -> bytes:
