@@ -236,8 +236,21 @@ def cross_validate(settings, spool: Spool, k: int, progress) -> list[tuple[bool,
 
     tokenizer = Tokenizer(settings.tokenizer, settings.ignore_headers, settings.header_prefix)
 
-    def ids_of(raw: bytes) -> set[int]:
-        return {token_id(t) for t in tokenizer.tokenize(raw)}
+    def count(members, after_each=None):
+        """Per token [spam, innocent] messages of `members`, and messages per class."""
+        table: dict[int, list[int]] = {}
+        per_class = {"spam": 0, "innocent": 0}
+        for entry in members:
+            column = 0 if entry[4] == "spam" else 1
+            per_class[entry[4]] += 1
+            for t in {token_id(t) for t in tokenizer.tokenize(spool.read(entry))}:
+                row = table.get(t)
+                if row is None:
+                    table[t] = row = [0, 0]
+                row[column] += 1
+            if after_each is not None:
+                after_each()
+        return table, per_class
 
     from filter.engine import logistic
 
@@ -246,32 +259,13 @@ def cross_validate(settings, spool: Spool, k: int, progress) -> list[tuple[bool,
         settings = settings.replace(algorithm=list(bayesian) or ["graham"])
     entries = spool.ordered(by_date=False)
     folds = [[e for n, e in enumerate(entries) if n % k == f] for f in range(k)]
-    totals: dict[int, list[int]] = {}
-    count = {"spam": 0, "innocent": 0}
-    for entry in entries:
-        column = 0 if entry[4] == "spam" else 1
-        count[entry[4]] += 1
-        for t in ids_of(spool.read(entry)):
-            row = totals.get(t)
-            if row is None:
-                totals[t] = row = [0, 0]
-            row[column] += 1
-        progress()
+    totals, count_all = count(entries, progress)
     results = []
     for members in folds:
-        fold: dict[int, list[int]] = {}
-        fcount = {"spam": 0, "innocent": 0}
-        for entry in members:
-            column = 0 if entry[4] == "spam" else 1
-            fcount[entry[4]] += 1
-            for t in ids_of(spool.read(entry)):
-                row = fold.get(t)
-                if row is None:
-                    fold[t] = row = [0, 0]
-                row[column] += 1
+        fold, fcount = count(members)
         stats = Stats()
-        stats.spam_learned = count["spam"] - fcount["spam"]
-        stats.innocent_learned = count["innocent"] - fcount["innocent"]
+        stats.spam_learned = count_all["spam"] - fcount["spam"]
+        stats.innocent_learned = count_all["innocent"] - fcount["innocent"]
         agent = Agent(settings, FoldView(totals, fold, stats))
         ctx = UserContext("evaluate", 1, {}, settings)
         for entry in members:
