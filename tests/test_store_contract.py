@@ -454,3 +454,25 @@ def test_weights_ride_along_with_every_kind_of_count_change(store):
     assert store.lookup(uid, [1, 2, 3]) == {1: (1, 1), 2: (0, 1), 3: (0, 1)}
     found = store.weights(uid, [1, 2, 3])
     assert found == pytest.approx({1: -0.25, 2: -0.25, 3: -0.75})
+
+
+def test_a_bulk_sized_batch_adds_to_existing_rows(store, monkeypatch):
+    # Corpus training commits hundreds of thousands of growing tokens at once; SQLite writes
+    # those as JSON statements (sqlite.py _BULK_ROWS), which must add exactly like row upserts.
+    from filter.engine.store import sqlite
+
+    monkeypatch.setattr(sqlite, "_JSON_ROWS", 4000)  # several statements in one batch
+    uid = store.uid("u")
+    first = Batch("2026-11-24")
+    for t in (1, MID, BIG):
+        first.add_token(t, 2, 1)
+    store.commit(uid, first)
+    big = Batch("2026-11-25")
+    ids = [1, MID, BIG] + list(range(1000, 61000, 7)) + [MID + n for n in range(1, 3000)]
+    for n, t in enumerate(ids):
+        big.add_token(t, n % 3, 1 + n % 2)
+    store.commit(uid, big)
+    found = store.lookup(uid, ids)
+    assert found[1] == (2, 2) and found[MID] == (3, 3) and found[BIG] == (4, 2)
+    assert len(found) == len(ids)
+    assert all(found[t] == (n % 3, 1 + n % 2) for n, t in enumerate(ids) if n >= 3)

@@ -324,6 +324,8 @@ class CorpusLearner:
                          "little")
             entry = get(tid)
             tokens[tid] = (0, n) if entry is None else (entry[0], n)
+        for counter in counts.values():
+            counter.clear()  # the texts are not needed any more: free them before the write
         batch.tokens = tokens  # type: ignore[assignment]
         for klass, n in messages.items():
             if n:
