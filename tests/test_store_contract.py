@@ -471,8 +471,13 @@ def test_a_bulk_sized_batch_adds_to_existing_rows(store, monkeypatch):
     ids = [1, MID, BIG] + list(range(1000, 61000, 7)) + [MID + n for n in range(1, 3000)]
     for n, t in enumerate(ids):
         big.add_token(t, n % 3, 1 + n % 2)
+    big.add_weight(1, 0.25)              # with counts
+    big.add_weight(5, -1.5)              # a weight alone inserts a row with zero counts
+    big.add_token(6, 0, 0)               # nothing to add: no row
     store.commit(uid, big)
-    found = store.lookup(uid, ids)
+    found = store.lookup(uid, ids + [5, 6])
     assert found[1] == (2, 2) and found[MID] == (3, 3) and found[BIG] == (4, 2)
-    assert len(found) == len(ids)
+    assert found[5] == (0, 0) and 6 not in found
+    assert len(found) == len(ids) + 1
     assert all(found[t] == (n % 3, 1 + n % 2) for n, t in enumerate(ids) if n >= 3)
+    assert store.weights(uid, [1, 5, 6, MID]) == {1: 0.25, 5: -1.5}

@@ -94,13 +94,17 @@ class WriteBehind:
     carries a signature or a compare-and-set first flushes and then goes to the store as is,
     so its checks see everything learned before it."""
 
-    CACHE_TOKENS = 400_000  # ~100 MB of cached rows; dropped at the next flush beyond this
+    CACHE_TOKENS = 1_000_000  # ~230 MB of cached rows; dropped at the next flush beyond this
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, empty_uid: int | None = None) -> None:
+        """`empty_uid`: a user known to have no token rows yet (a new user's bootstrap). Until
+        the cache is first dropped, what it lacks for that user is known to be absent, and
+        the store is not asked at all."""
         self.store = store
         self.url = store.url
         self._reset()
         self.forget()
+        self.cache_uid = self.complete_uid = empty_uid
 
     def _reset(self) -> None:
         self.uid_pending: int | None = None
@@ -113,6 +117,7 @@ class WriteBehind:
     def forget(self) -> None:
         """Drop the read cache (the store changed behind this wrapper)."""
         self.cache_uid: int | None = None
+        self.complete_uid: int | None = None
         self.known: dict[int, tuple[int, int] | None] = {}  # None: no row
         self.known_weights: dict[int, float] = {}
         self.known_stats = None
@@ -130,7 +135,9 @@ class WriteBehind:
         tokens = list(tokens)
         known = self.known
         missing = [t for t in tokens if t not in known]
-        if missing:
+        if missing and uid == self.complete_uid:
+            known.update(dict.fromkeys(missing))
+        elif missing:
             found = self.store.lookup(uid, missing)
             pending = self.tokens if uid == self.uid_pending else {}
             for t in missing:
@@ -147,7 +154,9 @@ class WriteBehind:
         tokens = list(tokens)
         known = self.known_weights
         missing = [t for t in tokens if t not in known]
-        if missing:
+        if missing and uid == self.complete_uid:
+            known.update(dict.fromkeys(missing, 0.0))
+        elif missing:
             found = self.store.weights(uid, missing)
             pending = self.weights_pending if uid == self.uid_pending else {}
             for t in missing:
@@ -177,16 +186,21 @@ class WriteBehind:
         self.uid_pending = uid
         self.day = batch.day
         tokens, known = self.tokens, self.known
+        pending_get, known_get = tokens.get, known.get
+        absent = (0, 0)
         for t, (ds, di) in batch.tokens.items():
-            entry = tokens.get(t)
+            entry = pending_get(t)
             if entry is None:
                 tokens[t] = [ds, di]
             else:
                 entry[0] += ds
                 entry[1] += di
-            if t in known:
-                s, i = known[t] or (0, 0)
-                known[t] = (max(s + ds, 0), max(i + di, 0))
+            row = known_get(t, self)  # self: not cached
+            if row is not self:
+                s, i = row or absent
+                s += ds
+                i += di
+                known[t] = (s if s > 0 else 0, i if i > 0 else 0)
         weights, known_weights = self.weights_pending, self.known_weights
         for t, w in batch.weights.items():
             weights[t] = weights.get(t, 0.0) + w
@@ -245,7 +259,10 @@ class CorpusLearner:
         if self.per_message:
             from filter.engine.agent import Agent
 
-            self._held = WriteBehind(self.store)
+            stats = self.store.stats(self.ctx.uid)
+            fresh = not (stats.spam_learned or stats.innocent_learned or stats.spam_corpusfed
+                         or stats.innocent_corpusfed)
+            self._held = WriteBehind(self.store, self.ctx.uid if fresh else None)
             self._learning_agent = Agent(agent.settings, self._held, clock=agent.clock)
         self.background = (background and not self.per_message
                            and not self.store.url.startswith("memory"))

@@ -427,25 +427,32 @@ class SQLiteStore:
                     (watch.klass, watch.at, uid, watch.key, watch.expected))
             if cur.rowcount != 1:
                 raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
-        if (len(batch.tokens) >= _BULK_ROWS and not batch.weights
-                and min(min(d) for d in batch.tokens.values()) >= 0):
+        tokens, weights = batch.tokens, batch.weights
+        if (len(tokens) + len(weights) >= _BULK_ROWS
+                and min((min(d) for d in tokens.values()), default=0) >= 0):
             # One statement over a JSON array instead of one step per row: the sqlite3 module
             # releases the GIL around every step, and on bulk.py's writer thread each
             # re-acquire waited out the tokenizing thread's switch interval, so the writer
             # crawled and training waited for it (2.5 s of a 10 s corpus run). One step runs
-            # the whole upsert without the GIL.
-            items = list(batch.tokens.items())
+            # the whole upsert without the GIL. Counts only grow here, so nothing is clamped.
+            # Rows are (id, spam, innocent, weight), and only where something is added.
+            if weights:
+                zero = (0, 0)
+                rows = ((_to_db(t), *tokens.get(t, zero), weights.get(t, 0.0))
+                        for t in tokens.keys() | weights.keys())
+                items = [r for r in rows if r[1] or r[2] or r[3]]
+            else:
+                items = [(_to_db(t), d[0], d[1], 0) for t, d in tokens.items() if d[0] or d[1]]
             for i in range(0, len(items), _JSON_ROWS):
                 db.execute(
                     "INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, "
                     "last_hit, weight) SELECT ?1, r.value ->> 0, r.value ->> 1, "
-                    "r.value ->> 2, ?2, 0.0 FROM json_each(?3) AS r WHERE true ORDER BY 2 "
-                    "ON CONFLICT (uid, token) DO UPDATE SET "
+                    "r.value ->> 2, ?2, r.value ->> 3 FROM json_each(?3) AS r WHERE true "
+                    "ORDER BY 2 ON CONFLICT (uid, token) DO UPDATE SET "
                     "spam_hits = spam_hits + excluded.spam_hits, "
                     "innocent_hits = innocent_hits + excluded.innocent_hits, "
-                    "last_hit = excluded.last_hit",
-                    (uid, day, json.dumps([(_to_db(t), d[0], d[1])
-                                           for t, d in items[i:i + _JSON_ROWS]])))
+                    "last_hit = excluded.last_hit, weight = weight + excluded.weight",
+                    (uid, day, json.dumps(items[i:i + _JSON_ROWS])))
         else:
             self._write_tokens(uid, day, batch)
         self._write_counters(uid, day, batch)
