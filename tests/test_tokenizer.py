@@ -121,3 +121,18 @@ def test_first_external_received_ip_skips_private_and_local_relays():
     assert first_external_ip(headers) == "192.0.2.50"
     assert first_external_ip(headers, ("192.0.2.50",)) == "203.0.113.77"
     assert first_external_ip([("Received", "by mx with local")]) is None
+
+
+def test_cjk_text_is_tokenized_as_overlapping_character_pairs():
+    # Chinese in a GB2312 base64 body and an RFC 2047 subject: no spaces between words.
+    body = "免费发票代开，联系我们".encode("gb2312")
+    subject = base64.b64encode("特价优惠".encode("gb2312")).decode()
+    raw = (f"Subject: =?GB2312?B?{subject}?= now\nContent-Type: text/plain; charset=gb2312\n"
+           "Content-Transfer-Encoding: base64\n\n").encode() + base64.encodebytes(body)
+    t = tokens(raw)
+    assert {"免费", "费发", "发票", "联系", "我们", "联系+系我"} <= set(t)
+    assert "免费发票代开" not in t and "我们" in t  # the run is split, the comma ends it
+    assert {"Subject*特价", "Subject*价优", "Subject*优惠", "Subject*now"} <= set(t)
+    # Mixed text: Latin words stay words; a run of one or two characters stays whole.
+    mixed = tokens("\n\nBuy 中国 goods 好\n".encode())
+    assert {"Buy", "中国", "goods", "好"} <= set(mixed)

@@ -4,7 +4,8 @@ Tokens are strings; their tag says where they came from. Every tag this module p
 
 | token                    | from                                                          |
 |--------------------------|---------------------------------------------------------------|
-| ``word``                 | a word of the decoded, HTML-stripped body text                |
+| ``word``                 | a word of the decoded, HTML-stripped body text (CJK: a pair   |
+|                          | of adjacent characters)                                       |
 | ``prev+word``            | chain tokenizer: two consecutive body words                   |
 | ``w1+#+w3`` …            | osb tokenizer: anchor word + one word 1-4 positions later     |
 | ``Heading*word``         | a word of header `Heading` (RFC 2047 decoded), as written     |
@@ -31,6 +32,11 @@ marked *, an equivalent replay of the same tokens with full-feedback training):
   8 / 216 / 0.184; only ten common headers 7 / 244 / 0.229; Subject only 6 / 314 / 0.428.
 * Every token counted once per message instead of its frequency (*): 5 / 169 / 0.0948 -- a
   better ranking but one more ham error (0.12%, over issue 7's 0.1% limit), so repeats count.
+* With the logistic default (graham+burton+logistic), seeds 1 / 2 / 3: CJK text as
+  overlapping character pairs, ham 3 / 8 / 9 and spam 146 / 151 / 156 -> 144 / 147 / 156,
+  (1-ROCA)% 0.0740 / 0.1394 / 0.0837 -> 0.0719 / 0.1393 / 0.0823: kept. A lowercased copy of
+  every capitalised body word: spam 143 / 145 / 150 but ham 4 / 10 / 10 and (1-ROCA)% 0.0868 /
+  0.1450 / 0.0839: not kept.
 
 Token ids are the first 8 bytes of BLAKE2b over the UTF-8 token, as an unsigned 64-bit int.
 DSPAM's table-driven CRC-64 would cost ~4 ms a message in pure Python; BLAKE2b is C, spreads
@@ -99,7 +105,24 @@ def sender_address(headers: list[tuple[str, str]]) -> str | None:
     return None
 
 
+# Han, kana, hangul and fullwidth forms: scripts written without spaces between words.
+_CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uffdc]+")
+
+
+def _cjk_bigrams(m: re.Match) -> str:
+    run = m.group(0)
+    if len(run) < 3:
+        return " " + run + " "
+    return " " + " ".join(run[i:i + 2] for i in range(len(run) - 1)) + " "
+
+
 def _words(text: str, table: dict[int, str]) -> list[str]:
+    if not text.isascii() and _CJK.search(text):  # isascii() is O(1)
+        # A CJK sentence has no spaces, so it was one word: unique, or over MAX_WORD and
+        # dropped. Overlapping character pairs are the words of such text (as CJK search
+        # engines index it). Measured (module docstring): spam errors 146 / 151 / 156 ->
+        # 144 / 147 / 156 on seeds 1 / 2 / 3, ham errors unchanged.
+        text = _CJK.sub(_cjk_bigrams, text)
     out = []
     for w in text.translate(table).split():
         if len(w) > MAX_WORD:
