@@ -108,26 +108,39 @@ def test_bulk_training_equals_learning_one_message_at_a_time(tmp_path):
     assert one.source_rows == bulk.source_rows
 
 
-def test_with_the_logistic_model_each_message_is_learned_in_order(tmp_path):
+@pytest.mark.parametrize("case", ["new user", "user with data", "cache dropped"])
+def test_with_the_logistic_model_each_message_is_learned_in_order(tmp_path, case, monkeypatch):
     """The logistic model's step depends on everything learned before the message, so with
     it enabled the learner learns message by message: the same counts and weights as
-    Agent.learn in the same order."""
+    Agent.learn in the same order -- whether the learner's cache may take a new user's
+    missing rows as absent (bulk.WriteBehind's empty_uid), reads the store for an existing
+    user's, or is dropped between flushes."""
+    from filter.engine import bulk
+
     settings = config.load(None, environ={"SPAMSIFT_HOME": str(tmp_path)}).replace(
         algorithm=["graham", "burton", "logistic"])
     msgs = [(m, "spam") for m in mails(15, True)] + [(m, "innocent") for m in mails(20, False)]
     random.Random(4).shuffle(msgs)
-    one, bulk = open_store("memory://"), open_store("memory://")
-    a1, a2 = Agent(settings, one, clock=lambda: 1.8e9), Agent(settings, bulk, clock=lambda: 1.8e9)
+    one, bulk_store = open_store("memory://"), open_store("memory://")
+    a1 = Agent(settings, one, clock=lambda: 1.8e9)
+    a2 = Agent(settings, bulk_store, clock=lambda: 1.8e9)
     ctx = a1.user("u")
-    for raw, klass in msgs:
+    before = msgs[:10] if case != "new user" else []
+    for raw, klass in before:  # the same history in both stores
+        a1.learn(ctx, raw, klass)
+        a2.learn(a2.user("u", create=True), raw, klass)
+    if case == "cache dropped":
+        monkeypatch.setattr(bulk.WriteBehind, "CACHE_TOKENS", 50)
+    for raw, klass in msgs[len(before):]:
         a1.learn(ctx, raw, klass)
     learner = CorpusLearner(a2, "u", flush_every=7)
-    for raw, klass in msgs:
+    assert (learner._held.complete_uid is not None) == (case == "new user")
+    for raw, klass in msgs[len(before):]:
         learner.add(raw, klass)
     learner.close()
-    assert one.tokens == bulk.tokens
-    assert any(row[3] for row in bulk.tokens.values())  # the model was trained
-    assert one.stat_rows == bulk.stat_rows
+    assert one.tokens == bulk_store.tokens
+    assert any(row[3] for row in bulk_store.tokens.values())  # the model was trained
+    assert one.stat_rows == bulk_store.stat_rows
 
 
 @pytest.mark.parametrize("kind", ["mbox", "mh", "directory", "index", "file"])
