@@ -33,7 +33,7 @@ import tempfile
 import time
 
 from filter.engine import config, exitcodes, users
-from filter.engine.errors import SpamsiftError, UsageError
+from filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 FP_TARGET = 0.001  # the threshold report: at most 0.1% of ham called spam
 
@@ -370,13 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             from rich.console import Console
 
             render(report, Console())
-    except SpamsiftError as exc:
-        print(f"spamsift evaluate: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        print(f"spamsift evaluate: {exc.filename or ''}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return exitcodes.NOINPUT
+    except (SpamsiftError, OSError) as exc:
+        return command_failed("evaluate", exc)
     return exitcodes.OK
 
 

@@ -21,7 +21,7 @@ import os
 import sys
 
 from filter.engine import config, exitcodes, maildir, users
-from filter.engine.errors import SpamsiftError, UsageError
+from filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,13 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write("\n")
         else:
             _render(report)
-    except SpamsiftError as exc:
-        print(f"spamsift reclassify: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        print(f"spamsift reclassify: {exc.filename or ''}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return exitcodes.NOINPUT
+    except (SpamsiftError, OSError) as exc:
+        return command_failed("reclassify", exc)
     return exitcodes.OK
 
 

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from filter.engine import config, exitcodes, users
-from filter.engine.errors import SpamsiftError, UsageError
+from filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,12 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         agent.store.close()
         sys.stdout.write(summary(tally, stats, time.monotonic() - started, args.strategy,
                                  user))
-    except SpamsiftError as exc:
-        print(f"spamsift train: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        print(f"spamsift train: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return exitcodes.NOINPUT
+    except (SpamsiftError, OSError) as exc:
+        return command_failed("train", exc)
     except KeyboardInterrupt:
         print("spamsift train: interrupted; what was flushed stays learned", file=sys.stderr)
         return exitcodes.TEMPFAIL

@@ -79,6 +79,9 @@ def unstamp(raw: bytes, settings) -> bytes:
     return head + body
 
 
+_NOT_CACHED = (-1, -1)  # a sentinel, told apart by identity
+
+
 class WriteBehind:
     """A store wrapper for one user's training run: commits are merged in memory and written
     by `flush` as one transaction; reads see the store plus what is pending.
@@ -104,8 +107,12 @@ class WriteBehind:
         the store is not asked at all."""
         self.store = store
         self.url = store.url
+        self.cache_uid: int | None = None
+        self.complete_uid: int | None = None
+        self.known: dict[int, tuple[int, int] | None] = {}  # None: no row
+        self.known_weights: dict[int, float] = {}
+        self.known_stats = None
         self._reset()
-        self.forget()
         self.cache_uid = self.complete_uid = empty_uid
 
     def _reset(self) -> None:
@@ -118,10 +125,10 @@ class WriteBehind:
 
     def forget(self) -> None:
         """Drop the read cache (the store changed behind this wrapper)."""
-        self.cache_uid: int | None = None
-        self.complete_uid: int | None = None
-        self.known: dict[int, tuple[int, int] | None] = {}  # None: no row
-        self.known_weights: dict[int, float] = {}
+        self.cache_uid = None
+        self.complete_uid = None
+        self.known = {}
+        self.known_weights = {}
         self.known_stats = None
 
     def __getattr__(self, name: str):
@@ -197,8 +204,8 @@ class WriteBehind:
             else:
                 entry[0] += ds
                 entry[1] += di
-            row = known_get(t, self)  # self: not cached
-            if row is not self:
+            row = known_get(t, _NOT_CACHED)
+            if row is not _NOT_CACHED:
                 s, i = row or absent
                 s += ds
                 i += di

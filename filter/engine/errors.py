@@ -78,3 +78,18 @@ class ConflictError(StorageError):
 
     The transaction was rolled back; the caller re-reads and decides again.
     """
+
+
+def command_failed(command: str, exc: BaseException) -> int:
+    """Say `exc` as the one-line error of ``spamsift COMMAND`` on stderr; its exit code.
+
+    A SpamsiftError says what it is; an OSError (a file or folder named on the command line
+    that cannot be read) names the path and maps to NOINPUT."""
+    import sys
+
+    if isinstance(exc, OSError):
+        print(f"spamsift {command}: {exc.filename or ''}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return exitcodes.NOINPUT
+    print(f"spamsift {command}: {exc}", file=sys.stderr)
+    return exc.exit_code if isinstance(exc, SpamsiftError) else exitcodes.SOFTWARE
