@@ -5,8 +5,8 @@ The first 1,500 messages of the corpus shuffled with seed 1 (1,056 ham, 444 spam
 store, correct errors with `Agent.retrain` -- with the default settings. Measured when this was
 written (tokenizer chain, graham+burton+logistic, TEFT, test-conditional training, whitelist
 on): 1 ham misclassified (0.095%), 81 spam misclassified (18.2%: the slice includes the cold
-start, where every filter misses spam), (1-ROCA)% 0.3858, ~8 s; graham+burton alone, the
-previous default, measured 1 / 90 / 0.5595 here. The ceilings below leave a margin for
+start, where every filter misses spam), (1-ROCA)% 0.3784 (0.3858 before CJK pairs), ~8 s;
+graham+burton alone, the previous default, measured 1 / 90 / 0.5595 here. The ceilings below leave a margin for
 harmless changes (tie order, a token more or less) but fail on any real loss of accuracy.
 Skipped when the corpus is missing (env SPAMSIFT_CORPUS, default /tmp/spamsift-corpus).
 """
@@ -30,7 +30,7 @@ SLICE = 1500
 SEED = 1
 MAX_HAM_ERRORS = 3          # measured 1 of 1,056
 MAX_SPAM_ERRORS = 100       # measured 81 of 444
-MAX_ONE_MINUS_ROCA = 0.55   # percent; measured 0.3858
+MAX_ONE_MINUS_ROCA = 0.55   # percent; measured 0.3784
 
 
 @pytest.fixture(scope="module")
