@@ -481,3 +481,12 @@ def test_a_bulk_sized_batch_adds_to_existing_rows(store, monkeypatch):
     assert len(found) == len(ids) + 1
     assert all(found[t] == (n % 3, 1 + n % 2) for n, t in enumerate(ids) if n >= 3)
     assert store.weights(uid, [1, 5, 6, MID]) == {1: 0.25, 5: -1.5}
+
+
+def test_has_tokens_says_whether_a_user_has_any_token_row(store):
+    uid, other = store.uid("u"), store.uid("v")
+    assert not store.has_tokens(uid)
+    batch = Batch("2026-11-24")
+    batch.add_weight(BIG, 0.5)  # a row holding only a weight counts too
+    store.commit(uid, batch)
+    assert store.has_tokens(uid) and not store.has_tokens(other)

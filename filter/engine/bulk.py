@@ -268,9 +268,7 @@ class CorpusLearner:
         if self.per_message:
             from filter.engine.agent import Agent
 
-            stats = self.store.stats(self.ctx.uid)
-            fresh = not (stats.spam_learned or stats.innocent_learned or stats.spam_corpusfed
-                         or stats.innocent_corpusfed)
+            fresh = not self.store.has_tokens(self.ctx.uid)
             self._held = WriteBehind(self.store, self.ctx.uid if fresh else None)
             self._learning_agent = Agent(agent.settings, self._held, clock=agent.clock)
         self.background = (background and not self.per_message

@@ -287,6 +287,10 @@ class Store(Protocol):
         """The user's counters; all zero for a user with none."""
         ...
 
+    def has_tokens(self, uid: int) -> bool:
+        """Whether the user has any token row (one indexed probe)."""
+        ...
+
     def signature(self, signature_id: str) -> Signature | None:
         """A stored signature by id, whoever owns it (the caller checks `Signature.uid`)."""
         ...

@@ -66,6 +66,9 @@ class MemoryStore:
     def stats(self, uid: int) -> Stats:
         return Stats(*self.stat_rows.get(uid, [0] * len(STAT_FIELDS)))
 
+    def has_tokens(self, uid: int) -> bool:
+        return any(key[0] == uid for key in self.tokens)
+
     def signature(self, signature_id: str) -> Signature | None:
         entry = self.signatures.get(signature_id)
         if entry is None:

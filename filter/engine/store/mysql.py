@@ -213,6 +213,9 @@ class MySQLStore:
                           (uid,))
         return Stats(*rows[0]) if rows else Stats()
 
+    def has_tokens(self, uid: int) -> bool:
+        return bool(self._read("SELECT 1 FROM dspam_token_data WHERE uid = %s LIMIT 1", (uid,)))
+
     def signature(self, signature_id: str) -> Signature | None:
         rows = self._read(f"SELECT {Signature.COLUMNS} FROM dspam_signature_data "
                           "WHERE signature = %s", (signature_id,))

@@ -205,6 +205,9 @@ class SQLiteStore:
                            (uid,))
         return Stats(*rows[0]) if rows else Stats()
 
+    def has_tokens(self, uid: int) -> bool:
+        return bool(self._query("SELECT 1 FROM dspam_token_data WHERE uid = ? LIMIT 1", (uid,)))
+
     def signature(self, signature_id: str) -> Signature | None:
         rows = self._query(f"SELECT {Signature.COLUMNS} FROM dspam_signature_data "
                           "WHERE signature = ?", (signature_id,))
