@@ -194,6 +194,30 @@ def test_interleave_mixes_classes_in_proportion():
     order = "".join(k[0] for k, _r, _n in corpus.interleave([ham, spam]))
     # the class furthest behind its share goes next (ties: innocent first)
     assert order == "iisiisiis"
+    assert "".join(k[0] for k, _r, _n in corpus.interleave([spam, ham])) == "iisiisiis"
+
+
+def test_interleave_spreads_each_folder_over_the_run():
+    """Two ham folders and a spam folder: each comes in proportion to its size all along,
+    not one folder after the other (the logistic model leans toward what it learned last)."""
+    def stream(label, where, n):
+        return corpus.Stream(label, where, n, lambda: iter([(b"x", f"{where}{k}")
+                                                            for k in range(n)]))
+    got = [name for _k, _r, name in corpus.interleave(
+        [stream("innocent", "a", 4), stream("innocent", "b", 8), stream("spam", "s", 4)])]
+    assert sorted(got) == sorted([f"a{k}" for k in range(4)] + [f"b{k}" for k in range(8)]
+                                 + [f"s{k}" for k in range(4)])
+    first_half = got[:8]
+    assert sum(n[0] == "a" for n in first_half) == 2 and sum(n[0] == "b" for n in first_half) == 4
+    assert [n for n in got if n[0] == "b"] == [f"b{k}" for k in range(8)]  # order kept
+
+
+def test_an_index_file_gives_a_stream_per_class_and_folder(tmp_path):
+    index = tmp_path / "index"
+    index.write_text("ham easy/1\nspam s/1\nham easy/2\nham hard/1\nspam s/2\n")
+    streams = corpus.index_streams(str(index), corpus._index_entries(str(index)), None)
+    assert [(s.label, s.count) for s in streams] == [("innocent", 2), ("spam", 2),
+                                                      ("innocent", 1)]
 
 
 def test_unlabelled_and_missing_sources_are_one_line_errors(env, tmp_path, capsys):

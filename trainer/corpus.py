@@ -153,12 +153,14 @@ def _index_entries(path: str) -> list[tuple[str, str]] | None:
 
 
 def index_streams(path: str, entries: list[tuple[str, str]], label: str | None) -> list[Stream]:
-    streams = []
-    for klass in (SPAM, HAM):
-        paths = [p for lab, p in entries if (label or lab) == klass]
-        if paths:
-            streams.append(_files_stream(klass, f"{path} ({klass})", paths))
-    return streams
+    """One stream per class and folder of the listed files, in the order they first appear:
+    the folders of an index are usually its sources (a corpus's parts, a user's folders), and
+    `interleave` spreads each over the run instead of taking one after the other."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for lab, p in entries:
+        groups.setdefault((label or lab, os.path.dirname(p)), []).append(p)
+    return [_files_stream(klass, f"{path} ({klass}, {os.path.basename(folder) or '.'})", paths)
+            for (klass, folder), paths in groups.items()]
 
 
 # -- dispatch --------------------------------------------------------------------------------
@@ -218,32 +220,29 @@ def plan_sources(places: list[str], spam: list[str], ham: list[str], settings,
 
 
 def interleave(streams: list[Stream]):
-    """(label, raw, name) over all streams, spam and ham mixed in proportion to their totals.
+    """(label, raw, name) over all streams, each spread over the run in proportion to its size.
 
-    The class that is furthest behind its share goes next, so 1,000 ham and 500 spam come as
-    ham, spam, ham, ham, spam, ... (dspam_train's ratio), deterministic for a given input."""
-    queues = {}
-    totals = {}
-    for klass in (SPAM, HAM):
-        mine = [s for s in streams if s.label == klass]
-        totals[klass] = sum(s.count for s in mine)
-        if mine:
-            queues[klass] = _chain(mine)
-    done = dict.fromkeys(queues, 0)
-    while queues:
-        klass = min(queues, key=lambda k: ((done[k] + 1) / max(totals[k], 1), k))
+    The stream furthest behind its share goes next, so 1,000 ham and 500 spam come as ham,
+    spam, ham, ham, spam, ... (dspam_train's ratio), and two ham folders are mixed too rather
+    than one learned after the other. Deterministic for a given input. Why folders too: the
+    logistic model learns message by message and leans toward what it learned last; trained on
+    the SpamAssassin corpus with its five parts one after the other within each class (the last
+    250 messages all hard_ham newsletters), a 5-fold estimate (`spamsift evaluate`) gave 2 ham
+    and 167 spam errors at (1-ROCA)% 0.340; with the parts mixed, 3 / 105 / 0.111 (Bayes counts
+    do not depend on the order: 6 / 84 / 0.0279)."""
+    queues = [s.open() for s in streams]
+    counts = [max(s.count, 1) for s in streams]
+    done = [0] * len(streams)
+    live = list(range(len(streams)))
+    while live:
+        n = min(live, key=lambda k: ((done[k] + 1) / counts[k], streams[k].label, k))
         try:
-            raw, name = next(queues[klass])
+            raw, name = next(queues[n])
         except StopIteration:
-            del queues[klass]
+            live.remove(n)
             continue
-        done[klass] += 1
-        yield klass, raw, name
-
-
-def _chain(streams: list[Stream]):
-    for stream in streams:
-        yield from stream.open()
+        done[n] += 1
+        yield streams[n].label, raw, name
 
 
 # -- the command line of `train` and `evaluate` ----------------------------------------------
