@@ -7,7 +7,7 @@ import json
 import sys
 
 from filter.engine import config, exitcodes
-from filter.engine.errors import SpamsiftError
+from filter.engine.errors import SpamsiftError, command_failed
 
 
 def _toml_value(value: object) -> str:
@@ -33,8 +33,7 @@ def config_main(argv: list[str] | None = None) -> int:
         settings = config.Settings({}) if args.defaults else config.load(args.config,
                                                                          use_cache=False)
     except SpamsiftError as exc:
-        print(f"spamsift config: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return command_failed("config", exc)
     print(f"# effective spamsift configuration (from {settings.source})")
     print(f"# storage in use: {settings.storage_url}")
     for key, (default, _kind, choices, doc) in config.KEYS.items():
@@ -90,8 +89,7 @@ def prefs_main(argv: list[str] | None = None) -> int:
         finally:
             store.close()
     except SpamsiftError as exc:
-        print(f"spamsift prefs: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return command_failed("prefs", exc)
     return exitcodes.OK
 
 
@@ -120,8 +118,7 @@ def db_main(argv: list[str] | None = None) -> int:
         finally:
             store.close()
     except SpamsiftError as exc:
-        print(f"spamsift db: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return command_failed("db", exc)
     for problem in problems:
         print(problem)
     if problems:

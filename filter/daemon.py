@@ -23,7 +23,7 @@ import threading
 
 from filter import cli, client
 from filter.engine import config, exitcodes, log, users
-from filter.engine.errors import SpamsiftError, StorageError
+from filter.engine.errors import SpamsiftError, StorageError, command_failed
 
 
 def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool) -> None:
@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(args.config)
     except SpamsiftError as exc:
-        print(f"spamsift daemon: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return command_failed("daemon", exc)
     path = args.socket
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if os.path.exists(path):

@@ -14,7 +14,7 @@ import sys
 import time
 
 from filter.engine import config, exitcodes, purging, users
-from filter.engine.errors import SpamsiftError, StorageUnavailableError
+from filter.engine.errors import SpamsiftError, StorageUnavailableError, command_failed
 
 LOCK_RETRIES = 8
 
@@ -102,6 +102,5 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             store.close()
     except SpamsiftError as exc:
-        print(f"spamsift purge: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return command_failed("purge", exc)
     return exitcodes.OK

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from filter.engine import config, exitcodes, users
-from filter.engine.errors import SpamsiftError, UsageError
+from filter.engine.errors import SpamsiftError, UsageError, command_failed
 from trainer import report_data
 from trainer.report_data import SORTS, Report, UserRow
 
@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
         finally:
             store.close()
     except SpamsiftError as exc:
-        print(f"spamsift report: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return command_failed("report", exc)
     rows = select(report, args)
     if args.json:
         import json

@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from filter.engine import config, users
-from filter.engine.errors import SpamsiftError, UsageError
+from filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
         finally:
             store.close()
     except SpamsiftError as exc:
-        print(f"spamsift sources: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return command_failed("sources", exc)
     ips, nets = top(by_ip, args.top), top(by_net, args.top)
     if args.json:
         import json

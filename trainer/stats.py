@@ -26,7 +26,7 @@ import argparse
 import sys
 
 from filter.engine import config, users
-from filter.engine.errors import SpamsiftError, UsageError
+from filter.engine.errors import SpamsiftError, UsageError, command_failed
 from trainer.report_data import Figures, today_string, training_left, window, write_out
 
 SNAPSHOT_KEY = "stats_reset"
@@ -200,7 +200,6 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
         finally:
             store.close()
     except SpamsiftError as exc:
-        print(f"spamsift stats: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return command_failed("stats", exc)
     return write_out(out, "".join(line + "\n" for line in lines))
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from filter.engine import exitcodes
-from filter.engine.errors import SpamsiftError, UsageError
+from filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return _watch(args)
     except SpamsiftError as exc:
-        print(f"spamsift watch: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return command_failed("watch", exc)
     except KeyboardInterrupt:
         return exitcodes.OK
 

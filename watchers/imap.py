@@ -48,7 +48,7 @@ from hashlib import sha256
 
 from filter.engine import exitcodes, imapurl, maildir
 from filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
-                                  StorageUnavailableError, UsageError)
+                                  StorageUnavailableError, UsageError, command_failed)
 from watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM, decide
 
 # New UIDs whose headers are fetched per round trip; the reply is ~80 bytes a message.
@@ -579,8 +579,7 @@ def main(argv: list[str] | None = None, client_factory=None) -> int:
         args = build_parser().parse_args(argv)
         return _watch(args, client_factory)
     except SpamsiftError as exc:
-        print(f"spamsift watch: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return command_failed("watch", exc)
     except KeyboardInterrupt:
         return exitcodes.OK
 
