@@ -35,6 +35,26 @@ _SIGN = 1 << 63
 _WRAP = 1 << 64
 
 
+class _WriteLock:
+    """``with _WriteLock(db):`` -- BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+
+    The write lock is taken up front (see the module docstring). A class, not
+    contextlib.contextmanager: the filter opens this store on every message and contextlib
+    would be one more import at its start."""
+
+    __slots__ = ("db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if self.db.in_transaction:
+            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
 def _to_db(token: int) -> int:
     return token - _WRAP if token >= _SIGN else token
 
@@ -103,8 +123,7 @@ class SQLiteStore:
     def _create(self) -> None:
         import sql
 
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with _WriteLock(self.db):
             # Re-check under the write lock: another process may have created it meanwhile.
             if self.db.execute("PRAGMA user_version").fetchone()[0] != 0:
                 self.db.execute("ROLLBACK")
@@ -119,27 +138,16 @@ class SQLiteStore:
                 if statement.strip() and not statement.strip().startswith("PRAGMA"):
                     self.db.execute(statement)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
         if self.path != ":memory:":
             self.db.execute("PRAGMA journal_mode = WAL")
 
     def _upgrade(self) -> None:
         """Schema 1 -> 2: add the weight column (under the write lock, once)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with _WriteLock(self.db):
             if self.db.execute("PRAGMA user_version").fetchone()[0] == 1:
                 self.db.execute("ALTER TABLE dspam_token_data ADD COLUMN "
                                 "weight REAL NOT NULL DEFAULT 0")
                 self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
 
     # -- users ---------------------------------------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:
@@ -288,13 +296,8 @@ class SQLiteStore:
     def commit(self, uid: int, batch: Batch) -> None:
         db = self.db
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _WriteLock(db):
                 self._write(uid, batch)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         self._maybe_checkpoint()
@@ -346,13 +349,8 @@ class SQLiteStore:
             return 0, None
         match = " AND ".join(f"{k} = ?" for k in keys)
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
+            with _WriteLock(self.db):
                 self.db.executemany(f"DELETE FROM {rule.table} WHERE {match}", rows)
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         return len(rows), (tuple(rows[-1]) if len(rows) == limit else None)
