@@ -101,18 +101,21 @@ class WriteBehind:
 
     CACHE_TOKENS = 600_000  # ~80 MB of cached rows (~130 B each); dropped at a flush beyond this
 
+    # The read cache (`forget` empties it): the user it holds, that user again when what it
+    # lacks is known to be absent, and per token its counts (None: no row) and weight.
+    cache_uid: int | None
+    complete_uid: int | None
+    known: dict[int, tuple[int, int] | None]
+    known_weights: dict[int, float]
+
     def __init__(self, store, empty_uid: int | None = None) -> None:
         """`empty_uid`: a user known to have no token rows yet (a new user's bootstrap). Until
         the cache is first dropped, what it lacks for that user is known to be absent, and
         the store is not asked at all."""
         self.store = store
         self.url = store.url
-        self.cache_uid: int | None = None
-        self.complete_uid: int | None = None
-        self.known: dict[int, tuple[int, int] | None] = {}  # None: no row
-        self.known_weights: dict[int, float] = {}
-        self.known_stats = None
         self._reset()
+        self.forget()
         self.cache_uid = self.complete_uid = empty_uid
 
     def _reset(self) -> None:

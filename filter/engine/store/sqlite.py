@@ -436,7 +436,9 @@ class SQLiteStore:
             # re-acquire waited out the tokenizing thread's switch interval, so the writer
             # crawled and training waited for it (2.5 s of a 10 s corpus run). One step runs
             # the whole upsert without the GIL. Counts only grow here, so nothing is clamped.
-            # Rows are (id, spam, innocent, weight), and only where something is added.
+            # Rows are (id, spam, innocent, weight), and only where something is added. Bulk
+            # corpus batches have no weights: their rows come straight from the counts, since
+            # building the union of the keys for nothing took 747 -> 622 msg/s.
             if weights:
                 zero = (0, 0)
                 rows = ((_to_db(t), *tokens.get(t, zero), weights.get(t, 0.0))
