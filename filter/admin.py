@@ -63,8 +63,7 @@ def prefs_main(argv: list[str] | None = None) -> int:
 
     try:
         settings = config.load(args.config)
-        name = users.validate(args.user)
-        users.authorize(users.this_process(), [name], settings.trusted_users)
+        name = users.acting_for(args.user, settings)
         store = open_store(settings.storage_url, settings.storage_timeout)
         try:
             if args.key is None:

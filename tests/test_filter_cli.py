@@ -282,6 +282,17 @@ def _untrusted(tmp_path):
     inbound = subprocess.run(cmd + ["--user", "alice", "--stdout"], input=HAM, env=env,
                              capture_output=True, user="nobody", cwd=str(shadow))
     assert inbound.returncode == 0 and inbound.stdout == HAM  # passed through, untouched
+    # The one-user commands refuse too (users.acting_for), before reading any source.
+    for command in (["train", "--user", "alice", "--ham", str(tmp_path)],
+                    ["evaluate", "--user", "alice", "--ham", str(tmp_path)],
+                    ["reclassify", "--user", "alice", str(tmp_path)],
+                    ["train", "--user", "../alice", "--ham", str(tmp_path)]):
+        done = subprocess.run([python, "-m", "spamsift", *command], env=env,
+                              capture_output=True, user="nobody", cwd=str(shadow))
+        bad_name = command[2].startswith("..")
+        assert done.returncode == (65 if bad_name else 77), (command, done.stderr)
+        assert done.stderr.count(b"\n") == 1, done.stderr
+        assert (b"invalid user name" if bad_name else b"not a trusted user") in done.stderr
 
 
 @pytest.mark.skipif(not os.path.exists(SPAMSIFT), reason="spamsift console script not installed")

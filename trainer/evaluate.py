@@ -348,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = config.load(args.config)
-        user = users.validate(args.user)
-        users.authorize(users.this_process(), [user], settings.trusted_users)
+        user = users.acting_for(args.user, settings)
         from trainer.corpus import interleave, planned_streams, require_sources
         from trainer.train import Progress
 

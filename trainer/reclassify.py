@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = config.load(args.config)
-        user = users.validate(args.user)
-        users.authorize(users.this_process(), [user], settings.trusted_users)
+        user = users.acting_for(args.user, settings)
         root = args.maildir.rstrip("/") or "/"
         if not maildir.is_maildir(root):
             raise UsageError(f"{root}: not a Maildir (no cur/ and new/)")

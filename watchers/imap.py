@@ -605,8 +605,7 @@ def _watch(args, client_factory) -> int:
         changes["watch_rate"] = args.rate
     if changes:
         settings = settings.replace(**changes)
-    user = users.validate(args.user or url.user)
-    users.authorize(users.this_process(), [user], settings.trusted_users)
+    user = users.acting_for(args.user or url.user, settings)
 
     def say(line: str) -> None:
         log.info(line, settings.syslog)

@@ -69,6 +69,14 @@ def authorize(caller: Caller, users: list[str], trusted_users: tuple[str, ...]) 
                 f"{caller.name} is not a trusted user and may not act for {user}")
 
 
+def acting_for(name: str, settings) -> str:
+    """The canonical user `name`, once this process's OS user may act for it (`validate`,
+    then `authorize`): what every command that works for one user checks first."""
+    user = validate(name)
+    authorize(this_process(), [user], settings.trusted_users)
+    return user
+
+
 def home_of(user: str, template: str, home_arg: str | None,
             environ: dict[str, str] | os._Environ[str]) -> str | None:
     """The user's home folder, for dotfiles: --home, the template, maildrop's $HOME, passwd."""
