@@ -38,6 +38,7 @@ X-DSPAM-* headers (maildrop: xfilter "spamsift filter --user $LOGNAME --stdout
 --deliver=innocent,spam"), or learn it (--class=X --source=corpus|inoculation), or correct an
 earlier classification (--addspam = --class=spam --source=error, --falsepositive =
 --class=innocent --source=error) from the signature in the message or --signature.
+DSPAM's --client, --nofork, --debug and --profile=NAME are accepted and change nothing.
 """
 
 # Set by the `spamsift` console script, which ends the process with os._exit right after
@@ -155,8 +156,11 @@ def parse(argv: list[str]) -> Options:
                     opts.whitelist = True
                 elif feature[:2] not in ("no", "tb", "ch", "sb"):
                     raise UsageError(f"unknown --feature {feature!r} (wh, no, tb=N)")
-        elif name in ("--profile", "--debug", "--nofork"):
-            pass  # accepted for DSPAM command lines; spamsift has one storage profile
+        elif name in ("--profile", "--debug", "--nofork", "--client"):
+            # Accepted for DSPAM command lines: spamsift has one storage profile, and
+            # DSPAM's --client (hand the message to its daemon) is what spamsift's own
+            # client does whenever a daemon is running (filter/client.py).
+            pass
         elif name in ("-h", "--help"):
             opts.help = True
         elif name == "--version":

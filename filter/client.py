@@ -69,8 +69,23 @@ def recv_all(sock) -> bytes:
 
 
 def wants_stdin(argv: list[str]) -> bool:
-    """Whether the filter reads a message: not for a training call naming --signature."""
-    return not any(a.startswith("--signature") for a in argv)
+    """Whether the filter reads a message: not for a training call (``--class``,
+    ``--addspam``, ``--falsepositive``, ``--mode=unlearn``) naming --signature; the same
+    rule as `filter.cli.main`, which is not imported here (tests/test_daemon.py holds the two
+    together). A --signature on a plain delivery still reads, filters and returns the message:
+    answering it with no message would lose the mail."""
+    signature = training = False
+    for n, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name == "--signature":
+            signature = True
+        elif name in ("--class", "--addspam", "--falsepositive"):
+            training = True
+        elif name == "--mode":
+            if not eq:
+                value = argv[n + 1] if n + 1 < len(argv) else ""
+            training = training or value.lower() == "unlearn"
+    return not (signature and training)
 
 
 class Fallback:

@@ -139,3 +139,36 @@ def test_trust_comes_from_the_peer_not_the_request(world):
     own = as_nobody(["--user", "nobody", "--class=spam", "--source=corpus"], SPAM)
     assert own.returncode == 0, own.stderr
     assert stats(home) == [("nobody", 1, 0)]  # written by the daemon (root) for nobody
+
+
+def test_client_reads_the_message_exactly_when_the_filter_would():
+    # The client decides without importing filter.cli; the two must agree, or the daemon
+    # gets an empty message for a delivery and the mail is lost.
+    from filter import cli, client
+
+    lines = [["--user", "a", "--stdout"],
+             ["--user", "a", "--stdout", "--signature=abc"],
+             ["--user", "a", "--stdout", "--signature", "abc"],
+             ["--user", "a", "--addspam", "--signature=abc"],
+             ["--user", "a", "--falsepositive", "--signature", "abc"],
+             ["--user", "a", "--class=spam", "--source=error", "--signature=abc"],
+             ["--user", "a", "--class", "innocent", "--source", "error", "--signature=abc"],
+             ["--user", "a", "--mode=unlearn", "--signature=abc"],
+             ["--user", "a", "--mode", "UNLEARN", "--signature=abc"],
+             ["--user", "a", "--mode=toe", "--stdout", "--signature=abc"],
+             ["--user", "a", "--addspam"],
+             ["--client", "--user", "a", "--stdout", "--deliver=innocent,spam"]]
+    for argv in lines:
+        opts = cli.parse(argv)
+        inbound = opts.klass is None and opts.mode != "unlearn"
+        assert client.wants_stdin(argv) == (not (opts.signature and not inbound)), argv
+
+
+def test_delivery_naming_a_signature_through_the_daemon_returns_the_message(world):
+    _home, _sock, env, _proc = world
+    for args in (["--user", "alice", "--stdout", "--signature=abc"],
+                 ["--client", "--user", "alice", "--stdout", "--deliver=innocent,spam"]):
+        out = run(env, args, HAM)
+        assert out.returncode == 0, out.stderr
+        head, body = out.stdout.split(b"\n\n", 1)
+        assert body == HAM.split(b"\n\n", 1)[1] and b"X-DSPAM-Result: " in head
