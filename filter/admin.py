@@ -83,8 +83,11 @@ def prefs_main(argv: list[str] | None = None) -> int:
                 print(store.preferences(uid).get(args.key, ""))
                 return exitcodes.OK
             else:
-                config.Settings({}).replace(**{args.key: args.value})  # raises if invalid
-                store.set_preference(uid, args.key, args.value)
+                checked = config.Settings({}).replace(**{args.key: args.value})  # or raises
+                value = getattr(checked, args.key)
+                # Stored as validated: a choice in its canonical case ("OUT" -> "out").
+                store.set_preference(uid, args.key,
+                                     value if isinstance(value, str) else args.value)
         finally:
             store.close()
     except SpamsiftError as exc:

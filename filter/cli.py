@@ -234,7 +234,9 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
     use_syslog = settings.syslog if settings is not None else True
     users = ",".join(opts.users) or "-"
     kind = type(exc).__name__
-    if not inbound:
+    if not inbound or opts.classify:
+        # Nothing to deliver (--classify writes a summary, never the message): the error
+        # and its exit code are the answer.
         code = getattr(exc, "exit_code", exitcodes.SOFTWARE)
         detail = str(exc) if isinstance(exc, SpamsiftError) else f"internal error: {kind}: {exc}"
         log.error(f"user={users} {detail}", use_syslog, stderr)

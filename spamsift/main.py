@@ -64,23 +64,39 @@ def main(argv: list[str] | None = None) -> int:
 
 def _filter(argv: list[str]) -> int:
     """The per-message path: the daemon when one runs, else the engine in this process."""
+    import io
+
     from filter import client
 
-    done = client.run(argv, client.environment(), sys.stdin.buffer, sys.stdout.buffer,
-                      sys.stderr)
+    # A closed descriptor leaves sys.stdin / sys.stdout None: read it as an empty message
+    # (a training call naming --signature needs none; anything else is exit 65) and make
+    # writing the message fail as writing to a broken pipe does (exit 75, retried).
+    stdin = sys.stdin.buffer if sys.stdin is not None else io.BytesIO()
+    stdout = sys.stdout.buffer if sys.stdout is not None else _ClosedOutput()
+    stderr = sys.stderr if sys.stderr is not None else io.StringIO()
+    done = client.run(argv, client.environment(), stdin, stdout, stderr)
     if not isinstance(done, client.Fallback):
         if _fast_exit_ok():
             _exit_now(done)
         return done
-    import io
-
     from filter import cli
 
-    stdin = io.BytesIO(done.stdin) if done.stdin is not None else None
+    if done.stdin is not None:
+        stdin = io.BytesIO(done.stdin)
     if _fast_exit_ok():
         cli.FAST_EXIT = True
-        _exit_now(int(cli.main(argv, stdin=stdin)))
-    return int(cli.main(argv, stdin=stdin))
+        _exit_now(int(cli.main(argv, stdin=stdin, stdout=stdout, stderr=stderr)))
+    return int(cli.main(argv, stdin=stdin, stdout=stdout, stderr=stderr))
+
+
+class _ClosedOutput:
+    """Standard output when file descriptor 1 is closed."""
+
+    def write(self, data: bytes) -> int:
+        raise OSError(9, "standard output is closed")
+
+    def flush(self) -> None:
+        pass
 
 
 def _fast_exit_ok() -> bool:
@@ -91,8 +107,10 @@ def _fast_exit_ok() -> bool:
 def _exit_now(code: int) -> None:
     """Flush what belongs to the message and leave without closing the database."""
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
     except (OSError, ValueError):
         code = code or 75  # stdout could not be written: the MTA must retry
     posix._exit(code)

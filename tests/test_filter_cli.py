@@ -119,6 +119,27 @@ def test_classify_prints_the_summary_and_writes_nothing(tmp_path):
     assert r2.stdout == r.stdout  # nothing was learned in between
 
 
+def test_classify_never_writes_the_message_even_on_errors(tmp_path):
+    for argv, code in ((["--user", "../x", "--classify"], 65),
+                       (["--user", "alice", "--classify"], 78)):
+        r = Run(tmp_path, argv, HAM, config="storage_timeout = -1\n" if code == 78 else None)
+        assert r.code == code and r.stdout == b"" and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_closed_standard_streams_are_errors_not_tracebacks(tmp_path):
+    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
+    env.pop("SPAMSIFT_CONFIG", None)
+    # Run through a shell so that the descriptor is really closed, as a broken MTA leaves it.
+    no_in = subprocess.run(f"{SPAMSIFT} --user alice --stdout <&-", shell=True, env=env,
+                           capture_output=True, text=True)
+    assert no_in.returncode == 65 and "Traceback" not in no_in.stderr, no_in.stderr
+    with open(tmp_path / "m", "wb") as fh:
+        fh.write(HAM)
+    no_out = subprocess.run(f"{SPAMSIFT} --user alice --stdout < {tmp_path}/m >&-",
+                            shell=True, env=env, capture_output=True, text=True)
+    assert no_out.returncode == 75 and "Traceback" not in no_out.stderr, no_out.stderr
+
+
 def test_deliver_summary_and_quarantine(tmp_path):
     train(tmp_path)
     r = Run(tmp_path, ["--user", "alice", "--stdout", "--deliver=innocent,summary"], SPAM)
@@ -225,6 +246,66 @@ def test_bad_configuration_never_loses_inbound_mail(tmp_path):
     assert r.code == 0 and r.stdout == HAM and "not valid TOML" in r.stderr
     r = Run(tmp_path, ["--user", "alice", "--addspam"], HAM, config="nosuchkey = 1\n")
     assert r.code == 78 and "unknown key" in r.stderr
+
+
+def test_settings_that_would_break_or_misplace_mail_are_refused(tmp_path):
+    # Each is a one-line configuration error (inbound mail passes through untouched), never
+    # a traceback, a spam tag that ends the header block, or a database in the wrong place.
+    bad = {'spam_subject = "[S]\\n\\nX"\n': "control characters",
+           'spam_subject = "[S]\\nBcc: x@y"\n': "control characters",
+           "storage_timeout = inf\n": "finite",
+           "storage_timeout = nan\n": "finite",
+           "storage_timeout = 1e400\n": "finite",
+           'home = ""\n': "absolute path",
+           'home = "relative/dir"\n': "absolute path",
+           'storage = "sqlite://"\n': "no database file",
+           'storage = "sqlite:///"\n': "no database file"}
+    for cfg, why in bad.items():
+        r = filt(tmp_path / "site", HAM, config=cfg)
+        assert r.code == 0 and r.stdout == HAM, cfg
+        assert r.stderr.count("\n") == 1 and why in r.stderr, (cfg, r.stderr)
+        r = Run(tmp_path / "site", ["--user", "alice", "--addspam"], HAM, config=cfg)
+        assert r.code == 78 and why in r.stderr, (cfg, r.stderr)
+    for folder in (tmp_path / "site", os.getcwd()):  # no database anywhere
+        assert not [n for n in os.listdir(folder) if "spamsift.db" in n], folder
+    r = filt(tmp_path, HAM, extra_env={"SPAMSIFT_STORAGE": "sqlite://"})
+    assert r.stdout == HAM and "no database file" in r.stderr
+    with pytest.raises(Exception, match="no database file"):
+        from filter.engine.store.base import open_store
+
+        open_store("sqlite://", 1.0)
+
+
+def test_spam_subject_preference_with_a_line_break_is_refused(tmp_path):
+    train(tmp_path)
+    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
+    env.pop("SPAMSIFT_CONFIG", None)
+    set_tag = subprocess.run([SPAMSIFT, "prefs", "alice", "spam_subject", "[S]\n\nX"],
+                             env=env, capture_output=True, text=True)
+    assert set_tag.returncode == 78 and set_tag.stderr.count("\n") == 1, set_tag.stderr
+    assert "control characters" in set_tag.stderr
+    subprocess.run([SPAMSIFT, "prefs", "alice", "subject_tag", "true"], env=env, check=True)
+    r = filt(tmp_path, SPAM)
+    assert b"Subject: [SPAM] cheap pills\n" in r.stdout
+    assert header(r.stdout, "X-DSPAM-Result") == "Spam"
+
+
+def test_opt_preference_is_stored_in_its_canonical_case(tmp_path):
+    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
+    env.pop("SPAMSIFT_CONFIG", None)
+    assert filt(tmp_path, HAM).stdout != HAM  # opt-out site: filtered
+    done = subprocess.run([SPAMSIFT, "prefs", "alice", "opt", "OUT"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run([SPAMSIFT, "prefs", "alice", "opt"], env=env,
+                           capture_output=True, text=True)
+    assert shown.stdout == "out\n"
+    assert filt(tmp_path, HAM).stdout == HAM  # opted out: untouched
+    # A row written in another case (by hand, by DSPAM's tools) counts as well.
+    from filter.engine import users
+
+    assert users.opted_in("In", "out", None, ".x", ".y") is True
+    assert users.opted_in(" OUT ", "out", None, ".x", ".y") is False
 
 
 def test_invalid_user_names_never_reach_storage(tmp_path):

@@ -124,6 +124,11 @@ def test_purge_command_dry_run_and_real(tmp_path):
     store = open_store(f"sqlite:///{tmp_path}/spamsift.db")
     assert len(store.lookup(uid, range(1, 1001))) == 251  # a dry run deletes nothing
     store.close()
+    for bad in (["--batch", "0"], ["--batch", "-3"], ["--pause", "nan"]):
+        # LIMIT 0 purged nothing and SQLite takes LIMIT -3 as no limit at all.
+        refused = subprocess.run(run + bad, env=env, capture_output=True, text=True)
+        assert refused.returncode == 78 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "purge_" in refused.stderr
     real = subprocess.run(run + ["--batch", "7"], env=env, capture_output=True, text=True)
     assert real.returncode == 0, real.stderr
     assert "total" in real.stdout

@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         if not users.is_trusted(caller, settings.trusted_users):
             print(f"spamsift purge: {caller.name} is not a trusted user", file=sys.stderr)
             return exitcodes.NOPERM
-        batch = args.batch or settings.purge_batch
-        pause = settings.purge_pause if args.pause is None else args.pause
+        changes = {k: v for k, v in (("purge_batch", args.batch), ("purge_pause", args.pause))
+                   if v is not None}
+        settings = settings.replace(**changes)  # checked like the file's values
+        batch, pause = settings.purge_batch, settings.purge_pause
         store = open_store(settings.storage_url, settings.storage_timeout)
         try:
             rules = purging.plan(settings, store)

@@ -13,6 +13,7 @@ simply re-parsed.
 
 from __future__ import annotations
 
+import math
 import os
 
 DEFAULT_CONFIG_PATH = "/etc/spamsift.toml"
@@ -164,8 +165,9 @@ def _coerce(key: str, value: object, origin: str) -> object:
                 value = float(value)
             except ValueError:
                 raise ConfigError(f"{where} must be a number, not {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{where} must be a number >= 0, not {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                or not math.isfinite(value)):
+            raise ConfigError(f"{where} must be a finite number >= 0, not {value!r}")
         value = float(value)
     elif kind in ("list", "algorithms"):
         if isinstance(value, str):
@@ -189,8 +191,25 @@ def _coerce(key: str, value: object, origin: str) -> object:
     if key == "header_prefix" and (not value or not all(
             c.isalnum() or c == "-" for c in str(value))):
         raise ConfigError(f"{where} must be letters, digits and '-', not {value!r}")
+    if key == "purge_batch" and value == 0:
+        raise ConfigError(f"{where} must be at least 1")  # LIMIT 0 would purge nothing
     if key == "spam_subject" and len(str(value)) > 15:
         raise ConfigError(f"{where} is limited to 15 characters")
+    # Every text setting is one line: a line break in spam_subject would end the header
+    # block of every message it tags (and could inject headers), one in a path or URL is a
+    # mistake.
+    for text in (value if isinstance(value, tuple) else (value,)):
+        if isinstance(text, str) and any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ConfigError(f"{where} may not contain control characters, not {text!r}")
+    if key == "home" and not os.path.isabs(str(value)):
+        # An empty or relative home puts the database in whatever folder the filter runs in
+        # (under maildrop: each recipient's own home).
+        raise ConfigError(f"{where} must be an absolute path, not {value!r}")
+    if key == "storage" and str(value).lower().startswith("sqlite:") and not str(value)[
+            len("sqlite://"):].strip("/"):
+        # sqlite3 opens an empty path as a private temporary database: mail would be
+        # classified and its signatures lost with the process.
+        raise ConfigError(f"{where} names no database file: use sqlite:///PATH")
     return value
 
 
@@ -354,7 +373,8 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
             values[key] = _coerce(key, value, path)
         source = path
     if env.get("SPAMSIFT_HOME"):
-        values["home"] = env["SPAMSIFT_HOME"]
+        # Relative to where the command was typed (the file's `home` must be absolute).
+        values["home"] = _coerce("home", os.path.abspath(env["SPAMSIFT_HOME"]), "SPAMSIFT_HOME")
     if env.get("SPAMSIFT_STORAGE"):
-        values["storage"] = env["SPAMSIFT_STORAGE"]
+        values["storage"] = _coerce("storage", env["SPAMSIFT_STORAGE"], "SPAMSIFT_STORAGE")
     return Settings(values, source)

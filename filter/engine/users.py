@@ -101,6 +101,8 @@ def home_of(user: str, template: str, home_arg: str | None,
 def opted_in(preference: str | None, default: str, home: str | None,
              in_file: str, out_file: str) -> bool:
     """Whether a user is filtered: their preference, else a dotfile, else the global default."""
+    if preference is not None:
+        preference = preference.strip().lower()  # rows written by hand or by DSPAM's tools
     if preference in ("in", "out"):
         return preference == "in"
     if home:

@@ -68,6 +68,11 @@ def open(url: str, timeout: float) -> SQLiteStore:  # noqa: A001 - the registry'
     path = url.split("://", 1)[1]
     while path.startswith("//"):
         path = path[1:]
+    if not path.strip("/"):
+        # sqlite3 would open a private temporary database, lost with the process.
+        from filter.engine.errors import ConfigError
+
+        raise ConfigError(f"storage URL {url!r} names no database file: use sqlite:///PATH")
     return SQLiteStore(path, timeout)
 
 
