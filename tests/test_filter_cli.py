@@ -165,6 +165,24 @@ def test_retrain_from_signature_header_tag_and_flag(tmp_path):
     r = Run(tmp_path, ["--user", "alice", "--class=innocent", "--source=error",
                        f"--signature={sig}", "--deliver=summary"])
     assert r.code == 0 and b'class="Innocent"' in r.stdout
+    # 5. forwarded as an attachment: message/rfc822 in base64 and in quoted-printable
+    import base64
+    import quopri
+
+    def qp(data):
+        return quopri.encodestring(data, quotetabs=True)  # ": " -> ":=20"
+
+    for cte, encode in (("base64", base64.encodebytes), ("quoted-printable", qp)):
+        attached = (b"Subject: Fwd: spam\nMIME-Version: 1.0\n"
+                    b'Content-Type: multipart/mixed; boundary="b1"\n\n--b1\n'
+                    b"Content-Type: text/plain\n\nsee attached\n--b1\n"
+                    b"Content-Type: message/rfc822\nContent-Transfer-Encoding: "
+                    + cte.encode() + b"\n\n" + encode(stamped) + b"\n--b1--\n")
+        assert f"X-DSPAM-Signature: {sig}".encode() not in attached
+        klass = "spam" if cte == "base64" else "innocent"
+        r = Run(tmp_path, ["--user", "alice", f"--class={klass}", "--source=error",
+                           "--deliver=summary"], attached)
+        assert r.code == 0 and f'class="{klass.title()}"'.encode() in r.stdout, r.stderr
 
 
 def test_unknown_missing_and_foreign_signatures_are_exit_65(tmp_path):

@@ -151,7 +151,13 @@ def find_signature(raw: bytes, header_name: str) -> str | None:
         return found
     from filter.engine import mime
 
+    wanted = header_name.lower()
     for part in mime.walk(raw):
+        # A forwarded message/rfc822 part, once transfer-decoded, is parsed: its header
+        # block is only in the part's headers, not in any payload.
+        for name, value in part.headers:
+            if name.lower() == wanted and value.split() and valid_signature(value.split()[0]):
+                return value.split()[0]
         if part.payload and part.payload is not raw:
             found = _search(part.payload, header_name)
             if found:
