@@ -381,6 +381,24 @@ def _untrusted(tmp_path):
     inbound = subprocess.run(cmd + ["--user", "alice", "--stdout"], input=HAM, env=env,
                              capture_output=True, user="nobody", cwd=str(shadow))
     assert inbound.returncode == 0 and inbound.stdout == HAM  # passed through, untouched
+    # Trust is the administrator's to grant: a file of the caller's own that adds the caller
+    # to trusted_users is refused (exit 78), by --config and by $SPAMSIFT_CONFIG alike.
+    grant = tmp_path / "mine.toml"
+    subprocess.run(["sh", "-c", f"echo 'trusted_users = [\"nobody\"]' > {grant}"],
+                   user="nobody", check=True)
+    for how in (["--config", str(grant)], []):
+        run_env = dict(env, SPAMSIFT_CONFIG=str(grant)) if not how else env
+        forged = subprocess.run(cmd + how + ["--user", "alice", "--class=spam",
+                                             "--source=corpus"], input=SPAM, env=run_env,
+                                capture_output=True, user="nobody", cwd=str(shadow))
+        assert forged.returncode == 78 and b"trusted_users adds nobody" in forged.stderr, \
+            forged.stderr
+    # The same file, root's own, is the administrator's grant.
+    os.chown(grant, 0, 0)
+    granted = subprocess.run(cmd + ["--config", str(grant), "--user", "alice", "--class=spam",
+                                    "--source=corpus"], input=SPAM, env=env,
+                             capture_output=True, user="nobody", cwd=str(shadow))
+    assert granted.returncode == 0, granted.stderr
     # The one-user commands refuse too (users.acting_for), before reading any source.
     for command in (["train", "--user", "alice", "--ham", str(tmp_path)],
                     ["evaluate", "--user", "alice", "--ham", str(tmp_path)],

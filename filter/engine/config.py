@@ -353,6 +353,22 @@ def _cached_toml(path: str, home_hint: str) -> dict[str, object]:
     return parsed
 
 
+def _check_trust_grant(path: str, trusted: tuple[str, ...]) -> None:
+    """A file that trusts OS users beyond the defaults must be root's alone.
+
+    Otherwise any local user could write such a file, point --config or $SPAMSIFT_CONFIG at
+    it and act for everyone: trust is granted by the administrator, never by the caller."""
+    from filter.engine.errors import ConfigError
+
+    added = sorted(set(trusted) - set(KEYS["trusted_users"][0]))  # type: ignore[arg-type]
+    if not added:
+        return
+    st = os.stat(path)
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        raise ConfigError(f"{path}: trusted_users adds {', '.join(added)}, which only a file "
+                          "owned and writable by root alone may do")
+
+
 def load(path: str | None = None, environ: dict[str, str] | None = None,
          use_cache: bool = True) -> Settings:
     """Load the effective settings: defaults, then the TOML file, then the environment."""
@@ -371,6 +387,8 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
                 raise ConfigError(f"{path}: unknown key {key!r} "
                                   f"(see 'spamsift config --help-keys')")
             values[key] = _coerce(key, value, path)
+        if "trusted_users" in values:
+            _check_trust_grant(path, values["trusted_users"])  # type: ignore[arg-type]
         source = path
     if env.get("SPAMSIFT_HOME"):
         # Relative to where the command was typed (the file's `home` must be absolute).
