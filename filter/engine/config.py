@@ -360,7 +360,7 @@ def _check_trust_grant(path: str, trusted: tuple[str, ...]) -> None:
     it and act for everyone: trust is granted by the administrator, never by the caller."""
     from filter.engine.errors import ConfigError
 
-    added = sorted(set(trusted) - set(KEYS["trusted_users"][0]))  # type: ignore[arg-type]
+    added = sorted(set(trusted) - set(KEYS["trusted_users"][0]))  # type: ignore[call-overload]
     if not added:
         return
     st = os.stat(path)
