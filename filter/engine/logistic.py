@@ -46,6 +46,13 @@ pairs: 3 / 8 / 9 ham, 144 / 147 / 156 spam): a decision margin rising from 1.0 (
 SPAM_MARGIN over the first 1,000 messages learned, 5 / 9 / 11 (8 / 9 / 12) ham for 131 / 136 /
 140 (124 / 133 / 129) spam; each misclassified message learned once more after its
 correction, 8 / 9 / 10 ham for 149 / 138 / 141 spam. Both trade ham for spam: not kept.
+Fusing more Bayesian scores into the model's offset (a replay of cached engine scores, without
+test-conditional training; this offset: 3 / 147 / 0.0799, 7 / 147 / 0.1386, 9 / 154 / 0.0962
+on seeds 1 / 2 / 3): + chi-square's margin / 20, 8 / 118 / 0.109, 9 / 126 / 0.151, 12 / 131 /
+0.0967; / 40, 7 / 124 / 0.0999, 9 / 129 / 0.137, 11 / 127 / 0.0897; chi-square's margin as a
+learned (stacked) input, 4 / 142 / 0.0800, 7 / 146 / 0.140, 9 / 153 / 0.0949; + Robinson's
+margin / 20, 3 / 144 / 0.0796, 7 / 142 / 0.143, 10 / 152 / 0.0969. None wins on all three:
+not kept.
 """
 
 from __future__ import annotations
