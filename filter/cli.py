@@ -227,12 +227,21 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
         return _fail(exc, opts, raw, settings, inbound, stdout, stderr)
 
 
+class OutputFailed(Exception):
+    """Standard output took no message (closed, or the reader went away)."""
+
+
 def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool,
           stdout, stderr) -> int:
     from filter.engine import log
 
     use_syslog = settings.syslog if settings is not None else True
     users = ",".join(opts.users) or "-"
+    if isinstance(exc, OutputFailed):
+        # Writing the original would fail the same way (and could follow a partial write):
+        # only a retry by the MTA can deliver now.
+        log.error(f"user={users} cannot write the message: {exc}", use_syslog, stderr)
+        return exitcodes.TEMPFAIL
     kind = type(exc).__name__
     if not inbound or opts.classify:
         # Nothing to deliver (--classify writes a summary, never the message): the error
@@ -397,7 +406,10 @@ def _deliver(data: bytes, user: str, klass: str, deliver: set[str], opts: Option
             quarantine(settings.home, user, data)
         return exitcodes.OK
     if opts.stdout or opts.deliver is None or not settings.delivery_agent:
-        stdout.write(data)
+        try:
+            stdout.write(data)
+        except OSError as exc:
+            raise OutputFailed(exc) from None
         return exitcodes.OK
     import shlex
     import subprocess
