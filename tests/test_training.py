@@ -164,6 +164,30 @@ def test_toe_correction_does_not_inflate_true_negatives():
     assert stats.spam_misclassified == stats0.spam_misclassified + 1
 
 
+def test_toe_report_back_to_the_first_verdict_learns_it_fully():
+    # README: in TOE a report back to the first verdict learns the message as that class; it
+    # does not restore "classified only" (the signature keeps the last training, not the
+    # classification's own record).
+    agent = trained(101, training_mode="toe", whitelist=False,
+                    test_conditional_training=False)
+    ctx = agent.user("alice")
+    out = agent.process(ctx, HAM[7])
+    assert out.result == "Innocent"
+    assert sum(agent.store.signature(out.signature).applied) == 1  # classified; sender only
+    before = agent.store.stats(ctx.uid)
+    counts = token_counts(agent, "alice", HAM[7])
+    agent.retrain("alice", out.signature, "spam")
+    agent.retrain("alice", out.signature, "innocent")
+    stats = agent.store.stats(ctx.uid)
+    assert stats.innocent_classified == before.innocent_classified - 1
+    assert stats.innocent_learned == before.innocent_learned + 1
+    assert stats.spam_learned == before.spam_learned
+    back = token_counts(agent, "alice", HAM[7])
+    sender = "wl:bob@example.com"
+    assert back[sender] == counts[sender]  # learned at classification already
+    assert all(back[t] == (counts[t][0], counts[t][1] + 1) for t in counts if t != sender)
+
+
 def test_test_conditional_training_repeats_until_the_message_scores_right():
     agent = trained(20, whitelist=False)
     ctx = agent.user("alice")
