@@ -49,6 +49,13 @@ def header(data: bytes, name: str) -> str | None:
     return None
 
 
+def console_env(home) -> dict[str, str]:
+    """The environment for running the console script on `home`, without a caller's config."""
+    env = dict(os.environ, SPAMSIFT_HOME=str(home))
+    env.pop("SPAMSIFT_CONFIG", None)
+    return env
+
+
 def train(home, n=12, **kw):
     for i in range(n):
         for klass, msg in (("spam", SPAM), ("innocent", HAM)):
@@ -127,8 +134,7 @@ def test_classify_never_writes_the_message_even_on_errors(tmp_path):
 
 
 def test_closed_standard_streams_are_errors_not_tracebacks(tmp_path):
-    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
-    env.pop("SPAMSIFT_CONFIG", None)
+    env = console_env(tmp_path)
     # Run through a shell so that the descriptor is really closed, as a broken MTA leaves it.
     no_in = subprocess.run(f"{SPAMSIFT} --user alice --stdout <&-", shell=True, env=env,
                            capture_output=True, text=True)
@@ -297,8 +303,7 @@ def test_settings_that_would_break_or_misplace_mail_are_refused(tmp_path):
 
 def test_spam_subject_preference_with_a_line_break_is_refused(tmp_path):
     train(tmp_path)
-    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
-    env.pop("SPAMSIFT_CONFIG", None)
+    env = console_env(tmp_path)
     set_tag = subprocess.run([SPAMSIFT, "prefs", "alice", "spam_subject", "[S]\n\nX"],
                              env=env, capture_output=True, text=True)
     assert set_tag.returncode == 78 and set_tag.stderr.count("\n") == 1, set_tag.stderr
@@ -310,8 +315,7 @@ def test_spam_subject_preference_with_a_line_break_is_refused(tmp_path):
 
 
 def test_opt_preference_is_stored_in_its_canonical_case(tmp_path):
-    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
-    env.pop("SPAMSIFT_CONFIG", None)
+    env = console_env(tmp_path)
     assert filt(tmp_path, HAM).stdout != HAM  # opt-out site: filtered
     done = subprocess.run([SPAMSIFT, "prefs", "alice", "opt", "OUT"], env=env,
                           capture_output=True, text=True)

@@ -205,8 +205,8 @@ def _coerce(key: str, value: object, origin: str) -> object:
         # An empty or relative home puts the database in whatever folder the filter runs in
         # (under maildrop: each recipient's own home).
         raise ConfigError(f"{where} must be an absolute path, not {value!r}")
-    if key == "storage" and str(value).lower().startswith("sqlite:") and not str(value)[
-            len("sqlite://"):].strip("/"):
+    if key == "storage" and str(value).lower().startswith("sqlite:") and not sqlite_path(
+            str(value)).strip("/"):
         # sqlite3 opens an empty path as a private temporary database: mail would be
         # classified and its signatures lost with the process.
         raise ConfigError(f"{where} names no database file: use sqlite:///PATH")
@@ -351,6 +351,15 @@ def _cached_toml(path: str, home_hint: str) -> dict[str, object]:
     except (OSError, ValueError):
         pass  # no cache is only slower: the home may not be ours to write
     return parsed
+
+
+def sqlite_path(url: str) -> str:
+    """The file a ``sqlite://`` URL names: ``sqlite:///abs/x.db`` (or ``sqlite:////abs/x.db``)
+    -> /abs/x.db, ``sqlite://rel/x.db`` -> rel/x.db; empty when it names none."""
+    path = url.partition("://")[2]
+    while path.startswith("//"):
+        path = path[1:]
+    return path
 
 
 def _check_trust_grant(path: str, trusted: tuple[str, ...]) -> None:

@@ -143,8 +143,8 @@ def find_signature(raw: bytes, header_name: str) -> str | None:
     msg = Message(raw)
     value = msg.get_header(header_name)
     if value:
-        sig = value.split()[0].decode("latin-1", "replace")
-        if valid_signature(sig):
+        sig = _leading_signature(value.decode("latin-1", "replace"))
+        if sig:
             return sig
     found = _search(raw, header_name)
     if found:
@@ -155,14 +155,20 @@ def find_signature(raw: bytes, header_name: str) -> str | None:
     for part in mime.walk(raw):
         # A forwarded message/rfc822 part, once transfer-decoded, is parsed: its header
         # block is only in the part's headers, not in any payload.
-        for name, value in part.headers:
-            if name.lower() == wanted and value.split() and valid_signature(value.split()[0]):
-                return value.split()[0]
+        for name, text in part.headers:
+            if name.lower() == wanted and (sig := _leading_signature(text)):
+                return sig
         if part.payload and part.payload is not raw:
             found = _search(part.payload, header_name)
             if found:
                 return found
     return None
+
+
+def _leading_signature(value: str) -> str | None:
+    """The signature id a signature header's value starts with, if it has one."""
+    words = value.split()
+    return words[0] if words and valid_signature(words[0]) else None
 
 
 def valid_signature(sig: str) -> bool:

@@ -15,8 +15,9 @@ import json
 import os
 import sqlite3
 
-from filter.engine.errors import (ConflictError, CorruptDatabaseError, StorageError,
-                                  StorageUnavailableError)
+from filter.engine.config import sqlite_path
+from filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
+                                  StorageError, StorageUnavailableError)
 from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 
 SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
@@ -65,13 +66,9 @@ def _from_db(token: int) -> int:
 
 def open(url: str, timeout: float) -> SQLiteStore:  # noqa: A001 - the registry's entry point
     """``sqlite:///abs/path.db`` (or ``sqlite:////abs/path.db``), ``sqlite://rel/path.db``."""
-    path = url.split("://", 1)[1]
-    while path.startswith("//"):
-        path = path[1:]
+    path = sqlite_path(url)
     if not path.strip("/"):
         # sqlite3 would open a private temporary database, lost with the process.
-        from filter.engine.errors import ConfigError
-
         raise ConfigError(f"storage URL {url!r} names no database file: use sqlite:///PATH")
     return SQLiteStore(path, timeout)
 
