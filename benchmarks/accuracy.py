@@ -18,9 +18,9 @@ Printed per configuration: ham misclassified % (ham called spam, whitelisted ham
 right), spam misclassified % (spam not called spam), (1-ROCA)% -- one minus the area under
 the ROC curve, in percent, from `Outcome.score`, the classifier's unsaturated spamminess (the
 largest of the enabled algorithms' log-odds margins over their thresholds, or with
-``logistic`` the model's margin plus the others' score / 20 over its threshold; ties count
-half; a whitelisted message ranks below everything) -- and wall milliseconds per message for the
-classification plus any correction. Rows run in up to two worker processes (``--processes``);
+``logistic`` the model's margin plus the others' score / BAYES_SCALE over its threshold; ties
+count half; a whitelisted message ranks below everything) -- and wall milliseconds per message
+for the classification plus any correction. Rows run in up to two worker processes (``--processes``);
 time figures are only comparable between rows run the same way.
 
 Usage:

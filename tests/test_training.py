@@ -328,3 +328,43 @@ def test_logistic_alone_separates_classes_and_survives_corrections():
     out = agent.process(ctx, SPAM[31])
     agent.retrain("alice", out.signature, "innocent")  # test-conditional passes, Bayes-only
     assert agent.store.signature(out.signature).trained == "innocent"
+
+
+def test_tokens_sharing_one_count_pair_cannot_fill_the_selection():
+    """20 tokens that always came together (6 spam, 0 innocent each: one fact, such as a
+    list's headers) and 10 distinct innocent tokens, the redundant ones first: DSPAM's
+    selection (same_counts 0) takes 15 of the redundant tokens and calls it spam; with the
+    limit, 3 of them sit beside the innocent evidence."""
+    freq = {n: 1 for n in range(30)}
+    counts = {n: (6, 0) for n in range(20)} | {20 + k: (0, 5 + k) for k in range(10)}
+    dspam = classifier.classify(freq, None, counts, 100, 100, ("graham", "burton"), True, 0)
+    limited = classifier.classify(freq, None, counts, 100, 100, ("graham", "burton"), True, 3)
+    assert dspam.is_spam and not limited.is_spam
+    assert sum(1 for token, _p in dspam.factors if token < 20) == 15
+    assert sum(1 for token, _p in limited.factors if token < 20) == 3
+    # tokens whose counts differ are all selectable, however alike their probabilities
+    distinct = {n: (6 + n, 0) for n in range(20)} | {20 + k: (0, 5 + k) for k in range(10)}
+    assert classifier.classify(freq, None, distinct, 100, 100, ("graham",), True, 3).is_spam
+
+
+LIST_HEADERS = ("List-Id: Talk <talk.lists.example.org>\nList-Post: <mailto:talk@lists.example.org>"
+                "\nList-Help: <mailto:talk-request@lists.example.org?subject=help>\n"
+                "List-Subscribe: <https://lists.example.org/listinfo/talk>\n"
+                "List-Unsubscribe: <https://lists.example.org/listinfo/talk>\n"
+                "Sender: talk-admin@lists.example.org\nErrors-To: talk-admin@lists.example.org\n"
+                "X-Beenthere: talk@lists.example.org\nPrecedence: bulk\n")
+
+
+@pytest.mark.parametrize("same_counts, called", [(0, "Spam"), (3, "Innocent")])
+def test_a_first_ham_post_to_a_list_that_brought_only_spam(same_counts, called):
+    """The case behind `same_counts` (README, "Redundant tokens"): a list whose six earlier
+    messages were spam; a plain question to it. DSPAM's selection is all list headers."""
+    agent = trained(40, algorithm=["graham", "burton"], same_counts=same_counts)
+    ctx = agent.user("alice")
+    for n in range(6):
+        agent.learn(ctx, (f"From: Offer {n} <offer{n}@deals{n}.biz>\nTo: talk@lists.example.org\n"
+                          f"Subject: money {n}\n{LIST_HEADERS}\nWin money fast, act now "
+                          f"{n}\n").encode(), "spam")
+    post = (f"From: Carol <carol@example.net>\nTo: talk@lists.example.org\nSubject: lunch\n"
+            f"{LIST_HEADERS}\nHello Alice, lunch at noon tomorrow? Regards, Bob\n").encode()
+    assert agent.process(ctx, post, classify_only=True).result == called

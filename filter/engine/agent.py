@@ -126,7 +126,7 @@ class Agent:
         bayesian = logistic.bayesian(settings.algorithm)
         verdict = classifier.classify(freq, ids, counts, stats.spam_learned,
                                       stats.innocent_learned, bayesian or ("graham",),
-                                      settings.processor_bias)
+                                      settings.processor_bias, settings.same_counts)
         if logistic.enabled(settings.algorithm):
             # One more batched SELECT (the weights); nothing per token.
             feats = logistic.features(ids.values())
@@ -363,7 +363,7 @@ class Agent:
                     current[token] = (max(s + ds, 0), max(i + di + amount, 0))
             verdict = classifier.classify(freq, None, current, ts, ti,
                                           logistic.bayesian(settings.algorithm) or ("graham",),
-                                          settings.processor_bias)
+                                          settings.processor_bias, settings.same_counts)
             if verdict.is_spam == spam_side or _pass == training.TCT_PASSES - 1:
                 return
             for k in range(len(applied)):
