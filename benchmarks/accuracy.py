@@ -20,8 +20,8 @@ the ROC curve, in percent, from `Outcome.score`, the classifier's unsaturated sp
 largest of the enabled algorithms' log-odds margins over their thresholds, or with
 ``logistic`` the model's margin plus the others' score / BAYES_SCALE over its threshold; ties
 count half; a whitelisted message ranks below everything) -- and wall milliseconds per message
-for the classification plus any correction. Rows run in up to two worker processes (``--processes``);
-time figures are only comparable between rows run the same way.
+for the classification plus any correction. Rows run in up to two worker processes
+(``--processes``); time figures are only comparable between rows run the same way.
 
 Usage:
   python benchmarks/accuracy.py                    # defaults + every tokenizer x algorithm
