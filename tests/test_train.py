@@ -150,6 +150,96 @@ def test_with_the_logistic_model_each_message_is_learned_in_order(tmp_path, case
     assert one.stat_rows == bulk_store.stat_rows
 
 
+def _stamped(agent, ctx, raw: bytes, sig_id: str) -> bytes:
+    """`raw` as the filter delivers it: classified (and learned, TEFT) with signature
+    `sig_id`, which its header carries."""
+    agent.make_id = lambda: sig_id
+    outcome = agent.process(ctx, raw)
+    head, _, body = raw.partition(b"\n\n")
+    return (head + f"\nX-DSPAM-Result: {outcome.result}\nX-DSPAM-Signature: {sig_id}"
+            .encode() + b"\n\n" + body)
+
+
+@pytest.mark.parametrize("algorithm", [["graham", "burton"], ["graham", "burton", "logistic"]])
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_tokenizing_helpers_learn_exactly_what_one_process_learns(tmp_path, algorithm, jobs):
+    """With helper processes tokenizing (`spamsift train --jobs`), the store ends up exactly
+    as when the training process tokenizes itself: counts, counters, sources and -- learned
+    in the same order -- the logistic weights to the last bit. Stamped messages in the run
+    are recognised in order: one already learned as its folder's class is skipped, one moved
+    to the other class is corrected after everything read before it was learned."""
+    settings = config.load(None, environ={"SPAMSIFT_HOME": str(tmp_path)}).replace(
+        algorithm=algorithm)
+    msgs = [(m, "spam") for m in mails(25, True)] + [(m, "innocent") for m in mails(30, False)]
+    random.Random(5).shuffle(msgs)
+    stores, results = [], []
+    for helpers in (0, jobs):
+        store = open_store("memory://")
+        agent = Agent(settings, store, clock=lambda: 1.8e9)
+        ctx = agent.user("u")
+        # Two messages the filter delivered earlier; the user moved the second one.
+        kept = _stamped(agent, ctx, mails(1, False, seed=7)[0], "1a1a1a")
+        moved = _stamped(agent, ctx, mails(1, False, seed=8)[0], "2b2b2b")
+        run = msgs[:20] + [(kept, "innocent")] + msgs[20:40] + [(moved, "spam")] + msgs[40:]
+        learner = CorpusLearner(agent, "u", flush_every=9, jobs=helpers, chunk=4)
+        results.append([learner.add(raw, klass) for raw, klass in run])
+        learner.close()
+        stores.append(store)
+    assert learner._pool is not None and learner._pool.chunks >= 14  # helpers did the work
+    plain, helped = stores
+    assert results[0] == results[1]
+    assert results[1].count("known") == 1 and results[1].count("corrected") == 1
+    assert plain.tokens == helped.tokens  # weights included: exact, not to rounding
+    assert plain.stat_rows == helped.stat_rows and plain.daily == helped.daily
+    assert plain.source_rows == helped.source_rows
+    assert any(row[3] for row in helped.tokens.values()) == ("logistic" in algorithm)
+
+
+def test_a_helper_that_dies_is_a_clear_error_and_nothing_hangs(tmp_path):
+    import signal
+
+    from filter.engine.tokenpool import HelperError
+
+    settings = config.load(None, environ={"SPAMSIFT_HOME": str(tmp_path)}).replace(
+        algorithm=["graham", "burton"])
+    agent = Agent(settings, open_store("memory://"), clock=lambda: 1.8e9)
+    learner = CorpusLearner(agent, "u", jobs=1, chunk=2)
+    msgs = mails(12, False)
+    for raw in msgs[:4]:
+        learner.add(raw, "innocent")
+    for process in list(learner._pool._pool._processes.values()):
+        os.kill(process.pid, signal.SIGKILL)
+    with pytest.raises(HelperError, match="helper process died"):
+        for raw in msgs[4:]:
+            learner.add(raw, "innocent")
+        learner.flush()
+    with pytest.raises(HelperError):
+        learner.close()
+
+
+def test_train_jobs_option(env, tmp_path, capsys, monkeypatch):
+    """`--jobs N` trains through N helper processes (started once a chunk is full) to the
+    same result; a negative count is a one-line usage error."""
+    from filter.engine import bulk
+
+    ham, spam = mails(12, False), mails(6, True)
+    md = write_maildir(tmp_path / "Maildir", ham, spam)
+    assert train.main(["--user", "solo", "--quiet", "--jobs", "0", str(md)]) == 0
+    monkeypatch.setattr(bulk, "CHUNK_MESSAGES", 4)
+    assert train.main(["--user", "helped", "--quiet", "--jobs", "2", str(md)]) == 0
+    assert "innocent  read      12  learned      12" in capsys.readouterr().out
+    settings, store = open_db()
+    solo, helped = store.uid("solo", create=False), store.uid("helped", create=False)
+    tok = Tokenizer(settings.tokenizer, settings.ignore_headers, settings.header_prefix)
+    ids = {token_id(t) for raw in ham + spam for t in tok.tokenize(raw)}
+    assert store.lookup(solo, ids) == store.lookup(helped, ids)
+    weights = store.weights(helped, ids)
+    assert weights and store.weights(solo, ids) == weights
+    assert train.main(["--user", "x", "--quiet", "--jobs", "-1", str(md)]) == 64
+    err = capsys.readouterr().err
+    assert "--jobs" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("kind", ["mbox", "mh", "directory", "index", "file"])
 def test_each_file_source(kind, env, tmp_path, capsys):
     spam, ham = mails(4, True), mails(6, False)

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="most passes for --strategy error (default 5)")
     parser.add_argument("--flush", type=int, default=2000,
                         help="messages per transaction for --strategy corpus (default 2000)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="helper processes that tokenize for --strategy corpus (default: "
+                             "one per CPU, at most 2; 0 tokenizes in the training process)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--config", help="configuration file")
     return parser
@@ -69,11 +72,11 @@ def _open(args, settings):
 
 
 def run_corpus(agent, user: str, streams, tally: Tally, progress, flush_every: int,
-               max_size: int) -> None:
+               max_size: int, jobs: int = 0) -> None:
     from filter.engine.bulk import CorpusLearner
     from trainer.corpus import interleave
 
-    learner = CorpusLearner(agent, user, flush_every=flush_every)
+    learner = CorpusLearner(agent, user, flush_every=flush_every, jobs=jobs)
     try:
         for klass, raw, _name in interleave(streams):
             tally.add(klass, "read")
@@ -192,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         require_sources(args, "train")
         if args.passes < 1 or args.flush < 1:
             raise UsageError("--passes and --flush must be at least 1")
+        if args.jobs is None:
+            from filter.engine.tokenpool import default_jobs
+
+            args.jobs = default_jobs()
+        elif args.jobs < 0:
+            raise UsageError("--jobs must be 0 or more")
         streams = planned_streams(args, settings)
         total = sum(s.count for s in streams)
         agent = _open(args, settings)
@@ -201,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.strategy == "corpus":
                 run_corpus(agent, user, streams, tally, progress, args.flush,
-                           settings.max_message_size)
+                           settings.max_message_size, args.jobs)
             else:
                 run_on_error(agent, user, streams, tally, progress, args.passes,
                              settings.max_message_size)

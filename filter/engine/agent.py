@@ -17,6 +17,10 @@ from filter.engine.signatures import load_owned, new_id
 from filter.engine.store.base import Batch, Signature, SignatureUpdate
 from filter.engine.tokenizer import Tokenizer, parse_top_headers, token_id
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from filter.engine.tokenpool import Tokenized
+
 CAS_RETRIES = 5
 
 
@@ -110,11 +114,16 @@ class Agent:
 
         return first_external_ip(headers, settings.local_mx) or ""
 
-    def score(self, ctx: UserContext, raw: bytes, headers: list[tuple[str, str]] | None = None):
-        """Tokenize and score: (freq, ids, counts, stats, verdict, whitelisted)."""
+    def score(self, ctx: UserContext, raw: bytes, headers: list[tuple[str, str]] | None = None,
+              tokenized: Tokenized | None = None):
+        """Tokenize and score: (freq, ids, counts, stats, verdict, whitelisted). `tokenized`:
+        the message's tokens as a helper process made them (`raw` is then not read)."""
         settings = ctx.settings
-        freq = self.tokenizer(settings).tokenize(raw, headers)
-        ids = {t: token_id(t) for t in freq}
+        if tokenized is None:
+            freq = self.tokenizer(settings).tokenize(raw, headers)
+            ids = {t: token_id(t) for t in freq}
+        else:
+            freq, ids = tokenized.freq, tokenized.ids
         if ctx.uid is None:
             counts: dict[int, tuple[int, int]] = {}
             from filter.engine.store.base import Stats
@@ -166,7 +175,8 @@ class Agent:
         wl_index = next((k for k, t in enumerate(tokens) if t.startswith("wl:")), None)
         applied, counters = training.inbound(mode, klass, hits, verdict.confidence, wl_index)
 
-        batch, source_ip = self._learning(ctx, headers, klass, id_list, applied, counters)
+        source_ip = self._source_ip(headers, ctx.settings)
+        batch = self._learning(source_ip, klass, id_list, applied, counters)
         model = (0.0, 0.0)
         if verdict.model is not None:
             z, base, feats = verdict.model
@@ -184,17 +194,16 @@ class Agent:
         outcome.action = "learned" if any(applied) else "classified"
         return outcome
 
-    def _learning(self, ctx: UserContext, headers: list[tuple[str, str]], klass: str,
-                  id_list: list[int], applied, counters: list[str]) -> tuple[Batch, str]:
+    def _learning(self, source_ip: str, klass: str, id_list: list[int], applied,
+                  counters: list[str]) -> Batch:
         """The batch that counts a message as `klass`: tokens, counters, source address."""
         batch = Batch(self._day())
         self._apply(batch, id_list, applied, klass, +1)
         for counter in counters:
             batch.add_stat(counter, 1)
-        source_ip = self._source_ip(headers, ctx.settings)
         if source_ip:
             batch.add_source(source_ip, *_class_delta(klass, +1))
-        return batch, source_ip
+        return batch
 
     @staticmethod
     def _train_model(batch: Batch, feats: list[int], z: float, base: float,
@@ -220,18 +229,27 @@ class Agent:
 
     # -- known class ---------------------------------------------------------------------
     def learn(self, ctx: UserContext, raw: bytes, klass: str, source: str = "corpus",
-              signature_id: str | None = None) -> Outcome:
-        """Learn a whole message as `klass` ("corpus" or "inoculation"), no decrements."""
+              signature_id: str | None = None, tokenized: Tokenized | None = None) -> Outcome:
+        """Learn a whole message as `klass` ("corpus" or "inoculation"), no decrements.
+        `tokenized`: the message's tokens as a helper process made them (`raw` is then not
+        read; `bulk.CorpusLearner` with helpers)."""
         if ctx.uid is None:
             ctx = self.user(ctx.name, create=True)
         uid = ctx.uid
         assert uid is not None  # created above
-        headers = parse_top_headers(raw)
+        if tokenized is None:
+            headers = parse_top_headers(raw)
+            source_ip = self._source_ip(headers, ctx.settings)
+        else:
+            headers, source_ip = None, tokenized.source_ip
         verdict = None
         ids = None
         if logistic.enabled(ctx.settings.algorithm):
             # The model trains beside the Bayes score, so it needs the message scored.
-            freq, ids, counts, _stats, verdict, _white = self.score(ctx, raw, headers)
+            freq, ids, counts, _stats, verdict, _white = self.score(ctx, raw, headers,
+                                                                    tokenized)
+        elif tokenized is not None:
+            freq, ids = tokenized.freq, tokenized.ids
         else:
             freq = self.tokenizer(ctx.settings).tokenize(raw, headers)
         tokens = list(freq)
@@ -244,7 +262,7 @@ class Agent:
                                                              for i in id_list])
         else:
             applied, counters = training.corpus(klass, len(id_list))
-        batch, source_ip = self._learning(ctx, headers, klass, id_list, applied, counters)
+        batch = self._learning(source_ip, klass, id_list, applied, counters)
         model = (0.0, 0.0)
         if verdict is not None and verdict.model is not None:
             z, base, feats = verdict.model
