@@ -246,6 +246,17 @@ def interleave(streams: list[Stream]):
 
 
 # -- the command line of `train` and `evaluate` ----------------------------------------------
+def batch_gc() -> None:
+    """Tune the garbage collector for a corpus run (`train`, `evaluate`): such a run keeps
+    millions of long-lived objects (token caches and counts) and creates almost no cyclic
+    garbage, yet CPython's default thresholds made 27 full collections over all of them in
+    one training run of the SpamAssassin corpus. Default algorithms, two runs each: 197 / 215
+    msg/s with the defaults, 237 / 242 with these thresholds (none full)."""
+    import gc
+
+    gc.set_threshold(50_000, 20, 100)
+
+
 def add_source_arguments(parser) -> None:
     """The source arguments `spamsift train` and `spamsift evaluate` share."""
     parser.add_argument("sources", nargs="*", metavar="SOURCE")

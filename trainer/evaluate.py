@@ -349,10 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(args.config)
         user = users.acting_for(args.user, settings)
-        from trainer.corpus import interleave, planned_streams, require_sources
+        from trainer.corpus import batch_gc, interleave, planned_streams, require_sources
         from trainer.train import Progress
 
         require_sources(args, "evaluate")
+        batch_gc()
         if args.folds == 1 or args.folds < 0:
             raise UsageError("--folds must be 0 (skip) or at least 2")
         settings = _user_settings(settings, user)

@@ -190,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(args.config)
         user = users.acting_for(args.user, settings)
-        from trainer.corpus import planned_streams, require_sources
+        from trainer.corpus import batch_gc, planned_streams, require_sources
 
         require_sources(args, "train")
+        batch_gc()
         if args.passes < 1 or args.flush < 1:
             raise UsageError("--passes and --flush must be at least 1")
         if args.jobs is None:

@@ -108,6 +108,10 @@ class WriteBehind:
 
     CACHE_TOKENS = 600_000  # ~80 MB of cached rows (~130 B each); dropped at a flush beyond this
 
+    # One tuple object per distinct (spam, innocent) pair in the cache: most tokens share a
+    # handful of small pairs ((0, 1), (1, 0), ...), and a tuple of its own is 56 bytes a token.
+    pairs: dict[tuple[int, int], tuple[int, int]]
+
     # The read cache (`forget` empties it): the user it holds, that user again when what it
     # lacks is known to be absent, and per token its counts (None: no row) and weight.
     cache_uid: int | None
@@ -121,6 +125,7 @@ class WriteBehind:
         the store is not asked at all."""
         self.store = store
         self.url = store.url
+        self.pairs = {}
         self._reset()
         self.forget()
         self.cache_uid = self.complete_uid = empty_uid
@@ -215,10 +220,12 @@ class WriteBehind:
         # While the cache is complete, a token it lacks has no row: it is cached from now on.
         complete = uid == self.complete_uid
         uncached = absent if complete else _NOT_CACHED
-        for t, (ds, di) in batch.tokens.items():
+        share = self.pairs.setdefault
+        for t, delta in batch.tokens.items():
+            ds, di = delta
             entry = pending_get(t)
             if entry is None:
-                tokens[t] = [ds, di]
+                tokens[t] = delta  # the batch's own list: nothing else holds the batch now
             else:
                 entry[0] += ds
                 entry[1] += di
@@ -227,7 +234,8 @@ class WriteBehind:
                 s, i = row or absent
                 s += ds
                 i += di
-                known[t] = (s if s > 0 else 0, i if i > 0 else 0)
+                pair = (s if s > 0 else 0, i if i > 0 else 0)
+                known[t] = share(pair, pair)
         weights, known_weights = self.weights_pending, self.known_weights
         for t, w in batch.weights.items():
             weights[t] = weights.get(t, 0.0) + w

@@ -14,11 +14,16 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from itertools import chain, islice
 
 from filter.engine.config import sqlite_path
 from filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
                                   StorageError, StorageUnavailableError)
 from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
 # Checkpoint the WAL into the database once it is this large. Why by hand: the inline filter
@@ -441,14 +446,20 @@ class SQLiteStore:
             # Rows are (id, spam, innocent, weight), and only where something is added. Bulk
             # corpus batches have no weights: their rows come straight from the counts, since
             # building the union of the keys for nothing took 747 -> 622 msg/s.
+            # Rows are made _JSON_ROWS at a time, never all at once: a list of a flush's
+            # 400,000 rows was ~50 MB of a training run's peak.
+            rows: Iterator[tuple[int, int, int, float]]
             if weights:
-                zero = (0, 0)
-                rows = ((_to_db(t), *tokens.get(t, zero), weights.get(t, 0.0))
-                        for t in tokens.keys() | weights.keys())
-                items = [r for r in rows if r[1] or r[2] or r[3]]
+                # Rows of the counted tokens, then of tokens with a weight alone; no union
+                # of the keys built first (0.62 -> 0.20 s for 400,000 rows).
+                weight = weights.get
+                rows = (r for r in chain(
+                    ((_to_db(t), d[0], d[1], weight(t, 0.0)) for t, d in tokens.items()),
+                    ((_to_db(t), 0, 0, w) for t, w in weights.items() if t not in tokens))
+                    if r[1] or r[2] or r[3])
             else:
-                items = [(_to_db(t), d[0], d[1], 0) for t, d in tokens.items() if d[0] or d[1]]
-            for i in range(0, len(items), _JSON_ROWS):
+                rows = ((_to_db(t), d[0], d[1], 0) for t, d in tokens.items() if d[0] or d[1])
+            while part := list(islice(rows, _JSON_ROWS)):
                 db.execute(
                     "INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, "
                     "last_hit, weight) SELECT ?1, r.value ->> 0, r.value ->> 1, "
@@ -457,7 +468,7 @@ class SQLiteStore:
                     "spam_hits = spam_hits + excluded.spam_hits, "
                     "innocent_hits = innocent_hits + excluded.innocent_hits, "
                     "last_hit = excluded.last_hit, weight = weight + excluded.weight",
-                    (uid, day, json.dumps(items[i:i + _JSON_ROWS])))
+                    (uid, day, json.dumps(part)))
         else:
             self._write_tokens(uid, day, batch)
         self._write_counters(uid, day, batch)
