@@ -23,6 +23,10 @@ store: what it commits is kept in memory, seen by its next lookups, and written 
 transaction every `flush_every` messages (one transaction per message: 53 messages/s on the
 SpamAssassin corpus).
 
+With `jobs`, helper processes do the tokenizing (`filter.engine.tokenpool`): for the bulk
+counts they also count and hash a chunk's tokens, for the logistic model they hand back each
+message's tokens, learned here in the order they were read. The store ends up the same.
+
 Messages spamsift stamped itself are recognised (`unstamp`): the Subject tag and the
 ``!DSPAM:id!`` body tag are removed before tokenizing, and a message whose signature this user
 still has is not learned twice: if its signature already counts it as the same class it is
