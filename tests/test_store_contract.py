@@ -48,6 +48,31 @@ def test_lookup_handles_more_tokens_than_one_statement_takes(store):
     assert len(found) == len(ids) and found[69999] == (1, 0) and 5 not in found
 
 
+def test_counts_and_weights_read_both_in_one_go(store):
+    """`counts_and_weights` answers exactly what `lookup` and `weights` answer apart: rows
+    with counts only, with a weight only, with both, none for absent tokens or another user,
+    and more tokens than one statement takes."""
+    uid = store.uid("u")
+    assert store.counts_and_weights(uid, [1, 2]) == ({}, {})
+    batch = Batch("2026-11-24")
+    ids = list(range(10, 20010))
+    for t in ids:
+        batch.add_token(t, t % 3, 1)
+    batch.add_token(1, 2, 0)
+    batch.add_weight(1, 0.5)       # counts and weight
+    batch.add_weight(BIG, -0.25)   # weight only
+    batch.add_token(MID, 0, 4)     # counts only
+    batch.add_weight(15, 1.5)
+    store.commit(uid, batch)
+    asked = [1, 2, BIG, MID, *ids]
+    counts, weights = store.counts_and_weights(uid, asked)
+    assert counts == store.lookup(uid, asked) and weights == store.weights(uid, asked)
+    assert counts[1] == (2, 0) and counts[BIG] == (0, 0) and 2 not in counts
+    assert len(counts) == len(ids) + 3 and counts[20009] == (20009 % 3, 1)
+    assert weights == {1: 0.5, BIG: -0.25, 15: 1.5}
+    assert store.counts_and_weights(store.uid("v"), asked) == ({}, {})
+
+
 def test_counts_never_go_below_zero_and_pure_decrements_insert_nothing(store):
     uid = store.uid("u")
     batch = Batch("2026-11-24")

@@ -196,6 +196,33 @@ class WriteBehind:
                 known[t] = found.get(t, 0.0) + pending.get(t, 0.0)
         return {t: w for t in tokens if (w := known[t])}
 
+    def counts_and_weights(self, uid: int, tokens):
+        """As `Store.counts_and_weights`: one store query for the tokens whose counts or weight
+        are not cached; while the cache is complete for `uid`, the cache itself."""
+        self._cache_for(uid)
+        known, known_weights = self.known, self.known_weights
+        if uid == self.complete_uid:
+            return known, known_weights
+        tokens = list(tokens)
+        missing = [t for t in tokens if t not in known or t not in known_weights]
+        if missing:
+            found, found_weights = self.store.counts_and_weights(uid, missing)
+            mine = uid == self.uid_pending
+            pending = self.tokens if mine else {}
+            pending_weights = self.weights_pending if mine else {}
+            for t in missing:
+                if t not in known:
+                    row = found.get(t)
+                    d = pending.get(t)
+                    if d is not None:
+                        s, i = row or (0, 0)
+                        row = (max(s + d[0], 0), max(i + d[1], 0))
+                    known[t] = row
+                if t not in known_weights:
+                    known_weights[t] = found_weights.get(t, 0.0) + pending_weights.get(t, 0.0)
+        return ({t: row for t in tokens if (row := known[t]) is not None},
+                {t: w for t in tokens if (w := known_weights[t])})
+
     def stats(self, uid: int):
         self._cache_for(uid)
         if self.known_stats is None:

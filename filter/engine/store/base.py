@@ -283,6 +283,12 @@ class Store(Protocol):
         absent ones are left out and weigh 0.0)."""
         ...
 
+    def counts_and_weights(self, uid: int, tokens: Collection[int]
+                           ) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
+        """`lookup` and `weights` of the same tokens in one query: what scoring a message with
+        the logistic model reads."""
+        ...
+
     def stats(self, uid: int) -> Stats:
         """The user's counters; all zero for a user with none."""
         ...

@@ -63,6 +63,10 @@ class MemoryStore:
                 found[token] = row[3]
         return found
 
+    def counts_and_weights(self, uid: int, tokens):
+        tokens = list(tokens)
+        return self.lookup(uid, tokens), self.weights(uid, tokens)
+
     def stats(self, uid: int) -> Stats:
         return Stats(*self.stat_rows.get(uid, [0] * len(STAT_FIELDS)))
 

@@ -208,6 +208,26 @@ class MySQLStore:
             raise _translate(exc) from None
         return found
 
+    def counts_and_weights(self, uid: int, tokens):
+        counts: dict[int, tuple[int, int]] = {}
+        weights: dict[int, float] = {}
+        try:
+            with self.db.cursor() as cur:
+                for in_list in token_lists(tokens):
+                    cur.execute("SELECT token, spam_hits, innocent_hits, weight FROM "
+                                f"dspam_token_data WHERE uid = %s AND token IN ({in_list})",
+                                (uid,))
+                    for token, spam, innocent, weight in cur.fetchall():
+                        token = int(token)
+                        counts[token] = (int(spam), int(innocent))
+                        if weight:
+                            weights[token] = float(weight)
+            self.db.commit()
+        except pymysql.MySQLError as exc:
+            self._rollback()
+            raise _translate(exc) from None
+        return counts, weights
+
     def stats(self, uid: int) -> Stats:
         rows = self._read(f"SELECT {', '.join(STAT_FIELDS)} FROM dspam_stats WHERE uid = %s",
                           (uid,))

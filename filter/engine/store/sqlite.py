@@ -215,6 +215,25 @@ class SQLiteStore:
             raise _translate(exc, self.path) from None
         return found
 
+    def counts_and_weights(self, uid: int, tokens):
+        ids = [_to_db(t) for t in tokens]
+        counts: dict[int, tuple[int, int]] = {}
+        weights: dict[int, float] = {}
+        try:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i:i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for token, spam, innocent, weight in self.db.execute(
+                        "SELECT token, spam_hits, innocent_hits, weight FROM dspam_token_data "
+                        f"WHERE uid = ? AND token IN ({marks})", [uid, *chunk]):
+                    token = _from_db(token)
+                    counts[token] = (spam, innocent)
+                    if weight:
+                        weights[token] = weight
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return counts, weights
+
     def stats(self, uid: int) -> Stats:
         rows = self._query(f"SELECT {', '.join(STAT_FIELDS)} FROM dspam_stats WHERE uid = ?",
                            (uid,))
