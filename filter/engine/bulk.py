@@ -170,15 +170,7 @@ class WriteBehind:
         tokens = list(tokens)
         missing = [t for t in tokens if t not in known]
         if missing:
-            found = self.store.lookup(uid, missing)
-            pending = self.tokens if uid == self.uid_pending else {}
-            for t in missing:
-                row = found.get(t)
-                d = pending.get(t)
-                if d is not None:
-                    s, i = row or (0, 0)
-                    row = (max(s + d[0], 0), max(i + d[1], 0))
-                known[t] = row
+            self._cache_counts(uid, missing, self.store.lookup(uid, missing))
         return {t: row for t in tokens if (row := known[t]) is not None}
 
     def weights(self, uid: int, tokens) -> dict[int, float]:
@@ -190,10 +182,7 @@ class WriteBehind:
         tokens = list(tokens)
         missing = [t for t in tokens if t not in known]
         if missing:
-            found = self.store.weights(uid, missing)
-            pending = self.weights_pending if uid == self.uid_pending else {}
-            for t in missing:
-                known[t] = found.get(t, 0.0) + pending.get(t, 0.0)
+            self._cache_weights(uid, missing, self.store.weights(uid, missing))
         return {t: w for t in tokens if (w := known[t])}
 
     def counts_and_weights(self, uid: int, tokens):
@@ -207,21 +196,33 @@ class WriteBehind:
         missing = [t for t in tokens if t not in known or t not in known_weights]
         if missing:
             found, found_weights = self.store.counts_and_weights(uid, missing)
-            mine = uid == self.uid_pending
-            pending = self.tokens if mine else {}
-            pending_weights = self.weights_pending if mine else {}
-            for t in missing:
-                if t not in known:
-                    row = found.get(t)
-                    d = pending.get(t)
-                    if d is not None:
-                        s, i = row or (0, 0)
-                        row = (max(s + d[0], 0), max(i + d[1], 0))
-                    known[t] = row
-                if t not in known_weights:
-                    known_weights[t] = found_weights.get(t, 0.0) + pending_weights.get(t, 0.0)
+            self._cache_counts(uid, missing, found)
+            self._cache_weights(uid, missing, found_weights)
         return ({t: row for t in tokens if (row := known[t]) is not None},
                 {t: w for t in tokens if (w := known_weights[t])})
+
+    def _cache_counts(self, uid: int, tokens: list[int], found) -> None:
+        """Cache the counts of `tokens` not cached yet: the store's rows `found` plus what is
+        pending for them."""
+        known = self.known
+        pending = self.tokens if uid == self.uid_pending else {}
+        for t in tokens:
+            if t in known:
+                continue
+            row = found.get(t)
+            d = pending.get(t)
+            if d is not None:
+                s, i = row or (0, 0)
+                row = (max(s + d[0], 0), max(i + d[1], 0))
+            known[t] = row
+
+    def _cache_weights(self, uid: int, tokens: list[int], found) -> None:
+        """As `_cache_counts`, for weights."""
+        known = self.known_weights
+        pending = self.weights_pending if uid == self.uid_pending else {}
+        for t in tokens:
+            if t not in known:
+                known[t] = found.get(t, 0.0) + pending.get(t, 0.0)
 
     def stats(self, uid: int):
         self._cache_for(uid)
