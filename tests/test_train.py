@@ -240,6 +240,66 @@ def test_train_jobs_option(env, tmp_path, capsys, monkeypatch):
     assert "--jobs" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_ctrl_c_with_helpers_is_one_line_and_leaves_no_process(tmp_path):
+    """Ctrl-C reaches the whole process group: the command says it was interrupted (exit 75)
+    in one line, no helper prints a traceback, and no helper outlives it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spamsift = Path(sys.executable).parent / "spamsift"
+    if not spamsift.exists():
+        pytest.skip("spamsift console script not installed")
+    md = write_maildir(tmp_path / "Maildir", mails(1500, False), mails(500, True))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, SPAMSIFT_HOME=str(home))
+    env.pop("SPAMSIFT_CONFIG", None)
+    env.pop("SPAMSIFT_STORAGE", None)
+    proc = subprocess.Popen(
+        [str(spamsift), "train", "--user", "u", "--quiet", "--jobs", "2", str(md)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        helpers: list[int] = []
+        for _ in range(300):  # until the helpers run (the first chunk was handed over)
+            helpers = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                       and _parent(int(p)) == proc.pid]
+            if len(helpers) >= 2 or proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None and len(helpers) >= 2, "helpers never started"
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 75
+    assert err.decode().splitlines() == [
+        "spamsift train: interrupted; what was flushed stays learned"]
+    time.sleep(0.2)
+    assert not [p for p in helpers if os.path.exists(f"/proc/{p}")
+                and _state(p) != "Z"]
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
 @pytest.mark.parametrize("kind", ["mbox", "mh", "directory", "index", "file"])
 def test_each_file_source(kind, env, tmp_path, capsys):
     spam, ham = mails(4, True), mails(6, False)

@@ -87,6 +87,11 @@ _local_mx: tuple[str, ...] | None = None  # None: sources are not tracked
 def _start(mode: str, ignore_headers: tuple[str, ...], header_prefix: str,
            local_mx: tuple[str, ...] | None) -> None:
     global _tokenizer, _local_mx
+    import signal
+
+    # Ctrl-C reaches the whole process group: the training process says it was interrupted
+    # and stops the helpers; a helper of its own would print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _tokenizer = Tokenizer(mode, ignore_headers, header_prefix)
     _local_mx = local_mx
 
