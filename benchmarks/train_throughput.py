@@ -5,7 +5,8 @@ corpus (issue 5 targets on the 2-core reference machine: >= 1,000 messages/s int
 Each run is one real ``spamsift train --user bench --quiet INDEX`` command (corpus strategy,
 the default) into a fresh database, timed from outside. Peak resident memory is sampled from
 /proc every 20 ms, of the training process and of it with its tokenizing helper processes
-(``--jobs``; the command's default is one per CPU, at most 2, and ``--jobs 0`` is one process).
+(``--jobs``; the command's default is 1 with the logistic model and up to 2 without it, and
+``--jobs 0`` is one process).
 The index file lists the corpus in a fixed shuffled order.
 
 Usage: python benchmarks/train_throughput.py [--corpus DIR] [--mysql URL] [--no-mysql]
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", help="pass --jobs N to spamsift train (default: its own "
-                                       "default, one helper per CPU, at most 2)")
+                                       "default)")
     parser.add_argument("--algorithm", action="append", metavar="NAME",
                         help="train with this algorithm set instead of the default (repeat "
                              "for several, e.g. --algorithm graham --algorithm burton)")

@@ -217,6 +217,17 @@ def test_a_helper_that_dies_is_a_clear_error_and_nothing_hangs(tmp_path):
         learner.close()
 
 
+@pytest.mark.parametrize("cpus, counting, per_message", [(1, 0, 0), (2, 2, 1), (8, 2, 1)])
+def test_default_helpers_by_cpus_and_path(monkeypatch, cpus, counting, per_message):
+    """No helper on one CPU; up to 2 for counting, 1 for the logistic model's per-message
+    learning (its training process is the bottleneck)."""
+    from filter.engine import tokenpool
+
+    monkeypatch.setattr(tokenpool.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
+    assert tokenpool.default_jobs(False) == counting
+    assert tokenpool.default_jobs(True) == per_message
+
+
 def test_train_jobs_option(env, tmp_path, capsys, monkeypatch):
     """`--jobs N` trains through N helper processes (started once a chunk is full) to the
     same result; a negative count is a one-line usage error."""

@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="messages per transaction for --strategy corpus (default 2000)")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="helper processes that tokenize for --strategy corpus (default: "
-                             "one per CPU, at most 2; 0 tokenizes in the training process)")
+                             "none on one CPU; else 1 with the logistic model, whose learning "
+                             "is the bottleneck, and one per CPU up to 2 without it; 0 "
+                             "tokenizes in the training process)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--config", help="configuration file")
     return parser
@@ -72,7 +74,7 @@ def _open(args, settings):
 
 
 def run_corpus(agent, user: str, streams, tally: Tally, progress, flush_every: int,
-               max_size: int, jobs: int = 0) -> None:
+               max_size: int, jobs: int | None = 0) -> None:
     from filter.engine.bulk import CorpusLearner
     from trainer.corpus import interleave
 
@@ -196,11 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_gc()
         if args.passes < 1 or args.flush < 1:
             raise UsageError("--passes and --flush must be at least 1")
-        if args.jobs is None:
-            from filter.engine.tokenpool import default_jobs
-
-            args.jobs = default_jobs()
-        elif args.jobs < 0:
+        if args.jobs is not None and args.jobs < 0:
             raise UsageError("--jobs must be 0 or more")
         streams = planned_streams(args, settings)
         total = sum(s.count for s in streams)

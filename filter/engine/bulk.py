@@ -44,7 +44,7 @@ from collections import Counter
 from filter.engine.errors import SignatureError
 from filter.engine.maildir import signature_of
 from filter.engine.tokenizer import blake2b as _blake2b, parse_top_headers
-from filter.engine.tokenpool import TokenPool, Tokenized
+from filter.engine.tokenpool import TokenPool, Tokenized, default_jobs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -306,10 +306,10 @@ class CorpusLearner:
     """Feeds one user's messages of known class into the store in bulk."""
 
     def __init__(self, agent, user: str, flush_every: int = 2000,
-                 background: bool = True, jobs: int = 0, chunk: int = 0) -> None:
+                 background: bool = True, jobs: int | None = 0, chunk: int = 0) -> None:
         """`background`: write flushes from a writer thread (not for memory:// stores, which
         a second connection would not see). `jobs`: helper processes that tokenize
-        (`tokenpool`; 0: tokenize in this process), handed `chunk` messages at a time
+        (`tokenpool`; 0: tokenize in this process; None: `tokenpool.default_jobs`), handed `chunk` messages at a time
         (0: `CHUNK_COUNTS` or `CHUNK_MESSAGES`)."""
         self.agent = agent
         self.store = agent.store
@@ -342,6 +342,8 @@ class CorpusLearner:
         self._failure: BaseException | None = None
         self._pool: TokenPool | None = None
         self._chunk: list[tuple[str, bytes]] = []
+        if jobs is None:
+            jobs = default_jobs(self.per_message)
         if jobs > 0:
             self._pool = TokenPool(self.settings, jobs)
             self.chunk_size = chunk or (CHUNK_MESSAGES if self.per_message else CHUNK_COUNTS)

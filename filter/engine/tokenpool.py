@@ -60,16 +60,22 @@ class Tokenized:
         return (Tokenized, (self.freq, self.ids, self.source_ip))
 
 
-def default_jobs() -> int:
-    """Helper processes for ``--jobs`` when not given: one per CPU this process may use, at
-    most 2 (SpamAssassin corpus, graham+burton, 2-core reference machine, a prototype without
-    writes: 0 helpers 776, 1 helper 776, 2 helpers 1,018, 3 helpers 992 msg/s); none on one
-    CPU, where a helper only adds the cost of passing messages."""
+def default_jobs(per_message: bool) -> int:
+    """Helper processes for ``--jobs`` when not given: none on one CPU, where a helper only
+    adds the cost of passing messages. For counting (`per_message` False), one per CPU this
+    process may use, at most 2: SpamAssassin corpus, graham+burton, 2-core reference machine,
+    a prototype without writes gave 776 msg/s with 0 or 1 helper, 1,018 with 2, 992 with 3.
+    For the logistic model's per-message learning, 1: the training process is the bottleneck
+    there (about 4 ms a message against a helper's 1): with 1 or 2 helpers, alternating
+    runs took 28.8 / 25.5 s and 27.3 / 29.4 s, so a second one would only hold memory
+    (~28 MB)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 1
-    return 0 if cpus < 2 else min(cpus, 2)
+    if cpus < 2:
+        return 0
+    return 1 if per_message else min(cpus, 2)
 
 
 def _token_ids(texts) -> dict[str, int]:
