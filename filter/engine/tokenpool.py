@@ -28,11 +28,11 @@ import os
 from collections import deque
 
 from filter.engine.errors import SpamsiftError
+from filter.engine.tokenizer import Tokenizer, blake2b, parse_top_headers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
-from filter.engine.tokenizer import Tokenizer, blake2b, parse_top_headers
 
 INFLIGHT = 2  # chunks per helper submitted and not yet taken back
 
