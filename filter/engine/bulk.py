@@ -43,8 +43,8 @@ from collections import Counter
 
 from filter.engine.errors import SignatureError
 from filter.engine.maildir import signature_of
-from filter.engine.tokenizer import blake2b as _blake2b, parse_top_headers
-from filter.engine.tokenpool import TokenPool, Tokenized, default_jobs
+from filter.engine.tokenizer import parse_top_headers
+from filter.engine.tokenpool import TokenPool, Tokenized, counts_by_id, default_jobs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -312,8 +312,8 @@ class CorpusLearner:
                  background: bool = True, jobs: int | None = 0, chunk: int = 0) -> None:
         """`background`: write flushes from a writer thread (not for memory:// stores, which
         a second connection would not see). `jobs`: helper processes that tokenize
-        (`tokenpool`; 0: tokenize in this process; None: `tokenpool.default_jobs`), handed `chunk` messages at a time
-        (0: `CHUNK_COUNTS` or `CHUNK_MESSAGES`)."""
+        (`tokenpool`; 0: tokenize in this process; None: `tokenpool.default_jobs`), handed
+        `chunk` messages at a time (0: `CHUNK_COUNTS` or `CHUNK_MESSAGES`)."""
         self.agent = agent
         self.store = agent.store
         self.ctx = agent.user(user, create=True)
@@ -521,27 +521,18 @@ class CorpusLearner:
         from filter.engine.store.base import Batch
 
         batch = Batch(time.strftime("%Y-%m-%d", time.localtime(self.agent.clock())))
-        # token_id inlined (its call costs a third of it over a million tokens), and tuples
-        # rather than lists: nothing adds to these entries after this.
+        # What was counted here by token text joins what helpers counted by id; then one
+        # (spam, innocent) row per id, as tuples: nothing adds to these entries after this.
         by_text, by_id = counts
-        digest, number = _blake2b, int.from_bytes
-        tokens = {number(digest(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                         "little"): (n, 0) for text, n in by_text["spam"].items()}
+        for klass, counter in by_text.items():
+            if counter:
+                by_id[klass].update(counts_by_id(counter))
+                counter.clear()  # the texts are not needed any more: free them before the write
+        tokens = {tid: (n, 0) for tid, n in by_id["spam"].items()}
         get = tokens.get
-        for text, n in by_text["innocent"].items():
-            tid = number(digest(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                         "little")
-            entry = get(tid)
-            tokens[tid] = (0, n) if entry is None else (entry[0], n)
-        for counter in by_text.values():
-            counter.clear()  # the texts are not needed any more: free them before the write
-        # What helpers counted (their ids), added the same way.
-        for tid, n in by_id["spam"].items():
-            entry = get(tid)
-            tokens[tid] = (n, 0) if entry is None else (entry[0] + n, entry[1])
         for tid, n in by_id["innocent"].items():
             entry = get(tid)
-            tokens[tid] = (0, n) if entry is None else (entry[0], entry[1] + n)
+            tokens[tid] = (0, n) if entry is None else (entry[0], n)
         for id_counter in by_id.values():
             id_counter.clear()
         batch.tokens = tokens  # type: ignore[assignment]

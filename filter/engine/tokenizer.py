@@ -82,6 +82,14 @@ def token_id(token: str) -> int:
         blake2b(token.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
+def token_ids(tokens) -> dict[str, int]:
+    """`token_id` of many token texts: text -> id. The call inlined: over a million tokens it
+    is a third of the cost."""
+    digest, number = blake2b, int.from_bytes
+    return {t: number(digest(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                      "little") for t in tokens}
+
+
 def sender_address(headers: list[tuple[str, str]]) -> str | None:
     """The lowercased address in the first From header, or None.
 

@@ -28,10 +28,11 @@ import os
 from collections import deque
 
 from filter.engine.errors import SpamsiftError
-from filter.engine.tokenizer import Tokenizer, blake2b, parse_top_headers
+from filter.engine.tokenizer import Tokenizer, parse_top_headers, token_ids
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from concurrent.futures import ProcessPoolExecutor
 
 INFLIGHT = 2  # chunks per helper submitted and not yet taken back
@@ -78,11 +79,10 @@ def default_jobs(per_message: bool) -> int:
     return 1 if per_message else min(cpus, 2)
 
 
-def _token_ids(texts) -> dict[str, int]:
-    # tokenizer.token_id inlined: the call is a third of its cost over a million tokens.
-    digest, number = blake2b, int.from_bytes
-    return {t: number(digest(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                      "little") for t in texts}
+def counts_by_id(counts: Mapping[str, int]) -> dict[int, int]:
+    """Token text -> count as token id -> count."""
+    ids = token_ids(counts)
+    return {ids[t]: n for t, n in counts.items()}
 
 
 # -- in a helper process -------------------------------------------------------------------
@@ -118,7 +118,7 @@ def _tokenize_chunk(chunk: list[tuple[str, bytes]]) -> list[tuple[str, Tokenized
     out = []
     for klass, raw in chunk:
         freq, ip = _one(raw)
-        out.append((klass, Tokenized(freq, _token_ids(freq), ip)))
+        out.append((klass, Tokenized(freq, token_ids(freq), ip)))
     return out
 
 
@@ -135,10 +135,7 @@ def _count_chunk(chunk: list[tuple[str, bytes]]):
         if ip:
             entry = sources.setdefault(ip, [0, 0])
             entry[0 if klass == "spam" else 1] += 1
-    counts = {}
-    for klass, counter in texts.items():
-        ids = _token_ids(counter)
-        counts[klass] = {ids[t]: n for t, n in counter.items()}
+    counts = {klass: counts_by_id(counter) for klass, counter in texts.items()}
     return counts, messages, sources
 
 
