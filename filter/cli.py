@@ -25,6 +25,7 @@ import time
 
 from filter.engine import exitcodes
 from filter.engine.errors import SpamsiftError, UsageError
+from filter.stdio import write_all
 
 USAGE = """\
 usage: spamsift filter [--user NAME ...] [--stdout] [--deliver=innocent,spam,summary]
@@ -260,8 +261,7 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
         return exitcodes.TEMPFAIL
     if opts.deliver is None or opts.stdout or "innocent" in opts.deliver:
         try:
-            stdout.write(raw)
-            stdout.flush()
+            write_all(stdout, raw)
         except OSError as out_exc:  # the reader went away: only a retry can deliver now
             log.error(f"user={users} cannot write the message: {out_exc}", use_syslog, stderr)
             return exitcodes.TEMPFAIL
@@ -407,7 +407,7 @@ def _deliver(data: bytes, user: str, klass: str, deliver: set[str], opts: Option
         return exitcodes.OK
     if opts.stdout or opts.deliver is None or not settings.delivery_agent:
         try:
-            stdout.write(data)
+            write_all(stdout, data)
         except OSError as exc:
             raise OutputFailed(exc) from None
         return exitcodes.OK
@@ -455,8 +455,8 @@ def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int
         if outcome is not None and raw and (opts.stdout and opts.deliver is not None
                                             and opts.deliver & {"innocent", "spam"}):
             prefix = settings.header_prefix
-            stdout.write(Message(raw).stamp([(f"{prefix}-Reclassified", outcome.result),
-                                             (f"{prefix}-Signature", sig)], prefix))
+            write_all(stdout, Message(raw).stamp([(f"{prefix}-Reclassified", outcome.result),
+                                                  (f"{prefix}-Signature", sig)], prefix))
         stdout.flush()
         return exitcodes.OK
     finally:

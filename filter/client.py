@@ -134,16 +134,25 @@ def run(argv: list[str], environ, stdin, stdout, stderr) -> int | Fallback:
         if any(a in argv for a in ("--addspam", "--falsepositive")) or any(
                 a.startswith(("--class", "--mode=unlearn")) for a in argv):
             return 75
-        stdout.write(raw)
-        return 0
+        return _emit(stdout, raw, 0, stderr)
     finally:
         sock.close()
     if reply == [b"decline"]:
         return Fallback(raw)
     if len(reply) != 3:
-        stdout.write(raw)
-        return 0
-    stdout.write(reply[1])
+        return _emit(stdout, raw, 0, stderr)
     if reply[2]:
         stderr.write(reply[2].decode("utf-8", "replace"))
-    return int(reply[0])
+    return _emit(stdout, reply[1], int(reply[0]), stderr)
+
+
+def _emit(stdout, data: bytes, status: int, stderr) -> int:
+    """Write the message out: `status`, or 75 (the MTA retries) when stdout took not all."""
+    from filter.stdio import write_all
+
+    try:
+        write_all(stdout, data)
+    except OSError as exc:
+        stderr.write(f"spamsift: cannot write the message: {exc}\n")
+        return 75
+    return status

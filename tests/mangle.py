@@ -67,17 +67,27 @@ def header_name(header: list[bytes]) -> bytes:
     return text[:colon].strip().lower() if colon > 0 else b""
 
 
+def is_ours(header: list[bytes]) -> bool:
+    """An ``X-DSPAM-*`` header (any case) that the filter may remove or add: one with a bare
+    CR (a CR before no LF) may hide other header lines or a whole CR-only message behind the
+    CR, and must stay."""
+    if not header_name(header).startswith(PREFIX):
+        return False
+    joined = b"".join(header)
+    return b"\r" not in joined.replace(b"\r\n", b"")
+
+
 def remove_ours(data: bytes) -> bytes:
-    """`data` without the header lines whose name starts with ``X-DSPAM-`` (any case)."""
+    """`data` without the header lines that `is_ours`."""
     headers, rest = header_block(data)
-    kept = [b"".join(h) for h in headers if not header_name(h).startswith(PREFIX)]
+    kept = [b"".join(h) for h in headers if not is_ours(h)]
     return b"".join(kept) + rest
 
 
 def our_headers(data: bytes) -> list[bytes]:
-    """The ``X-DSPAM-*`` headers of `data`'s header block, as bytes (continuations included)."""
+    """The headers of `data`'s header block that `is_ours`, as bytes (continuations included)."""
     headers, _ = header_block(data)
-    return [b"".join(h) for h in headers if header_name(h).startswith(PREFIX)]
+    return [b"".join(h) for h in headers if is_ours(h)]
 
 
 def eol_of(data: bytes) -> bytes:
@@ -104,7 +114,7 @@ def check_stamped(inp: bytes, out: bytes) -> tuple[str, str]:
     # Ours must be one contiguous run at the end of the header block (or just before a last
     # header that has no line ending, when the message ends there).
     headers, rest = header_block(out)
-    idx = [i for i, h in enumerate(headers) if header_name(h).startswith(PREFIX)]
+    idx = [i for i, h in enumerate(headers) if is_ours(h)]
     if idx != list(range(idx[0], idx[-1] + 1)):
         return "wrong", "the added X-DSPAM headers are not one contiguous block"
     after = headers[idx[-1] + 1:]

@@ -172,3 +172,14 @@ def test_delivery_naming_a_signature_through_the_daemon_returns_the_message(worl
         assert out.returncode == 0, out.stderr
         head, body = out.stdout.split(b"\n\n", 1)
         assert body == HAM.split(b"\n\n", 1)[1] and b"X-DSPAM-Result: " in head
+
+
+def test_reader_leaving_mid_message_through_the_daemon_is_a_tempfail(world):
+    # The client writes the daemon's reply itself: a pipe that takes only part of it must
+    # not end as a delivery (exit 0), as it did when the short write went unnoticed.
+    from tests.test_filter_cli import leave_mid_message
+
+    _home, _sock, env, _proc = world
+    code, err = leave_mid_message([SPAMSIFT, "filter", "--user", "alice", "--stdout"], env)
+    assert code == 75, err
+    assert "cannot write the message" in err, err

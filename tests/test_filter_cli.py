@@ -432,3 +432,68 @@ def test_console_script_dspam_compatibility(tmp_path):
     cfg = subprocess.run([SPAMSIFT, "config"], env=env, capture_output=True, text=True)
     assert cfg.returncode == 0 and f'home = "{tmp_path}"' in cfg.stdout
     assert "training_mode = " in cfg.stdout
+
+
+class _ShortWriter:
+    """A stream like a BufferedWriter whose reader left mid-message: the first write takes
+    part of the data and returns that count, the next raises BrokenPipeError."""
+
+    def __init__(self, take: int) -> None:
+        self.take = take
+        self.data = b""
+        self.writes = 0
+
+    def write(self, data) -> int:
+        self.writes += 1
+        if self.writes > 1:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.data += bytes(data[:self.take])
+        return min(self.take, len(data))
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_message_cut_short_on_stdout_is_a_tempfail_not_a_delivery(tmp_path):
+    out, err = _ShortWriter(100), io.StringIO()
+    code = main(["--user", "alice", "--stdout"], stdin=io.BytesIO(HAM * 10), stdout=out,
+                stderr=err, environ={"SPAMSIFT_HOME": str(tmp_path)})
+    assert code == 75 and out.data and out.writes == 2
+    assert err.getvalue().count("\n") == 1 and "cannot write the message" in err.getvalue()
+
+
+def leave_mid_message(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run the filter on a 3 MB message with a reader that goes away after 10 bytes: (exit
+    status, stderr)."""
+    big = b"From: a@example.com\nSubject: big\n\n" + b"word " * 600_000 + b"\n"
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(big)
+    proc.stdin.close()
+    assert proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    return proc.wait(timeout=60), err
+
+
+def test_reader_leaving_mid_message_through_the_real_pipe(tmp_path):
+    # CPython's buffered stdout returns the 64 KB the pipe took instead of raising, so
+    # without write_all the filter exited 0 with the message cut short. `python -m spamsift`
+    # takes the normal exit path.
+    code, err = leave_mid_message([sys.executable, "-m", "spamsift", "filter", "--user",
+                                   "alice", "--stdout"], console_env(tmp_path))
+    assert code == 75, err
+    assert err.count("\n") == 1 and "cannot write the message" in err, err
+
+
+def test_write_all_writes_everything_across_short_writes():
+    from filter.stdio import write_all
+
+    class Trickle(io.BytesIO):
+        def write(self, data):
+            return super().write(bytes(data[:7]))
+
+    stream = Trickle()
+    write_all(stream, HAM * 5)
+    assert stream.getvalue() == HAM * 5

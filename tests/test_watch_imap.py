@@ -336,3 +336,33 @@ def test_lost_connection_is_one_error_and_the_next_cycle_reconnects(account):
         assert w.cycle().trained == {"retrained": 1}
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_copy_into_junk_seen_with_its_original_is_decided_at_the_expunge(account, restart):
+    # A client COPYs a new message into Junk and expunges the INBOX copy later: a cycle that
+    # sees both copies can decide nothing, and the expunge is no new UID. The copy left must
+    # still be trained as the move it was, once.
+    w = account.watcher()
+    try:
+        w.cycle()
+        sig = account.deliver(HAM, 30)
+        msg_uid = account.uid_of("INBOX", sig)
+        account.client.copy([msg_uid], "Junk")
+        account.client.unselect_folder()
+        assert w.cycle().trained == {}
+        assert w.cycle().trained == {}  # both still there: still nothing
+        if restart:
+            w.close()
+            w = account.watcher()
+        before = account.counts(sig)
+        account.client.select_folder("INBOX")
+        account.client.delete_messages([msg_uid])
+        account.client.expunge()
+        account.client.unselect_folder()
+        assert w.cycle().trained == {"retrained": 1}, account.lines
+        assert account.site.store.signature(sig).trained == "spam"
+        assert delta(before, account.counts(sig)) == {(1, -1)}
+        assert w.cycle().trained == {} and account.watcher().cycle().trained == {}
+    finally:
+        w.close()

@@ -402,24 +402,34 @@ def test_tmp_vanishing_unreadable_and_deleted_mailboxes_are_skipped(site, traine
     os.symlink(inbox, os.path.join(box, ".Spam", "cur", "1.link:2,S"))
     os.mkdir(os.path.join(box, ".Spam", "cur", "2.dir:2,S"))
     # Bob's mailbox is deleted while the scan runs.
-    real_listdir = os.listdir
+    real_listdir, real_open = os.listdir, os.open
+    deleted = []
+
+    def delete_once(path):
+        if isinstance(path, str) and path.startswith(other) and not deleted:
+            deleted.append(path)
+            shutil.rmtree(other)
 
     def listdir(path):
-        if path.startswith(other):
-            shutil.rmtree(other)
+        delete_once(path)
         return real_listdir(path)
+
+    def opener(path, flags, *args, **kw):
+        delete_once(path)
+        return real_open(path, flags, *args, **kw)
 
     w.scanner.listdir = listdir
     w.finder.listdir = listdir
     os.utime(os.path.join(other, "cur"), ns=(1, 1))  # make Bob's INBOX look changed
     import filter.engine.maildir as md
 
-    original = md.os.listdir
-    md.os.listdir = listdir  # message_files lists through os.listdir
+    # message_files opens cur/ and new/ (no symlink followed) and lists them by descriptor.
+    md.os.listdir, md.os.open = listdir, opener
     try:
         report = w.cycle()
     finally:
-        md.os.listdir = original
+        md.os.listdir, md.os.open = real_listdir, real_open
+    assert deleted
     assert report.unreadable == 2 and report.trained == {}
     assert site.stats(USER) == stats0
     assert not os.path.exists(other)
@@ -429,7 +439,7 @@ def test_tmp_vanishing_unreadable_and_deleted_mailboxes_are_skipped(site, traine
     moved = site.move(inbox, box, ".Spam")
     real_key = md.file_key
 
-    def vanish_once(path, header, limit=None):
+    def vanish_once(path, header, limit=None, below=None):
         md.file_key = real_key
         raise FileNotFoundError(path)
 
@@ -580,3 +590,112 @@ def test_cli(site, trained, capsys):
     finally:
         for key in site.env:
             os.environ.pop(key, None)
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_copies_in_both_classes_at_once_are_decided_when_one_goes(site, trained, tmp_path,
+                                                                 restart):
+    # An IMAP client COPYs a new message into Spam and expunges the INBOX copy later: when
+    # one scan finds both copies, nothing can be decided yet, and the expunge is no
+    # sighting. The copy left must still be trained as the move it was -- once.
+    box, _inbox, _junk = trained
+    state = str(tmp_path / "watch.state")
+    w = watcher(site, state_file=state)
+    w.cycle()
+    new = site.deliver(box, USER, ham(700))
+    sig = site.signature(new)
+    copy = os.path.join(box, ".Spam", "cur", "copy-700:2,S")
+    shutil.copyfile(new, copy)
+    assert w.cycle().trained == {}
+    assert w.cycle().trained == {}  # both copies still there: still nothing
+    if restart:
+        w.save_state()
+        w = watcher(site, state_file=state)
+        assert w.cycle().trained == {}
+    before = site.counts(USER, sig)
+    os.unlink(new)  # the expunge
+    assert w.cycle().trained == {"retrained": 1}
+    assert site.store.signature(sig).trained == "spam"
+    assert delta(before, site.counts(USER, sig)) == {(1, -1)}
+    assert w.cycle().trained == {} and watcher(site).cycle().trained == {}
+    # The other way round: a copy into Spam undone by deleting the Spam copy trains nothing.
+    other = site.deliver(box, USER, ham(701))
+    other_copy = os.path.join(box, ".Spam", "cur", "copy-701:2,S")
+    shutil.copyfile(other, other_copy)
+    w.cycle()
+    os.unlink(other_copy)
+    assert w.cycle().trained == {} and w.cycle().trained == {}
+    assert site.store.signature(site.signature(other)).trained == "innocent"
+
+
+def test_nothing_is_read_through_a_symlink_below_the_mailbox(tmp_path):
+    # The watcher reads with more rights than the mailbox's user: a user's symlink in place
+    # of a folder, of cur/ or of a message must not make it read (and learn) other files.
+    from filter.engine.tokenizer import token_id
+
+    site = Site(tmp_path / "site", extra='watch_learn_unsigned = true\n'
+                'spam_folders = ["Spam", "Junk", "Spam2"]\n')
+    try:
+        box = site.mailbox()
+        site.train(USER)
+        secret = tmp_path / "secret"
+        os.makedirs(secret / "cur")
+        os.makedirs(secret / "new")
+        root_only = b"From: root@example.org\nSubject: root only\n\nrootonlytoken\n"
+        (secret / "cur" / "key:2,S").write_bytes(root_only)
+        os.symlink(secret, os.path.join(box, ".Junk"))                  # a whole folder
+        os.makedirs(os.path.join(box, ".Spam2", "new"))
+        os.symlink(secret / "cur", os.path.join(box, ".Spam2", "cur"))  # its cur/
+        os.symlink(secret / "cur" / "key:2,S",                          # one message
+                   os.path.join(box, ".Spam", "cur", "link:2,S"))
+        w = watcher(site)
+        assert w.cycle().trained == {}
+        uid = site.store.uid(USER, create=False)
+        assert site.store.lookup(uid, [token_id("rootonlytoken")]) == {}
+        # The content itself is fine: as a real file in the user's Spam it is learned.
+        with open(os.path.join(box, ".Spam", "cur", "real:2,S"), "wb") as fh:
+            fh.write(root_only)
+        assert sum(w.cycle().trained.values()) == 1
+        assert site.store.lookup(uid, [token_id("rootonlytoken")])
+    finally:
+        site.close()
+
+
+def test_read_message_below_a_root_refuses_symlinked_directories(tmp_path):
+    from filter.engine import maildir
+
+    os.makedirs(tmp_path / "box" / ".F")
+    os.makedirs(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "m").write_bytes(b"Subject: x\n\nbody\n")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "box" / ".F" / "cur")
+    path = str(tmp_path / "box" / ".F" / "cur" / "m")
+    assert maildir.read_message(path) == b"Subject: x\n\nbody\n"  # without a root: as before
+    with pytest.raises(OSError):
+        maildir.read_message(path, below=str(tmp_path / "box"))
+    with pytest.raises(OSError):
+        maildir.read_message(str(tmp_path / "elsewhere" / "m"), below=str(tmp_path / "box"))
+    # The root itself may be a symlink (an administrator's layout).
+    os.makedirs(tmp_path / "real" / "cur")
+    (tmp_path / "real" / "cur" / "m").write_bytes(b"ok\n")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    assert maildir.read_message(str(tmp_path / "link" / "cur" / "m"),
+                                below=str(tmp_path / "link")) == b"ok\n"
+
+
+def test_home_relative_mailbox_owned_by_someone_else_is_skipped(tmp_path):
+    # A system user can point ~/Maildir at any directory; one not owned by the home's owner
+    # is not theirs to train from.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the home directory another owner")
+    home = tmp_path / "home" / "hal"
+    os.makedirs(home)
+    os.makedirs(tmp_path / "rootonly" / "cur")
+    os.symlink(tmp_path / "rootonly", home / "Maildir")
+    os.chown(home, 65534, 65534)
+    lines: list[str] = []
+    finder = MailboxFinder([str(tmp_path / "home")], Template("~/Maildir"),
+                           passwd=lambda: [("hal", str(home))], log=lines.append)
+    assert finder.find() == {}
+    assert any("not owned by the owner" in line for line in lines)
+    os.chown(tmp_path / "rootonly", 65534, 65534)
+    assert finder.find() == {str(home / "Maildir"): "hal"}

@@ -47,8 +47,10 @@ The rules:
   key, so a later move back is a `RETRAIN` of exactly that), and only in a spam folder: mail
   merely sitting in an innocent folder is not a user's statement. Once learned (recorded),
   moves retrain it.
-* Seen in both a spam and an innocent folder with no baseline: ambiguous, nothing (the next
-  observation after the copy is deleted decides).
+* Seen in both a spam and an innocent folder with no baseline: ambiguous, nothing. Both
+  watchers keep such messages (also when the baseline decided nothing) and, since deleting
+  a copy is no observation, look for the copies each cycle: once only one class holds any,
+  the message is decided as seen there (`Scanner._settle`, `ImapWatcher._settle`).
 * A first sighting that trains nothing but must be remembered (no `trust_verdict`) is
   `RECORD`.
 

@@ -97,6 +97,9 @@ class StateFile:
         self.path = path
         self.log = log
         self.cursors: dict[str, Cursor] = {}
+        # Messages seen in spam and innocent folders in one cycle: key -> their copies, until
+        # one class is left (`ImapWatcher._settle`).
+        self.split: dict[str, list[tuple[str, int, int, str]]] = {}
         self._saved: dict | None = None
         self._warned = False
 
@@ -112,15 +115,22 @@ class StateFile:
                 return
             self.cursors = {name: Cursor(int(c["uidvalidity"]), int(c["last_uid"]))
                             for name, c in data["folders"].items()}
+            self.split = {key: [(str(f), int(v), int(u), str(k)) for f, v, u, k in copies]
+                          for key, copies in data.get("split", {}).items()}
             self._saved = self._data(account)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self.log(f"{self.path}: unreadable watch state ({exc}); re-syncing every folder")
             self.cursors = {}
+            self.split = {}
 
     def _data(self, account: str) -> dict:
-        return {"account": account,
-                "folders": {n: {"uidvalidity": c.uidvalidity, "last_uid": c.last_uid}
-                            for n, c in sorted(self.cursors.items())}}
+        data: dict = {"account": account,
+                      "folders": {n: {"uidvalidity": c.uidvalidity, "last_uid": c.last_uid}
+                                  for n, c in sorted(self.cursors.items())}}
+        if self.split:
+            data["split"] = {key: [list(c) for c in copies]
+                             for key, copies in sorted(self.split.items())}
+        return data
 
     def save(self, account: str) -> None:
         data = self._data(account)
@@ -157,12 +167,13 @@ def default_state_path(home: str, url: imapurl.ImapURL, user: str) -> str:
 class Sighting:
     """A message seen at new UIDs: its key, the classes of those folders, where to read it."""
 
-    __slots__ = ("key", "seen_in", "where")
+    __slots__ = ("key", "seen_in", "where", "copies")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.seen_in: set[str] = set()
         self.where: tuple[str, int, int] | None = None  # (folder, uidvalidity, uid)
+        self.copies: list[tuple[str, int, int, str]] = []  # (folder, uidvalidity, uid, kind)
 
 
 class CycleReport:
@@ -303,6 +314,8 @@ class ImapWatcher:
         pending: dict[str, Sighting] = {}
         advanced: dict[str, Cursor] = {}
         self._unselect(client)
+        if self.state.split:
+            self._settle(client, uid, report)
         for name, kind in folders:
             status = client.folder_status(name, [b"UIDVALIDITY", b"UIDNEXT"])
             validity, uidnext = int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"])
@@ -330,6 +343,7 @@ class ImapWatcher:
                     if sighting is None:
                         sighting = pending[key] = Sighting(key)
                     sighting.seen_in.add(kind)
+                    sighting.copies.append((name, validity, msg_uid, kind))
                     if sighting.where is None or kind != IGNORED:
                         sighting.where = (name, validity, msg_uid)
                 advanced[name] = Cursor(validity, chunk[-1])
@@ -340,6 +354,42 @@ class ImapWatcher:
             self._unselect(client)
         self._flush(uid, pending, advanced, report)
         self._unselect(client)
+
+    def _settle(self, client, uid: int, report: CycleReport) -> None:
+        """Copies in spam and innocent folders seen in one cycle decide nothing (a client's
+        COPY before its expunge), and an expunge is no new UID: the copy left would never
+        be decided. So the copies are looked for each cycle, and once only one class holds
+        any, the message is decided as seen there."""
+        wanted: dict[tuple[str, int], list[int]] = {}
+        for copies in self.state.split.values():
+            for folder, validity, msg_uid, _kind in copies:
+                wanted.setdefault((folder, validity), []).append(msg_uid)
+        present: set[tuple[str, int, int]] = set()
+        for (folder, validity), uids in wanted.items():
+            try:
+                info = client.select_folder(folder, readonly=True)
+            except imaplib.IMAP4.error:
+                continue  # the folder is gone, and its copies with it
+            if int(info.get(b"UIDVALIDITY", 0)) != validity:
+                continue  # renumbered: its messages are seen again as new UIDs anyway
+            found = client.search(["UID", ",".join(str(u) for u in sorted(set(uids)))])
+            present.update((folder, validity, u) for u in found)
+        self._unselect(client)
+        pending: dict[str, Sighting] = {}
+        for key, copies in list(self.state.split.items()):
+            left = [c for c in copies if c[:3] in present]
+            kinds = {c[3] for c in left}
+            if SPAM in kinds and INNOCENT in kinds:
+                continue
+            del self.state.split[key]
+            if left:
+                sighting = pending[key] = Sighting(key)
+                sighting.seen_in = kinds
+                sighting.where = left[0][:3]
+                sighting.copies = left
+        copies_of = {key: sighting.copies for key, sighting in pending.items()}
+        for key in self._flush(uid, pending, {}, report):
+            self.state.split[key] = copies_of[key]  # another watcher was at it: next cycle
 
     @staticmethod
     def _unselect(client) -> None:
@@ -383,11 +433,13 @@ class ImapWatcher:
                     yield msg_uid, maildir.digest_key(raw)
 
     def _flush(self, uid: int, pending: dict[str, Sighting], advanced: dict[str, Cursor],
-               report: CycleReport) -> None:
+               report: CycleReport) -> set[str]:
         """Decide the pending sightings (bulk reads first; only what trains is applied, one
-        by one at `watch_rate`), then advance the cursors past them and save."""
+        by one at `watch_rate`), then advance the cursors past them and save. Returns the
+        keys whose training must be tried again."""
         keys = list(pending)
         held: dict[str, int] = {}  # folder -> lowest UID whose training must be tried again
+        retry: set[str] = set()
         learn_unsigned = self.settings.watch_learn_unsigned
         trust = self.settings.watch_trust_verdict
         for start in range(0, len(keys), 500):
@@ -401,10 +453,15 @@ class ImapWatcher:
                 verdict = state[1] if state is not None and state[0] == uid else None
                 if decide(sighting.seen_in, recorded.get(key), verdict, learn_unsigned,
                           trust).action == NOTHING:
+                    if SPAM in sighting.seen_in and INNOCENT in sighting.seen_in:
+                        self.state.split[key] = [c for c in sighting.copies
+                                                 if c[3] in (SPAM, INNOCENT)]
                     continue
-                if not self._apply(uid, sighting, report) and sighting.where is not None:
-                    folder, _validity, msg_uid = sighting.where
-                    held[folder] = min(held.get(folder, msg_uid), msg_uid)
+                if not self._apply(uid, sighting, report):
+                    retry.add(key)
+                    if sighting.where is not None:
+                        folder, _validity, msg_uid = sighting.where
+                        held[folder] = min(held.get(folder, msg_uid), msg_uid)
         pending.clear()
         for name, cursor in advanced.items():
             if name in held:  # look at the undecided message (and what follows) again
@@ -412,6 +469,7 @@ class ImapWatcher:
             self.state.cursors[name] = cursor
         advanced.clear()
         self.state.save(str(self.url))
+        return retry
 
     def _apply(self, uid: int, sighting: Sighting, report: CycleReport) -> bool:
         """Apply one sighting; False when it must be tried again (the record kept changing

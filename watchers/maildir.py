@@ -29,8 +29,11 @@ inotify (watchdog's `Observer`, ``--inotify``) only wakes the loop early on loca
 filesystems; the polling scan is always the source of truth, because inotify does not see
 changes other NFS clients make.
 
-The watcher never writes to a mailbox: it opens message files read-only, without following
-symlinks, and only regular files. Files still in ``tmp/`` are never read; a file that vanishes
+The watcher never writes to a mailbox: it opens message files read-only, and only regular
+files. It reads with more rights than a mailbox's user, so nothing below the mailbox is
+followed through a symlink (folder, ``cur/``, ``new/`` or message: `maildir.read_message`
+opens each level relative to the one before), and a ``~/Maildir`` not owned by its home's
+owner is skipped. Files still in ``tmp/`` are never read; a file that vanishes
 between listing and reading is forgotten so that its next name is seen again; unreadable files
 and mailboxes deleted mid-scan are logged and skipped.
 """
@@ -41,13 +44,14 @@ import os
 import re
 import time
 from array import array
+from bisect import bisect_left
 from collections import OrderedDict
 from hashlib import blake2b
 
 from filter.engine import maildir
 from filter.engine.errors import (ConflictError, InvalidUserError, StorageError,
                                   StorageUnavailableError)
-from watchers.decide import IGNORED, NOTHING, RECORD, decide
+from watchers.decide import IGNORED, INNOCENT, NOTHING, RECORD, SPAM, decide
 
 MTIME_SLACK = 2.0       # seconds: list a directory again while its mtime is this recent
 UNKNOWN_USER_RECHECK = 60.0  # seconds before asking the store again about a user it lacks
@@ -151,9 +155,17 @@ class MailboxFinder:
                 path = os.path.join(home, *(p for p, _ in self.template.parts))
                 if any(path.startswith(r.rstrip("/") + "/") for r in self.roots):
                     try:
-                        self.stat(path)
+                        box_owner = self.stat(path).st_uid
+                        home_owner = self.stat(home).st_uid
                     except OSError:
                         continue  # no such mailbox (yet)
+                    if box_owner != home_owner:
+                        # A user can point ~/Maildir anywhere, and the watcher (root) would
+                        # read and learn what the user cannot: only their own mailbox counts.
+                        if path not in self._invalid:
+                            self._invalid.add(path)
+                            self.log(f"skipping {path}: not owned by the owner of {home}")
+                        continue
                     self._add(found, path, user)
             return found
         for root in self.roots:
@@ -210,6 +222,12 @@ def _passwd_entries() -> list[tuple[str, str]]:
 
 
 # -- what changed in a mailbox ---------------------------------------------------------------
+def _holds(known: array, h: int) -> bool:
+    """Whether the sorted array `known` holds `h`."""
+    i = bisect_left(known, h)
+    return i < len(known) and known[i] == h
+
+
 def name_hash(base: str) -> int:
     """A stable signed 64-bit hash of a base name (Python's hash() changes per process, and
     the scanner state outlives it): collisions among a million names ~ 3e-8."""
@@ -232,7 +250,7 @@ class FolderState:
 
 
 class MailboxState:
-    __slots__ = ("path", "user", "uid", "mtime", "folders", "unknown_since")
+    __slots__ = ("path", "user", "uid", "mtime", "folders", "unknown_since", "split")
 
     def __init__(self, path: str, user: str) -> None:
         self.path = path
@@ -241,20 +259,25 @@ class MailboxState:
         self.mtime: int | None = None
         self.folders: dict[str, FolderState] = {}
         self.unknown_since: float | None = None
+        # Messages first seen with copies in spam and innocent folders at once (decide.py:
+        # nothing until one class is left): key -> (folder state, base-name hash, path) of
+        # each copy. See `Scanner._settle`.
+        self.split: dict[str, list[tuple[FolderState, int, str]]] = {}
 
 
 class Sighting:
     """A message seen in new places: its key, the classes of those folders, a file to read."""
 
-    __slots__ = ("user", "uid", "key", "seen_in", "paths")
+    __slots__ = ("user", "uid", "key", "seen_in", "paths", "root")
 
     def __init__(self, user: str, uid: int, key: str, seen_in: frozenset,
-                 paths: dict[str, str]) -> None:
+                 paths: dict[str, str], root: str | None = None) -> None:
         self.user = user
         self.uid = uid
         self.key = key
         self.seen_in = seen_in
         self.paths = paths
+        self.root = root  # the mailbox: nothing below it is read through a symlink
 
 
 class CycleReport:
@@ -318,6 +341,9 @@ class Scanner:
                     continue
                 report.mailboxes += 1
                 arrivals = self._scan_mailbox(box, report)
+                if box.split:
+                    for state in self._settle(box):
+                        arrivals += self._scan_folder(state, report)
                 if arrivals:
                     sightings += self._sightings(box, arrivals, report)
             except StorageError as exc:
@@ -463,6 +489,29 @@ class Scanner:
         state.recheck = newest >= (listed_at - MTIME_SLACK) * 1e9
         return arrivals
 
+    def _settle(self, box: MailboxState) -> list[FolderState]:
+        """Copies in spam and innocent folders seen in one scan decide nothing (a client's
+        COPY before its delete, or both found at a first start), and deleting one copy is no
+        sighting: the copy left would never be decided. So once only one class still holds
+        copies (their base names at the folders' last listing), those are forgotten; the
+        folders returned are listed again, which sees them as arrivals and decides the move."""
+        relist: dict[int, FolderState] = {}
+        for key, copies in list(box.split.items()):
+            left = [(state, h, path) for state, h, path in copies
+                    if box.folders.get(state.path) is state and _holds(state.known, h)]
+            if {state.kind for state, _h, _path in left} >= {SPAM, INNOCENT}:
+                continue
+            del box.split[key]
+            self._forget_hashes((state, h) for state, h, _path in left)
+            relist.update((id(state), state) for state, _h, _path in left)
+        return list(relist.values())
+
+    def split_paths(self) -> list[str]:
+        """Files of messages still in spam and innocent folders at once: left out of the
+        saved state, so that after a restart they are seen (together) again."""
+        return [path for box in self.mailboxes.values() for copies in box.split.values()
+                for _state, _h, path in copies]
+
     def forget(self, state: FolderState, name: str) -> None:
         """Drop a file's base name so it counts as new at the next listing (it vanished
         between listing and reading: renamed by a flag change or moved on)."""
@@ -471,22 +520,28 @@ class Scanner:
     @staticmethod
     def forget_all(arrivals: list[tuple]) -> None:
         """`forget` for many (folder state, subdir, name), one pass per folder."""
+        Scanner._forget_hashes((state, name_hash(maildir.base_name(name)))
+                               for state, _sub, name in arrivals)
+
+    @staticmethod
+    def _forget_hashes(pairs) -> None:
+        """Drop (folder state, base-name hash) pairs from the folders' listings."""
         gone: dict[int, tuple[FolderState, set[int]]] = {}
-        for state, _sub, name in arrivals:
-            gone.setdefault(id(state), (state, set()))[1].add(
-                name_hash(maildir.base_name(name)))
+        for state, h in pairs:
+            gone.setdefault(id(state), (state, set()))[1].add(h)
         for state, hashes in gone.values():
             state.known = array("q", (h for h in state.known if h not in hashes))
             state.recheck = True
 
     def _sightings(self, box: MailboxState, arrivals: list[tuple],
                    report: CycleReport) -> list[Sighting]:
-        by_key: dict[str, tuple[set, dict[str, str]]] = {}
+        by_key: dict[str, tuple[set, dict[str, str], list]] = {}
         for state, sub, name in arrivals:
             path = os.path.join(state.path, sub, name)
             report.files += 1
             try:
-                key = maildir.file_key(path, self.header, self.settings.max_message_size)
+                key = maildir.file_key(path, self.header, self.settings.max_message_size,
+                                       below=box.path)
             except FileNotFoundError:
                 report.vanished += 1
                 self.forget(state, name)
@@ -499,9 +554,10 @@ class Scanner:
                 report.unreadable += 1
                 self.log(f"{path}: unsigned and over max_message_size; skipped")
                 continue
-            classes, paths = by_key.setdefault(key, (set(), {}))
+            classes, paths, copies = by_key.setdefault(key, (set(), {}, []))
             classes.add(state.kind)
             paths.setdefault(state.kind, path)
+            copies.append((state, name_hash(maildir.base_name(name)), path))
         assert box.uid is not None
         out = []
         keys = list(by_key)
@@ -514,7 +570,7 @@ class Scanner:
             verdicts = self.store.signature_states(signed) if signed else {}
             records = []
             for key in chunk:
-                classes, paths = by_key[key]
+                classes, paths, copies = by_key[key]
                 state = verdicts.get(key)
                 verdict = state[1] if state is not None and state[0] == box.uid else None
                 action = decide(classes, recorded.get(key), verdict, learn_unsigned, trust)
@@ -522,8 +578,10 @@ class Scanner:
                 # the queued one (moved back before its turn: then nothing is trained).
                 queued = self.queued(box.uid, key)
                 if action.action == NOTHING and not queued:
+                    if SPAM in classes and INNOCENT in classes:
+                        box.split[key] = copies
                     continue
-                sighting = Sighting(box.user, box.uid, key, frozenset(classes), paths)
+                sighting = Sighting(box.user, box.uid, key, frozenset(classes), paths, box.path)
                 if action.action == RECORD and not queued:
                     records.append((sighting, action.klass))
                 else:
@@ -655,7 +713,8 @@ class Watcher:
         def read(paths=sighting.paths) -> bytes | None:
             for path in paths.values():
                 try:
-                    return maildir.read_message(path, self.settings.max_message_size or None)
+                    return maildir.read_message(path, self.settings.max_message_size or None,
+                                                sighting.root)
                 except OSError:
                     continue
             return None
@@ -714,7 +773,7 @@ class Watcher:
         if not self.state_file:
             return
         excluded = [path for queue in self.queue.users.values() for sighting in queue.values()
-                    for path in sighting.paths.values()]
+                    for path in sighting.paths.values()] + self.scanner.split_paths()
         try:
             self.scanner.save(self.state_file, excluded)
         except OSError as exc:

@@ -17,6 +17,7 @@ for its whole life: flag changes rename ``base:2,S`` to ``base:2,RS``, and deliv
 
 from __future__ import annotations
 
+import errno
 import os
 
 SPAM = "spam"
@@ -24,6 +25,7 @@ INNOCENT = "innocent"
 IGNORED = "ignored"
 
 SUBDIRS = ("new", "cur")  # tmp/ holds half-written files: never read
+_O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 class Folder:
@@ -71,15 +73,28 @@ def is_maildir(path: str) -> bool:
 def folders(root: str, spam_folders, ignored_folders) -> list[Folder]:
     """The INBOX and every ``.Name`` folder of the Maildir++ at `root`, sorted by name.
 
-    Raises OSError when `root` cannot be listed (the caller says so and goes on)."""
-    found = [Folder("", root, INNOCENT)] if is_maildir(root) else []
+    For the watcher, which reads files for their owner with more rights than the owner:
+    below `root` nothing is followed through a symlink (a user's ``.Spam/cur`` pointing at a
+    directory only root can read is no folder). Raises OSError when `root` cannot be listed
+    (the caller says so and goes on)."""
+    found = [Folder("", root, INNOCENT)] if _real_maildir(root) else []
     for entry in sorted(os.listdir(root)):
         if not entry.startswith(".") or entry in (".", ".."):
             continue
         path = os.path.join(root, entry)
-        if is_maildir(path):
+        if not os.path.islink(path) and _real_maildir(path):
             found.append(Folder(entry, path, folder_kind(entry, spam_folders, ignored_folders)))
     return found
+
+
+def _real_maildir(path: str) -> bool:
+    """`cur/` and `new/` are directories of their own, not symlinks."""
+    import stat
+
+    try:
+        return all(stat.S_ISDIR(os.lstat(os.path.join(path, sub)).st_mode) for sub in SUBDIRS)
+    except OSError:
+        return False
 
 
 def base_name(filename: str) -> str:
@@ -94,12 +109,20 @@ def base_name(filename: str) -> str:
 def message_files(folder_path: str):
     """(subdir, file name) of every message in ``new/`` and ``cur/``; dotfiles skipped.
 
-    A subdirectory that vanished (folder deleted mid-scan) yields nothing."""
+    A subdirectory that vanished (folder deleted mid-scan) or is a symlink yields nothing."""
     for sub in SUBDIRS:
         try:
-            names = os.listdir(os.path.join(folder_path, sub))
+            fd = os.open(os.path.join(folder_path, sub), _O_DIR)
         except (FileNotFoundError, NotADirectoryError):
             continue
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink put in its place: not listed
+                continue
+            raise
+        try:
+            names = os.listdir(fd)
+        finally:
+            os.close(fd)
         for name in sorted(names):
             if not name.startswith("."):
                 yield sub, name
@@ -145,10 +168,33 @@ HEAD_BYTES = 16384  # a stamped header block fits: read once, the body only when
 _O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
-def read_message(path: str, limit: int | None = None) -> bytes:
-    """The bytes of a message file (at most `limit`); never follows a symlink, reads only
-    regular files. Raises OSError (FileNotFoundError: it vanished, renamed or deleted)."""
-    fd = os.open(path, _O_READ)
+def _open_below(path: str, below: str | None) -> int:
+    """A read-only descriptor of the file at `path`, following no symlink at its last part,
+    nor (with `below`, a directory `path` lies in) at any part below `below`: each directory
+    is opened relative to the one before, so none can be swapped for a symlink between a
+    check and the open. `below` itself may be a symlink (an administrator's layout)."""
+    if below is None:
+        return os.open(path, _O_READ)
+    rel = os.path.relpath(path, below)
+    parts = rel.split(os.sep)
+    if os.path.isabs(rel) or ".." in parts:
+        raise OSError(errno.EINVAL, f"{path} is not below {below}")
+    fd = os.open(below, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, _O_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(parts[-1], _O_READ, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def read_message(path: str, limit: int | None = None, below: str | None = None) -> bytes:
+    """The bytes of a message file (at most `limit`); never follows a symlink (below `below`
+    at any level, see `_open_below`), reads only regular files. Raises OSError
+    (FileNotFoundError: it vanished, renamed or deleted)."""
+    fd = _open_below(path, below)
     try:
         import stat
 
@@ -168,11 +214,11 @@ def read_message(path: str, limit: int | None = None) -> bytes:
 
 
 def file_key(path: str, header_name: str = "X-DSPAM-Signature",
-             limit: int | None = None) -> str | None:
+             limit: int | None = None, below: str | None = None) -> str | None:
     """`message_key` of a message file, reading only its head when that holds a signature;
     None for an unsigned file larger than `limit` bytes (never digested: the filter passes
     such mail through untouched too). Raises OSError as `read_message` does."""
-    head = read_message(path, HEAD_BYTES)
+    head = read_message(path, HEAD_BYTES, below)
     if len(head) < HEAD_BYTES:
         return message_key(head, header_name)
     from filter.engine.message import Message
@@ -182,8 +228,8 @@ def file_key(path: str, header_name: str = "X-DSPAM-Signature",
         if sig:
             return sig
     if limit:
-        raw = read_message(path, limit + 1)
+        raw = read_message(path, limit + 1, below)
         if len(raw) > limit:
             return signature_of(raw, header_name)
         return message_key(raw, header_name)
-    return message_key(read_message(path), header_name)
+    return message_key(read_message(path, below=below), header_name)

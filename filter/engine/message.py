@@ -1,10 +1,11 @@
 """Byte-exact message handling: the header block, stamping our headers, finding signatures.
 
 The delivered message is always the input bytes with exactly these changes: header lines whose
-name starts with our prefix are removed (an incoming ``X-DSPAM-Result: Innocent`` is a spoof),
-our header lines are inserted at the end of the header block using the message's own line
-ending, and optionally the Subject gets a tag or the body a ``!DSPAM:id!`` line. Nothing else
-is re-encoded: CRLF, 8-bit bytes, NULs, missing final newlines all pass through.
+name starts with our prefix are removed (an incoming ``X-DSPAM-Result: Innocent`` is a spoof;
+kept when a bare CR in the line could hide other bytes behind it), our header lines are
+inserted at the end of the header block using the message's own line ending, and optionally
+the Subject gets a tag or the body a ``!DSPAM:id!`` line. Nothing else is re-encoded: CRLF,
+8-bit bytes, NULs, missing final newlines all pass through.
 """
 
 from __future__ import annotations
@@ -91,9 +92,9 @@ class Message:
         subject_done = subject_tag is None
         for start, end in self.header_lines():
             name = self.header_name(start, end)
-            if name.startswith(prefix):
-                continue
             line = raw[start:end]
+            if name.startswith(prefix) and not _bare_cr(line):
+                continue
             if not subject_done and name == b"subject":
                 line = _tag_subject(line, subject_tag)  # type: ignore[arg-type]
                 subject_done = True
@@ -125,6 +126,16 @@ class Message:
         ctype = (self.get_header("content-type") or b"text/plain").lower()
         cte = (self.get_header("content-transfer-encoding") or b"").lower()
         return ctype.startswith(b"text/plain") and b"base64" not in cte
+
+
+def _bare_cr(line: bytes) -> bool:
+    """Whether a header line holds a CR that ends no line (not before an LF).
+
+    Lines are split at LF only, so such a "line" may be several lines of a CR-only message
+    (classic Mac), or hide a header behind the CR: removing it as one of ours would drop
+    whatever follows the CR (a CR-only message starting with ``X-DSPAM-Result`` lost all its
+    bytes). It stays, and ours are added beside it."""
+    return b"\r" in line and b"\r" in line.replace(b"\r\n", b"")
 
 
 def _tag_subject(line: bytes, tag: str) -> bytes:
