@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 
 from filter.engine import config, purging
 from filter.engine.store.base import Batch, open_store
@@ -50,6 +51,40 @@ def test_dspam_rules_delete_exactly_the_stale_rows(store):
     assert left[teft] == [2, 5, 8]        # all unused (100 days) rows gone for TEFT
     assert left[toe] == [2, 5, 6, 7, 8]   # TOE keeps merely unused tokens
     assert left[tum] == [2, 5, 6, 8]      # TUM drops unused tokens with < 50 hits
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
+def test_a_row_touched_between_select_and_delete_stays(backend, request, tmp_path):
+    # purge_step selects a batch of stale keys, then deletes them. A delivery or a training
+    # that touches one of them in between makes it fresh: the DELETE must not take it (and
+    # its new hits) along. (The memory store selects and deletes in one step of one process.)
+    if backend == "sqlite":
+        store, reader = open_store(f"sqlite:///{tmp_path}/store.db"), "_query"
+    else:
+        store, reader = open_store(request.getfixturevalue("mysql_url")), "_read"
+        store.initialize()
+    request.addfinalizer(store.close)
+    uid = store.uid("u")
+    put(store, uid, 40, [(1, 1, 1), (2, 1, 1)])  # two stale hapaxes
+    rule = next(r for r in purging.plan(config.Settings({}), store, now=time.time())
+                if r.name == "hapaxes")
+    real = getattr(store, reader)
+    touched = []
+
+    def select_then_touch(*args, **kw):
+        rows = real(*args, **kw)
+        if not touched:  # the SELECT of the batch: now a delivery learns token 1 as spam
+            touched.append(True)
+            put(store, uid, 0, [(1, 10, 0)])
+        return rows
+
+    setattr(store, reader, select_then_touch)
+    try:
+        deleted, _cursor = store.purge_step(rule, 10, None)
+    finally:
+        setattr(store, reader, real)
+    assert touched and deleted == 1  # both were selected, only the stale one went
+    assert store.lookup(uid, [1, 2]) == {1: (11, 1)}
 
 
 def test_signatures_and_sources_expire(store):

@@ -83,3 +83,14 @@ def test_since_day():
     for bad in ("0d", "yesterday", "2026-13-01", "-3d"):
         with pytest.raises(UsageError):
             stats.since_day(bad, clock)
+
+
+def test_huge_periods_are_bounded_not_built_day_by_day():
+    # `--since 99999999d` built a list with one entry a day before taking its first: it
+    # hung and grew memory. The first day alone is computed, bounded at a century.
+    from trainer.report_data import MAX_DAYS, first_day, window
+
+    assert first_day("2026-11-25", 7) == window("2026-11-25", 7)[0] == "2026-11-19"
+    assert first_day("2026-11-25", 1) == "2026-11-25"
+    assert first_day("2026-11-25", 99_999_999) == first_day("2026-11-25", MAX_DAYS)
+    assert first_day("2026-11-25", MAX_DAYS) < "1927-01-01"

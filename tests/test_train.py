@@ -88,6 +88,50 @@ def test_maildir_folders_give_labels_and_trash_and_tmp_are_skipped(env, tmp_path
     assert trash_only and store.lookup(store.uid("u@example.org"), trash_only) == {}
 
 
+def test_a_folder_given_itself_is_labelled_by_its_name(env, tmp_path, capsys):
+    # ~/Maildir/.Spam named on the command line is the spam folder, not an INBOX: it was
+    # trained as ham, poisoning the user's filter. An ignored folder needs a label.
+    md = write_maildir(tmp_path / "Maildir", mails(4, False), mails(5, True), mails(3, True))
+    assert train.main(["--user", "f", "--quiet", str(md / ".Spam")]) == 0
+    assert "spam      read       5  learned       5" in capsys.readouterr().out
+    (md / ".Work" / "cur").mkdir(parents=True)
+    (md / ".Work" / "new").mkdir()
+    (md / ".Work" / "maildirfolder").touch()
+    (md / ".Work" / "cur" / "1:2,S").write_bytes(mails(1, False, seed=5)[0])
+    os.chdir(md / ".Work")  # "." names the folder too (Courier's maildirfolder marker)
+    assert train.main(["--user", "f", "--quiet", "."]) == 0
+    assert "innocent  read       1  learned       1" in capsys.readouterr().out
+    assert train.main(["--user", "f", "--quiet", str(md / ".Trash")]) == 64
+    assert "ignored folder" in capsys.readouterr().err
+    assert train.main(["--user", "f", "--quiet", "--spam", str(md / ".Trash")]) == 0
+    _settings, store = open_db()
+    stats = store.stats(store.uid("f"))
+    assert (stats.spam_learned, stats.innocent_learned) == (8, 1)
+
+
+def test_links_fifos_and_devices_in_a_users_tree_are_not_read(env, tmp_path, capsys):
+    # Training runs as root over users' mail: a user's symlink to a file only root may read
+    # must not be learned as their mail, a FIFO must not hang the run, /dev/zero must not
+    # exhaust memory. Files an administrator lists in an index may be links.
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"From: root@example.org\nSubject: x\n\nrootonlysecret\n")
+    md = write_maildir(tmp_path / "Maildir", mails(3, False), [])
+    os.symlink(secret, md / "cur" / "link:2,S")
+    os.mkfifo(md / "cur" / "fifo:2,S")
+    os.symlink("/dev/zero", md / "cur" / "zero:2,S")
+    assert train.main(["--user", "g", "--quiet", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "innocent  read       6  learned       3" in out and "skipped     3" in out
+    settings, store = open_db()
+    assert counts_of(store, "g", secret.read_bytes(), settings).get(
+        token_id("rootonlysecret")) is None
+    index = tmp_path / "index"
+    index.write_text(f"spam {md / 'cur' / 'link:2,S'}\n")
+    assert train.main(["--user", "g", "--quiet", str(index)]) == 0
+    assert counts_of(store, "g", secret.read_bytes(), settings)[token_id("rootonlysecret")] \
+        == (1, 0)
+
+
 def test_bulk_training_equals_learning_one_message_at_a_time(tmp_path):
     """CorpusLearner (one transaction per flush) writes exactly what Agent.learn writes per
     message: the same token counts, counters and sources."""
@@ -251,6 +295,52 @@ def test_train_jobs_option(env, tmp_path, capsys, monkeypatch):
     assert "--jobs" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("algorithms", [["graham", "burton", "logistic"],
+                                        ["graham", "burton"]])
+def test_an_interrupt_mid_message_leaves_only_whole_flushes(tmp_path, algorithms):
+    # Ctrl-C can strike inside a message's commit (its tokens counted, its counters not):
+    # writing what was pending stored that message half learned. After `abandon` the store
+    # holds exactly the flushed messages, as learning them one by one gives.
+    settings = config.load(None, environ={"SPAMSIFT_HOME": str(tmp_path)}).replace(
+        algorithm=algorithms)
+    msgs = [(m, "spam") for m in mails(12, True)] + [(m, "innocent") for m in mails(12, False)]
+    random.Random(5).shuffle(msgs)
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    learner = CorpusLearner(Agent(settings, store, clock=lambda: 1.8e9), "u", flush_every=5)
+
+    class Interrupting(dict):
+        calls = 0
+
+        def setdefault(self, key, default=None):
+            Interrupting.calls += 1
+            if Interrupting.calls == 7:
+                raise KeyboardInterrupt
+            return super().setdefault(key, default)
+
+    class InterruptingCount(dict):
+        def __getitem__(self, key):
+            raise KeyboardInterrupt  # its tokens are counted, the message is not
+
+    with pytest.raises(KeyboardInterrupt):
+        for n, (raw, klass) in enumerate(msgs):
+            if n == 12:  # two flushes written; the interrupt strikes inside message 13
+                if learner.per_message:
+                    learner._held.pairs = Interrupting(learner._held.pairs)
+                else:
+                    learner.messages = InterruptingCount(learner.messages)
+            learner.add(raw, klass)
+    learner.abandon()
+    replay = open_store("memory://")
+    agent = Agent(settings, replay, clock=lambda: 1.8e9)
+    ctx = agent.user("u")
+    for raw, klass in msgs[:10]:
+        agent.learn(ctx, raw, klass)
+    uid = store.uid("u", create=False)
+    tokens = {t for (u, t) in replay.tokens if u == ctx.uid}
+    assert store.lookup(uid, tokens) == replay.lookup(ctx.uid, tokens)
+    assert store.stats(uid).spam_learned + store.stats(uid).innocent_learned == 10
+
+
 def test_ctrl_c_with_helpers_is_one_line_and_leaves_no_process(tmp_path):
     """Ctrl-C reaches the whole process group: the command says it was interrupted (exit 75)
     in one line, no helper prints a traceback, and no helper outlives it."""
@@ -289,7 +379,8 @@ def test_ctrl_c_with_helpers_is_one_line_and_leaves_no_process(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 75
     assert err.decode().splitlines() == [
-        "spamsift train: interrupted; what was flushed stays learned"]
+        "spamsift train: interrupted; the flushes already written stay learned, the rest was "
+        "dropped (the same sources trained again count those twice)"]
     time.sleep(0.2)
     assert not [p for p in helpers if os.path.exists(f"/proc/{p}")
                 and _state(p) != "Z"]
@@ -394,8 +485,9 @@ def test_unlabelled_and_missing_sources_are_one_line_errors(env, tmp_path, capsy
     assert train.main(["--user", "w", str(box)]) == 64
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "say --spam or --ham" in err
-    assert train.main(["--user", "w", str(tmp_path / "nope")]) == 64
-    assert "no such file" in capsys.readouterr().err
+    assert train.main(["--user", "w", str(tmp_path / "nope")]) == 66  # NOINPUT, as documented
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope: no such file" in err
     assert train.main(["--user", "../etc", "--ham", str(box)]) == 65
     assert "Traceback" not in capsys.readouterr().err
 
@@ -564,6 +656,10 @@ def test_evaluate_json_fields_and_cross_validation(env, tmp_path, capsys):
     assert len(report["replay"]["learning_curve"]) == 1
     # evaluate created no database for the user
     assert not (env / "spamsift.db").exists()
+    # More folds than messages: a one-line usage error, not k x n learning of empty folds.
+    assert evaluate.main(["--user", "x", "--quiet", "--folds", "76", str(md)]) == 64
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more folds than the 75 messages" in err
 
 
 def test_cross_validation_with_the_logistic_model_trains_each_fold_as_train_would(tmp_path):
@@ -641,6 +737,29 @@ def test_reclassify_lists_then_moves_and_the_watcher_takes_no_drag(env, tmp_path
     # a second dry run finds nothing left to move
     assert reclassify_main(["--user", "c", "--json", str(md)]) == 0
     assert json.loads(capsys.readouterr().out)["misplaced"] == 0
+
+
+def test_reclassify_refuses_a_folder_and_keeps_base_names_unique(env, tmp_path, capsys):
+    assert train.main(["--user", "c", "--quiet", "--spam",
+                       str(write_maildir(tmp_path / "s", [], mails(40, True, seed=7))),
+                       "--ham", str(write_maildir(tmp_path / "h", mails(60, False, seed=7),
+                                                  []))]) == 0
+    md = write_maildir(tmp_path / "Maildir", mails(3, True, seed=8), [])
+    capsys.readouterr()
+    # Its spam folder would be made inside the folder, where no IMAP server shows it.
+    assert reclassify_main(["--user", "c", "--move", str(md / ".Trash")]) == 64
+    assert "a folder of a Maildir" in capsys.readouterr().err
+    assert not (md / ".Trash" / ".Spam").exists()
+    # A file in .Spam with the same base name but other flags: not a second copy.
+    name = next(p.name for p in (md / "cur").iterdir())
+    base = name.split(":2,")[0]
+    (md / ".Spam" / "new" / base).write_bytes(b"Subject: other\n\nx\n")
+    assert reclassify_main(["--user", "c", "--json", "--move", str(md)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    actions = {f["file"]: f["action"] for f in report["findings"]}
+    assert actions[f"cur/{name}"] == "target exists"
+    assert (md / "cur" / name).is_file()
+    assert [p.name for p in (md / ".Spam").rglob("*") if p.name.startswith(base)] == [base]
 
 
 def reclassify_main(argv):

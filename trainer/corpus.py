@@ -43,18 +43,26 @@ class Stream:
         return f"Stream({self.label}, {self.where!r}, {self.count})"
 
 
-def _read(path: str) -> bytes | None:
+def _read(path: str, follow: bool = False) -> bytes | None:
+    """A message file's bytes; None when it vanished, is unreadable, or is no regular file.
+
+    Files found in a user's tree (Maildir, MH, directory) are read without following a
+    symlink (`maildir.read_message`): training runs as root over users' mail, and a user's
+    link to /etc/shadow would be learned as their mail, a FIFO would hang the run and
+    /dev/zero exhaust memory. Files an administrator named (index entries, a lone file)
+    may be links (`follow`), but only to regular files."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        if follow:
+            path = os.path.realpath(path)
+        return maildir.read_message(path)
     except OSError:
-        return None  # vanished or unreadable: the caller counts it as skipped
+        return None  # the caller counts it as skipped
 
 
-def _files_stream(label: str, where: str, paths: list[str]) -> Stream:
+def _files_stream(label: str, where: str, paths: list[str], follow: bool = False) -> Stream:
     def opener():
         for path in paths:
-            yield _read(path), path
+            yield _read(path, follow), path
     return Stream(label, where, len(paths), opener)
 
 
@@ -159,7 +167,8 @@ def index_streams(path: str, entries: list[tuple[str, str]], label: str | None) 
     groups: dict[tuple[str, str], list[str]] = {}
     for lab, p in entries:
         groups.setdefault((label or lab, os.path.dirname(p)), []).append(p)
-    return [_files_stream(klass, f"{path} ({klass}, {os.path.basename(folder) or '.'})", paths)
+    return [_files_stream(klass, f"{path} ({klass}, {os.path.basename(folder) or '.'})", paths,
+                          follow=True)
             for (klass, folder), paths in groups.items()]
 
 
@@ -169,8 +178,22 @@ def streams_for(place: str, settings, label: str | None, imap_options=None) -> l
     if place.startswith(("imap://", "imaps://")):
         return [_imap_stream(place, label, settings, imap_options)]
     if not os.path.exists(place):
-        raise UsageError(f"{place}: no such file or directory")
+        import errno
+
+        # A source that cannot be read is NOINPUT (66), as the exit code table says.
+        raise FileNotFoundError(errno.ENOENT, "no such file or directory", place)
     if os.path.isdir(place):
+        if maildir.is_maildir(place) and is_subfolder(place):
+            # ~/Maildir/.Spam given itself: its folder name says its class, as inside a
+            # Maildir (taken for an INBOX, a spam folder was trained as ham).
+            name = os.path.basename(os.path.abspath(place))
+            kind = maildir.folder_kind(name, settings.spam_folders, settings.ignored_folders)
+            if kind == maildir.IGNORED and label is None:
+                raise UsageError(f"{place}: an ignored folder ({name}); say --spam or --ham "
+                                 "to train it")
+            klass = label or (SPAM if kind == maildir.SPAM else HAM)
+            paths = [os.path.join(place, sub, n) for sub, n in maildir.message_files(place)]
+            return [_files_stream(klass, place, paths)]
         if maildir.is_maildir(place) or any(
                 maildir.is_maildir(os.path.join(place, d)) for d in os.listdir(place)
                 if d.startswith(".")):
@@ -191,7 +214,15 @@ def streams_for(place: str, settings, label: str | None, imap_options=None) -> l
     if label is None:
         raise UsageError(f"{place}: neither a Maildir, an mbox nor an index file; say --spam "
                          "or --ham to train it as one message")
-    return [_files_stream(label, place, [place])]
+    return [_files_stream(label, place, [place], follow=True)]
+
+
+def is_subfolder(path: str) -> bool:
+    """Whether the Maildir at `path` is a Maildir++ folder (``.Name``, or holding Courier's
+    and Dovecot's ``maildirfolder`` marker) rather than a mailbox's INBOX."""
+    name = os.path.basename(os.path.abspath(path))
+    return (name.startswith(".") and name not in (".", "..")) or os.path.exists(
+        os.path.join(path, "maildirfolder"))
 
 
 def _imap_stream(url: str, label: str | None, settings, options) -> Stream:

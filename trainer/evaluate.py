@@ -367,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
             when = message_date(raw)
             last = when if when is not None else last
             spool.add(label, raw, name, last)
+        if args.folds > len(spool.entries):
+            # k folds of n messages train k filters on n messages each (k x n learning):
+            # more folds than messages only makes empty folds, slowly.
+            raise UsageError(f"--folds {args.folds}: more folds than the {len(spool.entries)} "
+                             "messages read")
         report: dict = {"user": user, "folds": args.folds, "settings": {
             "tokenizer": settings.tokenizer, "algorithm": list(settings.algorithm),
             "training_mode": settings.training_mode}}

@@ -77,9 +77,8 @@ def scan(agent, ctx, root: str, settings):
         if folder.kind == maildir.IGNORED:
             continue
         for sub, name in maildir.message_files(folder.path):
-            try:
-                with open(os.path.join(folder.path, sub, name), "rb") as f:
-                    raw = f.read()
+            try:  # no symlink followed, regular files only (see trainer.corpus._read)
+                raw = maildir.read_message(os.path.join(folder.path, sub, name))
             except OSError:
                 unreadable += 1
                 continue
@@ -115,14 +114,22 @@ def move(store, uid: int, root: str, finding: Finding, settings) -> str:
     target = _spam_folder(root, settings) if finding.verdict == "spam" else root
     src = os.path.join(finding.folder.path, finding.sub, finding.name)
     dst = os.path.join(target, finding.sub, finding.name)
-    if os.path.exists(dst):
+    base = maildir.base_name(finding.name)
+    # IMAP servers index a folder's files by base name (flags change the rest): a second file
+    # with the same base, in new/ or cur/, would hide one of them or confuse the index.
+    if any(maildir.base_name(n) == base for _sub, n in maildir.message_files(target)):
         return "target exists"
     key = maildir.message_key(finding.raw, settings.header_prefix + "-Signature")
     record_placement(store, uid, key, finding.verdict)
     try:
         os.rename(src, dst)
-    except FileNotFoundError:
-        return "vanished"
+    except OSError as exc:
+        # Not moved: the record goes back to where the message still is, or a watcher would
+        # compare a later move of it with a class it never had.
+        record_placement(store, uid, key, finding.klass)
+        if isinstance(exc, FileNotFoundError):
+            return "vanished"
+        return f"not moved: {exc.strerror or exc}"
     return "moved"
 
 
@@ -134,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         root = args.maildir.rstrip("/") or "/"
         if not maildir.is_maildir(root):
             raise UsageError(f"{root}: not a Maildir (no cur/ and new/)")
+        from trainer.corpus import is_subfolder
+
+        if is_subfolder(root):
+            # Its spam folder would be made inside it (.Spam/.Spam), where no IMAP server
+            # shows the mail moved there.
+            raise UsageError(f"{root}: a folder of a Maildir; give the Maildir itself")
         from filter.engine.agent import Agent
         from filter.engine.store.base import open_store
 

@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
     try:
         if args.days < 1 or args.interval <= 0 or (args.limit is not None and args.limit < 0):
             raise UsageError("--days and --interval must be positive, --limit not negative")
+        if args.days > report_data.MAX_DAYS:
+            raise UsageError(f"--days: at most {report_data.MAX_DAYS:,} (a century)")
         settings = config.load(args.config)
         only = visible_users(args.user, settings, caller or users.this_process())
         if args.watch:

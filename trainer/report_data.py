@@ -130,6 +130,17 @@ def today_string(clock: float | None = None) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(time.time() if clock is None else clock))
 
 
+MAX_DAYS = 36_600  # a period longer than a century is all of the history
+
+
+def first_day(today: str, days: int) -> str:
+    """The first of the `days` dates ending with `today` (`window(today, days)[0]`, without
+    making the list: ``--since 99999999d`` built one entry a day and hung)."""
+    noon = time.mktime(time.strptime(today + " 12", "%Y-%m-%d %H"))  # noon: DST-proof
+    return time.strftime("%Y-%m-%d",
+                         time.localtime(noon - DAY * (min(days, MAX_DAYS) - 1)))
+
+
 def window(today: str, days: int) -> list[str]:
     """The `days` dates ending with `today`, oldest first."""
     noon = time.mktime(time.strptime(today + " 12", "%Y-%m-%d %H"))  # noon: DST-proof

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
     """`caller`, `clock` and `console` (a rich Console) are test seams."""
     args = build_parser().parse_args(argv)
     from filter.engine.store.base import open_store
-    from trainer.report_data import today_string, window, write_out
+    from trainer.report_data import first_day, today_string, write_out
 
     try:
         if args.top < 1 or args.days < 0:
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
 
             since: str | None = since_day(args.since)
         else:
-            since = window(today_string(clock), args.days)[0] if args.days else None
+            since = first_day(today_string(clock), args.days) if args.days else None
         settings = config.load(args.config)
         caller = caller or users.this_process()
         names = [users.validate(n) for n in args.user]

@@ -27,7 +27,7 @@ import sys
 
 from filter.engine import config, users
 from filter.engine.errors import SpamsiftError, UsageError, command_failed
-from trainer.report_data import Figures, today_string, training_left, window, write_out
+from trainer.report_data import Figures, first_day, today_string, training_left, write_out
 
 SNAPSHOT_KEY = "stats_reset"
 PREFERENCE_MAX = 64  # dspam_preferences.value is VARCHAR(64)
@@ -62,7 +62,7 @@ def since_day(when: str, clock: float | None = None) -> str:
     import time
 
     if when.endswith("d") and when[:-1].isdigit() and int(when[:-1]) > 0:
-        return window(today_string(clock), int(when[:-1]))[0]
+        return first_day(today_string(clock), int(when[:-1]))
     try:
         time.strptime(when, "%Y-%m-%d")
     except ValueError:

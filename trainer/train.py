@@ -79,6 +79,7 @@ def run_corpus(agent, user: str, streams, tally: Tally, progress, flush_every: i
     from trainer.corpus import interleave
 
     learner = CorpusLearner(agent, user, flush_every=flush_every, jobs=jobs)
+    interrupted = False
     try:
         for klass, raw, _name in interleave(streams):
             tally.add(klass, "read")
@@ -87,8 +88,13 @@ def run_corpus(agent, user: str, streams, tally: Tally, progress, flush_every: i
             else:
                 tally.add(klass, learner.add(raw, klass))
             progress.advance()
+    except KeyboardInterrupt:
+        interrupted = True
+        learner.abandon()  # what is pending may hold a half-learned message
+        raise
     finally:
-        learner.close()
+        if not interrupted:
+            learner.close()
 
 
 def run_on_error(agent, user: str, streams, tally: Tally, progress, passes: int,
@@ -223,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SpamsiftError, OSError) as exc:
         return command_failed("train", exc)
     except KeyboardInterrupt:
-        print("spamsift train: interrupted; what was flushed stays learned", file=sys.stderr)
+        print("spamsift train: interrupted; the flushes already written stay learned, the "
+              "rest was dropped (the same sources trained again count those twice)",
+              file=sys.stderr)
         return exitcodes.TEMPFAIL
     return exitcodes.OK

@@ -502,6 +502,32 @@ class CorpusLearner:
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread by _join
             self._failure = exc
 
+    def abandon(self) -> None:
+        """After an interrupt: drop everything counted since the last flush, and close.
+
+        An interrupt can strike in the middle of a message (between its token counts and its
+        counters, say): writing what was pending would store that message half learned. So
+        only whole flushes stay, as after a crash. A write already under way is waited for
+        (its transaction is whole either way); helpers are stopped at once."""
+        self.pending = 0
+        self._chunk = []
+        if self.per_message:
+            self._held._reset()
+            self._held.forget()
+        else:
+            self.counts = {"spam": Counter(), "innocent": Counter()}
+            self.id_counts = {"spam": Counter(), "innocent": Counter()}
+            self.messages = {"spam": 0, "innocent": 0}
+            self.sources = {}
+        try:
+            self._join()
+        finally:
+            if self._pool is not None:
+                self._pool.close(True)
+            if self._writer_store is not None:
+                self._writer_store.close()
+                self._writer_store = None
+
     def close(self) -> None:
         """Learn what is still under way, wait for the writer, and close its connection and
         the helpers (at once, when this fails or is interrupted)."""

@@ -494,6 +494,7 @@ class MySQLStore:
     def purge_step(self, rule, limit: int, cursor):
         keys = self._PURGE_KEYS[rule.table]
         where, params = self._purge_where(rule)
+        where_rule, rule_params = where, list(params)
         if cursor is not None:
             after, more = self._after(keys, cursor)
             where += " AND " + after
@@ -502,12 +503,18 @@ class MySQLStore:
                           f"ORDER BY {', '.join(keys)} LIMIT {int(limit)}", params)
         if not rows:
             return 0, None
+        # Each DELETE repeats the rule: a row a delivery or a training touched since the
+        # SELECT no longer matches it and must stay (deleting it lost those new hits).
+        still = f" AND {where_rule}"
         for attempt in range(RETRIES + 1):
+            deleted = 0
             try:
                 with self.db.cursor() as cur:
                     if rule.table == "dspam_signature_data":
-                        cur.execute("DELETE FROM dspam_signature_data WHERE signature IN ("
-                                    + ",".join(["%s"] * len(rows)) + ")", [r[1] for r in rows])
+                        marks = ",".join(["%s"] * len(rows))
+                        deleted += cur.execute(
+                            f"DELETE FROM dspam_signature_data WHERE signature IN ({marks})"
+                            + still, [*(r[1] for r in rows), *rule_params])
                     else:
                         by_uid: dict[int, list] = {}
                         for row in rows:
@@ -515,15 +522,18 @@ class MySQLStore:
                         for uid, keys_of_uid in by_uid.items():
                             if rule.table == "dspam_token_data":
                                 for in_list in token_lists(keys_of_uid):
-                                    cur.execute("DELETE FROM dspam_token_data WHERE uid = %s "
-                                                f"AND token IN ({in_list})", (uid,))
+                                    deleted += cur.execute(
+                                        "DELETE FROM dspam_token_data WHERE uid = %s "
+                                        f"AND token IN ({in_list})" + still,
+                                        (uid, *rule_params))
                             else:
                                 column = ("ip" if rule.table == "spamsift_sources"
                                           else "message_key")
-                                cur.execute(f"DELETE FROM {rule.table} WHERE uid = %s AND "
-                                            f"{column} IN ("
-                                            + ",".join(["%s"] * len(keys_of_uid)) + ")",
-                                            [uid, *keys_of_uid])
+                                marks = ",".join(["%s"] * len(keys_of_uid))
+                                deleted += cur.execute(
+                                    f"DELETE FROM {rule.table} WHERE uid = %s AND "
+                                    f"{column} IN ({marks})" + still,
+                                    [uid, *keys_of_uid, *rule_params])
                 self.db.commit()
                 break
             except pymysql.MySQLError as exc:
@@ -532,8 +542,8 @@ class MySQLStore:
                     continue  # a delivery holds the rows: try this batch again
                 raise _translate(exc) from None
         last = rows[-1]
-        return len(rows), (tuple(str(v) if i == 0 else v for i, v in enumerate(last))
-                           if len(rows) == limit else None)
+        return deleted, (tuple(str(v) if i == 0 else v for i, v in enumerate(last))
+                         if len(rows) == limit else None)
 
     def purge_count(self, rule) -> int:
         where, params = self._purge_where(rule)

@@ -366,6 +366,9 @@ class SQLiteStore:
     def purge_step(self, rule, limit: int, cursor):
         keys = self._PURGE_KEYS[rule.table]
         where, params = self._purge_where(rule)
+        # The DELETE repeats the rule: a row a delivery or a training touched since the
+        # SELECT no longer matches it and must stay (deleting it lost those new hits).
+        still, still_params = where, list(params)
         if cursor is not None:
             where += f" AND ({', '.join(keys)}) > ({', '.join('?' * len(keys))})"
             params += list(cursor)
@@ -376,10 +379,12 @@ class SQLiteStore:
         match = " AND ".join(f"{k} = ?" for k in keys)
         try:
             with _WriteLock(self.db):
-                self.db.executemany(f"DELETE FROM {rule.table} WHERE {match}", rows)
+                deleted = self.db.executemany(
+                    f"DELETE FROM {rule.table} WHERE {match} AND {still}",
+                    [(*row, *still_params) for row in rows]).rowcount
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
-        return len(rows), (tuple(rows[-1]) if len(rows) == limit else None)
+        return deleted, (tuple(rows[-1]) if len(rows) == limit else None)
 
     def purge_count(self, rule) -> int:
         where, params = self._purge_where(rule)
