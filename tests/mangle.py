@@ -67,27 +67,57 @@ def header_name(header: list[bytes]) -> bytes:
     return text[:colon].strip().lower() if colon > 0 else b""
 
 
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def _spoof_rest(joined: bytes) -> bytes:
+    """What the filter must keep of an incoming ``X-DSPAM-*`` header: nothing, or what follows
+    a bare CR that is not our header (or its CR-separated continuation) again."""
+    while True:
+        cr = _BARE_CR.search(joined)
+        if cr is None:
+            return b""
+        joined = joined[cr.end():]
+        if not joined.strip(b"\r\n"):
+            return b""
+        if joined[:1] in (b" ", b"\t"):
+            continue
+        if not header_name([joined]).startswith(PREFIX):
+            return joined
+
+
 def is_ours(header: list[bytes]) -> bool:
-    """An ``X-DSPAM-*`` header (any case) that the filter may remove or add: one with a bare
-    CR (a CR before no LF) may hide other header lines or a whole CR-only message behind the
-    CR, and must stay."""
-    if not header_name(header).startswith(PREFIX):
-        return False
-    joined = b"".join(header)
-    return b"\r" not in joined.replace(b"\r\n", b"")
+    """An ``X-DSPAM-*`` header (any case)."""
+    return header_name(header).startswith(PREFIX)
 
 
 def remove_ours(data: bytes) -> bytes:
-    """`data` without the header lines that `is_ours`."""
+    """`data` without its ``X-DSPAM-*`` headers, keeping what a bare CR in one may hide."""
     headers, rest = header_block(data)
-    kept = [b"".join(h) for h in headers if not is_ours(h)]
+    kept = [_spoof_rest(b"".join(h)) if is_ours(h) else b"".join(h) for h in headers]
     return b"".join(kept) + rest
 
 
 def our_headers(data: bytes) -> list[bytes]:
-    """The headers of `data`'s header block that `is_ours`, as bytes (continuations included)."""
+    """The ``X-DSPAM-*`` headers of `data`'s header block, as bytes (continuations included)."""
     headers, _ = header_block(data)
     return [b"".join(h) for h in headers if is_ours(h)]
+
+
+def spoof_left(out: bytes, ours: list[int]) -> bytes | None:
+    """An incoming ``X-DSPAM-*`` header the filter kept, found among ours (the block at
+    indexes `ours` of the output's headers): a name twice, or a bare CR inside (ours have
+    none: behind one, an incoming header hides). None when there is none. Header lines are
+    split at LF, as maildrop and the filter's own parsers read them."""
+    headers, _ = header_block(out)
+    seen: set[bytes] = set()
+    for i in ours:
+        joined = b"".join(headers[i])
+        name = header_name(headers[i])
+        if name in seen or _BARE_CR.search(joined):
+            return joined
+        seen.add(name)
+    return None
 
 
 def eol_of(data: bytes) -> bytes:
@@ -117,6 +147,9 @@ def check_stamped(inp: bytes, out: bytes) -> tuple[str, str]:
     idx = [i for i, h in enumerate(headers) if is_ours(h)]
     if idx != list(range(idx[0], idx[-1] + 1)):
         return "wrong", "the added X-DSPAM headers are not one contiguous block"
+    spoof = spoof_left(out, idx)
+    if spoof is not None:
+        return "wrong", f"an incoming X-DSPAM header survived: {spoof[:80]!r}"
     after = headers[idx[-1] + 1:]
     if after and not (len(after) == 1 and not rest and not after[0][-1].endswith(b"\n")):
         return "wrong", (f"{len(after)} header(s) follow the added X-DSPAM headers: "

@@ -497,3 +497,21 @@ def test_write_all_writes_everything_across_short_writes():
     stream = Trickle()
     write_all(stream, HAM * 5)
     assert stream.getvalue() == HAM * 5
+
+
+def test_a_spoofed_signature_behind_a_bare_cr_does_not_survive(tmp_path):
+    # A bare CR kept a whole incoming X-DSPAM line once (so that a CR-only message kept its
+    # bytes); the spoofed signature then came first and was the one a retraining used.
+    from filter.engine.message import Message, find_signature
+
+    spoof = (b"From: a@example.com\nX-DSPAM-Signature: 1,aaaaaaaaaaaaaaaaaaaaaaa\r\r\n"
+             b"X-DSPAM-Result: Innocent\r\tfolded\rSubject: kept\n\nbody\n")
+    r = filt(tmp_path, spoof)
+    assert r.code == 0
+    ours = [v for k, v in (line.split(b": ", 1) for line in r.stdout.split(b"\n\n")[0]
+                           .split(b"\n") if b": " in line) if k == b"X-DSPAM-Signature"]
+    assert len(ours) == 1 and ours[0] != b"1,aaaaaaaaaaaaaaaaaaaaaaa"
+    assert Message(r.stdout).get_header("X-DSPAM-Signature") == ours[0]
+    assert find_signature(r.stdout, "X-DSPAM-Signature") == ours[0].decode()
+    assert b"1,aaaa" not in r.stdout and b"Innocent\r" not in r.stdout
+    assert b"Subject: kept\n" in r.stdout and r.stdout.endswith(b"\n\nbody\n")

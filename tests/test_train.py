@@ -107,6 +107,14 @@ def test_a_folder_given_itself_is_labelled_by_its_name(env, tmp_path, capsys):
     _settings, store = open_db()
     stats = store.stats(store.uid("f"))
     assert (stats.spam_learned, stats.innocent_learned) == (8, 1)
+    # A mailbox that is itself a dot directory (~/.maildir, a common mail_location) is a
+    # Maildir with folders, not a folder: its .Spam is spam.
+    dot = write_maildir(tmp_path / "home" / ".maildir", mails(2, False, seed=3),
+                        mails(3, True, seed=3))
+    assert train.main(["--user", "h", "--quiet", str(dot)]) == 0
+    out = capsys.readouterr().out
+    assert "spam      read       3  learned       3" in out
+    assert "innocent  read       2  learned       2" in out
 
 
 def test_links_fifos_and_devices_in_a_users_tree_are_not_read(env, tmp_path, capsys):

@@ -366,3 +366,44 @@ def test_copy_into_junk_seen_with_its_original_is_decided_at_the_expunge(account
         assert w.cycle().trained == {} and account.watcher().cycle().trained == {}
     finally:
         w.close()
+
+
+def test_uid_sets_are_ranges():
+    from watchers.imap import _uid_set
+
+    assert _uid_set([1, 2, 3, 5, 7, 8]) == "1:3,5,7:8"
+    assert _uid_set([4]) == "4"
+    assert _uid_set(list(range(1, 10_001))) == "1:10000"
+
+
+def test_split_copies_in_doubt_renumbered_or_old_are_not_decided(account):
+    # A folder that cannot be examined right now is no deletion: nothing may be decided
+    # from it. After SPLIT_DAYS both copies still there are forgotten.
+    from watchers import imap as imap_watcher
+
+    now = [time.time()]
+    w = account.watcher(clock=lambda: now[0])
+    try:
+        w.cycle()
+        sig = account.deliver(HAM, 40)
+        account.client.copy([account.uid_of("INBOX", sig)], "Junk")
+        account.client.unselect_folder()
+        assert w.cycle().trained == {} and len(w.state.split) == 1
+        real_select = imapclient.IMAPClient.select_folder
+
+        def unavailable(self, folder, readonly=False):
+            if folder == "INBOX":
+                raise imapclient.exceptions.IMAPClientError("NO [UNAVAILABLE] try later")
+            return real_select(self, folder, readonly=readonly)
+
+        imapclient.IMAPClient.select_folder = unavailable
+        try:
+            assert w.cycle().trained == {}
+        finally:
+            imapclient.IMAPClient.select_folder = real_select
+        assert len(w.state.split) == 1  # still in doubt, kept
+        assert account.site.store.signature(sig).trained != "spam"
+        now[0] += (imap_watcher.SPLIT_DAYS + 1) * 86400
+        assert w.cycle().trained == {} and w.state.split == {}
+    finally:
+        w.close()

@@ -439,7 +439,7 @@ def test_tmp_vanishing_unreadable_and_deleted_mailboxes_are_skipped(site, traine
     moved = site.move(inbox, box, ".Spam")
     real_key = md.file_key
 
-    def vanish_once(path, header, limit=None, below=None):
+    def vanish_once(path, header, limit=None, below=None, strict=False):
         md.file_key = real_key
         raise FileNotFoundError(path)
 
@@ -683,19 +683,33 @@ def test_read_message_below_a_root_refuses_symlinked_directories(tmp_path):
 
 
 def test_home_relative_mailbox_owned_by_someone_else_is_skipped(tmp_path):
-    # A system user can point ~/Maildir at any directory; one not owned by the home's owner
-    # is not theirs to train from.
+    # A system user can point ~/Maildir at any directory; one not owned by the user is not
+    # theirs to train from. Their own is found by its resolved path, which is then read
+    # without following any symlink, so swapping ~/Maildir afterwards changes nothing.
     if os.geteuid() != 0:
-        pytest.skip("needs root to give the home directory another owner")
+        pytest.skip("needs root to give directories other owners")
     home = tmp_path / "home" / "hal"
     os.makedirs(home)
     os.makedirs(tmp_path / "rootonly" / "cur")
+    os.makedirs(tmp_path / "rootonly" / "new")
     os.symlink(tmp_path / "rootonly", home / "Maildir")
-    os.chown(home, 65534, 65534)
     lines: list[str] = []
     finder = MailboxFinder([str(tmp_path / "home")], Template("~/Maildir"),
-                           passwd=lambda: [("hal", str(home))], log=lines.append)
+                           passwd=lambda: [("hal", str(home), 65534)], log=lines.append)
     assert finder.find() == {}
-    assert any("not owned by the owner" in line for line in lines)
+    assert any("not owned by hal" in line for line in lines)
     os.chown(tmp_path / "rootonly", 65534, 65534)
-    assert finder.find() == {str(home / "Maildir"): "hal"}
+    assert finder.find() == {str(tmp_path / "rootonly"): "hal"}
+    # A root-owned home (an SFTP chroot) with the user's own Maildir is theirs.
+    os.chown(home, 0, 0)
+    assert finder.find() == {str(tmp_path / "rootonly"): "hal"}
+    # Reading under the resolved path refuses a symlink anywhere in it.
+    from filter.engine import maildir
+
+    (tmp_path / "rootonly" / "cur" / "m").write_bytes(b"Subject: x\n\nok\n")
+    real = str(tmp_path / "rootonly")
+    assert maildir.read_message(real + "/cur/m", below=real, strict=True) == \
+        b"Subject: x\n\nok\n"
+    with pytest.raises(OSError):
+        maildir.read_message(str(home / "Maildir" / "cur" / "m"),
+                             below=str(home / "Maildir"), strict=True)

@@ -218,11 +218,15 @@ def streams_for(place: str, settings, label: str | None, imap_options=None) -> l
 
 
 def is_subfolder(path: str) -> bool:
-    """Whether the Maildir at `path` is a Maildir++ folder (``.Name``, or holding Courier's
-    and Dovecot's ``maildirfolder`` marker) rather than a mailbox's INBOX."""
-    name = os.path.basename(os.path.abspath(path))
-    return (name.startswith(".") and name not in (".", "..")) or os.path.exists(
-        os.path.join(path, "maildirfolder"))
+    """Whether the Maildir at `path` is a Maildir++ folder rather than a mailbox's INBOX: it
+    holds Courier's and Dovecot's ``maildirfolder`` marker, or it is a ``.Name`` inside
+    another Maildir (``~/.maildir`` itself is a common mailbox: its parent is a home)."""
+    if os.path.exists(os.path.join(path, "maildirfolder")):
+        return True
+    full = os.path.abspath(path)
+    name = os.path.basename(full)
+    return (name.startswith(".") and name not in (".", "..")
+            and maildir.is_maildir(os.path.dirname(full)))
 
 
 def _imap_stream(url: str, label: str | None, settings, options) -> Stream:

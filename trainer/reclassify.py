@@ -107,8 +107,10 @@ def _spam_folder(root: str, settings) -> str:
     return path
 
 
-def move(store, uid: int, root: str, finding: Finding, settings) -> str:
-    """Record, then rename one message into its new class's folder; what happened."""
+def move(store, uid: int, root: str, finding: Finding, settings,
+         bases: dict[str, set[str]] | None = None) -> str:
+    """Record, then rename one message into its new class's folder; what happened.
+    `bases`: the base names of each target folder, listed once for a whole run."""
     from filter.engine.watchstate import record_placement
 
     target = _spam_folder(root, settings) if finding.verdict == "spam" else root
@@ -117,7 +119,11 @@ def move(store, uid: int, root: str, finding: Finding, settings) -> str:
     base = maildir.base_name(finding.name)
     # IMAP servers index a folder's files by base name (flags change the rest): a second file
     # with the same base, in new/ or cur/, would hide one of them or confuse the index.
-    if any(maildir.base_name(n) == base for _sub, n in maildir.message_files(target)):
+    if bases is None:
+        bases = {}
+    if target not in bases:
+        bases[target] = {maildir.base_name(n) for _sub, n in maildir.message_files(target)}
+    if base in bases[target]:
         return "target exists"
     key = maildir.message_key(finding.raw, settings.header_prefix + "-Signature")
     record_placement(store, uid, key, finding.verdict)
@@ -130,6 +136,7 @@ def move(store, uid: int, root: str, finding: Finding, settings) -> str:
         if isinstance(exc, FileNotFoundError):
             return "vanished"
         return f"not moved: {exc.strerror or exc}"
+    bases[target].add(base)
     return "moved"
 
 
@@ -159,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             ctx = agent.user(user, create=False)
             findings, seen, unreadable = scan(agent, ctx, root, settings)
             results = []
+            bases: dict[str, set[str]] = {}
             for finding in findings:
                 entry = finding.as_dict()
                 if args.move:
-                    entry["action"] = move(store, uid, root, finding, settings)
+                    entry["action"] = move(store, uid, root, finding, settings, bases)
                 results.append(entry)
         finally:
             store.close()

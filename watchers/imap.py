@@ -73,6 +73,23 @@ def _default_factory():
 
 
 # -- cursor state ------------------------------------------------------------------------------
+SPLIT_DAYS = 30     # copies in spam and innocent folders at once are looked for this long
+SEARCH_UIDS = 500   # UIDs per UID SEARCH (Dovecot refuses arguments over ~64 KB)
+
+
+def _uid_set(uids: list[int]) -> str:
+    """A sorted list of UIDs as an IMAP sequence set, runs as ranges (``1:5,9``)."""
+    parts = []
+    start = prev = uids[0]
+    for u in uids[1:]:
+        if u != prev + 1:
+            parts.append(f"{start}:{prev}" if prev != start else str(start))
+            start = u
+        prev = u
+    parts.append(f"{start}:{prev}" if prev != start else str(start))
+    return ",".join(parts)
+
+
 class Cursor:
     """One followed folder: its UIDVALIDITY and the highest UID already looked at."""
 
@@ -99,7 +116,8 @@ class StateFile:
         self.cursors: dict[str, Cursor] = {}
         # Messages seen in spam and innocent folders in one cycle: key -> their copies, until
         # one class is left (`ImapWatcher._settle`).
-        self.split: dict[str, list[tuple[str, int, int, str]]] = {}
+        # (unix time first seen so, copies); see `SPLIT_DAYS`.
+        self.split: dict[str, tuple[int, list[tuple[str, int, int, str]]]] = {}
         self._saved: dict | None = None
         self._warned = False
 
@@ -115,8 +133,10 @@ class StateFile:
                 return
             self.cursors = {name: Cursor(int(c["uidvalidity"]), int(c["last_uid"]))
                             for name, c in data["folders"].items()}
-            self.split = {key: [(str(f), int(v), int(u), str(k)) for f, v, u, k in copies]
-                          for key, copies in data.get("split", {}).items()}
+            self.split = {key: (int(entry["since"]),
+                                [(str(f), int(v), int(u), str(k))
+                                 for f, v, u, k in entry["copies"]])
+                          for key, entry in data.get("split", {}).items()}
             self._saved = self._data(account)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self.log(f"{self.path}: unreadable watch state ({exc}); re-syncing every folder")
@@ -128,8 +148,8 @@ class StateFile:
                       "folders": {n: {"uidvalidity": c.uidvalidity, "last_uid": c.last_uid}
                                   for n, c in sorted(self.cursors.items())}}
         if self.split:
-            data["split"] = {key: [list(c) for c in copies]
-                             for key, copies in sorted(self.split.items())}
+            data["split"] = {key: {"since": since, "copies": [list(c) for c in copies]}
+                             for key, (since, copies) in sorted(self.split.items())}
         return data
 
     def save(self, account: str) -> None:
@@ -359,37 +379,57 @@ class ImapWatcher:
         """Copies in spam and innocent folders seen in one cycle decide nothing (a client's
         COPY before its expunge), and an expunge is no new UID: the copy left would never
         be decided. So the copies are looked for each cycle, and once only one class holds
-        any, the message is decided as seen there."""
-        wanted: dict[tuple[str, int], list[int]] = {}
-        for copies in self.state.split.values():
+        any, the message is decided as seen there. A folder that cannot be examined now
+        keeps its copies in doubt (nothing is decided); a renumbered one (UIDVALIDITY) drops
+        them undecided, as its messages are seen again as new UIDs; copies still in both
+        classes after `SPLIT_DAYS` are forgotten (a user keeping both made no move)."""
+        now = int(self.clock())
+        wanted: dict[tuple[str, int], set[int]] = {}
+        for key, (since, copies) in list(self.state.split.items()):
+            if now - since > SPLIT_DAYS * 86400:
+                del self.state.split[key]
+                continue
             for folder, validity, msg_uid, _kind in copies:
-                wanted.setdefault((folder, validity), []).append(msg_uid)
+                wanted.setdefault((folder, validity), set()).add(msg_uid)
         present: set[tuple[str, int, int]] = set()
+        doubtful: set[tuple[str, int]] = set()
+        renumbered: set[tuple[str, int]] = set()
         for (folder, validity), uids in wanted.items():
             try:
                 info = client.select_folder(folder, readonly=True)
             except imaplib.IMAP4.error:
-                continue  # the folder is gone, and its copies with it
+                # Gone, or only unavailable now: ask the folder list which.
+                if client.folder_exists(folder):
+                    doubtful.add((folder, validity))
+                continue
             if int(info.get(b"UIDVALIDITY", 0)) != validity:
-                continue  # renumbered: its messages are seen again as new UIDs anyway
-            found = client.search(["UID", ",".join(str(u) for u in sorted(set(uids)))])
-            present.update((folder, validity, u) for u in found)
+                renumbered.add((folder, validity))
+                continue
+            ordered = sorted(uids)
+            for start in range(0, len(ordered), SEARCH_UIDS):
+                found = client.search(["UID", _uid_set(ordered[start:start + SEARCH_UIDS])])
+                present.update((folder, validity, u) for u in found)
         self._unselect(client)
         pending: dict[str, Sighting] = {}
-        for key, copies in list(self.state.split.items()):
+        settled: dict[str, tuple[int, list[tuple[str, int, int, str]]]] = {}
+        for key, (_since, copies) in list(self.state.split.items()):
+            places = {c[:2] for c in copies}
+            if places & doubtful:
+                continue
+            if places & renumbered:
+                del self.state.split[key]
+                continue
             left = [c for c in copies if c[:3] in present]
             kinds = {c[3] for c in left}
             if SPAM in kinds and INNOCENT in kinds:
                 continue
-            del self.state.split[key]
+            settled[key] = self.state.split.pop(key)
             if left:
                 sighting = pending[key] = Sighting(key)
                 sighting.seen_in = kinds
                 sighting.where = left[0][:3]
-                sighting.copies = left
-        copies_of = {key: sighting.copies for key, sighting in pending.items()}
         for key in self._flush(uid, pending, {}, report):
-            self.state.split[key] = copies_of[key]  # another watcher was at it: next cycle
+            self.state.split[key] = settled[key]  # another watcher was at it: next cycle
 
     @staticmethod
     def _unselect(client) -> None:
@@ -454,8 +494,9 @@ class ImapWatcher:
                 if decide(sighting.seen_in, recorded.get(key), verdict, learn_unsigned,
                           trust).action == NOTHING:
                     if SPAM in sighting.seen_in and INNOCENT in sighting.seen_in:
-                        self.state.split[key] = [c for c in sighting.copies
-                                                 if c[3] in (SPAM, INNOCENT)]
+                        self.state.split[key] = (int(self.clock()),
+                                                 [c for c in sighting.copies
+                                                  if c[3] in (SPAM, INNOCENT)])
                     continue
                 if not self._apply(uid, sighting, report):
                     retry.add(key)

@@ -118,7 +118,8 @@ class MailboxFinder:
 
     def __init__(self, roots: list[str], template: Template, stat=os.stat, listdir=os.listdir,
                  clock=time.monotonic, log=None, passwd=None) -> None:
-        """`passwd()` lists (name, home) of the system's users (default: pwd.getpwall)."""
+        """`passwd()` lists (name, home[, uid]) of the system's users (default:
+        pwd.getpwall)."""
         self.roots = [os.path.abspath(r) for r in roots]
         self.template = template
         self.stat = stat
@@ -126,7 +127,7 @@ class MailboxFinder:
         self.clock = clock
         self.log = log or (lambda line: None)
         self._listings: dict[str, tuple[int, list[str]]] = {}
-        self._passwd: tuple[float, list[tuple[str, str]]] | None = None
+        self._passwd: tuple[float, list[tuple[str, str, int | None]]] | None = None
         self._invalid: set[str] = set()
         self.passwd = passwd or _passwd_entries
 
@@ -151,22 +152,26 @@ class MailboxFinder:
         """mailbox path -> user name."""
         found: dict[str, str] = {}
         if self.template.home_relative:
-            for user, home in self._passwd_homes():
+            for user, home, owner in self._passwd_homes():
                 path = os.path.join(home, *(p for p, _ in self.template.parts))
                 if any(path.startswith(r.rstrip("/") + "/") for r in self.roots):
                     try:
-                        box_owner = self.stat(path).st_uid
-                        home_owner = self.stat(home).st_uid
+                        real = os.path.realpath(path)
+                        box_owner = self.stat(real).st_uid
+                        if owner is None:
+                            owner = self.stat(home).st_uid
                     except OSError:
                         continue  # no such mailbox (yet)
-                    if box_owner != home_owner:
+                    if box_owner != owner:
                         # A user can point ~/Maildir anywhere, and the watcher (root) would
                         # read and learn what the user cannot: only their own mailbox counts.
                         if path not in self._invalid:
                             self._invalid.add(path)
-                            self.log(f"skipping {path}: not owned by the owner of {home}")
+                            self.log(f"skipping {path}: not owned by {user}")
                         continue
-                    self._add(found, path, user)
+                    # Its resolved path is what is read (`Scanner.strict`: no symlink in
+                    # it is followed), so swapping ~/Maildir later changes nothing.
+                    self._add(found, real, user)
             return found
         for root in self.roots:
             self._walk(root, 0, {}, found)
@@ -207,18 +212,20 @@ class MailboxFinder:
                 self._invalid.add(path)
                 self.log(f"skipping {path}: {exc}")
 
-    def _passwd_homes(self) -> list[tuple[str, str]]:
+    def _passwd_homes(self) -> list[tuple[str, str, int | None]]:
+        """(name, home, uid) of the system's users; uid None when `passwd` gives none (the
+        home's owner stands in for it)."""
         now = self.clock()
         if self._passwd is None or now - self._passwd[0] > PASSWD_RECHECK:
-            self._passwd = (now, [(name, home) for name, home in self.passwd()
-                                  if home and home != "/"])
+            entries = [(e[0], e[1], e[2] if len(e) > 2 else None) for e in self.passwd()]
+            self._passwd = (now, [e for e in entries if e[1] and e[1] != "/"])
         return self._passwd[1]
 
 
-def _passwd_entries() -> list[tuple[str, str]]:
+def _passwd_entries() -> list[tuple[str, str, int]]:
     import pwd
 
-    return [(p.pw_name, p.pw_dir) for p in pwd.getpwall()]
+    return [(p.pw_name, p.pw_dir, p.pw_uid) for p in pwd.getpwall()]
 
 
 # -- what changed in a mailbox ---------------------------------------------------------------
@@ -318,6 +325,9 @@ class Scanner:
         self.queued = lambda uid, key: False  # is this message waiting to be trained?
         self.failed: StorageError | None = None  # what stopped the last scan, if anything
         self.restored: dict[str, FolderState] = {}  # loaded by `load`, used on first sight
+        # Users' own ~/Maildir (resolved by the finder): no part of its path is followed
+        # through a symlink when a message is read (`maildir.read_message`'s strict).
+        self.strict = bool(getattr(getattr(finder, "template", None), "home_relative", False))
 
     # One cycle ------------------------------------------------------------------------------
     def scan(self, report: CycleReport, stop=None) -> list[Sighting]:
@@ -541,7 +551,7 @@ class Scanner:
             report.files += 1
             try:
                 key = maildir.file_key(path, self.header, self.settings.max_message_size,
-                                       below=box.path)
+                                       below=box.path, strict=self.strict)
             except FileNotFoundError:
                 report.vanished += 1
                 self.forget(state, name)
@@ -714,7 +724,7 @@ class Watcher:
             for path in paths.values():
                 try:
                     return maildir.read_message(path, self.settings.max_message_size or None,
-                                                sighting.root)
+                                                sighting.root, self.scanner.strict)
                 except OSError:
                     continue
             return None

@@ -26,6 +26,9 @@ IGNORED = "ignored"
 
 SUBDIRS = ("new", "cur")  # tmp/ holds half-written files: never read
 _O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+# What open() with O_NOFOLLOW says of a symlink: Linux ELOOP, FreeBSD EMLINK, NetBSD EFTYPE.
+_NOFOLLOW_ERRNOS = frozenset(
+    e for e in (errno.ELOOP, errno.EMLINK, getattr(errno, "EFTYPE", None)) if e is not None)
 
 
 class Folder:
@@ -116,7 +119,7 @@ def message_files(folder_path: str):
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as exc:
-            if exc.errno == errno.ELOOP:  # a symlink put in its place: not listed
+            if exc.errno in _NOFOLLOW_ERRNOS:  # a symlink put in its place: not listed
                 continue
             raise
         try:
@@ -168,17 +171,22 @@ HEAD_BYTES = 16384  # a stamped header block fits: read once, the body only when
 _O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
-def _open_below(path: str, below: str | None) -> int:
+def _open_below(path: str, below: str | None, strict: bool = False) -> int:
     """A read-only descriptor of the file at `path`, following no symlink at its last part,
     nor (with `below`, a directory `path` lies in) at any part below `below`: each directory
     is opened relative to the one before, so none can be swapped for a symlink between a
-    check and the open. `below` itself may be a symlink (an administrator's layout)."""
+    check and the open. `below` itself may be a symlink (an administrator's layout), unless
+    `strict`: then no part of it from / on may be one (a user's own ~/Maildir, resolved by
+    the caller, which the user could otherwise swap for a link to someone else's)."""
     if below is None:
         return os.open(path, _O_READ)
     rel = os.path.relpath(path, below)
     parts = rel.split(os.sep)
     if os.path.isabs(rel) or ".." in parts:
         raise OSError(errno.EINVAL, f"{path} is not below {below}")
+    if strict:
+        below_parts = [p for p in os.path.abspath(below).split(os.sep) if p]
+        return _walk_open(below_parts + parts)
     fd = os.open(below, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         for part in parts[:-1]:
@@ -190,11 +198,26 @@ def _open_below(path: str, below: str | None) -> int:
         os.close(fd)
 
 
-def read_message(path: str, limit: int | None = None, below: str | None = None) -> bytes:
+def _walk_open(parts: list[str]) -> int:
+    """The file at /parts[0]/.../parts[-1], each part opened relative to the one before
+    without following a symlink."""
+    fd = os.open("/", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, _O_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(parts[-1], _O_READ, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def read_message(path: str, limit: int | None = None, below: str | None = None,
+                 strict: bool = False) -> bytes:
     """The bytes of a message file (at most `limit`); never follows a symlink (below `below`
     at any level, see `_open_below`), reads only regular files. Raises OSError
     (FileNotFoundError: it vanished, renamed or deleted)."""
-    fd = _open_below(path, below)
+    fd = _open_below(path, below, strict)
     try:
         import stat
 
@@ -214,11 +237,12 @@ def read_message(path: str, limit: int | None = None, below: str | None = None) 
 
 
 def file_key(path: str, header_name: str = "X-DSPAM-Signature",
-             limit: int | None = None, below: str | None = None) -> str | None:
+             limit: int | None = None, below: str | None = None,
+             strict: bool = False) -> str | None:
     """`message_key` of a message file, reading only its head when that holds a signature;
     None for an unsigned file larger than `limit` bytes (never digested: the filter passes
     such mail through untouched too). Raises OSError as `read_message` does."""
-    head = read_message(path, HEAD_BYTES, below)
+    head = read_message(path, HEAD_BYTES, below, strict)
     if len(head) < HEAD_BYTES:
         return message_key(head, header_name)
     from filter.engine.message import Message
@@ -228,8 +252,8 @@ def file_key(path: str, header_name: str = "X-DSPAM-Signature",
         if sig:
             return sig
     if limit:
-        raw = read_message(path, limit + 1, below)
+        raw = read_message(path, limit + 1, below, strict)
         if len(raw) > limit:
             return signature_of(raw, header_name)
         return message_key(raw, header_name)
-    return message_key(read_message(path, below=below), header_name)
+    return message_key(read_message(path, below=below, strict=strict), header_name)

@@ -2,7 +2,7 @@
 
 The delivered message is always the input bytes with exactly these changes: header lines whose
 name starts with our prefix are removed (an incoming ``X-DSPAM-Result: Innocent`` is a spoof;
-kept when a bare CR in the line could hide other bytes behind it), our header lines are
+only up to a bare CR, which may hide other bytes behind it: `_without_ours`), ours are
 inserted at the end of the header block using the message's own line ending, and optionally
 the Subject gets a tag or the body a ``!DSPAM:id!`` line. Nothing else is re-encoded: CRLF,
 8-bit bytes, NULs, missing final newlines all pass through.
@@ -93,8 +93,10 @@ class Message:
         for start, end in self.header_lines():
             name = self.header_name(start, end)
             line = raw[start:end]
-            if name.startswith(prefix) and not _bare_cr(line):
-                continue
+            if name.startswith(prefix):
+                line = _without_ours(line, prefix)
+                if not line:
+                    continue
             if not subject_done and name == b"subject":
                 line = _tag_subject(line, subject_tag)  # type: ignore[arg-type]
                 subject_done = True
@@ -128,14 +130,32 @@ class Message:
         return ctype.startswith(b"text/plain") and b"base64" not in cte
 
 
-def _bare_cr(line: bytes) -> bool:
-    """Whether a header line holds a CR that ends no line (not before an LF).
+_BARE_CR = re.compile(rb"\r(?!\n)")
 
-    Lines are split at LF only, so such a "line" may be several lines of a CR-only message
-    (classic Mac), or hide a header behind the CR: removing it as one of ours would drop
-    whatever follows the CR (a CR-only message starting with ``X-DSPAM-Result`` lost all its
-    bytes). It stays, and ours are added beside it."""
-    return b"\r" in line and b"\r" in line.replace(b"\r\n", b"")
+
+def _without_ours(line: bytes, prefix: bytes) -> bytes:
+    """What stays of a header line (folds included) whose name starts with our prefix.
+
+    Lines are split at LF only, so a bare CR (one before no LF) may end a line in a CR-only
+    message (classic Mac) or hide a header behind it: dropping the whole line as one of ours
+    dropped what followed the CR (a CR-only message starting with ``X-DSPAM-Result`` lost all
+    its bytes), and keeping it kept a spoofed signature. So our header goes up to its first
+    bare CR, with the CR-separated lines that continue it; what follows stays where it was,
+    and is looked at again (it may be another of ours). A rest of nothing but line endings
+    goes too: kept, it would be a blank line ending the header block early."""
+    while True:
+        cr = _BARE_CR.search(line)
+        if cr is None:
+            return b""
+        line = line[cr.end():]
+        if not line.strip(b"\r\n"):
+            return b""
+        if line[:1] in (b" ", b"\t"):
+            continue  # a continuation of the header being dropped
+        colon = line.find(b":")
+        name = line[:colon].strip().lower() if colon > 0 else b""
+        if not name.startswith(prefix):
+            return line
 
 
 def _tag_subject(line: bytes, tag: str) -> bytes:
