@@ -72,18 +72,11 @@ _BARE_CR = re.compile(rb"\r(?!\n)")
 
 def _spoof_rest(joined: bytes) -> bytes:
     """What the filter must keep of an incoming ``X-DSPAM-*`` header: nothing, or what follows
-    a bare CR that is not our header (or its CR-separated continuation) again."""
-    while True:
-        cr = _BARE_CR.search(joined)
-        if cr is None:
-            return b""
-        joined = joined[cr.end():]
-        if not joined.strip(b"\r\n"):
-            return b""
-        if joined[:1] in (b" ", b"\t"):
-            continue
-        if not header_name([joined]).startswith(PREFIX):
-            return joined
+    a bare CR that is not our header again. The filter's own rule: `spoof_left` is the
+    independent check that no incoming header survives it."""
+    from filter.engine.message import _without_ours
+
+    return _without_ours(joined, PREFIX)
 
 
 def is_ours(header: list[bytes]) -> bool:

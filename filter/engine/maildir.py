@@ -185,23 +185,17 @@ def _open_below(path: str, below: str | None, strict: bool = False) -> int:
     if os.path.isabs(rel) or ".." in parts:
         raise OSError(errno.EINVAL, f"{path} is not below {below}")
     if strict:
-        below_parts = [p for p in os.path.abspath(below).split(os.sep) if p]
-        return _walk_open(below_parts + parts)
-    fd = os.open(below, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        for part in parts[:-1]:
-            inner = os.open(part, _O_DIR, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-        return os.open(parts[-1], _O_READ, dir_fd=fd)
-    finally:
-        os.close(fd)
+        start = "/"
+        parts = [p for p in os.path.abspath(below).split(os.sep) if p] + parts
+    else:
+        start = below
+    return _open_chain(start, parts)
 
 
-def _walk_open(parts: list[str]) -> int:
-    """The file at /parts[0]/.../parts[-1], each part opened relative to the one before
-    without following a symlink."""
-    fd = os.open("/", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+def _open_chain(start: str, parts: list[str]) -> int:
+    """The file at start/parts[0]/.../parts[-1], each part opened relative to the one before
+    without following a symlink (`start` is followed)."""
+    fd = os.open(start, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         for part in parts[:-1]:
             inner = os.open(part, _O_DIR, dir_fd=fd)
