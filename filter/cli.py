@@ -232,6 +232,10 @@ class OutputFailed(Exception):
     """Standard output took no message (closed, or the reader went away)."""
 
 
+class AgentFailed(Exception):
+    """The delivery agent could not be run: only a retry by the MTA can deliver now."""
+
+
 def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool,
           stdout, stderr) -> int:
     from filter.engine import log
@@ -242,6 +246,9 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
         # Writing the original would fail the same way (and could follow a partial write):
         # only a retry by the MTA can deliver now.
         log.error(f"user={users} cannot write the message: {exc}", use_syslog, stderr)
+        return exitcodes.TEMPFAIL
+    if isinstance(exc, AgentFailed):
+        log.error(f"user={users} message tempfailed: {exc}", use_syslog, stderr)
         return exitcodes.TEMPFAIL
     kind = type(exc).__name__
     if not inbound or opts.classify:
@@ -259,6 +266,14 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
     log.error(f"user={users} message {action}: {kind}: {exc}", use_syslog, stderr)
     if tempfail:
         return exitcodes.TEMPFAIL
+    if _to_agent(opts, settings):
+        # Standard output is not the delivery here (the MTA runs us as its delivery
+        # program): the original goes to the agent, or the MTA must retry.
+        try:
+            return _run_agent(raw, opts.users[0] if opts.users else "", opts, settings)
+        except AgentFailed as agent_exc:
+            log.error(f"user={users} message tempfailed: {agent_exc}", use_syslog, stderr)
+            return exitcodes.TEMPFAIL
     if opts.deliver is None or opts.stdout or "innocent" in opts.deliver:
         try:
             write_all(stdout, raw)
@@ -405,21 +420,37 @@ def _deliver(data: bytes, user: str, klass: str, deliver: set[str], opts: Option
 
             quarantine(settings.home, user, data)
         return exitcodes.OK
-    if opts.stdout or opts.deliver is None or not settings.delivery_agent:
+    if not _to_agent(opts, settings):
         try:
             write_all(stdout, data)
         except OSError as exc:
             raise OutputFailed(exc) from None
         return exitcodes.OK
+    return _run_agent(data, user, opts, settings)
+
+
+def _to_agent(opts: Options, settings) -> bool:
+    """Whether messages are delivered by running `delivery_agent` (not written to stdout)."""
+    return bool(settings is not None and settings.delivery_agent and opts.deliver is not None
+                and not opts.stdout)
+
+
+def _run_agent(data: bytes, user: str, opts: Options, settings) -> int:
+    """Run the delivery agent on `data`; its exit status. AgentFailed when it cannot run."""
     import shlex
     import subprocess
 
-    argv = [a.replace("%u", user).replace("%s", opts.mail_from)
-            for a in shlex.split(settings.delivery_agent)]
+    try:
+        argv = [a.replace("%u", user).replace("%s", opts.mail_from)
+                for a in shlex.split(settings.delivery_agent)]
+    except ValueError as exc:
+        raise AgentFailed(f"delivery_agent {settings.delivery_agent!r}: {exc}") from None
+    if not argv:
+        raise AgentFailed("delivery_agent is empty")
     try:
         done = subprocess.run(argv, input=data, check=False)
     except OSError as exc:
-        raise UsageError(f"cannot run delivery_agent {argv[0]}: {exc.strerror}") from None
+        raise AgentFailed(f"cannot run delivery_agent {argv[0]}: {exc.strerror}") from None
     return done.returncode
 
 

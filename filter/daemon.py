@@ -16,6 +16,7 @@ import io
 import os
 import signal
 import socket
+import stat
 import socketserver
 import struct
 import sys
@@ -26,8 +27,13 @@ from filter.engine import config, exitcodes, log, users
 from filter.engine.errors import SpamsiftError, StorageError, command_failed
 
 
-def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool) -> None:
-    """The writer process: commit queued batches in order until None arrives."""
+def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool,
+                   parent: int | None = None) -> None:
+    """The writer process: commit queued batches in order until None arrives, or until the
+    daemon (`parent`) is gone and nothing is queued any more (a SIGKILLed daemon left it
+    behind for ever)."""
+    import queue
+
     from filter.engine.store.base import open_store
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
@@ -36,7 +42,12 @@ def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool) ->
     os.nice(10)
     store = None
     while True:
-        item = inbox.get()
+        try:
+            item = inbox.get(timeout=ORPHAN_CHECK)
+        except queue.Empty:
+            if parent is not None and os.getppid() != parent:
+                break
+            continue
         if item is None:
             break
         uid, batch = item
@@ -55,6 +66,10 @@ def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool) ->
         store.close()
 
 
+ORPHAN_CHECK = 5.0   # seconds between the writer's looks at whether the daemon still runs
+SUBMIT_WAIT = 10.0   # seconds a reply may wait for room in the writer's queue
+
+
 class _Writer:
     """Commits what inbound messages learned, in arrival order, off the reply path.
 
@@ -67,25 +82,56 @@ class _Writer:
     """
 
     def __init__(self, settings) -> None:
+        self.settings = settings
+        self.lock = threading.Lock()
+        self._spawn()
+
+    def _spawn(self) -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
+        # A new queue with each process: one whose reader was killed may hold its read lock.
         self.inbox = context.Queue(maxsize=1000)
         self.process = context.Process(
             target=_write_batches, name="spamsift-writer", daemon=True,
-            args=(self.inbox, settings.storage_url, settings.storage_timeout,
-                  settings.syslog))
+            args=(self.inbox, self.settings.storage_url, self.settings.storage_timeout,
+                  self.settings.syslog, os.getpid()))
 
     def start(self) -> None:
         self.process.start()
 
     def submit(self, uid: int, batch) -> None:
-        self.inbox.put((uid, batch))
+        """Queue a batch. A writer that died (the OOM killer, say) is replaced, or nothing
+        would be learned again and, once the queue was full, every reply would wait; what it
+        had queued is lost (those messages keep their headers, their signatures are not
+        stored). A queue full for `SUBMIT_WAIT` seconds drops this batch: mail first."""
+        import queue
+
+        with self.lock:
+            if not self.process.is_alive():
+                log.error(f"daemon: the writer process ended (exit {self.process.exitcode}); "
+                          "starting a new one: what it had queued was not learned",
+                          self.settings.syslog)
+                self._spawn()
+                self.start()
+        try:
+            self.inbox.put((uid, batch), timeout=SUBMIT_WAIT)
+        except queue.Full:
+            log.error(f"daemon: the writer's queue stayed full for {SUBMIT_WAIT:g} s: this "
+                      "message was not learned", self.settings.syslog)
 
     def stop(self) -> None:
         """Write everything queued, then end."""
-        self.inbox.put(None)
+        import queue
+
+        if self.process.is_alive():
+            try:
+                self.inbox.put(None, timeout=60)
+            except queue.Full:
+                pass
         self.process.join(timeout=60)
+        if self.process.is_alive():
+            self.process.terminate()
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -188,8 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     except SpamsiftError as exc:
         return command_failed("daemon", exc)
     path = args.socket
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if os.path.exists(path):
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        mode = os.lstat(path).st_mode if os.path.lexists(path) else None
+    except OSError as exc:
+        print(f"spamsift daemon: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    if mode is not None and not stat.S_ISSOCK(mode):
+        # Only a stale socket is ours to remove: the path may come from $SPAMSIFT_SOCKET, and
+        # the daemon runs as root or the mail user.
+        print(f"spamsift daemon: {path} exists and is not a socket; not removing it",
+              file=sys.stderr)
+        return exitcodes.CONFIG
+    if mode is not None:
         probe = socket.socket(socket.AF_UNIX)
         try:
             probe.connect(path)

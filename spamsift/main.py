@@ -59,7 +59,42 @@ def main(argv: list[str] | None = None) -> int:
         return _filter(argv[1:])
     from importlib import import_module
 
-    return int(getattr(import_module(entry[0]), entry[1])(argv[1:]))
+    return _admin(argv[0], getattr(import_module(entry[0]), entry[1]), argv[1:])
+
+
+def _admin(name: str, command, argv: list[str]) -> int:
+    """Run an administrator's command; standard output that cannot be written (closed, a
+    full disk, a reader that went away) is one line and exit 74, not a traceback."""
+    import os
+
+    from filter.engine.exitcodes import IOERR
+
+    if sys.stdout is None:  # descriptor 1 closed: writing fails as on a broken pipe
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+        print(f"spamsift {name}: cannot write to standard output: it is closed",
+              file=sys.stderr)
+        return IOERR
+    try:
+        code = int(command(argv))
+        sys.stdout.flush()  # a full disk says so now, not at interpreter exit
+        return code
+    except OSError as exc:
+        if not _stdout_failed(exc):
+            raise
+        # Nothing more can go there: the interpreter's flush at exit would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"spamsift {name}: cannot write to standard output: {exc.strerror or exc}",
+              file=sys.stderr)
+        return IOERR
+
+
+def _stdout_failed(exc: OSError) -> bool:
+    """Whether `exc` came from writing standard output (not from a file a command opened)."""
+    import errno
+
+    return isinstance(exc, BrokenPipeError) or (
+        exc.errno in (errno.ENOSPC, errno.EBADF, errno.EIO, errno.EPIPE)
+        and getattr(exc, "filename", None) is None)
 
 
 def _filter(argv: list[str]) -> int:

@@ -183,3 +183,60 @@ def test_reader_leaving_mid_message_through_the_daemon_is_a_tempfail(world):
     code, err = leave_mid_message([SPAMSIFT, "filter", "--user", "alice", "--stdout"], env)
     assert code == 75, err
     assert "cannot write the message" in err, err
+
+
+def test_daemon_never_removes_a_file_that_is_not_a_socket(tmp_path):
+    # The stale-socket check took any path it could not connect to for a dead daemon's
+    # socket and removed it: a mistyped --socket (or $SPAMSIFT_SOCKET) deleted a file.
+    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
+    env.pop("SPAMSIFT_CONFIG", None)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("important\n")
+    (tmp_path / "adir").mkdir()
+    for target in (precious, tmp_path / "adir"):
+        done = subprocess.run([SPAMSIFT, "daemon", "--socket", str(target)], env=env,
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 78, done.stderr
+        assert done.stderr.count("\n") == 1 and "is not a socket" in done.stderr
+    assert precious.read_text() == "important\n" and (tmp_path / "adir").is_dir()
+
+
+def _writer_pid(daemon_pid: int) -> int | None:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if ppid == daemon_pid and b"spawn_main" in cmdline:
+            return int(entry)
+    return None
+
+
+def test_a_dead_writer_is_replaced_and_learning_goes_on(world):
+    # The writer process killed (the OOM killer, say): nothing was learned any more, every
+    # signature issued was unknown to a later report, and once its queue was full each
+    # delivery waited. The daemon now starts a new writer at the next message.
+    import signal
+
+    home, _sock, env, proc = world
+    out = run(env, ["--user", "carol", "--stdout"], HAM)
+    assert out.returncode == 0 and wait_for(lambda: stats(home) == [("carol", 0, 1)])
+    first = _writer_pid(proc.pid)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{first}") or
+             open(f"/proc/{first}/stat").read().split(")")[1].split()[0] == "Z")
+    out = run(env, ["--user", "carol", "--stdout"], SPAM)
+    assert out.returncode == 0 and b"X-DSPAM-Signature: " in out.stdout
+    assert wait_for(lambda: stats(home) == [("carol", 0, 2)])
+    second = _writer_pid(proc.pid)
+    assert second is not None and second != first
+    sig = [line.split(b": ")[1] for line in out.stdout.split(b"\n\n")[0].split(b"\n")
+           if line.startswith(b"X-DSPAM-Signature")][0].decode()
+    assert run(env, ["--user", "carol", "--addspam", f"--signature={sig}"]).returncode == 0
+    assert stats(home) == [("carol", 1, 1)]

@@ -515,3 +515,23 @@ def test_a_spoofed_signature_behind_a_bare_cr_does_not_survive(tmp_path):
     assert find_signature(r.stdout, "X-DSPAM-Signature") == ours[0].decode()
     assert b"1,aaaa" not in r.stdout and b"Innocent\r" not in r.stdout
     assert b"Subject: kept\n" in r.stdout and r.stdout.endswith(b"\n\nbody\n")
+
+
+def test_a_delivery_agent_that_cannot_run_is_a_tempfail_not_a_pass_through(tmp_path):
+    # Run as the MTA's delivery program (--deliver without --stdout), nobody reads stdout: a
+    # pass-through to it after the agent failed lost the message with exit 0.
+    out = tmp_path / "delivered"
+    good = f'delivery_agent = "sh -c \'cat > {out}\'"\n'
+    r = Run(tmp_path / "h1", ["--user", "alice", "--deliver=innocent,spam"], HAM, config=good)
+    assert r.code == 0 and r.stdout == b""
+    assert out.read_bytes().endswith(HAM.split(b"\n\n", 1)[1])
+    assert b"X-DSPAM-Result: " in out.read_bytes()
+    for agent in ('"/nonexistent/agent -d %u"', "\"sh -c 'unbalanced\""):
+        r = Run(tmp_path / "h2", ["--user", "alice", "--deliver=innocent,spam"], HAM,
+                config=f"delivery_agent = {agent}\n")
+        assert r.code == 75 and r.stdout == b"", (agent, r.stderr)
+        assert r.stderr.count("\n") == 1 and "delivery_agent" in r.stderr
+    # With --stdout the agent is not used: the message comes back on stdout as ever.
+    r = Run(tmp_path / "h3", ["--user", "alice", "--stdout", "--deliver=innocent,spam"], HAM,
+            config='delivery_agent = "/nonexistent/agent"\n')
+    assert r.code == 0 and r.stdout.endswith(HAM.split(b"\n\n", 1)[1])

@@ -63,3 +63,19 @@ def test_dspam_mysql_data_file_selects_the_database(mysql_url, tmp_path):
     assert parse_url(f"mysql+datafile://{socket_file}") == {
         "unix_socket": "/run/mysqld/mysqld.sock", "user": "spamsift", "password": "secret",
         "database": "mail"}
+
+
+def test_unreadable_mysql_urls_are_config_errors_without_the_password():
+    # urllib raises ValueError for a port it cannot read: every admin command printed a
+    # traceback (exit 1) for a password with / # ? in it. Now one line, exit 78.
+    import pytest
+
+    from filter.engine.errors import ConfigError
+    from filter.engine.store.mysql import parse_url
+
+    for url in ("mysql://u:s/e#c?r@127.0.0.1:1/db", "mysql://u@127.0.0.1:99999/db",
+                "mysql://u@[::1/db", "mysql://u@host:port/db"):
+        with pytest.raises(ConfigError) as caught:
+            parse_url(url)
+        assert "s/e#c" not in str(caught.value) and "cannot be read" in str(caught.value)
+    assert parse_url("mysql://u:p%2Fq@h:3307/db")["password"] == "p/q"

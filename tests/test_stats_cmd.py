@@ -94,3 +94,22 @@ def test_huge_periods_are_bounded_not_built_day_by_day():
     assert first_day("2026-11-25", 1) == "2026-11-25"
     assert first_day("2026-11-25", 99_999_999) == first_day("2026-11-25", MAX_DAYS)
     assert first_day("2026-11-25", MAX_DAYS) < "1927-01-01"
+
+
+def test_output_that_cannot_be_written_is_one_line_and_exit_74(tmp_path):
+    # A closed standard output or a full disk gave tracebacks (exit 1) from report, stats,
+    # config and sources; now one line on stderr and sysexits' EX_IOERR.
+    import os
+    import subprocess
+    import sys
+
+    spamsift = os.path.join(os.path.dirname(sys.executable), "spamsift")
+    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
+    env.pop("SPAMSIFT_CONFIG", None)
+    for command in ("report --json", "report --csv", "config", "sources"):
+        for redirect in (">&-", "> /dev/full"):
+            done = subprocess.run(f"{spamsift} {command} {redirect}", shell=True, env=env,
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 74, (command, redirect, done.stderr)
+            assert done.stderr.count("\n") == 1 and "cannot write to standard output" in \
+                done.stderr, (command, redirect, done.stderr)

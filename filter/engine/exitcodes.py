@@ -8,6 +8,8 @@
 | 65   | DATAERR  | bad input: no/unknown/foreign signature, invalid user name, no message|
 | 66   | NOINPUT  | a training source cannot be read (missing, no permission)             |
 | 70   | SOFTWARE | a bug: an unexpected internal error outside the inline filter path    |
+| 74   | IOERR    | an administrator's command cannot write its standard output (closed,  |
+|      |          | a full disk)                                                          |
 | 75   | TEMPFAIL | storage unavailable, or any internal error with ``on_error = "tempfail"``|
 | 77   | NOPERM   | an untrusted OS user tried to act for another user                    |
 | 78   | CONFIG   | the configuration file is unreadable or invalid                       |
@@ -18,6 +20,7 @@ USAGE = 64
 DATAERR = 65
 NOINPUT = 66
 SOFTWARE = 70
+IOERR = 74
 TEMPFAIL = 75
 NOPERM = 77
 CONFIG = 78

@@ -60,11 +60,20 @@ def parse_datafile(path: str) -> dict:
 def parse_url(url: str) -> dict:
     if url.startswith("mysql+datafile://"):
         return parse_datafile(url.split("://", 1)[1])
-    parts = urlsplit(url)
+    shown = _without_password(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as exc:
+        # urllib's own words ("Port could not be cast to integer value as 's'"): usually a
+        # password with / # ? @ in it, which must be percent-encoded (%2F %23 %3F %40).
+        raise ConfigError(f"storage URL {shown!r} cannot be read ({exc}); percent-encode "
+                          "/ # ? @ in the password (%2F %23 %3F %40)") from None
     database = parts.path.lstrip("/")
     if not database:
-        raise ConfigError(f"storage URL {url!r} names no database (mysql://user@host/db)")
-    params: dict = {"host": parts.hostname or "localhost", "port": parts.port or 3306,
+        raise ConfigError(f"storage URL {shown!r} names no database (mysql://user@host/db)")
+    params: dict = {"host": host or "localhost", "port": port or 3306,
                     "user": unquote(parts.username or "root"),
                     "password": unquote(parts.password or ""), "database": database}
     query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
@@ -72,6 +81,17 @@ def parse_url(url: str) -> dict:
         params["ssl"] = ({"ca": query["ssl_ca"]} if query.get("ssl_ca")
                          else {"check_hostname": True})  # a non-empty dict turns TLS on
     return params
+
+
+def _without_password(url: str) -> str:
+    """`url` for messages: anything between the scheme's // and the last @ that follows a
+    colon is a password, and is shown as ***."""
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    colon = rest.find(":", 0, at) if at > 0 else -1
+    if not sep or colon < 0:
+        return url
+    return f"{scheme}://{rest[:colon]}:***{rest[at:]}"
 
 
 def open(url: str, timeout: float) -> MySQLStore:  # noqa: A001 - the registry's entry point
