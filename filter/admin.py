@@ -7,7 +7,7 @@ import json
 import sys
 
 from filter.engine import config, exitcodes
-from filter.engine.errors import SpamsiftError, command_failed
+from filter.engine.errors import NoDatabaseError, SpamsiftError, command_failed
 
 
 def _toml_value(value: object) -> str:
@@ -109,7 +109,11 @@ def db_main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(args.config)
         url = args.storage or settings.storage_url
-        store = open_store(url, settings.storage_timeout)
+        try:
+            store = open_store(url, settings.storage_timeout, create=args.action == "init")
+        except NoDatabaseError as exc:
+            print(exc)  # a problem like any other that check finds: exit 65
+            return exitcodes.DATAERR
         try:
             if args.action == "init":
                 for line in store.initialize():

@@ -106,6 +106,8 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_74(tmp_path):
     spamsift = os.path.join(os.path.dirname(sys.executable), "spamsift")
     env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
     env.pop("SPAMSIFT_CONFIG", None)
+    env.pop("SPAMSIFT_STORAGE", None)
+    subprocess.run([spamsift, "db", "init"], env=env, check=True, capture_output=True)
     for command in ("report --json", "report --csv", "config", "sources"):
         for redirect in (">&-", "> /dev/full"):
             done = subprocess.run(f"{spamsift} {command} {redirect}", shell=True, env=env,
@@ -113,3 +115,29 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_74(tmp_path):
             assert done.returncode == 74, (command, redirect, done.stderr)
             assert done.stderr.count("\n") == 1 and "cannot write to standard output" in \
                 done.stderr, (command, redirect, done.stderr)
+
+
+def test_read_only_commands_never_create_a_database(tmp_path):
+    # `db check`, report, stats and sources on a mistyped home or path created an empty
+    # database (root-owned) and reported "ok" or a site without mail.
+    import os
+    import subprocess
+    import sys
+
+    spamsift = os.path.join(os.path.dirname(sys.executable), "spamsift")
+    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path / "typo"))
+    env.pop("SPAMSIFT_CONFIG", None)
+    env.pop("SPAMSIFT_STORAGE", None)
+    for command, code in (("db check", 65), ("report --json", 66), ("stats", 66),
+                          ("sources", 66)):
+        done = subprocess.run(f"{spamsift} {command}", shell=True, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == code, (command, done.stdout, done.stderr)
+        assert "no database at" in done.stdout + done.stderr
+    assert not (tmp_path / "typo").exists()
+    # db init still creates one, and then check is content.
+    assert subprocess.run(f"{spamsift} db init", shell=True, env=env,
+                          capture_output=True).returncode == 0
+    done = subprocess.run(f"{spamsift} db check", shell=True, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and done.stdout == "ok\n"

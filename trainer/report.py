@@ -84,7 +84,8 @@ def visible_users(args_users: list[str], settings, caller: users.Caller) -> set[
 def open_for(args, settings):
     from filter.engine.store.base import open_store
 
-    return open_store(args.storage or settings.storage_url, settings.storage_timeout)
+    return open_store(args.storage or settings.storage_url, settings.storage_timeout,
+                      create=False)
 
 
 def main(argv: list[str] | None = None, caller: users.Caller | None = None,

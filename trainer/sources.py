@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
         users.authorize(caller, names, settings.trusted_users)
         if not names and not users.is_trusted(caller, settings.trusted_users):
             names = [users.validate(caller.name)]
-        store = open_store(args.storage or settings.storage_url, settings.storage_timeout)
+        store = open_store(args.storage or settings.storage_url, settings.storage_timeout,
+                           create=False)
         try:
             uids: set[int] | None = None
             if names:

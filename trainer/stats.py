@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
         caller = caller or users.this_process()
         names = [users.validate(n) for n in args.users]
         users.authorize(caller, names, settings.trusted_users)
-        store = open_store(args.storage or settings.storage_url, settings.storage_timeout)
+        store = open_store(args.storage or settings.storage_url, settings.storage_timeout,
+                           create=False)
         try:
             if names:
                 wanted = [(store.uid(n, create=False), n) for n in names]

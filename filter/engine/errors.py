@@ -73,6 +73,14 @@ class CorruptDatabaseError(StorageError):
     """Raised when the database exists but is damaged or not ours; it is never recreated silently."""
 
 
+class NoDatabaseError(SpamsiftError):
+    """Raised when a command that only reads (report, stats, sources, db check) finds no
+    database where the configuration says: it must not create an empty one and report on it
+    (a mistyped path or home then looked like a site without mail)."""
+
+    exit_code = exitcodes.NOINPUT
+
+
 class ConflictError(StorageError):
     """Raised when a compare-and-set on a signature's trained class lost a race.
 

@@ -382,11 +382,22 @@ BACKENDS = {
 }
 
 
-def open_store(url: str, timeout: float = 10.0) -> Store:
-    """Open the backend named by `url` (``sqlite:///path``, ``memory://``, ``mysql://...``)."""
+def open_store(url: str, timeout: float = 10.0, create: bool = True) -> Store:
+    """Open the backend named by `url` (``sqlite:///path``, ``memory://``, ``mysql://...``).
+    Without `create`, a SQLite file that does not exist is NoDatabaseError, not a new one."""
     from importlib import import_module
 
-    from filter.engine.errors import ConfigError
+    from filter.engine.errors import ConfigError, NoDatabaseError
+
+    if not create and url.lower().startswith("sqlite://"):
+        import os
+
+        from filter.engine.config import sqlite_path
+
+        path = sqlite_path(url)
+        if path.strip("/") and not os.path.exists(path):
+            raise NoDatabaseError(f"no database at {path} (the first filtered message or "
+                                  "'spamsift db init' creates it)")
 
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in BACKENDS:
