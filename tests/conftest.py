@@ -58,3 +58,18 @@ def store(request, tmp_path):
         s.initialize()
     yield s
     s.close()
+
+
+@pytest.fixture
+def admin_cli(tmp_path):
+    """(the installed ``spamsift`` command, an environment for it) on a home of the test's
+    own holding an initialized SQLite database."""
+    import subprocess
+    import sys
+
+    command = os.path.join(os.path.dirname(sys.executable), "spamsift")
+    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
+    env.pop("SPAMSIFT_CONFIG", None)
+    env.pop("SPAMSIFT_STORAGE", None)
+    subprocess.run([command, "db", "init"], env=env, check=True, capture_output=True)
+    return command, env

@@ -575,3 +575,30 @@ def test_opted_in_counts_user_preference_then_configuration():
     assert opted(Settings({}))["plain"] is True
     assert report_data.summary(report_data.load(store, Settings({}), clock=NOW).rows)[
         "opted_in"] == 2
+
+
+def test_names_other_tools_wrote_cannot_break_or_hijack_the_report(tmp_path, admin_cli):
+    # One user row that is not UTF-8 (migrated DSPAM data) made report and stats fail for
+    # every user; names with escape sequences reached the terminal raw, and a name starting
+    # with = was a formula to a spreadsheet opening the CSV.
+    import sqlite3
+    import subprocess
+
+    spamsift, env = admin_cli
+    db = sqlite3.connect(tmp_path / "spamsift.db")
+    db.execute("INSERT INTO dspam_virtual_uids (uid, username) VALUES (7, CAST(? AS TEXT))",
+               (b"caf\xe9",))
+    db.execute("INSERT INTO dspam_virtual_uids (uid, username) VALUES (8, ?)",
+               ("evil\x1b]0;pwned\x07",))
+    db.execute("INSERT INTO dspam_virtual_uids (uid, username) VALUES (9, ?)",
+               ("=cmd|' /C calc'!A0",))
+    db.commit()
+    db.close()
+    for command in (["report"], ["report", "--json"], ["report", "--csv"], ["stats"]):
+        done = subprocess.run([spamsift, *command], env=env, capture_output=True, timeout=60)
+        assert done.returncode == 0, (command, done.stderr)
+        if command != ["report", "--json"]:  # JSON escapes control characters itself
+            assert b"\x1b" not in done.stdout and b"\x07" not in done.stdout, command
+    csv_out = subprocess.run([spamsift, "report", "--csv"], env=env, capture_output=True,
+                             text=True).stdout
+    assert "'=cmd" in csv_out and "\n=cmd" not in csv_out and "caf\ufffd" in csv_out

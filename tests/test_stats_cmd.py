@@ -96,18 +96,12 @@ def test_huge_periods_are_bounded_not_built_day_by_day():
     assert first_day("2026-11-25", MAX_DAYS) < "1927-01-01"
 
 
-def test_output_that_cannot_be_written_is_one_line_and_exit_74(tmp_path):
+def test_output_that_cannot_be_written_is_one_line_and_exit_74(admin_cli):
     # A closed standard output or a full disk gave tracebacks (exit 1) from report, stats,
     # config and sources; now one line on stderr and sysexits' EX_IOERR.
-    import os
     import subprocess
-    import sys
 
-    spamsift = os.path.join(os.path.dirname(sys.executable), "spamsift")
-    env = dict(os.environ, SPAMSIFT_HOME=str(tmp_path))
-    env.pop("SPAMSIFT_CONFIG", None)
-    env.pop("SPAMSIFT_STORAGE", None)
-    subprocess.run([spamsift, "db", "init"], env=env, check=True, capture_output=True)
+    spamsift, env = admin_cli
     for command in ("report --json", "report --csv", "config", "sources"):
         for redirect in (">&-", "> /dev/full"):
             done = subprocess.run(f"{spamsift} {command} {redirect}", shell=True, env=env,

@@ -239,8 +239,8 @@ def _cells(row: UserRow, history: bool = True) -> list[str]:
     f = row.figures
     last = row.last_error or (f"<{row.errors_before}" if row.errors_before else
                               "-" if history else "…")
-    return [row.name, str(f.tp), str(f.tn), str(f.fp), str(f.fn), f"{f.sc}/{f.nc}",
-            pct(f.spam_hit_rate), pct(f.ham_strike_rate), pct(row.accuracy),
+    return [report_data.shown(row.name), str(f.tp), str(f.tn), str(f.fp), str(f.fn),
+            f"{f.sc}/{f.nc}", pct(f.spam_hit_rate), pct(f.ham_strike_rate), pct(row.accuracy),
             str(row.training_left), last]
 
 

@@ -401,6 +401,16 @@ def as_json(report: Report, rows: list[UserRow], view: dict[str, object]) -> dic
     }
 
 
+_CONTROL = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
+
+
+def shown(name: str) -> str:
+    """A user name for a terminal or a spreadsheet: control characters (an escape sequence
+    would reach the terminal) as "?". Names spamsift writes never have any; names another
+    tool wrote (migrated DSPAM data) may."""
+    return name.translate(_CONTROL)
+
+
 def write_csv(rows: list[UserRow], out) -> None:
     """One line per user, `CSV_FIELDS`; trend lists joined by spaces, empty for no value."""
     import csv
@@ -411,6 +421,9 @@ def write_csv(rows: list[UserRow], out) -> None:
         d = row_dict(row)
         for key in ("trend_accuracy", "trend_messages", "trend_errors"):
             d[key] = " ".join("" if v is None else str(v) for v in d[key])  # type: ignore[attr-defined]
+        name = shown(str(d["user"]))
+        # A cell starting with = + - @ is a formula to a spreadsheet: kept as text.
+        d["user"] = "'" + name if name[:1] in ("=", "+", "-", "@") else name
         writer.writerow(["" if d[k] is None else str(d[k]).lower() if isinstance(d[k], bool)
                          else d[k] for k in CSV_FIELDS])
 

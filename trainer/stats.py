@@ -27,7 +27,8 @@ import sys
 
 from filter.engine import config, users
 from filter.engine.errors import SpamsiftError, UsageError, command_failed
-from trainer.report_data import Figures, first_day, today_string, training_left, write_out
+from trainer.report_data import (Figures, first_day, shown, today_string, training_left,
+                                 write_out)
 
 SNAPSHOT_KEY = "stats_reset"
 PREFERENCE_MAX = 64  # dspam_preferences.value is VARCHAR(64)
@@ -81,6 +82,7 @@ def rates(f: Figures) -> tuple[float, float, float]:
 
 
 def short_lines(name: str, f: Figures, with_rates: bool) -> list[str]:
+    name = shown(name)
     lines = [f"{name:<16}  TP:{f.tp:6d} TN:{f.tn:6d} FP:{f.fp:6d} FN:{f.fn:6d} "
              f"SC:{f.sc:6d} NC:{f.nc:6d}"]
     if with_rates:
@@ -91,6 +93,7 @@ def short_lines(name: str, f: Figures, with_rates: bool) -> list[str]:
 
 
 def long_lines(name: str, f: Figures, left: int) -> list[str]:
+    name = shown(name)
     shr, hsr, oca = rates(f)
     ppv = f.ppv
     pad = " " * 8  # dspam_stats' format string carried its source indentation: kept as is

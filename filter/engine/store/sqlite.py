@@ -170,13 +170,17 @@ class SQLiteStore:
             raise _translate(exc, self.path) from None
         return None if row is None else row[0]
 
+    # Names are read as bytes and decoded with replacement: one name that is not UTF-8
+    # (migrated DSPAM data) made every report fail ("Could not decode to UTF-8 column").
     def username(self, uid: int) -> str | None:
-        row = self._query("SELECT username FROM dspam_virtual_uids WHERE uid = ?", (uid,))
-        return row[0][0] if row else None
+        row = self._query("SELECT CAST(username AS BLOB) FROM dspam_virtual_uids "
+                          "WHERE uid = ?", (uid,))
+        return bytes(row[0][0]).decode("utf-8", "replace") if row else None
 
     def users(self) -> list[tuple[int, str]]:
-        return [(r[0], r[1]) for r in self._query(
-            "SELECT uid, username FROM dspam_virtual_uids ORDER BY username", ())]
+        return [(r[0], bytes(r[1]).decode("utf-8", "replace")) for r in self._query(
+            "SELECT uid, CAST(username AS BLOB) FROM dspam_virtual_uids ORDER BY username",
+            ())]
 
     def _query(self, sql_text: str, params: tuple) -> list[tuple]:
         try:
