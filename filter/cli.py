@@ -268,12 +268,15 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
         return exitcodes.TEMPFAIL
     if _to_agent(opts, settings):
         # Standard output is not the delivery here (the MTA runs us as its delivery
-        # program): the original goes to the agent, or the MTA must retry.
+        # program): the original goes to the agent for each user, or the MTA must retry.
+        if opts.deliver is None or "innocent" not in opts.deliver:
+            return exitcodes.OK
         try:
-            return _run_agent(raw, opts.users[0] if opts.users else "", opts, settings)
+            codes = [_run_agent(raw, user, opts, settings) for user in opts.users or [""]]
         except AgentFailed as agent_exc:
             log.error(f"user={users} message tempfailed: {agent_exc}", use_syslog, stderr)
             return exitcodes.TEMPFAIL
+        return next((code for code in codes if code), exitcodes.OK)
     if opts.deliver is None or opts.stdout or "innocent" in opts.deliver:
         try:
             write_all(stdout, raw)

@@ -535,3 +535,18 @@ def test_a_delivery_agent_that_cannot_run_is_a_tempfail_not_a_pass_through(tmp_p
     r = Run(tmp_path / "h3", ["--user", "alice", "--stdout", "--deliver=innocent,spam"], HAM,
             config='delivery_agent = "/nonexistent/agent"\n')
     assert r.code == 0 and r.stdout.endswith(HAM.split(b"\n\n", 1)[1])
+
+
+def test_a_pass_through_goes_to_the_delivery_agent_when_there_is_one(tmp_path):
+    # Storage broken (here: the database path is a directory): the failure policy passes the
+    # original on. With a delivery agent, that is to the agent, unchanged, for each user.
+    (tmp_path / "adir").mkdir()
+    out = tmp_path / "delivered"
+    config = (f'storage = "sqlite:///{tmp_path}/adir"\n'
+              f'delivery_agent = "sh -c \'cat >> {out}.%u\'"\n')
+    r = Run(tmp_path / "h", ["--user", "alice", "bob", "--deliver=innocent,spam"], HAM,
+            config=config)
+    assert r.code == 0 and r.stdout == b"", r.stderr
+    assert "passed through unchanged" in r.stderr
+    assert (tmp_path / "delivered.alice").read_bytes() == HAM
+    assert (tmp_path / "delivered.bob").read_bytes() == HAM
