@@ -16,8 +16,8 @@ import io
 import os
 import signal
 import socket
-import stat
 import socketserver
+import stat
 import struct
 import sys
 import threading

@@ -69,11 +69,10 @@ def _admin(name: str, command, argv: list[str]) -> int:
 
     from filter.engine.exitcodes import IOERR
 
-    if sys.stdout is None:  # descriptor 1 closed: writing fails as on a broken pipe
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
-        print(f"spamsift {name}: cannot write to standard output: it is closed",
-              file=sys.stderr)
-        return IOERR
+    if sys.stdout is None:
+        # Descriptor 1 closed: a command that prints nothing (watch, a quiet train) still
+        # runs; one that prints fails as on a broken pipe.
+        sys.stdout = _ClosedOutput()  # type: ignore[assignment]
     try:
         code = int(command(argv))
         sys.stdout.flush()  # a full disk says so now, not at interpreter exit
@@ -81,10 +80,13 @@ def _admin(name: str, command, argv: list[str]) -> int:
     except OSError as exc:
         if not _stdout_failed(exc):
             raise
-        # Nothing more can go there: the interpreter's flush at exit would fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print(f"spamsift {name}: cannot write to standard output: {exc.strerror or exc}",
-              file=sys.stderr)
+        if isinstance(sys.stdout, _ClosedOutput):
+            why = "it is closed"
+        else:
+            why = exc.strerror or str(exc)
+            # Nothing more can go there: the interpreter's flush at exit would fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"spamsift {name}: cannot write to standard output: {why}", file=sys.stderr)
         return IOERR
 
 
@@ -127,7 +129,7 @@ def _filter(argv: list[str]) -> int:
 class _ClosedOutput:
     """Standard output when file descriptor 1 is closed."""
 
-    def write(self, data: bytes) -> int:
+    def write(self, data) -> int:
         raise OSError(9, "standard output is closed")
 
     def flush(self) -> None:

@@ -99,6 +99,7 @@ def test_huge_periods_are_bounded_not_built_day_by_day():
 def test_output_that_cannot_be_written_is_one_line_and_exit_74(admin_cli):
     # A closed standard output or a full disk gave tracebacks (exit 1) from report, stats,
     # config and sources; now one line on stderr and sysexits' EX_IOERR.
+    import os
     import subprocess
 
     spamsift, env = admin_cli
@@ -109,6 +110,12 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_74(admin_cli):
             assert done.returncode == 74, (command, redirect, done.stderr)
             assert done.stderr.count("\n") == 1 and "cannot write to standard output" in \
                 done.stderr, (command, redirect, done.stderr)
+    # A command that prints nothing still runs with standard output closed.
+    empty = os.path.join(env["SPAMSIFT_HOME"], "mail")
+    os.mkdir(empty)
+    done = subprocess.run(f"{spamsift} watch --once {empty} >&-", shell=True, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
 def test_read_only_commands_never_create_a_database(tmp_path):

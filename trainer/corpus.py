@@ -73,12 +73,16 @@ def maildir_streams(root: str, settings, label: str | None) -> list[Stream]:
     for folder in maildir.folders(root, settings.spam_folders, settings.ignored_folders):
         if folder.kind == maildir.IGNORED and label is None:
             continue
-        klass = label or (SPAM if folder.kind == maildir.SPAM else HAM)
-        paths = [os.path.join(folder.path, sub, name)
-                 for sub, name in maildir.message_files(folder.path)]
         where = os.path.join(root, folder.name) if folder.name else root
-        streams.append(_files_stream(klass, where, paths))
+        streams.append(folder_stream(folder.path, folder.kind, where, label))
     return streams
+
+
+def folder_stream(path: str, kind: str, where: str, label: str | None) -> Stream:
+    """The messages of one Maildir folder of `kind`, labelled by it unless `label`."""
+    klass = label or (SPAM if kind == maildir.SPAM else HAM)
+    paths = [os.path.join(path, sub, name) for sub, name in maildir.message_files(path)]
+    return _files_stream(klass, where, paths)
 
 
 # -- mbox ------------------------------------------------------------------------------------
@@ -191,9 +195,7 @@ def streams_for(place: str, settings, label: str | None, imap_options=None) -> l
             if kind == maildir.IGNORED and label is None:
                 raise UsageError(f"{place}: an ignored folder ({name}); say --spam or --ham "
                                  "to train it")
-            klass = label or (SPAM if kind == maildir.SPAM else HAM)
-            paths = [os.path.join(place, sub, n) for sub, n in maildir.message_files(place)]
-            return [_files_stream(klass, place, paths)]
+            return [folder_stream(place, kind, place, label)]
         if maildir.is_maildir(place) or any(
                 maildir.is_maildir(os.path.join(place, d)) for d in os.listdir(place)
                 if d.startswith(".")):

@@ -32,8 +32,9 @@ changes other NFS clients make.
 The watcher never writes to a mailbox: it opens message files read-only, and only regular
 files. It reads with more rights than a mailbox's user, so nothing below the mailbox is
 followed through a symlink (folder, ``cur/``, ``new/`` or message: `maildir.read_message`
-opens each level relative to the one before), and a ``~/Maildir`` not owned by its home's
-owner is skipped. Files still in ``tmp/`` are never read; a file that vanishes
+opens each level relative to the one before), and a ``~/Maildir`` not owned by its user
+(passwd's uid) is skipped; the user's own is read by its resolved path, with no symlink in
+it followed (`Scanner.strict`). Files still in ``tmp/`` are never read; a file that vanishes
 between listing and reading is forgotten so that its next name is seen again; unreadable files
 and mailboxes deleted mid-scan are logged and skipped.
 """

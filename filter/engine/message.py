@@ -67,8 +67,7 @@ class Message:
         return self._lines
 
     def header_name(self, start: int, end: int) -> bytes:
-        colon = self.raw.find(b":", start, end)
-        return self.raw[start:colon].strip().lower() if colon > start else b""
+        return _field_name(self.raw, start, end)
 
     def get_header(self, name: str) -> bytes | None:
         """The raw value (unfolded, stripped) of the first header called `name`, or None."""
@@ -130,6 +129,12 @@ class Message:
         return ctype.startswith(b"text/plain") and b"base64" not in cte
 
 
+def _field_name(data: bytes, start: int, end: int) -> bytes:
+    """The lowercased name of the header field at data[start:end] (b"" without a colon)."""
+    colon = data.find(b":", start, end)
+    return data[start:colon].strip().lower() if colon > start else b""
+
+
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 
@@ -152,9 +157,7 @@ def _without_ours(line: bytes, prefix: bytes) -> bytes:
             return b""
         if line[:1] in (b" ", b"\t"):
             continue  # a continuation of the header being dropped
-        colon = line.find(b":")
-        name = line[:colon].strip().lower() if colon > 0 else b""
-        if not name.startswith(prefix):
+        if not _field_name(line, 0, len(line)).startswith(prefix):
             return line
 
 
