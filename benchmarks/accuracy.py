@@ -4,7 +4,7 @@ Protocol (the one bogofilter's figures in issue 7 were measured with): the corpu
 messages are shuffled with a fixed seed; the ``X-Spam-*`` headers earlier filters added are
 removed; then, message by message, the message is classified with the user's current state and
 afterwards learned with its true label. Everything goes through the real engine --
-`filter.engine.agent.Agent` on a fresh ``memory://`` store -- so the code path is production's:
+`spamsift.filter.engine.agent.Agent` on a fresh ``memory://`` store -- so the code path is production's:
 
 * ``teft`` (train everything): `Agent.process` classifies the message and learns it as the
   class it was given; when that class was wrong, `Agent.retrain` (what ``spamsift --class=...
@@ -106,9 +106,9 @@ def roc_area(scores: list[float], labels: list[bool]) -> float:
 def run_online(messages: list[tuple[bool, bytes]], changes: dict[str, object],
                progress: bool = False) -> dict[str, float]:
     """The online protocol for one configuration: figures as a dict."""
-    from filter.engine import config
-    from filter.engine.agent import Agent
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine import config
+    from spamsift.filter.engine.agent import Agent
+    from spamsift.filter.engine.store.base import open_store
 
     settings = config.Settings({}).replace(storage="memory://", **changes)
     agent = Agent(settings, open_store("memory://"))
@@ -157,7 +157,7 @@ def _run_case(case: tuple[str, dict[str, object]]) -> tuple[str, dict[str, objec
 
 
 def tokenize_time(messages: list[tuple[bool, bytes]], modes: tuple[str, ...]) -> None:
-    from filter.engine.tokenizer import Tokenizer, token_id
+    from spamsift.filter.engine.tokenizer import Tokenizer, token_id
 
     for mode in modes:
         tok = Tokenizer(mode, ("X-Spam-*", "X-Virus-*"))
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         pool.close()
         pool.join()
     if not opts.no_defaults:
-        from filter.engine import config
+        from spamsift.filter.engine import config
 
         d = config.Settings({})
         print(f"defaults: tokenizer={d.tokenizer} algorithm={'+'.join(d.algorithm)} "

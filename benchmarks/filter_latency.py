@@ -59,9 +59,9 @@ def spamsift_command() -> list[str]:
 
 def train_user(home: str, train) -> int:
     """Train user "bench" on `train` as corpus, in this process, and say how fast it went."""
-    from filter.engine import config
-    from filter.engine.agent import Agent
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine import config
+    from spamsift.filter.engine.agent import Agent
+    from spamsift.filter.engine.store.base import open_store
 
     settings = config.load(None, {"SPAMSIFT_HOME": home})
     store = open_store(settings.storage_url)

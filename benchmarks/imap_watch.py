@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     import imapserver
     from watchsite import HAM, Site
 
-    from filter.engine import imapurl
-    from trainer import imap_source
-    from watchers.imap import ImapWatcher
+    from spamsift.filter.engine import imapurl
+    from spamsift.trainer import imap_source
+    from spamsift.watchers.imap import ImapWatcher
 
     server = imapserver.start_dovecot()
     tmp = tempfile.TemporaryDirectory(prefix="spamsift-bench-")

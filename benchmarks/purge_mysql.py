@@ -2,7 +2,7 @@
 
 Protocol (issue 3): a MariaDB database of the benchmark's own holds a user trained on part of
 the SpamAssassin corpus plus 1,000,000 stale token rows (last hit 200 days ago) of other
-users. A loop filters held-out messages through the real filter path (`filter.cli.main` with
+users. A loop filters held-out messages through the real filter path (`spamsift.filter.cli.main` with
 one open store, as the daemon runs it, committing inline) and records each message's
 latency: first without purge (baseline), then while `spamsift purge` runs in another process
 with its default batches. Prints the purge time and the filter's median and 99th percentile
@@ -51,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import pymysql
 
-    from filter import cli
-    from filter.engine import users
-    from filter.engine.agent import Agent
-    from filter.engine import config
-    from filter.engine.store.base import open_store
-    from filter.engine.store.mysql import parse_url
+    from spamsift.filter import cli
+    from spamsift.filter.engine import users
+    from spamsift.filter.engine.agent import Agent
+    from spamsift.filter.engine import config
+    from spamsift.filter.engine.store.base import open_store
+    from spamsift.filter.engine.store.mysql import parse_url
 
     params = parse_url(args.server + "/mysql")
     params.pop("database")

@@ -45,7 +45,7 @@ FULL_FRAME_MARK = b"Messages today"    # only once the history (trends) has been
 
 def generate(days_back: int, users: int, seed: int = 6):
     """(virtual uid rows, stats rows, daily rows, source rows, preference rows)."""
-    from trainer.report_data import today_string, window
+    from spamsift.trainer.report_data import today_string, window
 
     rng = random.Random(seed)
     dates = window(today_string(), days_back)
@@ -98,7 +98,7 @@ INSERTS = (
 def load_sqlite(path: str, tables) -> None:
     import sqlite3
 
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine.store.base import open_store
 
     open_store("sqlite://" + path).close()  # creates the schema
     db = sqlite3.connect(path, isolation_level=None)
@@ -113,8 +113,8 @@ def load_sqlite(path: str, tables) -> None:
 def load_mysql(url: str, tables) -> None:
     import pymysql
 
-    from filter.engine.store.base import open_store
-    from filter.engine.store.mysql import parse_url
+    from spamsift.filter.engine.store.base import open_store
+    from spamsift.filter.engine.store.mysql import parse_url
 
     store = open_store(url)
     store.initialize()
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage:
         import pymysql
 
-        from filter.engine.store.mysql import parse_url
+        from spamsift.filter.engine.store.mysql import parse_url
 
         params = parse_url(args.storage.rstrip("/") + "/mysql")
         params.pop("database")

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 if server:
                     import pymysql
 
-                    from filter.engine.store.mysql import parse_url
+                    from spamsift.filter.engine.store.mysql import parse_url
 
                     params = parse_url(server + "/mysql")
                     params.pop("database")

@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     root = generate(args.dir, args.mailboxes, args.messages)
     print(f"tree ready in {time.monotonic() - started:.0f} s")
 
-    from filter.cli import main as filter_main
-    from filter.engine.store.base import open_store
+    from spamsift.filter.cli import main as filter_main
+    from spamsift.filter.engine.store.base import open_store
 
     home = os.path.join(args.dir, "home")
     if os.path.exists(home):

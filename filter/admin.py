@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from filter.engine import config, exitcodes
-from filter.engine.errors import NoDatabaseError, SpamsiftError, command_failed
+from spamsift.filter.engine import config, exitcodes
+from spamsift.filter.engine.errors import NoDatabaseError, SpamsiftError, command_failed
 
 
 def _toml_value(value: object) -> str:
@@ -58,8 +58,8 @@ def prefs_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delete", action="store_true", help="remove KEY")
     parser.add_argument("--config")
     args = parser.parse_args(argv)
-    from filter.engine import users
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine import users
+    from spamsift.filter.engine.store.base import open_store
 
     try:
         settings = config.load(args.config)
@@ -104,7 +104,7 @@ def db_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config")
     parser.add_argument("--storage", help="storage URL (default: the configuration's)")
     args = parser.parse_args(argv)
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine.store.base import open_store
 
     try:
         settings = config.load(args.config)

@@ -5,7 +5,7 @@ Reads one message on stdin, classifies and trains it for a user, and writes it t
 parsed left to right as DSPAM does (``--user a b`` takes names until the next flag); argparse
 is not used because it alone costs a third of the per-message time budget.
 
-Exit codes (see `filter.engine.exitcodes`): 0 done or passed through; 64 bad command line;
+Exit codes (see `spamsift.filter.engine.exitcodes`): 0 done or passed through; 64 bad command line;
 65 bad input (no, unknown or foreign signature; invalid user; empty input); 75 storage
 unavailable on a training request, or any internal error with ``on_error = "tempfail"``;
 77 an untrusted caller named another user; 78 bad configuration on a training request.
@@ -23,9 +23,9 @@ import os
 import sys
 import time
 
-from filter.engine import exitcodes
-from filter.engine.errors import SpamsiftError, UsageError
-from filter.stdio import write_all
+from spamsift.filter.engine import exitcodes
+from spamsift.filter.engine.errors import SpamsiftError, UsageError
+from spamsift.filter.stdio import write_all
 
 USAGE = """\
 usage: spamsift filter [--user NAME ...] [--stdout] [--deliver=innocent,spam,summary]
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
     started = time.perf_counter()
     settings = None
     try:
-        from filter.engine import config
+        from spamsift.filter.engine import config
 
         settings = config.load(opts.config, environ)
         seams = (clock, make_id, caller, store, commit_inbound)
@@ -238,7 +238,7 @@ class AgentFailed(Exception):
 
 def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool,
           stdout, stderr) -> int:
-    from filter.engine import log
+    from spamsift.filter.engine import log
 
     use_syslog = settings.syslog if settings is not None else True
     users = ",".join(opts.users) or "-"
@@ -287,8 +287,8 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
 
 
 def _open_agent(settings, seams):
-    from filter.engine.agent import Agent
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine.agent import Agent
+    from spamsift.filter.engine.store.base import open_store
 
     clock, make_id, _caller, store, commit_inbound = seams
     if store is None:
@@ -302,7 +302,7 @@ def _open_agent(settings, seams):
 
 
 def _checked_users(opts: Options, settings, caller, allow_none: bool = False) -> list[str]:
-    from filter.engine import users
+    from spamsift.filter.engine import users
 
     caller = caller or users.this_process()
     names = [users.validate(u) for u in opts.users]
@@ -319,9 +319,9 @@ def _keep_open(seams) -> bool:
 
 
 def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, started) -> int:
-    from filter.engine import log, users
-    from filter.engine.errors import MessageError
-    from filter.engine.message import Message, UnstampableError
+    from spamsift.filter.engine import log, users
+    from spamsift.filter.engine.errors import MessageError
+    from spamsift.filter.engine.message import Message, UnstampableError
 
     if not raw:
         raise MessageError("no message on standard input")
@@ -419,7 +419,7 @@ def _deliver(data: bytes, user: str, klass: str, deliver: set[str], opts: Option
     """Hand a message on: stdout, the delivery agent, or the quarantine for undelivered spam."""
     if klass not in deliver:
         if klass == "spam":
-            from filter.engine.quarantine import quarantine
+            from spamsift.filter.engine.quarantine import quarantine
 
             quarantine(settings.home, user, data)
         return exitcodes.OK
@@ -458,9 +458,9 @@ def _run_agent(data: bytes, user: str, opts: Options, settings) -> int:
 
 
 def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int:
-    from filter.engine import log
-    from filter.engine.errors import MessageError, MissingSignatureError
-    from filter.engine.message import Message, find_signature
+    from spamsift.filter.engine import log
+    from spamsift.filter.engine.errors import MessageError, MissingSignatureError
+    from spamsift.filter.engine.message import Message, find_signature
 
     agent = _open_agent(settings, seams)
     try:

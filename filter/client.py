@@ -71,7 +71,7 @@ def recv_all(sock) -> bytes:
 def wants_stdin(argv: list[str]) -> bool:
     """Whether the filter reads a message: not for a training call (``--class``,
     ``--addspam``, ``--falsepositive``, ``--mode=unlearn``) naming --signature; the same
-    rule as `filter.cli.main`, which is not imported here (tests/test_daemon.py holds the two
+    rule as `spamsift.filter.cli.main`, which is not imported here (tests/test_daemon.py holds the two
     together). A --signature on a plain delivery still reads, filters and returns the message:
     answering it with no message would lose the mail."""
     signature = training = False
@@ -148,7 +148,7 @@ def run(argv: list[str], environ, stdin, stdout, stderr) -> int | Fallback:
 
 def _emit(stdout, data: bytes, status: int, stderr) -> int:
     """Write the message out: `status`, or 75 (the MTA retries) when stdout took not all."""
-    from filter.stdio import write_all
+    from spamsift.filter.stdio import write_all
 
     try:
         write_all(stdout, data)

@@ -1,7 +1,7 @@
-"""``spamsift daemon``: keep the engine loaded and filter for `filter.client` requests.
+"""``spamsift daemon``: keep the engine loaded and filter for `spamsift.filter.client` requests.
 
 One thread per connection, one open store per thread (reused: no connect, no WAL recovery,
-warm page cache). Each request runs exactly the in-process filter (`filter.cli.main`) with the
+warm page cache). Each request runs exactly the in-process filter (`spamsift.filter.cli.main`) with the
 client's arguments, stdin and the few environment variables it needs, and with the caller
 identity the kernel reports for the connecting process (SO_PEERCRED), never one the client
 claims. The socket is world-writable on purpose: every local delivery uid must reach it, and
@@ -22,9 +22,9 @@ import struct
 import sys
 import threading
 
-from filter import cli, client
-from filter.engine import config, exitcodes, log, users
-from filter.engine.errors import SpamsiftError, StorageError, command_failed
+from spamsift.filter import cli, client
+from spamsift.filter.engine import config, exitcodes, log, users
+from spamsift.filter.engine.errors import SpamsiftError, StorageError, command_failed
 
 
 def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool,
@@ -34,7 +34,7 @@ def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool,
     behind for ever)."""
     import queue
 
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine.store.base import open_store
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     # Learning can wait; replies cannot. On 2 cores the writer's ~10 ms of CPU a message
@@ -205,7 +205,7 @@ class _Handler(socketserver.BaseRequestHandler):
             pass
 
     def _open_store(self):
-        from filter.engine.store.base import open_store
+        from spamsift.filter.engine.store.base import open_store
 
         try:
             settings = config.load(self.server.config_path)

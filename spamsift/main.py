@@ -5,27 +5,27 @@ watchers) and nothing imports it. Called as ``dspam`` (a symlink) or with DSPAM 
 subcommand, it is the filter, so existing maildroprc lines and aliases keep working.
 """
 
-import posix  # not os: the per-message path avoids os's import cost (see filter.client)
+import posix  # not os: the per-message path avoids os's import cost (see spamsift.filter.client)
 import sys
 
 # name -> (module, function, one-line help). Modules are imported on use only: the inline
 # filter must not pay for the trainer's rich or the watcher's watchdog.
 COMMANDS = {
-    "filter": ("filter.cli", "main", "classify/train one message (DSPAM's command line)"),
-    "config": ("filter.admin", "config_main", "print the effective configuration"),
-    "prefs": ("filter.admin", "prefs_main", "show or set a user's preferences"),
-    "daemon": ("filter.daemon", "main", "serve `spamsift filter` from a resident process"),
-    "db": ("filter.admin", "db_main", "create/upgrade the schema (init) or check a database"),
-    "purge": ("trainer.purge", "main", "delete stale tokens and signatures in small batches"),
-    "train": ("trainer.train", "main", "bootstrap a user from existing mail (Maildir, mbox, "
+    "filter": ("spamsift.filter.cli", "main", "classify/train one message (DSPAM's command line)"),
+    "config": ("spamsift.filter.admin", "config_main", "print the effective configuration"),
+    "prefs": ("spamsift.filter.admin", "prefs_main", "show or set a user's preferences"),
+    "daemon": ("spamsift.filter.daemon", "main", "serve `spamsift filter` from a resident process"),
+    "db": ("spamsift.filter.admin", "db_main", "create/upgrade the schema (init) or check a database"),
+    "purge": ("spamsift.trainer.purge", "main", "delete stale tokens and signatures in small batches"),
+    "train": ("spamsift.trainer.train", "main", "bootstrap a user from existing mail (Maildir, mbox, "
               "MH, IMAP...)"),
-    "evaluate": ("trainer.evaluate", "main", "estimate a user's accuracy before go-live"),
-    "reclassify": ("trainer.reclassify", "main", "find (and move) mail the filter now "
+    "evaluate": ("spamsift.trainer.evaluate", "main", "estimate a user's accuracy before go-live"),
+    "reclassify": ("spamsift.trainer.reclassify", "main", "find (and move) mail the filter now "
                    "places in the other class"),
-    "watch": ("watchers.cli", "main", "learn from mail users move into and out of .Spam"),
-    "report": ("trainer.report", "main", "accuracy report (terminal UI, --json, --csv)"),
-    "stats": ("trainer.stats", "main", "DSPAM's dspam_stats lines"),
-    "sources": ("trainer.sources", "main", "top spam source addresses and networks"),
+    "watch": ("spamsift.watchers.cli", "main", "learn from mail users move into and out of .Spam"),
+    "report": ("spamsift.trainer.report", "main", "accuracy report (terminal UI, --json, --csv)"),
+    "stats": ("spamsift.trainer.stats", "main", "DSPAM's dspam_stats lines"),
+    "sources": ("spamsift.trainer.sources", "main", "top spam source addresses and networks"),
 }
 
 
@@ -67,7 +67,7 @@ def _admin(name: str, command, argv: list[str]) -> int:
     full disk, a reader that went away) is one line and exit 74, not a traceback."""
     import os
 
-    from filter.engine.exitcodes import IOERR
+    from spamsift.filter.engine.exitcodes import IOERR
 
     if sys.stdout is None:
         # Descriptor 1 closed: a command that prints nothing (watch, a quiet train) still
@@ -103,7 +103,7 @@ def _filter(argv: list[str]) -> int:
     """The per-message path: the daemon when one runs, else the engine in this process."""
     import io
 
-    from filter import client
+    from spamsift.filter import client
 
     # A closed descriptor leaves sys.stdin / sys.stdout None: read it as an empty message
     # (a training call naming --signature needs none; anything else is exit 65) and make
@@ -116,7 +116,7 @@ def _filter(argv: list[str]) -> int:
         if _fast_exit_ok():
             _exit_now(done)
         return done
-    from filter import cli
+    from spamsift.filter import cli
 
     if done.stdin is not None:
         stdin = io.BytesIO(done.stdin)

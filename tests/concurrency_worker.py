@@ -1,7 +1,7 @@
 """One of the processes of tests/test_concurrency.py, and the synthetic mail they share.
 
 Kept out of the test module so that a "spawn" child imports only this (and the filter), not
-pytest's collection of the test file. Everything a worker does goes through `filter.cli.main`,
+pytest's collection of the test file. Everything a worker does goes through `spamsift.filter.cli.main`,
 the real inline filter and retraining command, with in-memory streams.
 
 A worker runs two phases, between barriers shared with the other seven:
@@ -135,8 +135,8 @@ class Counters:
 
     @classmethod
     def install(cls, backend: str) -> None:
-        from filter.engine import agent
-        from filter.engine.errors import ConflictError
+        from spamsift.filter.engine import agent
+        from spamsift.filter.engine.errors import ConflictError
 
         original = agent.Agent._retrain_once
 
@@ -149,7 +149,7 @@ class Counters:
 
         agent.Agent._retrain_once = counted  # type: ignore[method-assign]
         if backend == "mysql":
-            from filter.engine.store import mysql
+            from spamsift.filter.engine.store import mysql
 
             write = mysql.MySQLStore._write
 
@@ -166,7 +166,7 @@ class Counters:
 
 class Worker:
     def __init__(self, number: int, env: dict[str, str], out_dir: str) -> None:
-        from filter.cli import main
+        from spamsift.filter.cli import main
 
         self.main = main
         self.number = number

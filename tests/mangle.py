@@ -74,7 +74,7 @@ def _spoof_rest(joined: bytes) -> bytes:
     """What the filter must keep of an incoming ``X-DSPAM-*`` header: nothing, or what follows
     a bare CR that is not our header again. The filter's own rule: `spoof_left` is the
     independent check that no incoming header survives it."""
-    from filter.engine.message import _without_ours
+    from spamsift.filter.engine.message import _without_ours
 
     return _without_ours(joined, PREFIX)
 

@@ -2,7 +2,7 @@
 
 On SQLite (one file) and on MySQL/MariaDB (one database), eight spawned processes
 (`concurrency_worker.work`) each run a share of 2,000 synthetic messages through the real
-inline filter (`filter.cli.main` with ``--user U --stdout --deliver=innocent,spam``) and correct
+inline filter (`spamsift.filter.cli.main` with ``--user U --stdout --deliver=innocent,spam``) and correct
 its errors with ``--addspam`` / ``--falsepositive``; some messages are reported twice, some
 reported wrong and then taken back, and some (the "storm") are reported by all eight
 processes at the same moment, so the signature's compare-and-set is contended.
@@ -41,10 +41,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import concurrency_worker as cw
 
-from filter.engine import config, logistic, mime
-from filter.engine.sources import first_external_ip
-from filter.engine.store.base import STAT_FIELDS, open_store
-from filter.engine.tokenizer import Tokenizer, token_id
+from spamsift.filter.engine import config, logistic, mime
+from spamsift.filter.engine.sources import first_external_ip
+from spamsift.filter.engine.store.base import STAT_FIELDS, open_store
+from spamsift.filter.engine.tokenizer import Tokenizer, token_id
 
 MESSAGES = 2000
 SEED = 20240611
@@ -88,7 +88,7 @@ def read_state(backend: str, url: str) -> dict:
     else:
         import pymysql
 
-        from filter.engine.store.mysql import parse_url
+        from spamsift.filter.engine.store.mysql import parse_url
 
         db = pymysql.connect(**parse_url(url))
 
@@ -213,7 +213,7 @@ def server_counters(backend: str, url: str) -> Counter:
         return Counter()
     import pymysql
 
-    from filter.engine.store.mysql import parse_url
+    from spamsift.filter.engine.store.mysql import parse_url
 
     db = pymysql.connect(**parse_url(url))
     try:

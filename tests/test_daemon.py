@@ -142,9 +142,9 @@ def test_trust_comes_from_the_peer_not_the_request(world):
 
 
 def test_client_reads_the_message_exactly_when_the_filter_would():
-    # The client decides without importing filter.cli; the two must agree, or the daemon
+    # The client decides without importing spamsift.filter.cli; the two must agree, or the daemon
     # gets an empty message for a delivery and the mail is lost.
-    from filter import cli, client
+    from spamsift.filter import cli, client
 
     lines = [["--user", "a", "--stdout"],
              ["--user", "a", "--stdout", "--signature=abc"],

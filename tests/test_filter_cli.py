@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from filter.cli import main, parse
-from filter.engine.errors import UsageError
+from spamsift.filter.cli import main, parse
+from spamsift.filter.engine.errors import UsageError
 
 SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
 HAM = b"From: Bob <bob@example.com>\nSubject: lunch\n\nHello Alice, lunch tomorrow at noon?\n"
@@ -296,7 +296,7 @@ def test_settings_that_would_break_or_misplace_mail_are_refused(tmp_path):
     r = filt(tmp_path, HAM, extra_env={"SPAMSIFT_STORAGE": "sqlite://"})
     assert r.stdout == HAM and "no database file" in r.stderr
     with pytest.raises(Exception, match="no database file"):
-        from filter.engine.store.base import open_store
+        from spamsift.filter.engine.store.base import open_store
 
         open_store("sqlite://", 1.0)
 
@@ -325,7 +325,7 @@ def test_opt_preference_is_stored_in_its_canonical_case(tmp_path):
     assert shown.stdout == "out\n"
     assert filt(tmp_path, HAM).stdout == HAM  # opted out: untouched
     # A row written in another case (by hand, by DSPAM's tools) counts as well.
-    from filter.engine import users
+    from spamsift.filter.engine import users
 
     assert users.opted_in("In", "out", None, ".x", ".y") is True
     assert users.opted_in(" OUT ", "out", None, ".x", ".y") is False
@@ -488,7 +488,7 @@ def test_reader_leaving_mid_message_through_the_real_pipe(tmp_path):
 
 
 def test_write_all_writes_everything_across_short_writes():
-    from filter.stdio import write_all
+    from spamsift.filter.stdio import write_all
 
     class Trickle(io.BytesIO):
         def write(self, data):
@@ -502,7 +502,7 @@ def test_write_all_writes_everything_across_short_writes():
 def test_a_spoofed_signature_behind_a_bare_cr_does_not_survive(tmp_path):
     # A bare CR kept a whole incoming X-DSPAM line once (so that a CR-only message kept its
     # bytes); the spoofed signature then came first and was the one a retraining used.
-    from filter.engine.message import Message, find_signature
+    from spamsift.filter.engine.message import Message, find_signature
 
     spoof = (b"From: a@example.com\nX-DSPAM-Signature: 1,aaaaaaaaaaaaaaaaaaaaaaa\r\r\n"
              b"X-DSPAM-Result: Innocent\r\tfolded\rSubject: kept\n\nbody\n")

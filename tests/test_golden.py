@@ -1,6 +1,6 @@
 """Golden files for header stamping: ``messages/golden/NAME.eml`` -> ``golden/NAME.out``.
 
-Each input (all synthetic) runs through ``filter.cli.main`` in-process with a fresh SQLite home,
+Each input (all synthetic) runs through ``spamsift.filter.cli.main`` in-process with a fresh SQLite home,
 a fixed clock and a fixed signature id, and the output must equal the golden file byte for
 byte.  The rule every golden file was checked against by hand (``filter/engine/message.py``):
 the output is the input with its ``X-DSPAM-*`` header lines (with their continuation lines)
@@ -32,7 +32,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mangle  # noqa: E402
 
-from filter.cli import main  # noqa: E402
+from spamsift.filter.cli import main  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 INPUTS = TESTS / "messages" / "golden"

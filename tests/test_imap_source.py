@@ -8,8 +8,8 @@ import ssl
 
 import pytest
 
-from filter.engine import imapurl
-from trainer import imap_source
+from spamsift.filter.engine import imapurl
+from spamsift.trainer import imap_source
 
 pytest_plugins = ["imapserver"]  # the dovecot and imap_user fixtures (tests/imapserver.py)
 imapclient = pytest.importorskip("imapclient")

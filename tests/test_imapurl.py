@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from filter.engine import imapurl
-from filter.engine.errors import UsageError
+from spamsift.filter.engine import imapurl
+from spamsift.filter.engine.errors import UsageError
 
 
 @pytest.mark.parametrize("text, user, host, port, folder, implicit", [

@@ -7,8 +7,8 @@ import socket
 import threading
 import time
 
-from filter.cli import main
-from filter.engine.store.base import open_store
+from spamsift.filter.cli import main
+from spamsift.filter.engine.store.base import open_store
 
 HAM = b"From: Bob <bob@example.com>\nSubject: lunch\n\nHello Alice, lunch tomorrow at noon?\n"
 SPAM = b"From: Deals <d@promo.biz>\nSubject: cheap pills\n\nBuy cheap pills now, click here\n"
@@ -101,8 +101,8 @@ def test_token_lookups_use_the_whole_index(mysql_url):
     # A mixed list of ids below and above 2^63 made MariaDB read every row of the user.
     import random
 
-    from filter.engine.store.base import Batch
-    from filter.engine.store.mysql import token_lists
+    from spamsift.filter.engine.store.base import Batch
+    from spamsift.filter.engine.store.mysql import token_lists
 
     store = open_store(mysql_url)
     store.initialize()

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from filter.engine import config, purging
-from filter.engine.store.base import Batch, open_store
+from spamsift.filter.engine import config, purging
+from spamsift.filter.engine.store.base import Batch, open_store
 
 NOW = time.mktime((2026, 11, 24, 12, 0, 0, 0, 0, -1))
 
@@ -90,7 +90,7 @@ def test_a_row_touched_between_select_and_delete_stays(backend, request, tmp_pat
 def test_signatures_and_sources_expire(store):
     from array import array
 
-    from filter.engine.store.base import Signature
+    from spamsift.filter.engine.store.base import Signature
 
     uid = store.uid("u")
     for n, days_ago in ((1, 20), (2, 3)):
@@ -115,7 +115,7 @@ def test_watch_records_go_when_old_and_their_signature_is_gone(store):
     message with the signature's verdict again) and while it is younger than purge_unused."""
     from array import array
 
-    from filter.engine.store.base import Signature, WatchUpdate
+    from spamsift.filter.engine.store.base import Signature, WatchUpdate
 
     uid = store.uid("w")
     old, fresh = int(NOW - 100 * 86400), int(NOW - 10 * 86400)
@@ -187,7 +187,7 @@ def _fixture_rows(store):
 
 
 def test_sqlite_purge_sql_applies_the_same_rules(tmp_path):
-    import sql
+    from spamsift import sql
 
     store = open_store(f"sqlite:///{tmp_path}/p.db")
     teft, tum = _fixture_rows(store)
@@ -198,7 +198,7 @@ def test_sqlite_purge_sql_applies_the_same_rules(tmp_path):
 
 
 def test_mysql_purge_sql_applies_the_same_rules(mysql_url):
-    import sql
+    from spamsift import sql
 
     store = open_store(mysql_url)
     store.initialize()

@@ -1,6 +1,6 @@
 """`spamsift report`, `stats` and `sources` against databases built by the real filter.
 
-Each backend (SQLite, MariaDB) gets one database, built once through `filter.cli.main` with
+Each backend (SQLite, MariaDB) gets one database, built once through `spamsift.filter.cli.main` with
 a clock seam, over four days (D-3 .. D, D = `NOW`):
 
 * alice@example.com: D-3 corpus 12 spam + 12 ham; D-2 inbound 4 spam + 3 ham; D-1 inbound
@@ -27,10 +27,10 @@ import uuid
 import pytest
 
 from conftest import MYSQL_SERVER, need
-from filter.cli import main as filter_main
-from filter.engine import users
-from filter.engine.store.base import STAT_FIELDS, open_store
-from trainer import report, sources, stats
+from spamsift.filter.cli import main as filter_main
+from spamsift.filter.engine import users
+from spamsift.filter.engine.store.base import STAT_FIELDS, open_store
+from spamsift.trainer import report, sources, stats
 
 NOW = time.mktime((2026, 3, 10, 12, 0, 0, 0, 0, -1))  # noon, local time
 DAY = 86400
@@ -132,7 +132,7 @@ def db(request, tmp_path_factory):
     try:
         import pymysql
 
-        from filter.engine.store.mysql import parse_url
+        from spamsift.filter.engine.store.mysql import parse_url
 
         params = parse_url(MYSQL_SERVER + "/mysql")
         params.pop("database")
@@ -474,7 +474,7 @@ def test_sources_table_and_period(db, capsys):
 
 
 def test_storage_url_is_shown_without_password():
-    from trainer.report_data import _shown_url
+    from spamsift.trainer.report_data import _shown_url
 
     assert _shown_url("mysql://spam:secret@db.example:3306/spamsift") == \
         "mysql://spam@db.example:3306/spamsift"
@@ -506,7 +506,7 @@ def test_report_json_needs_no_rich(db):
 # -- the terminal UI's key handling, without a terminal ---------------------------------------
 
 def test_view_keys():
-    from trainer.report_tui import View, split_keys
+    from spamsift.trainer.report_tui import View, split_keys
 
     assert split_keys("a\x1b[B\x1b[6~/x\x1b\r") == ["a", "down", "pgdn", "/", "x", "\x1b", "\r"]
     view = View()
@@ -550,9 +550,9 @@ def test_opted_in_counts_user_preference_then_configuration():
     """A user's ``opt`` preference, else the configuration's `opt` ("out" filters everyone
     not opted out, "in" only those who opted in): what the filter decides by. A row for uid 0
     is not a site default (the filter never reads one), so it changes nothing."""
-    from filter.engine.config import Settings
-    from filter.engine.store.base import Batch
-    from trainer import report_data
+    from spamsift.filter.engine.config import Settings
+    from spamsift.filter.engine.store.base import Batch
+    from spamsift.trainer import report_data
 
     store = open_store("memory://")
     uids = {name: store.uid(name) for name in ("in-user", "out-user", "plain")}

@@ -147,7 +147,7 @@ def test_watch_scrolls_a_long_list(tmp_path):
     """More users than lines: the page moves with the keys and says which rows it shows."""
     if shutil.which("tmux") is None:
         need("tmux is not installed")
-    from filter.engine.store.base import Batch, open_store
+    from spamsift.filter.engine.store.base import Batch, open_store
 
     url = f"sqlite://{tmp_path}/spamsift.db"
     store = open_store(url)

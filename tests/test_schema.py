@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import sql
-from filter.engine.store.base import open_store
+from spamsift import sql
+from spamsift.filter.engine.store.base import open_store
 
 
 def test_sqlite_and_mysql_schemas_define_the_same_tables_and_columns():
@@ -46,7 +46,7 @@ def test_db_command_on_sqlite(tmp_path):
 
 
 def test_dspam_mysql_data_file_selects_the_database(mysql_url, tmp_path):
-    from filter.engine.store.mysql import parse_url
+    from spamsift.filter.engine.store.mysql import parse_url
 
     params = parse_url(mysql_url)
     datafile = tmp_path / "mysql.data"
@@ -70,8 +70,8 @@ def test_unreadable_mysql_urls_are_config_errors_without_the_password():
     # traceback (exit 1) for a password with / # ? in it. Now one line, exit 78.
     import pytest
 
-    from filter.engine.errors import ConfigError
-    from filter.engine.store.mysql import parse_url
+    from spamsift.filter.engine.errors import ConfigError
+    from spamsift.filter.engine.store.mysql import parse_url
 
     for url in ("mysql://u:s/e#c?r@127.0.0.1:1/db", "mysql://u@127.0.0.1:99999/db",
                 "mysql://u@[::1/db", "mysql://u@host:port/db"):

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from filter.engine.errors import UsageError
-from trainer import stats
-from trainer.report_data import Figures, training_left
+from spamsift.filter.engine.errors import UsageError
+from spamsift.trainer import stats
+from spamsift.trainer.report_data import Figures, training_left
 
 
 def test_short_form_is_dspam_stats_format():
@@ -88,7 +88,7 @@ def test_since_day():
 def test_huge_periods_are_bounded_not_built_day_by_day():
     # `--since 99999999d` built a list with one entry a day before taking its first: it
     # hung and grew memory. The first day alone is computed, bounded at a century.
-    from trainer.report_data import MAX_DAYS, first_day, window
+    from spamsift.trainer.report_data import MAX_DAYS, first_day, window
 
     assert first_day("2026-11-25", 7) == window("2026-11-25", 7)[0] == "2026-11-19"
     assert first_day("2026-11-25", 1) == "2026-11-25"

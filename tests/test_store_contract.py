@@ -6,8 +6,8 @@ from array import array
 
 import pytest
 
-from filter.engine.errors import ConflictError, CorruptDatabaseError, ConfigError
-from filter.engine.store.base import (STAT_FIELDS, Batch, Signature, SignatureUpdate,
+from spamsift.filter.engine.errors import ConflictError, CorruptDatabaseError, ConfigError
+from spamsift.filter.engine.store.base import (STAT_FIELDS, Batch, Signature, SignatureUpdate,
                                       open_store)
 
 BIG = (1 << 64) - 5          # token ids above 2^63 must survive signed storage
@@ -221,7 +221,7 @@ def test_a_correction_moves_counts_whether_or_not_the_row_still_exists(store):
 def test_a_failing_batch_writes_nothing(store):
     # The signature insert comes after the token, counter and source writes; when it fails
     # (here: the id exists), none of them may remain.
-    from filter.engine.errors import StorageError
+    from spamsift.filter.engine.errors import StorageError
 
     uid = store.uid("u")
     first = Batch("2026-11-24")
@@ -238,7 +238,7 @@ def test_a_failing_batch_writes_nothing(store):
         store.commit(uid, batch)
     assert (store.lookup(uid, [1, 2]), store.stats(uid), list(store.sources(uid))) == before
     # A constraint failure is not reported as a corrupt or unreachable database.
-    from filter.engine.errors import CorruptDatabaseError, StorageUnavailableError
+    from spamsift.filter.engine.errors import CorruptDatabaseError, StorageUnavailableError
 
     with pytest.raises(StorageError) as info:
         store.commit(uid, batch)
@@ -285,7 +285,7 @@ def test_bulk_reads_for_reports(store):
 def test_watch_state_compare_and_set_commits_with_the_training(store):
     """A WatchUpdate applies only while the recorded class is the expected one, and a batch
     whose watch update conflicts writes nothing at all (tokens, counters, other updates)."""
-    from filter.engine.store.base import WatchUpdate
+    from spamsift.filter.engine.store.base import WatchUpdate
 
     uid, other = store.uid("u"), store.uid("v")
     key, digest = "e" * 30, "sha256:" + "0" * 32
@@ -330,7 +330,7 @@ def test_watch_state_compare_and_set_commits_with_the_training(store):
 
 
 def test_watch_reads_are_bulk(store):
-    from filter.engine.store.base import WatchUpdate
+    from spamsift.filter.engine.store.base import WatchUpdate
 
     uid = store.uid("u")
     keys = [f"k{i:05d}" for i in range(1200)]  # more than one IN list
@@ -484,7 +484,7 @@ def test_weights_ride_along_with_every_kind_of_count_change(store):
 def test_a_bulk_sized_batch_adds_to_existing_rows(store, monkeypatch):
     # Corpus training commits hundreds of thousands of growing tokens at once; SQLite writes
     # those as JSON statements (sqlite.py _BULK_ROWS), which must add exactly like row upserts.
-    from filter.engine.store import sqlite
+    from spamsift.filter.engine.store import sqlite
 
     monkeypatch.setattr(sqlite, "_JSON_ROWS", 4000)  # several statements in one batch
     uid = store.uid("u")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 
-from filter.engine import mime
-from filter.engine.sources import first_external_ip
-from filter.engine.tokenizer import Tokenizer, token_id
+from spamsift.filter.engine import mime
+from spamsift.filter.engine.sources import first_external_ip
+from spamsift.filter.engine.tokenizer import Tokenizer, token_id
 
 
 def tokens(raw: bytes, mode: str = "chain", **kw) -> dict[str, int]:

@@ -6,11 +6,11 @@ import itertools
 
 import pytest
 
-from filter.engine import classifier, config
-from filter.engine.agent import Agent
-from filter.engine.errors import ForeignSignatureError, UnknownSignatureError
-from filter.engine.store.base import open_store
-from filter.engine.tokenizer import token_id
+from spamsift.filter.engine import classifier, config
+from spamsift.filter.engine.agent import Agent
+from spamsift.filter.engine.errors import ForeignSignatureError, UnknownSignatureError
+from spamsift.filter.engine.store.base import open_store
+from spamsift.filter.engine.tokenizer import token_id
 
 HAM = [f"From: Bob <bob@example.com>\nSubject: lunch {n}\n\nHello Alice, lunch at noon "
        f"tomorrow? Regards, Bob {n}\n".encode() for n in range(150)]
@@ -272,7 +272,7 @@ def weights_of(agent: Agent, user: str) -> dict[int, float]:
 
 
 def test_logistic_model_learns_and_a_correction_applies_exactly_once():
-    from filter.engine import logistic
+    from spamsift.filter.engine import logistic
 
     agent = trained(10, algorithm=["graham", "burton", "logistic"],
                     test_conditional_training=False)

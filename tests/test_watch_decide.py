@@ -1,10 +1,10 @@
-"""watchers.decide: every rule with plain values, no files, no threads, no store."""
+"""spamsift.watchers.decide: every rule with plain values, no files, no threads, no store."""
 
 from __future__ import annotations
 
 import pytest
 
-from watchers.decide import (IGNORED, INNOCENT, LEARN, NOTHING, RECORD, RETRAIN, SPAM,
+from spamsift.watchers.decide import (IGNORED, INNOCENT, LEARN, NOTHING, RECORD, RETRAIN, SPAM,
                              Decision, decide, verdict_class)
 
 

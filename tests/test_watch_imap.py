@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from filter.engine import imapurl
-from watchers.imap import ImapWatcher, default_state_path, main
+from spamsift.filter.engine import imapurl
+from spamsift.watchers.imap import ImapWatcher, default_state_path, main
 from watchsite import HAM, SPAM, Site
 
 pytest_plugins = ["imapserver"]  # the dovecot and imap_user fixtures (tests/imapserver.py)
@@ -295,7 +295,7 @@ def test_command_once_and_clear_errors(account, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPAMSIFT_CONFIG", account.site.config)
     url = f"imaps://{account.user}@127.0.0.1:{account.dovecot.tls_port}/"
     before = account.counts(sig)
-    from watchers.cli import main as watch_main  # `spamsift watch` hands URLs to watchers.imap
+    from spamsift.watchers.cli import main as watch_main  # `spamsift watch` hands URLs to spamsift.watchers.imap
 
     code = watch_main([url, "--once", "--password-file", str(pw), "--cafile",
                        account.dovecot.cert])
@@ -369,7 +369,7 @@ def test_copy_into_junk_seen_with_its_original_is_decided_at_the_expunge(account
 
 
 def test_uid_sets_are_ranges():
-    from watchers.imap import _uid_set
+    from spamsift.watchers.imap import _uid_set
 
     assert _uid_set([1, 2, 3, 5, 7, 8]) == "1:3,5,7:8"
     assert _uid_set([4]) == "4"
@@ -379,7 +379,7 @@ def test_uid_sets_are_ranges():
 def test_split_copies_in_doubt_renumbered_or_old_are_not_decided(account):
     # A folder that cannot be examined right now is no deletion: nothing may be decided
     # from it. After SPLIT_DAYS both copies still there are forgotten.
-    from watchers import imap as imap_watcher
+    from spamsift.watchers import imap as imap_watcher
 
     now = [time.time()]
     w = account.watcher(clock=lambda: now[0])

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.watchsite import HAM, SPAM, Site
-from watchers.maildir import MailboxFinder, Template, TrainingQueue, Watcher
+from spamsift.watchers.maildir import MailboxFinder, Template, TrainingQueue, Watcher
 
 USER = "alice@example.org"
 
@@ -345,8 +345,8 @@ def test_unsigned_mail_is_learned_as_corpus_only_when_configured(tmp_path):
                 continue
             assert stats.spam_corpusfed == stats0.spam_corpusfed + 1
             assert stats.spam_learned == stats0.spam_learned + 1
-            from filter.engine.maildir import message_key
-            from filter.engine.watchstate import derived_signature
+            from spamsift.filter.engine.maildir import message_key
+            from spamsift.filter.engine.watchstate import derived_signature
 
             uid = site.store.uid(USER, create=False)
             sig = derived_signature(uid, message_key(raw))
@@ -421,7 +421,7 @@ def test_tmp_vanishing_unreadable_and_deleted_mailboxes_are_skipped(site, traine
     w.scanner.listdir = listdir
     w.finder.listdir = listdir
     os.utime(os.path.join(other, "cur"), ns=(1, 1))  # make Bob's INBOX look changed
-    import filter.engine.maildir as md
+    import spamsift.filter.engine.maildir as md
 
     # message_files opens cur/ and new/ (no symlink followed) and lists them by descriptor.
     md.os.listdir, md.os.open = listdir, opener
@@ -454,7 +454,7 @@ def test_tmp_vanishing_unreadable_and_deleted_mailboxes_are_skipped(site, traine
 
 
 def test_a_lost_store_connection_is_reopened_and_nothing_is_missed(site, trained):
-    from filter.engine.errors import StorageUnavailableError
+    from spamsift.filter.engine.errors import StorageUnavailableError
 
     box, inbox, _junk = trained
 
@@ -484,7 +484,7 @@ def test_a_lost_store_connection_is_reopened_and_nothing_is_missed(site, trained
 
 
 def test_reclassify_move_is_not_taken_for_a_drag(site, trained):
-    from filter.engine.watchstate import record_placement
+    from spamsift.filter.engine.watchstate import record_placement
 
     box, inbox, _junk = trained
     w = watcher(site)
@@ -536,7 +536,7 @@ def test_home_relative_template_finds_system_users(tmp_path):
 
 
 def test_inotify_wakes_the_loop_early(site, trained):
-    from watchers.maildir import InotifyWaker
+    from spamsift.watchers.maildir import InotifyWaker
 
     box, inbox, _junk = trained
     waker = InotifyWaker()
@@ -555,7 +555,7 @@ def test_inotify_wakes_the_loop_early(site, trained):
 
 
 def test_queue_is_rate_limited_and_round_robin_per_user():
-    from watchers.maildir import Sighting
+    from spamsift.watchers.maildir import Sighting
 
     now = [0.0]
     q = TrainingQueue(2.0, clock=lambda: now[0])
@@ -572,7 +572,7 @@ def test_queue_is_rate_limited_and_round_robin_per_user():
 
 
 def test_cli(site, trained, capsys):
-    from watchers.cli import main
+    from spamsift.watchers.cli import main
 
     box, inbox, _junk = trained
     os.environ.update(site.env)
@@ -631,7 +631,7 @@ def test_copies_in_both_classes_at_once_are_decided_when_one_goes(site, trained,
 def test_nothing_is_read_through_a_symlink_below_the_mailbox(tmp_path):
     # The watcher reads with more rights than the mailbox's user: a user's symlink in place
     # of a folder, of cur/ or of a message must not make it read (and learn) other files.
-    from filter.engine.tokenizer import token_id
+    from spamsift.filter.engine.tokenizer import token_id
 
     site = Site(tmp_path / "site", extra='watch_learn_unsigned = true\n'
                 'spam_folders = ["Spam", "Junk", "Spam2"]\n')
@@ -662,7 +662,7 @@ def test_nothing_is_read_through_a_symlink_below_the_mailbox(tmp_path):
 
 
 def test_read_message_below_a_root_refuses_symlinked_directories(tmp_path):
-    from filter.engine import maildir
+    from spamsift.filter.engine import maildir
 
     os.makedirs(tmp_path / "box" / ".F")
     os.makedirs(tmp_path / "elsewhere")
@@ -704,7 +704,7 @@ def test_home_relative_mailbox_owned_by_someone_else_is_skipped(tmp_path):
     os.chown(home, 0, 0)
     assert finder.find() == {str(tmp_path / "rootonly"): "hal"}
     # Reading under the resolved path refuses a symlink anywhere in it.
-    from filter.engine import maildir
+    from spamsift.filter.engine import maildir
 
     (tmp_path / "rootonly" / "cur" / "m").write_bytes(b"Subject: x\n\nok\n")
     real = str(tmp_path / "rootonly")

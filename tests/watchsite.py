@@ -8,9 +8,9 @@ import os
 import shutil
 import time
 
-from filter.cli import main as filter_main
-from filter.engine import config
-from filter.engine.store.base import open_store
+from spamsift.filter.cli import main as filter_main
+from spamsift.filter.engine import config
+from spamsift.filter.engine.store.base import open_store
 
 HAM = ("From: Bob <bob@example.com>\nTo: {user}\nSubject: lunch {n}\nMessage-ID: <h{n}@x>\n\n"
        "Hello, shall we have lunch tomorrow at noon? The usual place near the office. {n}\n")

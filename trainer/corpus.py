@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 
-from filter.engine import maildir
-from filter.engine.errors import UsageError
+from spamsift.filter.engine import maildir
+from spamsift.filter.engine.errors import UsageError
 
 SPAM, HAM = "spam", "innocent"
 LABEL_WORDS = {"spam": SPAM, "ham": HAM, "innocent": HAM, "nonspam": HAM}
@@ -232,7 +232,7 @@ def is_subfolder(path: str) -> bool:
 
 
 def _imap_stream(url: str, label: str | None, settings, options) -> Stream:
-    from trainer import imap_source
+    from spamsift.trainer import imap_source
 
     folder = url.split("/", 3)[3] if url.count("/") >= 3 else "INBOX"
     from urllib.parse import unquote

@@ -34,8 +34,8 @@ import sys
 import tempfile
 import time
 
-from filter.engine import config, exitcodes, users
-from filter.engine.errors import SpamsiftError, UsageError, command_failed
+from spamsift.filter.engine import config, exitcodes, users
+from spamsift.filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 FP_TARGET = 0.001  # the threshold report: at most 0.1% of ham called spam
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Estimate a user's accuracy on existing mail, without changing the "
                     "user's data: a chronological replay and k-fold cross-validation. "
                     "Sources as for 'spamsift train'.")
-    from trainer.corpus import add_source_arguments
+    from spamsift.trainer.corpus import add_source_arguments
 
     add_source_arguments(parser)
     parser.add_argument("--user", required=True,
@@ -164,7 +164,7 @@ class Spool:
 def message_date(raw: bytes) -> float | None:
     from email.utils import parsedate_to_datetime
 
-    from filter.engine.tokenizer import parse_top_headers
+    from spamsift.filter.engine.tokenizer import parse_top_headers
 
     for name, value in parse_top_headers(raw[:65536]):
         if name.lower() == "date":
@@ -178,8 +178,8 @@ def message_date(raw: bytes) -> float | None:
 # -- the two estimates -----------------------------------------------------------------------
 def replay(settings, spool: Spool, user: str, order, progress) -> list[tuple[bool, bool, float, float]]:
     """Filter each message as `spamsift filter` would, then report its errors."""
-    from filter.engine.agent import Agent
-    from filter.engine.store.memory import MemoryStore
+    from spamsift.filter.engine.agent import Agent
+    from spamsift.filter.engine.store.memory import MemoryStore
 
     agent = Agent(settings, MemoryStore())
     ctx = agent.user(user, create=True)
@@ -232,9 +232,9 @@ class FoldView:
 
 def cross_validate(settings, spool: Spool, k: int, progress) -> list[tuple[bool, bool, float, float]]:
     """k-fold: each fold classified by a corpus-trained filter of the other folds."""
-    from filter.engine.agent import Agent, UserContext
-    from filter.engine.store.base import Stats
-    from filter.engine.tokenizer import Tokenizer, token_id
+    from spamsift.filter.engine.agent import Agent, UserContext
+    from spamsift.filter.engine.store.base import Stats
+    from spamsift.filter.engine.tokenizer import Tokenizer, token_id
 
     tokenizer = Tokenizer(settings.tokenizer, settings.ignore_headers, settings.header_prefix)
 
@@ -254,7 +254,7 @@ def cross_validate(settings, spool: Spool, k: int, progress) -> list[tuple[bool,
                 after_each()
         return table, per_class
 
-    from filter.engine import logistic
+    from spamsift.filter.engine import logistic
 
     if logistic.enabled(settings.algorithm):
         return _cross_validate_trained(settings, spool, k, progress)
@@ -280,8 +280,8 @@ def _cross_validate_trained(settings, spool: Spool, k: int,
                             progress) -> list[tuple[bool, bool, float, float]]:
     """k-fold with a filter per fold, trained message by message on the other folds
     (`Agent.learn` as corpus: what `spamsift train` does with the logistic model)."""
-    from filter.engine.agent import Agent
-    from filter.engine.store.memory import MemoryStore
+    from spamsift.filter.engine.agent import Agent
+    from spamsift.filter.engine.store.memory import MemoryStore
 
     entries = spool.ordered(by_date=False)
     results = []
@@ -301,7 +301,7 @@ def _cross_validate_trained(settings, spool: Spool, k: int,
 
 def fold_runs(settings, k: int) -> int:
     """How many passes over the messages k-fold takes (for the progress bar)."""
-    from filter.engine import logistic
+    from spamsift.filter.engine import logistic
 
     return k if logistic.enabled(settings.algorithm) else 2
 
@@ -349,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(args.config)
         user = users.acting_for(args.user, settings)
-        from trainer.corpus import batch_gc, interleave, planned_streams, require_sources
-        from trainer.train import Progress
+        from spamsift.trainer.corpus import batch_gc, interleave, planned_streams, require_sources
+        from spamsift.trainer.train import Progress
 
         require_sources(args, "evaluate")
         batch_gc()
@@ -411,8 +411,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_settings(settings, user: str):
     """The user's effective settings: their stored preferences when the store can say."""
-    from filter.engine.errors import StorageError
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine.errors import StorageError
+    from spamsift.filter.engine.store.base import open_store
 
     import os
 

@@ -6,9 +6,9 @@ Entry points (the trainer's corpus module calls them; nothing else here is publi
                   batch_count=BATCH_COUNT, client_factory=None)
         -> Iterator[tuple[label, raw bytes | None, source name]]
 
-    stream(url, label, options) -> trainer.corpus.Stream   # count first, messages on open()
+    stream(url, label, options) -> spamsift.trainer.corpus.Stream   # count first, messages on open()
 
-`url` is an ``imap://`` / ``imaps://`` string or a parsed `filter.engine.imapurl.ImapURL`
+`url` is an ``imap://`` / ``imaps://`` string or a parsed `spamsift.filter.engine.imapurl.ImapURL`
 (TLS and password rules: see that module); a URL without a folder reads INBOX. `access` is an
 `ImapAccess` (password source, CA file, insecure flag, timeout). `label` is passed through
 as-is (None when the caller labels later). The source name is the message's RFC 5092 URL,
@@ -33,8 +33,8 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterator
 
-from filter.engine import imapurl
-from filter.engine.imapurl import ImapAccess, ImapFolderError, ImapURL
+from spamsift.filter.engine import imapurl
+from spamsift.filter.engine.imapurl import ImapAccess, ImapFolderError, ImapURL
 
 # Bodies fetched per round trip. Reading 2,000 messages of 4 KB from the loopback Dovecot
 # (IMAPS) on the 2-core reference machine: 1,220 msg/s one at a time, 5,600 in batches of 10,
@@ -81,7 +81,7 @@ def imap_messages(url: str | ImapURL, access: ImapAccess, label: str | None = No
                   batch_bytes: int = BATCH_BYTES, batch_count: int = BATCH_COUNT,
                   client_factory=None) -> Iterator[tuple[str | None, bytes | None, str]]:
     """(label, raw bytes, source name) for every message of the URL's folder, in UID order;
-    see the module docstring. Raises `filter.engine.imapurl.ImapError` subclasses."""
+    see the module docstring. Raises `spamsift.filter.engine.imapurl.ImapError` subclasses."""
     target = _as_url(url)
     client, folder, uidvalidity, _count = open_folder(target, access, client_factory)
     prefix = f"{target.with_folder(folder)};UIDVALIDITY={uidvalidity}/;UID="
@@ -138,8 +138,8 @@ def _access(options: dict | None) -> ImapAccess:
 
 
 def stream(url: str, label: str, options: dict | None = None, client_factory=None):
-    """A `trainer.corpus.Stream` of the folder: counted now (one EXAMINE), read on open()."""
-    from trainer.corpus import Stream
+    """A `spamsift.trainer.corpus.Stream` of the folder: counted now (one EXAMINE), read on open()."""
+    from spamsift.trainer.corpus import Stream
 
     access = _access(options)
     target = _as_url(url)

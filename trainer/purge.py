@@ -1,6 +1,6 @@
 """``spamsift purge``: delete stale tokens, signatures and source addresses in small batches.
 
-Each rule of `filter.engine.purging` runs as a series of short transactions of `purge_batch`
+Each rule of `spamsift.filter.engine.purging` runs as a series of short transactions of `purge_batch`
 rows with `purge_pause` seconds between them, so deliveries waiting for the same rows get
 them within one batch. A batch that fails on a lock is retried after a growing pause instead
 of giving up. Run it on one node of a cluster only (see README); two purges would not corrupt
@@ -13,8 +13,8 @@ import argparse
 import sys
 import time
 
-from filter.engine import config, exitcodes, purging, users
-from filter.engine.errors import SpamsiftError, StorageUnavailableError, command_failed
+from spamsift.filter.engine import config, exitcodes, purging, users
+from spamsift.filter.engine.errors import SpamsiftError, StorageUnavailableError, command_failed
 
 LOCK_RETRIES = 8
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                                TimeElapsedColumn)
     from rich.table import Table
 
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine.store.base import open_store
 
     console = Console(stderr=True, quiet=args.quiet)
     out = Console()

@@ -20,8 +20,8 @@ import json
 import os
 import sys
 
-from filter.engine import config, exitcodes, maildir, users
-from filter.engine.errors import SpamsiftError, UsageError, command_failed
+from spamsift.filter.engine import config, exitcodes, maildir, users
+from spamsift.filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +59,8 @@ class Finding:
 
 
 def _subject(raw: bytes) -> str:
-    from filter.engine.mime import decode_header_value
-    from filter.engine.tokenizer import parse_top_headers
+    from spamsift.filter.engine.mime import decode_header_value
+    from spamsift.filter.engine.tokenizer import parse_top_headers
 
     for name, value in parse_top_headers(raw[:65536]):
         if name.lower() == "subject":
@@ -70,14 +70,14 @@ def _subject(raw: bytes) -> str:
 
 def scan(agent, ctx, root: str, settings):
     """(findings, messages looked at, unreadable) for the Maildir at `root`."""
-    from filter.engine.bulk import unstamp
+    from spamsift.filter.engine.bulk import unstamp
 
     findings, seen, unreadable = [], 0, 0
     for folder in maildir.folders(root, settings.spam_folders, settings.ignored_folders):
         if folder.kind == maildir.IGNORED:
             continue
         for sub, name in maildir.message_files(folder.path):
-            try:  # no symlink followed, regular files only (see trainer.corpus._read)
+            try:  # no symlink followed, regular files only (see spamsift.trainer.corpus._read)
                 raw = maildir.read_message(os.path.join(folder.path, sub, name))
             except OSError:
                 unreadable += 1
@@ -111,7 +111,7 @@ def move(store, uid: int, root: str, finding: Finding, settings,
          bases: dict[str, set[str]] | None = None) -> str:
     """Record, then rename one message into its new class's folder; what happened.
     `bases`: the base names of each target folder, listed once for a whole run."""
-    from filter.engine.watchstate import record_placement
+    from spamsift.filter.engine.watchstate import record_placement
 
     target = _spam_folder(root, settings) if finding.verdict == "spam" else root
     src = os.path.join(finding.folder.path, finding.sub, finding.name)
@@ -148,14 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         root = args.maildir.rstrip("/") or "/"
         if not maildir.is_maildir(root):
             raise UsageError(f"{root}: not a Maildir (no cur/ and new/)")
-        from trainer.corpus import is_subfolder
+        from spamsift.trainer.corpus import is_subfolder
 
         if is_subfolder(root):
             # Its spam folder would be made inside it (.Spam/.Spam), where no IMAP server
             # shows the mail moved there.
             raise UsageError(f"{root}: a folder of a Maildir; give the Maildir itself")
-        from filter.engine.agent import Agent
-        from filter.engine.store.base import open_store
+        from spamsift.filter.engine.agent import Agent
+        from spamsift.filter.engine.store.base import open_store
 
         store = open_store(settings.storage_url, settings.storage_timeout)
         try:

@@ -1,10 +1,10 @@
 """``spamsift report``: the accuracy report, as a rich table, a live terminal UI, JSON or CSV.
 
 A global summary (users, opted-in users, messages filtered today / 7 days / all time, overall
-accuracy) and one line per user with DSPAM's figures (`trainer.report_data` defines them),
+accuracy) and one line per user with DSPAM's figures (`spamsift.trainer.report_data` defines them),
 the training left until the user's data is mature, the date of the last reported error, and a
 sparkline of daily accuracy over the window (30 days). ``--watch`` keeps the screen up to date
-and takes keys to sort and filter (`trainer.report_tui`); ``--json`` and ``--csv`` print the
+and takes keys to sort and filter (`spamsift.trainer.report_tui`); ``--json`` and ``--csv`` print the
 same data for monitoring and never import rich.
 
 Trust: a trusted OS user (root, ``trusted_users``) sees every user, or those named with
@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from filter.engine import config, exitcodes, users
-from filter.engine.errors import SpamsiftError, UsageError, command_failed
-from trainer import report_data
-from trainer.report_data import SORTS, Report, UserRow
+from spamsift.filter.engine import config, exitcodes, users
+from spamsift.filter.engine.errors import SpamsiftError, UsageError, command_failed
+from spamsift.trainer import report_data
+from spamsift.trainer.report_data import SORTS, Report, UserRow
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def visible_users(args_users: list[str], settings, caller: users.Caller) -> set[
 
 
 def open_for(args, settings):
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine.store.base import open_store
 
     return open_store(args.storage or settings.storage_url, settings.storage_timeout,
                       create=False)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
         settings = config.load(args.config)
         only = visible_users(args.user, settings, caller or users.this_process())
         if args.watch:
-            from trainer import report_tui
+            from spamsift.trainer import report_tui
 
             def load_fresh(history: bool) -> Report:
                 # A store of its own each time: the UI loads from a thread of its own.

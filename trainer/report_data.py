@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 
-from filter.engine.store.base import STAT_FIELDS
+from spamsift.filter.engine.store.base import STAT_FIELDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
          clock: float | None = None, history: bool = True) -> Report:
     """Read the report from `store`; `only` limits it to those user names. Without
     `history` only the counters are read (the terminal UI's quick first screen)."""
-    from filter.engine import users as users_mod
+    from spamsift.filter.engine import users as users_mod
 
     now = time.time() if clock is None else clock
     dates = window(today_string(now), days)

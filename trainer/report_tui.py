@@ -13,10 +13,10 @@ import os
 import sys
 import time
 
-from filter.engine import exitcodes
-from filter.engine.errors import UsageError
-from trainer import report_data
-from trainer.report_data import SORTS, Report, UserRow
+from spamsift.filter.engine import exitcodes
+from spamsift.filter.engine.errors import UsageError
+from spamsift.trainer import report_data
+from spamsift.trainer.report_data import SORTS, Report, UserRow
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ class Loader:
         self.thread = threading.Thread(target=self._run, name="report-loader", daemon=True)
 
     def _run(self) -> None:
-        from filter.engine.errors import SpamsiftError
+        from spamsift.filter.engine.errors import SpamsiftError
 
         while not self.stop.is_set():
             try:
@@ -203,7 +203,7 @@ def run(load: Callable[[bool], Report], args, console: Console | None = None) ->
     from rich.console import Console
     from rich.live import Live
 
-    from trainer import report as report_mod
+    from spamsift.trainer import report as report_mod
 
     fd = sys.stdin.fileno()
     if not os.isatty(fd) or not sys.stdout.isatty():

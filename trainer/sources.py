@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from filter.engine import config, users
-from filter.engine.errors import SpamsiftError, UsageError, command_failed
+from spamsift.filter.engine import config, users
+from spamsift.filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -114,14 +114,14 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
          clock: float | None = None, console=None) -> int:
     """`caller`, `clock` and `console` (a rich Console) are test seams."""
     args = build_parser().parse_args(argv)
-    from filter.engine.store.base import open_store
-    from trainer.report_data import first_day, today_string, write_out
+    from spamsift.filter.engine.store.base import open_store
+    from spamsift.trainer.report_data import first_day, today_string, write_out
 
     try:
         if args.top < 1 or args.days < 0:
             raise UsageError("--top must be positive and --days not negative")
         if args.since is not None:
-            from trainer.stats import since_day
+            from spamsift.trainer.stats import since_day
 
             since: str | None = since_day(args.since)
         else:

@@ -7,7 +7,7 @@ Output is dspam_stats 3.10.2's, format for format::
 
 ``-H`` prints the long form (each figure on its own line, with TL, training left, and PPV,
 including dspam_stats' eight spaces before each tab). The figures are defined in
-`trainer.report_data`. Differences from dspam_stats: a rate with nothing to divide by prints
+`spamsift.trainer.report_data`. Differences from dspam_stats: a rate with nothing to divide by prints
 as DSPAM's -S does (SHR 100, HSR 0, OCA 100) in both forms (-H printed a 100 % ham strike
 rate for a user without ham); ``-t`` (a TOTAL line) works (3.10.2 rejected it); an untrusted
 user without names gets their own line (dspam_stats refused).
@@ -25,9 +25,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from filter.engine import config, users
-from filter.engine.errors import SpamsiftError, UsageError, command_failed
-from trainer.report_data import (Figures, first_day, shown, today_string, training_left,
+from spamsift.filter.engine import config, users
+from spamsift.filter.engine.errors import SpamsiftError, UsageError, command_failed
+from spamsift.trainer.report_data import (Figures, first_day, shown, today_string, training_left,
                                  write_out)
 
 SNAPSHOT_KEY = "stats_reset"
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
     """`caller` (who asks), `clock` and `out` (a text stream) are test seams."""
     args = build_parser().parse_args(argv)
     out = out or sys.stdout
-    from filter.engine.store.base import STAT_FIELDS, open_store
+    from spamsift.filter.engine.store.base import STAT_FIELDS, open_store
 
     try:
         if args.since and args.since_reset:

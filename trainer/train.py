@@ -2,13 +2,13 @@
 
 Strategies:
 
-* ``corpus`` (default): learn every message once, in bulk (`filter.engine.bulk`): one
+* ``corpus`` (default): learn every message once, in bulk (`spamsift.filter.engine.bulk`): one
   transaction per `--flush` messages. This is DSPAM's ``dspam_train`` and the fast path.
 * ``error``: train on error in repeated passes: classify each message with what is known so
   far and learn it only when it comes out wrong; repeat until a pass makes no error or
   `--passes` is reached. Smaller databases, and what TOE users expect.
 
-Sources are read as streams (`trainer.corpus`), spam and ham interleaved in proportion.
+Sources are read as streams (`spamsift.trainer.corpus`), spam and ham interleaved in proportion.
 Progress goes to stderr (a rich bar: messages, rate, errors so far); the summary to stdout.
 """
 
@@ -19,8 +19,8 @@ import sys
 import time
 from typing import Any
 
-from filter.engine import config, exitcodes, users
-from filter.engine.errors import SpamsiftError, UsageError, command_failed
+from spamsift.filter.engine import config, exitcodes, users
+from spamsift.filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "('spam PATH' / 'ham PATH' lines), or imap://user@host/FOLDER; --spam and "
                     "--ham label any source (also mbox files, MH folders and directories of "
                     "one-message files).")
-    from trainer.corpus import add_source_arguments
+    from spamsift.trainer.corpus import add_source_arguments
 
     add_source_arguments(parser)
     parser.add_argument("--user", required=True, help="the user to train")
@@ -66,8 +66,8 @@ class Tally:
 
 
 def _open(args, settings):
-    from filter.engine.agent import Agent
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine.agent import Agent
+    from spamsift.filter.engine.store.base import open_store
 
     store = open_store(settings.storage_url, settings.storage_timeout)
     return Agent(settings, store)
@@ -75,8 +75,8 @@ def _open(args, settings):
 
 def run_corpus(agent, user: str, streams, tally: Tally, progress, flush_every: int,
                max_size: int, jobs: int | None = 0) -> None:
-    from filter.engine.bulk import CorpusLearner
-    from trainer.corpus import interleave
+    from spamsift.filter.engine.bulk import CorpusLearner
+    from spamsift.trainer.corpus import interleave
 
     learner = CorpusLearner(agent, user, flush_every=flush_every, jobs=jobs)
     interrupted = False
@@ -99,8 +99,8 @@ def run_corpus(agent, user: str, streams, tally: Tally, progress, flush_every: i
 
 def run_on_error(agent, user: str, streams, tally: Tally, progress, passes: int,
                  max_size: int) -> None:
-    from filter.engine.bulk import CorpusLearner, unstamp
-    from trainer.corpus import interleave
+    from spamsift.filter.engine.bulk import CorpusLearner, unstamp
+    from spamsift.trainer.corpus import interleave
 
     learner = CorpusLearner(agent, user, flush_every=1, background=False)
     ctx = learner.ctx
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(args.config)
         user = users.acting_for(args.user, settings)
-        from trainer.corpus import batch_gc, planned_streams, require_sources
+        from spamsift.trainer.corpus import batch_gc, planned_streams, require_sources
 
         require_sources(args, "train")
         batch_gc()

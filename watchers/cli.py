@@ -1,9 +1,9 @@
 """``spamsift watch ROOT...``: learn from mail users move into and out of spam folders.
 
-Maildir roots are watched by `watchers.maildir` (polling, NFS-safe); ``imap://`` and
-``imaps://`` URLs are handed to the IMAP watcher (`watchers.imap.main`, same arguments).
+Maildir roots are watched by `spamsift.watchers.maildir` (polling, NFS-safe); ``imap://`` and
+``imaps://`` URLs are handed to the IMAP watcher (`spamsift.watchers.imap.main`, same arguments).
 
-Exit codes (`filter.engine.exitcodes`): 0 done (``--once``) or stopped by SIGTERM/SIGINT;
+Exit codes (`spamsift.filter.engine.exitcodes`): 0 done (``--once``) or stopped by SIGTERM/SIGINT;
 64 bad command line or a root that is not a directory; 75 storage unavailable at start;
 77 run by an OS user not in ``trusted_users`` (the watcher reads and trains every user's mail);
 78 bad configuration.
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from filter.engine import exitcodes
-from filter.engine.errors import SpamsiftError, UsageError, command_failed
+from spamsift.filter.engine import exitcodes
+from spamsift.filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(a.lower().startswith(("imap://", "imaps://")) for a in argv):
             from importlib import import_module
 
-            return int(import_module("watchers.imap").main(argv))
+            return int(import_module("spamsift.watchers.imap").main(argv))
         args = build_parser().parse_args(argv)
         return _watch(args)
     except SpamsiftError as exc:
@@ -85,9 +85,9 @@ def _watch(args) -> int:
     import os
     import signal
 
-    from filter.engine import config, log, users
-    from filter.engine.store.base import open_store
-    from watchers.maildir import InotifyWaker, Watcher
+    from spamsift.filter.engine import config, log, users
+    from spamsift.filter.engine.store.base import open_store
+    from spamsift.watchers.maildir import InotifyWaker, Watcher
 
     settings = config.load(args.config)
     changes: dict[str, object] = {}

@@ -15,8 +15,8 @@ in the Maildir watcher. A changed UIDVALIDITY means the server renumbered the fo
 cursor is dropped and the whole folder is looked at again (re-sync); the recorded classes
 make that harmless (a message trained before is where its record says: nothing).
 
-Each new sighting goes through `watchers.decide.decide` with the message's recorded class
-and verdict read in bulk, and what trains goes to `filter.engine.watchstate.Applier`, which
+Each new sighting goes through `spamsift.watchers.decide.decide` with the message's recorded class
+and verdict read in bulk, and what trains goes to `spamsift.filter.engine.watchstate.Applier`, which
 decides again on fresh state and trains with a compare-and-set on the record: exactly once,
 shared with the Maildir watcher's rules. Unsigned mail is read whole (``BODY.PEEK[]``) only
 when ``watch_learn_unsigned`` is on (its key is the digest of its bytes, CRLF as IMAP sends
@@ -46,10 +46,10 @@ import threading
 import time
 from hashlib import sha256
 
-from filter.engine import exitcodes, imapurl, maildir
-from filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
+from spamsift.filter.engine import exitcodes, imapurl, maildir
+from spamsift.filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
                                   StorageUnavailableError, UsageError, command_failed)
-from watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM, decide
+from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM, decide
 
 # New UIDs whose headers are fetched per round trip; the reply is ~80 bytes a message.
 FETCH_BATCH = 500
@@ -224,8 +224,8 @@ class ImapWatcher:
                  all_folders: bool = False, idle: bool = True, client_factory=None,
                  clock=time.time, monotonic=time.monotonic, sleep=time.sleep,
                  log=None) -> None:
-        from filter.engine import users
-        from filter.engine.watchstate import Applier
+        from spamsift.filter.engine import users
+        from spamsift.filter.engine.watchstate import Applier
 
         self.settings = settings
         self.store = store
@@ -636,7 +636,7 @@ class Idler(threading.Thread):
 
 # -- the command -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from watchers.cli import OneLineParser
+    from spamsift.watchers.cli import OneLineParser
 
     parser = OneLineParser(
         prog="spamsift watch",
@@ -671,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, client_factory=None) -> int:
-    """``spamsift watch imap://...``; exit codes as `watchers.cli` documents, plus 77 for a
+    """``spamsift watch imap://...``; exit codes as `spamsift.watchers.cli` documents, plus 77 for a
     refused login and 78 for an untrusted certificate."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -686,8 +686,8 @@ def main(argv: list[str] | None = None, client_factory=None) -> int:
 def _watch(args, client_factory) -> int:
     import signal
 
-    from filter.engine import config, log, users
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine import config, log, users
+    from spamsift.filter.engine.store.base import open_store
 
     if args.template or args.inotify:
         raise UsageError("--template and --inotify are for Maildir roots, not imap:// URLs")

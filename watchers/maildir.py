@@ -6,11 +6,11 @@ creates a directory entry, which is what changes a directory's mtime). In a chan
 file whose *base name* (`maildir.base_name`, the part before ``:2,``) the folder did not have
 at the last listing is a sighting: a new delivery, or a message moved or copied in. Flag
 changes and ``new/`` -> ``cur/`` keep the base name, deletions remove one: neither is read.
-Sightings are read for their key (`maildir.file_key`), decided in bulk (`watchers.decide`
+Sightings are read for their key (`maildir.file_key`), decided in bulk (`spamsift.watchers.decide`
 with the recorded classes and verdicts of the whole batch in a few queries) and only those
 that train are queued; the queue is served round-robin per user at ``watch_rate`` trainings a
 second, each decided again with fresh state and applied with compare-and-set
-(`filter.engine.watchstate.Applier`).
+(`spamsift.filter.engine.watchstate.Applier`).
 
 Why not watchdog's `PollingObserver`: its `DirectorySnapshot` stats every file of the tree
 each cycle and keeps a path and stat result per file. Measured by benchmarks/watch_tree.py on
@@ -49,10 +49,10 @@ from bisect import bisect_left
 from collections import OrderedDict
 from hashlib import blake2b
 
-from filter.engine import maildir
-from filter.engine.errors import (ConflictError, InvalidUserError, StorageError,
+from spamsift.filter.engine import maildir
+from spamsift.filter.engine.errors import (ConflictError, InvalidUserError, StorageError,
                                   StorageUnavailableError)
-from watchers.decide import IGNORED, INNOCENT, NOTHING, RECORD, SPAM, decide
+from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, RECORD, SPAM, decide
 
 MTIME_SLACK = 2.0       # seconds: list a directory again while its mtime is this recent
 UNKNOWN_USER_RECHECK = 60.0  # seconds before asking the store again about a user it lacks
@@ -69,7 +69,7 @@ class Template:
     %d the domain, %U the whole user name, * any name; ``~/X``: X in each passwd home."""
 
     def __init__(self, text: str) -> None:
-        from filter.engine.errors import ConfigError
+        from spamsift.filter.engine.errors import ConfigError
 
         self.text = text
         self.home_relative = text.startswith("~/")
@@ -204,7 +204,7 @@ class MailboxFinder:
                 self._walk(os.path.join(path, name), depth + 1, merged, found)
 
     def _add(self, found: dict[str, str], path: str, user: str) -> None:
-        from filter.engine import users
+        from spamsift.filter.engine import users
 
         try:
             found[path] = users.validate(user)
@@ -606,7 +606,7 @@ class Scanner:
         When another watcher recorded one meanwhile, they go through the queue instead."""
         if not records:
             return []
-        from filter.engine.store.base import Batch, WatchUpdate
+        from spamsift.filter.engine.store.base import Batch, WatchUpdate
 
         now = self.clock()
         batch = Batch(time.strftime("%Y-%m-%d", time.localtime(now)))
@@ -680,7 +680,7 @@ class Watcher:
                  monotonic=time.monotonic, sleep=time.sleep, log=None,
                  state_file: str | None = None) -> None:
         """`state_file`: where the scanner state is kept between runs (see `save_state`)."""
-        from filter.engine.watchstate import Applier
+        from spamsift.filter.engine.watchstate import Applier
 
         self.settings = settings
         self.store = store
@@ -774,7 +774,7 @@ class Watcher:
 
     def use_store(self, store) -> None:
         """Work with another store connection from now on (after the old one failed)."""
-        from filter.engine.watchstate import Applier
+        from spamsift.filter.engine.watchstate import Applier
 
         self.store = self.scanner.store = store
         self.applier = Applier(self.settings, store, decide, self.applier.clock)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from array import array
 
-from filter.engine import classifier, logistic, training
-from filter.engine.errors import ConflictError, UnknownSignatureError
-from filter.engine.signatures import load_owned, new_id
-from filter.engine.store.base import Batch, Signature, SignatureUpdate
-from filter.engine.tokenizer import Tokenizer, parse_top_headers, token_id
+from spamsift.filter.engine import classifier, logistic, training
+from spamsift.filter.engine.errors import ConflictError, UnknownSignatureError
+from spamsift.filter.engine.signatures import load_owned, new_id
+from spamsift.filter.engine.store.base import Batch, Signature, SignatureUpdate
+from spamsift.filter.engine.tokenizer import Tokenizer, parse_top_headers, token_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from filter.engine.tokenpool import Tokenized
+    from spamsift.filter.engine.tokenpool import Tokenized
 
 CAS_RETRIES = 5
 
@@ -110,7 +110,7 @@ class Agent:
     def _source_ip(headers: list[tuple[str, str]], settings) -> str:
         if not settings.track_sources:
             return ""
-        from filter.engine.sources import first_external_ip
+        from spamsift.filter.engine.sources import first_external_ip
 
         return first_external_ip(headers, settings.local_mx) or ""
 
@@ -129,7 +129,7 @@ class Agent:
         weights: dict[int, float] = {}
         if ctx.uid is None:
             counts: dict[int, tuple[int, int]] = {}
-            from filter.engine.store.base import Stats
+            from spamsift.filter.engine.store.base import Stats
 
             stats = Stats()
         elif model:

@@ -23,7 +23,7 @@ store: what it commits is kept in memory, seen by its next lookups, and written 
 transaction every `flush_every` messages (one transaction per message: 53 messages/s on the
 SpamAssassin corpus).
 
-With `jobs`, helper processes do the tokenizing (`filter.engine.tokenpool`): for the bulk
+With `jobs`, helper processes do the tokenizing (`spamsift.filter.engine.tokenpool`): for the bulk
 counts they also count and hash a chunk's tokens, for the logistic model they hand back each
 message's tokens, learned here in the order they were read. The store ends up the same.
 
@@ -41,14 +41,14 @@ import threading
 import time
 from collections import Counter
 
-from filter.engine.errors import SignatureError
-from filter.engine.maildir import signature_of
-from filter.engine.tokenizer import parse_top_headers
-from filter.engine.tokenpool import TokenPool, Tokenized, counts_by_id, default_jobs
+from spamsift.filter.engine.errors import SignatureError
+from spamsift.filter.engine.maildir import signature_of
+from spamsift.filter.engine.tokenizer import parse_top_headers
+from spamsift.filter.engine.tokenpool import TokenPool, Tokenized, counts_by_id, default_jobs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from filter.engine.store.base import Store
+    from spamsift.filter.engine.store.base import Store
 
 # Messages handed to a helper process at a time (`tokenpool`), for counting (a helper returns
 # one id -> count table per chunk) and for the logistic model's per-message learning (a helper
@@ -235,7 +235,7 @@ class WriteBehind:
                 for field, delta in self.stats_pending.items():
                     setattr(self.known_stats, field,
                             max(getattr(self.known_stats, field) + delta, 0))
-        from filter.engine.store.base import STAT_FIELDS, Stats
+        from spamsift.filter.engine.store.base import STAT_FIELDS, Stats
 
         return Stats(*(getattr(self.known_stats, f) for f in STAT_FIELDS))
 
@@ -293,7 +293,7 @@ class WriteBehind:
             self.forget()
         if self.uid_pending is None:
             return
-        from filter.engine.store.base import Batch
+        from spamsift.filter.engine.store.base import Batch
 
         batch = Batch(self.day)
         batch.tokens = self.tokens
@@ -329,12 +329,12 @@ class CorpusLearner:
         self.sources: dict[str, list[int]] = {}
         self.commits = 0
         self._writer_store: Store | None = None
-        from filter.engine import logistic
+        from spamsift.filter.engine import logistic
 
         # The logistic model learns message by message (see the module docstring).
         self.per_message = logistic.enabled(self.settings.algorithm)
         if self.per_message:
-            from filter.engine.agent import Agent
+            from spamsift.filter.engine.agent import Agent
 
             fresh = not self.store.has_tokens(self.ctx.uid)
             self._held = WriteBehind(self.store, self.ctx.uid if fresh else None)
@@ -375,7 +375,7 @@ class CorpusLearner:
         self.counts[klass].update(freq.keys())
         self.messages[klass] += 1
         if settings.track_sources:
-            from filter.engine.sources import first_external_ip
+            from spamsift.filter.engine.sources import first_external_ip
 
             ip = first_external_ip(headers, settings.local_mx)
             if ip:
@@ -491,7 +491,7 @@ class CorpusLearner:
             raise failure
 
     def _write_guarded(self, counts, messages, sources) -> None:
-        from filter.engine.store.base import open_store
+        from spamsift.filter.engine.store.base import open_store
 
         try:
             store = self._writer_store
@@ -544,7 +544,7 @@ class CorpusLearner:
                 self._writer_store = None
 
     def _write(self, store, counts, messages, sources) -> None:
-        from filter.engine.store.base import Batch
+        from spamsift.filter.engine.store.base import Batch
 
         batch = Batch(time.strftime("%Y-%m-%d", time.localtime(self.agent.clock())))
         # What was counted here by token text joins what helpers counted by id; then one

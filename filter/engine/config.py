@@ -151,7 +151,7 @@ _FALSE = ("0", "false", "off", "no")
 
 def _coerce(key: str, value: object, origin: str) -> object:
     """Validate one value against `KEYS`; strings (preferences, CLI) are converted."""
-    from filter.engine.errors import ConfigError
+    from spamsift.filter.engine.errors import ConfigError
 
     default, kind, choices, _doc = KEYS[key]
     where = f"{origin}: {key}"
@@ -312,7 +312,7 @@ class Settings:
 
 
 def _parse_toml(path: str) -> dict[str, object]:
-    from filter.engine.errors import ConfigError
+    from spamsift.filter.engine.errors import ConfigError
 
     try:
         with open(path, "rb") as fh:
@@ -377,7 +377,7 @@ def _check_trust_grant(path: str, trusted: tuple[str, ...]) -> None:
 
     Otherwise any local user could write such a file, point --config or $SPAMSIFT_CONFIG at
     it and act for everyone: trust is granted by the administrator, never by the caller."""
-    from filter.engine.errors import ConfigError
+    from spamsift.filter.engine.errors import ConfigError
 
     added = sorted(set(trusted) - set(KEYS["trusted_users"][0]))  # type: ignore[call-overload]
     if not added:
@@ -391,7 +391,7 @@ def _check_trust_grant(path: str, trusted: tuple[str, ...]) -> None:
 def load(path: str | None = None, environ: dict[str, str] | None = None,
          use_cache: bool = True) -> Settings:
     """Load the effective settings: defaults, then the TOML file, then the environment."""
-    from filter.engine.errors import ConfigError
+    from spamsift.filter.engine.errors import ConfigError
 
     env = os.environ if environ is None else environ
     explicit = path or env.get("SPAMSIFT_CONFIG") or None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from filter.engine import exitcodes
+from spamsift.filter.engine import exitcodes
 
 
 class SpamsiftError(Exception):

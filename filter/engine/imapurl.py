@@ -33,8 +33,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from filter.engine import exitcodes
-from filter.engine.errors import SpamsiftError, UsageError
+from spamsift.filter.engine import exitcodes
+from spamsift.filter.engine.errors import SpamsiftError, UsageError
 
 PASSWORD_ENV = "SPAMSIFT_IMAP_PASSWORD"
 IMAP_PORT = 143

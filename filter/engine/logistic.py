@@ -82,7 +82,7 @@ from __future__ import annotations
 import math
 from itertools import repeat
 
-from filter.engine.tokenizer import token_id
+from spamsift.filter.engine.tokenizer import token_id
 
 NAME = "logistic"
 BIAS = token_id("\x00logistic:bias")  # a token text the tokenizer never makes

@@ -136,8 +136,8 @@ def signature_of(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str | No
 
     Only that header counts: a forwarded message's quoted signature belongs to someone else's
     copy, and a ``!DSPAM:id!`` body tag is not trusted to name a message."""
-    from filter.engine.message import Message, valid_signature
-    from filter.engine.mime import split_head_body
+    from spamsift.filter.engine.message import Message, valid_signature
+    from spamsift.filter.engine.mime import split_head_body
 
     # Most messages carry no signature at all: one case-blind search of the header block
     # rules that out before the header lines are parsed (0.15 ms a message of the training
@@ -239,7 +239,7 @@ def file_key(path: str, header_name: str = "X-DSPAM-Signature",
     head = read_message(path, HEAD_BYTES, below, strict)
     if len(head) < HEAD_BYTES:
         return message_key(head, header_name)
-    from filter.engine.message import Message
+    from spamsift.filter.engine.message import Message
 
     if Message(head).head_end < len(head):  # the whole header block is in `head`
         sig = signature_of(head, header_name)

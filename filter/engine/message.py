@@ -183,7 +183,7 @@ def find_signature(raw: bytes, header_name: str) -> str | None:
     found = _search(raw, header_name)
     if found:
         return found
-    from filter.engine import mime
+    from spamsift.filter.engine import mime
 
     wanted = header_name.lower()
     for part in mime.walk(raw):

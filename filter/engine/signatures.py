@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
-from filter.engine.errors import ForeignSignatureError, UnknownSignatureError
-from filter.engine.message import find_signature as find_in_message  # noqa: F401 - re-export
-from filter.engine.message import valid_signature
+from spamsift.filter.engine.errors import ForeignSignatureError, UnknownSignatureError
+from spamsift.filter.engine.message import find_signature as find_in_message  # noqa: F401 - re-export
+from spamsift.filter.engine.message import valid_signature
 
 ID_BYTES = 15
 

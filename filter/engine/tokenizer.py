@@ -53,7 +53,7 @@ try:
 except ImportError:  # pragma: no cover - CPython always has it; hashlib is slower to import
     from hashlib import blake2b
 
-from filter.engine import mime
+from spamsift.filter.engine import mime
 
 MAX_WORD = 49
 
@@ -187,7 +187,7 @@ class Tokenizer:
             if ctype.startswith("text/"):
                 text = part.text()
                 if ctype == "text/html" or (ctype != "text/plain" and "<html" in text[:2000].lower()):
-                    from filter.engine.htmltext import html_to_text
+                    from spamsift.filter.engine.htmltext import html_to_text
 
                     text = html_to_text(text)
                 body_words.extend(self._body_words(text, freq))

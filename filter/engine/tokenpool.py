@@ -27,8 +27,8 @@ from __future__ import annotations
 import os
 from collections import deque
 
-from filter.engine.errors import SpamsiftError
-from filter.engine.tokenizer import Tokenizer, parse_top_headers, token_ids
+from spamsift.filter.engine.errors import SpamsiftError
+from spamsift.filter.engine.tokenizer import Tokenizer, parse_top_headers, token_ids
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -93,11 +93,6 @@ _local_mx: tuple[str, ...] | None = None  # None: sources are not tracked
 def _start(mode: str, ignore_headers: tuple[str, ...], header_prefix: str,
            local_mx: tuple[str, ...] | None) -> None:
     global _tokenizer, _local_mx
-    import signal
-
-    # Ctrl-C reaches the whole process group: the training process says it was interrupted
-    # and stops the helpers; a helper of its own would print a KeyboardInterrupt traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _tokenizer = Tokenizer(mode, ignore_headers, header_prefix)
     _local_mx = local_mx
 
@@ -108,7 +103,7 @@ def _one(raw: bytes) -> tuple[dict[str, int], str]:
     freq = _tokenizer.tokenize(raw, headers)
     ip = ""
     if _local_mx is not None:
-        from filter.engine.sources import first_external_ip
+        from spamsift.filter.engine.sources import first_external_ip
 
         ip = first_external_ip(headers, _local_mx) or ""
     return freq, ip
@@ -140,6 +135,50 @@ def _count_chunk(chunk: list[tuple[str, bytes]]):
 
 
 # -- in the training process ---------------------------------------------------------------
+class _HelpersIgnoreSigint:
+    """Start helpers inside ``with`` this: they must ignore SIGINT from their first
+    instruction.
+
+    Ctrl-C reaches the whole process group: the training process says it was interrupted and
+    stops the helpers (a helper still starting printed a KeyboardInterrupt traceback from
+    multiprocessing's spawn code). concurrent.futures starts spawn helpers in the thread that
+    submits (one more per submit while none is idle), and the resource tracker when the pool
+    is made, so SIGINT is blocked in this thread around both: a process started then inherits
+    the blocked signal through exec and Python never unblocks it, while a Ctrl-C that reaches
+    this process meanwhile stays pending and is delivered on leaving, not lost.
+
+    multiprocessing's resource tracker is started first, outside the block: starting it
+    blocks SIGINT and then *unblocks* it in the calling thread (bpo-33613), which let every
+    helper started after it in the same block, and in the helpers (where it is looked up
+    again), take Ctrl-C. Once it runs, neither looks it up in a way that changes the mask."""
+
+    def __enter__(self) -> None:
+        import signal
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        self._old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+
+
+def _new_pool(jobs: int, args: tuple) -> ProcessPoolExecutor:
+    """A pool of `jobs` spawned helpers started with `args` (call within
+    `_HelpersIgnoreSigint`). Spawned rather than forked: the training process has a writer
+    thread and open database connections. (Under the launcher's ``-I -S`` a spawned process
+    runs the launcher again first, which sets up imports as in the training process.)"""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # concurrent.futures rather than multiprocessing.Pool: a helper that dies makes every
+    # waiting result raise (BrokenProcessPool) instead of being replaced and waited for ever.
+    return ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"),
+                               initializer=_start, initargs=args)
+
+
 class TokenPool:
     """`jobs` helper processes tokenizing for one user's settings; results in order."""
 
@@ -152,21 +191,16 @@ class TokenPool:
         self.chunks = 0  # handed to helpers so far
 
     def _submit(self, work, chunk: list[tuple[str, bytes]]):
-        if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # concurrent.futures rather than multiprocessing.Pool: a helper that dies makes
-            # every waiting result raise (BrokenProcessPool) instead of being replaced and
-            # waited for forever.
-            self._pool = ProcessPoolExecutor(self.jobs, multiprocessing.get_context("spawn"),
-                                             initializer=_start, initargs=self.args)
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            self._pending.append(self._pool.submit(work, chunk))
+            with _HelpersIgnoreSigint():
+                if self._pool is None:
+                    self._pool = _new_pool(self.jobs, self.args)
+                future = self._pool.submit(work, chunk)
         except BrokenProcessPool:
             raise HelperError(_DIED) from None
+        self._pending.append(future)
         self.chunks += 1
         if len(self._pending) > INFLIGHT * self.jobs:
             return self._result(self._pending.popleft())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from filter.engine.errors import InvalidUserError, PermissionDeniedError
+from spamsift.filter.engine.errors import InvalidUserError, PermissionDeniedError
 
 MAX_NAME = 128
 _ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+@=")

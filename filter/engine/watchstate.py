@@ -19,8 +19,8 @@ from __future__ import annotations
 import time
 from hashlib import sha256
 
-from filter.engine.errors import ConflictError, StorageError, UnknownSignatureError
-from filter.engine.store.base import Batch, WatchUpdate
+from spamsift.filter.engine.errors import ConflictError, StorageError, UnknownSignatureError
+from spamsift.filter.engine.store.base import Batch, WatchUpdate
 
 DIGEST_PREFIX = "sha256:"
 ATTEMPTS = 4  # re-read and decide again after a lost compare-and-set (another watcher)
@@ -83,7 +83,7 @@ class StateCarrier:
 class Applied:
     """What `apply` did: `action` is "retrained", "learned", "recorded", "unchanged" (the
     training was in effect already; only the record changed) or "nothing"; `decision` the
-    `watchers.decide.Decision` it carried out."""
+    `spamsift.watchers.decide.Decision` it carried out."""
 
     __slots__ = ("action", "decision")
 
@@ -109,8 +109,8 @@ class Applier:
     record's compare-and-set, again after a lost race. One per watcher thread."""
 
     def __init__(self, settings, store, decide, clock=time.time) -> None:
-        """`decide` is `watchers.decide.decide` (passed in: the engine imports no watcher)."""
-        from filter.engine.agent import Agent
+        """`decide` is `spamsift.watchers.decide.decide` (passed in: the engine imports no watcher)."""
+        from spamsift.filter.engine.agent import Agent
 
         self.settings = settings
         self.store = store
@@ -147,7 +147,7 @@ class Applier:
                     raw = read() if read is not None else None
                     if raw is None:
                         return Applied("nothing", decision)  # vanished: a later sighting
-                    from filter.engine.maildir import message_key
+                    from spamsift.filter.engine.maildir import message_key
 
                     if message_key(raw, settings.header_prefix + "-Signature") != key:
                         return Applied("nothing", decision)  # replaced: not that message

@@ -139,7 +139,7 @@ class Signature:
 
     @staticmethod
     def unpack_data(blob: bytes) -> tuple[array, bytes, bytes]:
-        from filter.engine.errors import CorruptDatabaseError
+        from spamsift.filter.engine.errors import CorruptDatabaseError
 
         if blob[:2] not in (b"S1", b"S2") or len(blob) < 6:
             raise CorruptDatabaseError("signature data has an unknown format")
@@ -375,10 +375,10 @@ class Store(Protocol):
 # The registry: scheme -> module path of a backend exposing `open(url, timeout) -> Store`.
 # Backends are imported only when chosen, so the filter never loads PyMySQL for SQLite.
 BACKENDS = {
-    "sqlite": "filter.engine.store.sqlite",
-    "memory": "filter.engine.store.memory",
-    "mysql": "filter.engine.store.mysql",
-    "mysql+datafile": "filter.engine.store.mysql",  # DSPAM's mysql.data file
+    "sqlite": "spamsift.filter.engine.store.sqlite",
+    "memory": "spamsift.filter.engine.store.memory",
+    "mysql": "spamsift.filter.engine.store.mysql",
+    "mysql+datafile": "spamsift.filter.engine.store.mysql",  # DSPAM's mysql.data file
 }
 
 
@@ -387,12 +387,12 @@ def open_store(url: str, timeout: float = 10.0, create: bool = True) -> Store:
     Without `create`, a SQLite file that does not exist is NoDatabaseError, not a new one."""
     from importlib import import_module
 
-    from filter.engine.errors import ConfigError, NoDatabaseError
+    from spamsift.filter.engine.errors import ConfigError, NoDatabaseError
 
     if not create and url.lower().startswith("sqlite://"):
         import os
 
-        from filter.engine.config import sqlite_path
+        from spamsift.filter.engine.config import sqlite_path
 
         path = sqlite_path(url)
         if path.strip("/") and not os.path.exists(path):

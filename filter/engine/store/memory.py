@@ -6,8 +6,8 @@ within the process (so a test can open it twice, as two filter runs would).
 
 from __future__ import annotations
 
-from filter.engine.errors import ConflictError
-from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+from spamsift.filter.engine.errors import ConflictError
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 
 _NAMED: dict[str, MemoryStore] = {}
 
@@ -145,7 +145,7 @@ class MemoryStore:
                 raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
         sig = batch.new_signature
         if sig is not None and sig.id in self.signatures:
-            from filter.engine.errors import StorageError
+            from spamsift.filter.engine.errors import StorageError
 
             raise StorageError(f"signature {sig.id} exists already")
         # Validation is done: from here on nothing can fail, so the batch is atomic.
@@ -191,7 +191,7 @@ class MemoryStore:
             row[2] = batch.day
 
     def _purge_rows(self, rule):
-        from filter.engine.purging import PREDICATES
+        from spamsift.filter.engine.purging import PREDICATES
 
         matches = PREDICATES[rule.name]
         if rule.table == "dspam_token_data":

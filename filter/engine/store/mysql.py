@@ -22,9 +22,9 @@ from urllib.parse import unquote, urlsplit
 import pymysql
 from pymysql.constants import CLIENT
 
-from filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
+from spamsift.filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
                                   StorageError, StorageUnavailableError)
-from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 
 SCHEMA_VERSION = "2"  # 2: dspam_token_data.weight (the logistic model)
 LOOKUP_CHUNK = 10000         # token ids per SELECT: ~210 KB of SQL, max_allowed_packet >= 1 MB
@@ -289,7 +289,7 @@ class MySQLStore:
             "WHERE day >= %s ORDER BY uid, day", (since,))]
 
     def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
-        from filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
+        from spamsift.filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
 
         # One row per user with the days packed into a string: PyMySQL converts every field
         # in Python, and 231,000 rows x 4 fields took 0.8 s to fetch against 0.17 s for
@@ -572,7 +572,7 @@ class MySQLStore:
     # -- administration ------------------------------------------------------------------
     def initialize(self) -> list[str]:
         """Create missing tables (idempotent) and record the schema version."""
-        import sql
+        from spamsift import sql
 
         done = []
         try:
@@ -603,7 +603,7 @@ class MySQLStore:
 
     def check(self) -> list[str]:
         """What is wrong with this database: missing tables or columns, engine, version."""
-        import sql
+        from spamsift import sql
 
         problems = []
         database = self.params.get("database")

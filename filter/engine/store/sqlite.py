@@ -16,10 +16,10 @@ import os
 import sqlite3
 from itertools import chain, islice
 
-from filter.engine.config import sqlite_path
-from filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
+from spamsift.filter.engine.config import sqlite_path
+from spamsift.filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
                                   StorageError, StorageUnavailableError)
-from filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
 # Checkpoint the WAL into the database once it is this large. Why by hand: the inline filter
-# ends its process without closing (see filter.cli.FAST_EXIT), and a database whose last user
+# ends its process without closing (see spamsift.filter.cli.FAST_EXIT), and a database whose last user
 # did not close is "recovered" by the next opener, which forgets how much of the WAL was
 # already checkpointed; SQLite's own PASSIVE autocheckpoint then never lets the WAL restart
 # and it grew by megabytes per message. A TRUNCATE checkpoint empties the file instead. Every
@@ -128,7 +128,7 @@ class SQLiteStore:
             raise StorageUnavailableError(f"{path}: {exc.strerror}") from None
 
     def _create(self) -> None:
-        import sql
+        from spamsift import sql
 
         with _WriteLock(self.db):
             # Re-check under the write lock: another process may have created it meanwhile.
@@ -279,7 +279,7 @@ class SQLiteStore:
             "WHERE day >= ? ORDER BY uid, day", (since,))]
 
     def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
-        from filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
+        from spamsift.filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
 
         return self._query(f"SELECT uid, day, {DAILY_MESSAGES}, {DAILY_ERRORS} FROM "
                            "spamsift_stats_daily WHERE day >= ? ORDER BY uid, day", (since,))
@@ -358,7 +358,7 @@ class SQLiteStore:
                    "spamsift_watch_messages": ("uid", "message_key")}
 
     def _purge_where(self, rule) -> tuple[str, list]:
-        from filter.engine.purging import DATE_COLUMN
+        from spamsift.filter.engine.purging import DATE_COLUMN
 
         where = f"{DATE_COLUMN[rule.table]} < ? AND ({rule.condition})"
         params: list = [rule.before]
@@ -397,7 +397,7 @@ class SQLiteStore:
 
     def initialize(self) -> list[str]:
         """Create tables the file lacks (a new file got them all when it was opened)."""
-        import sql
+        from spamsift import sql
 
         done = []
         have = {r[0] for r in self._query("SELECT name FROM sqlite_master", ())}
@@ -411,7 +411,7 @@ class SQLiteStore:
         return done
 
     def check(self) -> list[str]:
-        import sql
+        from spamsift import sql
 
         problems = [f"integrity: {row[0]}" for row in self._query("PRAGMA quick_check", ())
                     if row[0] != "ok"]
