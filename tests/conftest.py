@@ -20,13 +20,35 @@ def need(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> str:
+    """The unpacked SpamAssassin corpus: $SPAMSIFT_CORPUS (as .ci/run unpacks it), else
+    unpacked from ../shared/corpora beside the checkout; missing is a skip, or a failure under
+    SPAMSIFT_REQUIRE_SERVERS=1 (a clone outside the usual place must not pass quietly)."""
+    import subprocess
+    from pathlib import Path
+
+    given = os.environ.get("SPAMSIFT_CORPUS")
+    if given and os.path.exists(os.path.join(given, "index")):
+        return given
+    unpack = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "unpack"
+    if unpack.exists():
+        dest = tmp_path_factory.mktemp("corpus")
+        subprocess.run(["sh", str(unpack), str(dest)], check=True, capture_output=True)
+        if (dest / "index").exists():
+            return str(dest)
+    need(f"no SpamAssassin corpus: SPAMSIFT_CORPUS={given or ''} has no index, and there is "
+         f"no {unpack}")
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def mysql_url():
     """A fresh MySQL/MariaDB database of the test's own, dropped afterwards."""
     try:
         import pymysql
 
-        from filter.engine.store.mysql import parse_url
+        from spamsift.filter.engine.store.mysql import parse_url
 
         params = parse_url(MYSQL_SERVER + "/mysql")
         params.pop("database")
@@ -47,7 +69,7 @@ def mysql_url():
 @pytest.fixture(params=["memory", "sqlite", "mysql"])
 def store(request, tmp_path):
     """An empty store of each backend in turn (MySQL: a database of the test's own)."""
-    from filter.engine.store.base import open_store
+    from spamsift.filter.engine.store.base import open_store
 
     if request.param == "memory":
         s = open_store("memory://")
