@@ -148,8 +148,19 @@ class Part:
         self.payload = payload
         self.is_attachment = is_attachment
 
-    def text(self) -> str:
-        return bytes_to_text(self.payload, self.params.get("charset"))
+    def text(self, limit: int | None = None) -> str:
+        """The payload as text; with `limit`, at most that many bytes of it are decoded."""
+        payload = self.payload
+        if limit is not None and len(payload) > limit:
+            payload = payload[:limit]
+            # Not in the middle of a UTF-8 sequence: a cut one would make the whole text
+            # fail to decode as UTF-8 and be read as Latin-1.
+            end = len(payload)
+            while end > len(payload) - 4 and end > 0 and payload[end - 1] & 0xC0 == 0x80:
+                end -= 1
+            if end > 0 and payload[end - 1] >= 0xC0:
+                payload = payload[:end - 1]
+        return bytes_to_text(payload, self.params.get("charset"))
 
 
 def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:

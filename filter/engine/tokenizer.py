@@ -39,6 +39,16 @@ marked *, an equivalent replay of the same tokens with full-feedback training):
   0.1450 / 0.0839: not kept. Tokens for the first external IP's /24 and /16 networks: ham
   4 / 8 / 9, spam 141 / 148 / 150, (1-ROCA)% 0.0742 / 0.1368 / 0.0812 -- mixed, not kept.
 
+Bounded work per message: whatever a message holds, the tokenizer reads at most
+`MAX_HEADER_FIELDS` header fields (all parts together) of at most `MAX_HEADER_VALUE` characters
+each, `MAX_PART_TEXT` characters of each body part's text and `MAX_BODY_TEXT` of all of them,
+and a message yields at most `MAX_TOKENS` distinct tokens (the first ones seen: headers, then
+the body in order). No message of the SpamAssassin corpus reaches any of these caps (its
+largest: 16,933 distinct tokens, 125 header fields, a 14,285-character header, a text part of
+194,824 bytes), so they change no verdict there; what they bound is an attacker's message:
+4 MB of unique words made 1.48 million tokens (20-31 s, ~700 MB) before them, see
+benchmarks/hostile.py for what they cost now.
+
 Token ids are the first 8 bytes of BLAKE2b over the UTF-8 token, as an unsigned 64-bit int.
 DSPAM's table-driven CRC-64 would cost ~4 ms a message in pure Python; BLAKE2b is C, spreads
 ids evenly, and no DSPAM database is migrated token-for-token anyway.
@@ -56,6 +66,11 @@ except ImportError:  # pragma: no cover - CPython always has it; hashlib is slow
 from spamsift.filter.engine import mime
 
 MAX_WORD = 49
+MAX_TOKENS = 20_000            # distinct tokens of one message (see the module docstring)
+MAX_HEADER_FIELDS = 512        # header fields tokenized, all parts together
+MAX_HEADER_VALUE = 16 * 1024   # characters of one header value
+MAX_PART_TEXT = 256 * 1024     # characters of one body part's text
+MAX_BODY_TEXT = 1024 * 1024    # characters of all body parts' text
 
 _BODY_DELIMS = " \t\r\n\f\v\x00.,;:\"/\\[]{}=+_()<>|&@*~`?#^"
 _HEADER_DELIMS = " \t\r\n\f\v\x00,;:\"/\\[]{}=+()<>|&@*~`?#^"
@@ -174,32 +189,41 @@ class Tokenizer:
         sender = sender_address(headers)
         if sender:
             freq["wl:" + sender] = 1
-        self._headers(headers, freq)
+        fields = self._headers(headers, freq, MAX_HEADER_FIELDS)
         body_words: list[str] = []
         first = True
+        text_left = MAX_BODY_TEXT
         for part in mime.walk(raw, headers=headers):
-            if not first:
-                self._headers(part.headers, freq)
+            if not first and fields > 0:
+                fields = self._headers(part.headers, freq, fields)
             first = False
             ctype = part.content_type
-            if part.is_attachment or not part.payload:
+            if part.is_attachment or not part.payload or not ctype.startswith("text/"):
                 continue
-            if ctype.startswith("text/"):
-                text = part.text()
-                if ctype == "text/html" or (ctype != "text/plain" and "<html" in text[:2000].lower()):
-                    from spamsift.filter.engine.htmltext import html_to_text
+            if text_left <= 0:
+                break
+            text = part.text(min(MAX_PART_TEXT, text_left))
+            if ctype == "text/html" or (ctype != "text/plain" and "<html" in text[:2000].lower()):
+                from spamsift.filter.engine.htmltext import html_to_text
 
-                    text = html_to_text(text)
-                body_words.extend(self._body_words(text, freq))
+                text = html_to_text(text)
+            text_left -= len(text)
+            body_words.extend(self._body_words(text, freq))
         self._pairs(body_words, "", freq)
         return freq
 
-    def _headers(self, headers: list[tuple[str, str]], freq: dict[str, int]) -> None:
+    def _headers(self, headers: list[tuple[str, str]], freq: dict[str, int],
+                 fields: int) -> int:
+        """Tokenize up to `fields` header fields; how many more may be tokenized."""
         for name, value in headers:
+            if fields <= 0:
+                break
             if self._ignored(name.lower()):
                 continue
-            words = _words(mime.decode_header_value(value), _HEADER_TABLE)
+            fields -= 1
+            words = _words(mime.decode_header_value(value[:MAX_HEADER_VALUE]), _HEADER_TABLE)
             self._pairs(words, name + "*", freq)
+        return fields
 
     def _body_words(self, text: str, freq: dict[str, int]) -> list[str]:
         if "://" in text or "www." in text or "WWW." in text:
@@ -212,6 +236,9 @@ class Tokenizer:
         return _words(text, _BODY_TABLE)
 
     def _pairs(self, words: list[str], tag: str, freq: dict[str, int]) -> None:
+        if len(freq) + 5 * len(words) > MAX_TOKENS:  # at most 5 tokens a word (osb)
+            self._pairs_capped(words, tag, freq)
+            return
         get = freq.get
         mode = self.mode
         if mode == "osb":
@@ -228,3 +255,22 @@ class Tokenizer:
                 key = tag + prev + "+" + w
                 freq[key] = get(key, 0) + 1
             prev = w
+
+    def _pairs_capped(self, words: list[str], tag: str, freq: dict[str, int]) -> None:
+        """`_pairs` near `MAX_TOKENS`: word by word while there is room, then nothing more
+        (the first tokens seen are the message's). The loop above is the hot path, without a
+        check per token."""
+        for end in range(len(words)):
+            if len(freq) >= MAX_TOKENS:
+                return
+            # The tokens ending at this word, with the words before it as context.
+            scratch: dict[str, int] = {}
+            self._pairs(words[max(0, end - 4):end + 1], tag, scratch)
+            if end:
+                before: dict[str, int] = {}
+                self._pairs(words[max(0, end - 4):end], tag, before)
+                for key, n in before.items():
+                    scratch[key] -= n
+            for key, n in scratch.items():
+                if n > 0 and (key in freq or len(freq) < MAX_TOKENS):
+                    freq[key] = freq.get(key, 0) + n

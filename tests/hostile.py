@@ -1,0 +1,150 @@
+"""Hostile messages within the default 4 MB limit, for the attack tests and benchmarks/hostile.py.
+
+Each is built from a seed, so a failure can be reproduced; none is corpus mail. They are what
+an attacker who can send mail to a spamsift user controls: the number and size of words,
+headers and MIME parts, and how deep parts nest.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import threading
+import time
+
+LIMIT = 4 * 1024 * 1024  # max_message_size's default
+SIZE = LIMIT - 64 * 1024  # what the generators aim at: inside the limit, headers included
+_HEAD = (b"From: Mallory <m@attacker.example>\nTo: alice@example.org\n"
+         b"Subject: hostile\nMessage-ID: <h@attacker.example>\n")
+
+
+def _fill(words, size: int) -> bytes:
+    out, total = [], 0
+    for w in words:
+        out.append(w)
+        total += len(w) + 1
+        if total >= size:
+            break
+    return b" ".join(out)
+
+
+def unique_words(size: int = SIZE, seed: int = 1) -> bytes:
+    """A body of random 6-letter words: nearly every one a new token (1.48 M token rows)."""
+    rng = random.Random(seed)
+    letters = b"abcdefghijklmnopqrstuvwxyz"
+
+    def words():
+        while True:
+            yield bytes(rng.choices(letters, k=6))
+    body = _fill(words(), size * 76 // 77)  # room for the line breaks
+    # Lines of ~76 characters, as mail has.
+    lines = [body[i:i + 76] for i in range(0, len(body), 76)]
+    return _HEAD + b"\n" + b"\n".join(lines) + b"\n"
+
+
+def many_received(count: int = 60000, seed: int = 1) -> bytes:
+    """`count` Received headers, each with other hosts and addresses (~70 bytes each)."""
+    rng = random.Random(seed)
+    lines = []
+    for k in range(count):
+        a, b, c = rng.randrange(256), rng.randrange(256), rng.randrange(256)
+        lines.append(b"Received: from h%d.example (10.%d.%d.%d) by mx%d id q%x\n"
+                     % (k, a, b, c, k % 7, rng.getrandbits(40)))
+    return b"".join(lines) + _HEAD + b"\nhello\n"
+
+
+def many_parts(count: int = 30000, seed: int = 1) -> bytes:
+    """A multipart/mixed with `count` small text parts, each with its own words."""
+    rng = random.Random(seed)
+    parts = [b"--b\nContent-Type: text/plain\n\npart %d word%x\n" % (k, rng.getrandbits(32))
+             for k in range(count)]
+    return (_HEAD + b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n"
+            + b"".join(parts) + b"--b--\n")
+
+
+def deep_nesting(depth: int = 1000) -> bytes:
+    """Multiparts nested `depth` levels, each level with its own boundary and a text part."""
+    opening, closing = [], []
+    for level in range(depth):
+        opening.append(b"Content-Type: multipart/mixed; boundary=n%d\n\n--n%d\n"
+                       b"Content-Type: text/plain\n\nlevel %d\n--n%d\n" % (level, level, level,
+                                                                            level))
+        closing.append(b"\n--n%d--\n" % level)
+    inner = b"Content-Type: text/plain\n\nthe bottom\n"
+    return (_HEAD + b"MIME-Version: 1.0\n" + b"".join(opening) + inner
+            + b"".join(reversed(closing)))
+
+
+def long_line(size: int = SIZE) -> bytes:
+    """One 4 MB line of letters: no word boundary anywhere."""
+    return _HEAD + b"\n" + b"x" * size + b"\n"
+
+
+def long_header(size: int = SIZE, seed: int = 1) -> bytes:
+    """A Subject header of ~4 MB of words, folded."""
+    rng = random.Random(seed)
+    letters = b"abcdefghijklmnopqrstuvwxyz"
+    words = _fill((bytes(rng.choices(letters, k=7)) for _ in iter(int, 1)), size * 70 // 72)
+    folded = b"\n ".join(words[i:i + 70] for i in range(0, len(words), 70))
+    return b"From: m@attacker.example\nSubject: " + folded + b"\n\nbody\n"
+
+
+ALL = {
+    "unique_words": unique_words,
+    "many_received": many_received,
+    "many_parts": many_parts,
+    "deep_nesting": deep_nesting,
+    "long_line": long_line,
+    "long_header": long_header,
+}
+
+
+def peak_mb(pid: int) -> float | None:
+    """The process's peak resident memory so far (VmHWM), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_measured(argv: list[str], data: bytes, env: dict[str, str], **kw):
+    """Run `argv` on `data`: (exit status, stdout, stderr, CPU seconds, peak MB).
+
+    The peak is the process's VmHWM read every 2 ms until it exits: wait4()'s ru_maxrss would
+    include the (larger) caller's, which a child inherits through vfork and exec."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, **kw)
+    out: dict[str, bytes] = {}
+
+    def feed():
+        try:
+            proc.stdin.write(data)
+            proc.stdin.close()
+        except OSError:
+            pass
+
+    def drain(name, stream):
+        out[name] = stream.read()
+    threads = [threading.Thread(target=feed),
+               threading.Thread(target=drain, args=("out", proc.stdout)),
+               threading.Thread(target=drain, args=("err", proc.stderr))]
+    for thread in threads:
+        thread.start()
+    peak = 0.0
+    while True:
+        hwm = peak_mb(proc.pid)
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if hwm is not None:
+            peak = max(peak, hwm)
+        time.sleep(0.002)
+    for thread in threads:
+        thread.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return (proc.returncode, out["out"], out["err"], usage.ru_utime + usage.ru_stime, peak)
