@@ -56,6 +56,26 @@ _MODES = ("teft", "toe", "tum", "notrain", "unlearn")
 _DELIVER = ("innocent", "nonspam", "spam", "summary", "stdout")
 
 
+class Seams:
+    """What a caller of `main` may put in place of this process's own: the test seams `clock`
+    (returns Unix time) and `make_id` (returns a signature id); `caller` (a `users.Caller`,
+    who asks: the daemon's client's peer credentials); `store` (used and left open: the
+    daemon keeps one per worker); `commit_inbound` (the daemon's queue to its writer); and
+    `run_agent` (argv, message) -> exit status, which runs the delivery agent (the daemon
+    records it instead, and its client runs it under the caller's own uid)."""
+
+    __slots__ = ("clock", "make_id", "caller", "store", "commit_inbound", "run_agent")
+
+    def __init__(self, clock=None, make_id=None, caller=None, store=None,
+                 commit_inbound=None, run_agent=None) -> None:
+        self.clock = clock
+        self.make_id = make_id
+        self.caller = caller
+        self.store = store
+        self.commit_inbound = commit_inbound
+        self.run_agent = run_agent or run_delivery_agent
+
+
 class Options:
     __slots__ = ("users", "stdout", "deliver", "classify", "mode", "klass", "source",
                  "signature", "home", "config", "factors", "whitelist", "corpus_modifier",
@@ -107,7 +127,8 @@ def parse(argv: list[str]) -> Options:
                 names.append(argv[i])
                 i += 1
             if not names:
-                raise UsageError(f"{name} needs at least one name")
+                raise UsageError(f"{name} needs at least one name (a name that starts with "
+                                 f"- is given as {name}=NAME)")
             if name == "--user":
                 opts.users.extend(names)
         elif name == "--stdout":
@@ -183,14 +204,9 @@ def parse(argv: list[str]) -> Options:
 
 def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
          environ=None, clock=None, make_id=None, caller=None, store=None,
-         commit_inbound=None) -> int:
-    """Run the filter; streams are binary (tests pass BytesIO), stderr is text.
-
-    `clock` (returns Unix time) and `make_id` (returns a signature id) are test seams.
-    `caller` (a `users.Caller`) is who asks, this process's user by default; the daemon passes
-    its client's peer credentials. `store`, when given, is used and left open (the daemon
-    keeps one per worker thread); `commit_inbound` is the daemon's queue to its writer.
-    """
+         commit_inbound=None, run_agent=None) -> int:
+    """Run the filter; streams are binary (tests pass BytesIO), stderr is text. The other
+    arguments are `Seams`."""
     argv = sys.argv[1:] if argv is None else argv
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
@@ -218,14 +234,16 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
         from spamsift.filter.engine import config
 
         settings = config.load(opts.config, environ)
-        seams = (clock, make_id, caller, store, commit_inbound)
+        seams = Seams(clock, make_id, caller, store, commit_inbound, run_agent)
         if inbound:
             return _inbound(opts, raw, settings, stdout, environ, seams, started)
         return _training(opts, raw, settings, stdout, stderr, seams)
     except SpamsiftError as exc:
-        return _fail(exc, opts, raw, settings, inbound, stdout, stderr)
+        return _fail(exc, opts, raw, settings, inbound, stdout, stderr,
+                     run_agent or run_delivery_agent)
     except Exception as exc:  # noqa: BLE001 - the failure policy: never lose the message
-        return _fail(exc, opts, raw, settings, inbound, stdout, stderr)
+        return _fail(exc, opts, raw, settings, inbound, stdout, stderr,
+                     run_agent or run_delivery_agent)
 
 
 class OutputFailed(Exception):
@@ -237,7 +255,7 @@ class AgentFailed(Exception):
 
 
 def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool,
-          stdout, stderr) -> int:
+          stdout, stderr, run_agent) -> int:
     from spamsift.filter.engine import log
 
     use_syslog = settings.syslog if settings is not None else True
@@ -272,7 +290,8 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
         if opts.deliver is None or "innocent" not in opts.deliver:
             return exitcodes.OK
         try:
-            codes = [_run_agent(raw, user, opts, settings) for user in opts.users or [""]]
+            codes = [_run_agent(raw, user, opts, settings, run_agent)
+                     for user in opts.users or [""]]
         except AgentFailed as agent_exc:
             log.error(f"user={users} message tempfailed: {agent_exc}", use_syslog, stderr)
             return exitcodes.TEMPFAIL
@@ -290,14 +309,14 @@ def _open_agent(settings, seams):
     from spamsift.filter.engine.agent import Agent
     from spamsift.filter.engine.store.base import open_store
 
-    clock, make_id, _caller, store, commit_inbound = seams
+    store = seams.store
     if store is None:
         store = open_store(settings.storage_url, settings.storage_timeout)
-    agent = Agent(settings, store, commit_inbound=commit_inbound)
-    if clock is not None:
-        agent.clock = clock
-    if make_id is not None:
-        agent.make_id = make_id
+    agent = Agent(settings, store, commit_inbound=seams.commit_inbound)
+    if seams.clock is not None:
+        agent.clock = seams.clock
+    if seams.make_id is not None:
+        agent.make_id = seams.make_id
     return agent
 
 
@@ -314,18 +333,19 @@ def _checked_users(opts: Options, settings, caller, allow_none: bool = False) ->
     return names
 
 
-def _keep_open(seams) -> bool:
-    return FAST_EXIT or seams[3] is not None
+def _keep_open(seams: Seams) -> bool:
+    return FAST_EXIT or seams.store is not None
 
 
-def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, started) -> int:
+def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams: Seams,
+             started) -> int:
     from spamsift.filter.engine import log, users
     from spamsift.filter.engine.errors import MessageError
     from spamsift.filter.engine.message import Message, UnstampableError
 
     if not raw:
         raise MessageError("no message on standard input")
-    names = _checked_users(opts, settings, seams[2])
+    names = _checked_users(opts, settings, seams.caller)
     deliver = opts.deliver if opts.deliver is not None else {"innocent", "spam"}
     to_stdout = opts.stdout or opts.deliver is None or not settings.delivery_agent
     if len(names) > 1 and to_stdout and deliver & {"innocent", "spam"} and not opts.classify:
@@ -334,7 +354,8 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, starte
     if settings.max_message_size and len(raw) > settings.max_message_size:
         log.info(f"user={','.join(names)} size={len(raw)} over max_message_size: passed through",
                  settings.syslog)
-        return _deliver(raw, names[0], "innocent", deliver, opts, settings, stdout)
+        return _deliver(raw, names[0], "innocent", deliver, opts, settings, stdout,
+                        seams.run_agent)
     agent = _open_agent(settings, seams)
     try:
         message = Message(raw)
@@ -346,7 +367,7 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, starte
                                   settings.opt_in_file, settings.opt_out_file):
                 if not opts.classify:  # --classify never delivers: nothing to pass on
                     status = _deliver(raw, name, "innocent", deliver, opts, settings,
-                                      stdout) or status
+                                      stdout, seams.run_agent) or status
                 continue
             if opts.whitelist is not None:
                 ctx.settings = ctx.settings.replace(whitelist=True)
@@ -367,7 +388,8 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams, starte
                 log.info(f"user={name} {exc}", settings.syslog)
                 stamped = raw
             klass = "spam" if outcome.is_spam else "innocent"
-            status = _deliver(stamped, name, klass, deliver, opts, settings, stdout) or status
+            status = _deliver(stamped, name, klass, deliver, opts, settings, stdout,
+                              seams.run_agent) or status
         stdout.flush()
         return status
     finally:
@@ -415,7 +437,7 @@ def stamp(message, outcome, settings, factors: bool, clock) -> bytes:
 
 
 def _deliver(data: bytes, user: str, klass: str, deliver: set[str], opts: Options, settings,
-             stdout) -> int:
+             stdout, run_agent) -> int:
     """Hand a message on: stdout, the delivery agent, or the quarantine for undelivered spam."""
     if klass not in deliver:
         if klass == "spam":
@@ -429,7 +451,7 @@ def _deliver(data: bytes, user: str, klass: str, deliver: set[str], opts: Option
         except OSError as exc:
             raise OutputFailed(exc) from None
         return exitcodes.OK
-    return _run_agent(data, user, opts, settings)
+    return _run_agent(data, user, opts, settings, run_agent)
 
 
 def _to_agent(opts: Options, settings) -> bool:
@@ -438,10 +460,10 @@ def _to_agent(opts: Options, settings) -> bool:
                 and not opts.stdout)
 
 
-def _run_agent(data: bytes, user: str, opts: Options, settings) -> int:
-    """Run the delivery agent on `data`; its exit status. AgentFailed when it cannot run."""
+def _run_agent(data: bytes, user: str, opts: Options, settings, run_agent) -> int:
+    """Run the delivery agent on `data` through `run_agent`; its exit status. AgentFailed
+    when it cannot run."""
     import shlex
-    import subprocess
 
     try:
         argv = [a.replace("%u", user).replace("%s", opts.mail_from)
@@ -450,6 +472,14 @@ def _run_agent(data: bytes, user: str, opts: Options, settings) -> int:
         raise AgentFailed(f"delivery_agent {settings.delivery_agent!r}: {exc}") from None
     if not argv:
         raise AgentFailed("delivery_agent is empty")
+    return run_agent(argv, data)
+
+
+def run_delivery_agent(argv: list[str], data: bytes) -> int:
+    """Run a delivery agent in this process's name on `data`; its exit status. AgentFailed
+    when it cannot run. (The daemon never calls this: its client does, as the caller.)"""
+    import subprocess
+
     try:
         done = subprocess.run(argv, input=data, check=False)
     except OSError as exc:
@@ -457,7 +487,7 @@ def _run_agent(data: bytes, user: str, opts: Options, settings) -> int:
     return done.returncode
 
 
-def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int:
+def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams: Seams) -> int:
     from spamsift.filter.engine import log
     from spamsift.filter.engine.errors import MessageError, MissingSignatureError
     from spamsift.filter.engine.message import Message, find_signature
@@ -467,7 +497,7 @@ def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int
         if opts.source in ("corpus", "inoculation"):
             if not raw:
                 raise MessageError("no message on standard input")
-            for name in _checked_users(opts, settings, seams[2]):
+            for name in _checked_users(opts, settings, seams.caller):
                 ctx = agent.user(name)
                 agent.learn(ctx, raw, opts.klass, opts.source)  # type: ignore[arg-type]
             return exitcodes.OK
@@ -477,7 +507,7 @@ def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams) -> int
             raise MissingSignatureError(
                 "no signature: the message has no X-DSPAM-Signature header or !DSPAM:id! tag "
                 "(forward it as an attachment or with full headers), and no --signature")
-        names: list[str | None] = [*_checked_users(opts, settings, seams[2], allow_none=True)]
+        names: list[str | None] = [*_checked_users(opts, settings, seams.caller, allow_none=True)]
         names = names or [None]  # None: the signature's owner (trusted callers only)
         outcome = None
         for owner in names:

@@ -11,9 +11,13 @@ the kernel (SO_PEERCRED), so trust rules hold exactly as in-process.
 
 Wire format (both directions): a 4-byte magic, then fields, each a 4-byte big-endian length
 and that many bytes. Request: b"SSF1", argc, argv..., n_env, (key, value)..., stdin.
-Reply: b"SSF1", exit code (ASCII), stdout, stderr; or the single field b"decline" when the
-daemon runs with another configuration than the client asked for (then the client filters
-in-process).
+Reply: b"SSF1", exit code (ASCII), stdout, stderr, then for each message the delivery agent
+must take, its argv (NUL-separated) and the message; or the single field b"decline" when the
+daemon will not serve the request (another configuration than the daemon's, a home that is
+not the caller's, a message over its max_message_size): the client then filters in-process.
+
+The daemon never runs a delivery agent: it says which and on what, and this client runs it,
+under the caller's own uid, as the in-process filter would.
 """
 
 import posix  # not os: os costs its own import plus _collections_abc (~1.4 ms a message)
@@ -139,11 +143,31 @@ def run(argv: list[str], environ, stdin, stdout, stderr) -> int | Fallback:
         sock.close()
     if reply == [b"decline"]:
         return Fallback(raw)
-    if len(reply) != 3:
+    if len(reply) < 3 or len(reply) % 2 == 0:
         return _emit(stdout, raw, 0, stderr)
     if reply[2]:
         stderr.write(reply[2].decode("utf-8", "replace"))
-    return _emit(stdout, reply[1], int(reply[0]), stderr)
+    status = _emit(stdout, reply[1], int(reply[0]), stderr)
+    for n in range(3, len(reply), 2):
+        code = _run_agent([a.decode("utf-8", "surrogateescape") for a in reply[n].split(b"\0")],
+                          reply[n + 1], stderr)
+        if code == 75:
+            return code
+        status = code or status
+    return status
+
+
+def _run_agent(argv: list[str], message: bytes, stderr) -> int:
+    """Run the delivery agent the daemon named, as this process's user; its exit status, or
+    75 (the MTA retries) when it cannot be run."""
+    import subprocess
+
+    try:
+        return subprocess.run(argv, input=message, check=False).returncode
+    except OSError as exc:
+        stderr.write(f"spamsift: cannot run delivery_agent {argv[0]}: {exc.strerror}; "
+                     "message tempfailed\n")
+        return 75
 
 
 def _emit(stdout, data: bytes, status: int, stderr) -> int:

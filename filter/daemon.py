@@ -1,12 +1,18 @@
 """``spamsift daemon``: keep the engine loaded and filter for `spamsift.filter.client` requests.
 
-One thread per connection, one open store per thread (reused: no connect, no WAL recovery,
-warm page cache). Each request runs exactly the in-process filter (`spamsift.filter.cli.main`) with the
-client's arguments, stdin and the few environment variables it needs, and with the caller
-identity the kernel reports for the connecting process (SO_PEERCRED), never one the client
-claims. The socket is world-writable on purpose: every local delivery uid must reach it, and
-trust is decided from the peer's uid. A client that asks for another configuration than the
-daemon's is declined and filters in-process.
+`daemon_workers` threads, one open store each (reused: no connect, no WAL recovery, warm page
+cache); further connections wait in the listen backlog. Each request runs exactly the
+in-process filter (`spamsift.filter.cli.main`) with the client's arguments, stdin and the few
+environment variables it needs, and with the caller identity the kernel reports for the
+connecting process (SO_PEERCRED), never one the client claims.
+
+The socket is world-writable on purpose: every local delivery uid must reach it, so the
+daemon is a privilege boundary (docs/daemon.md, "Trust model"). It serves its own
+configuration only (a request with --config or other SPAMSIFT_* variables is declined, and the
+client filters in its own process with its own privileges), it never runs a program for a
+request (the client runs the delivery agent), it looks at a home the client names only when it
+is the caller's, and it bounds what one request may cost (max_message_size, the tokenizer's
+caps, `daemon_workers`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import io
 import os
 import signal
 import socket
-import socketserver
 import stat
 import struct
 import sys
@@ -28,10 +33,11 @@ from spamsift.filter.engine.errors import SpamsiftError, StorageError, command_f
 
 
 def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool,
-                   parent: int | None = None) -> None:
+                   parent: int | None = None, queued=None) -> None:
     """The writer process: commit queued batches in order until None arrives, or until the
     daemon (`parent`) is gone and nothing is queued any more (a SIGKILLed daemon left it
-    behind for ever)."""
+    behind for ever). `queued` (a shared counter) is lowered by each batch's `_weight` once
+    it is written."""
     import queue
 
     from spamsift.filter.engine.store.base import open_store
@@ -51,6 +57,9 @@ def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool,
         if item is None:
             break
         uid, batch = item
+        if queued is not None:
+            with queued.get_lock():
+                queued.value -= _weight(batch)
         for attempt in range(3):
             try:
                 if store is None:
@@ -68,6 +77,16 @@ def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool,
 
 ORPHAN_CHECK = 5.0   # seconds between the writer's looks at whether the daemon still runs
 SUBMIT_WAIT = 10.0   # seconds a reply may wait for room in the writer's queue
+# Token and weight rows the writer's queue may hold: a batch of a message at the tokenizer's
+# cap (20,000 tokens, as many weights) holds ~5 MB in this process until the writer takes it,
+# so the queue is bounded by rows (~25 MB), not only by batches: a niced writer behind 16
+# hostile clients let it grow without limit.
+MAX_QUEUED_ROWS = 100_000
+
+
+def _weight(batch) -> int:
+    """What a batch holds while queued, in rows (at least 1)."""
+    return 1 + len(batch.tokens) + len(batch.weights)
 
 
 class _Writer:
@@ -92,10 +111,11 @@ class _Writer:
         context = multiprocessing.get_context("spawn")
         # A new queue with each process: one whose reader was killed may hold its read lock.
         self.inbox = context.Queue(maxsize=1000)
+        self.queued = context.Value("q", 0)
         self.process = context.Process(
             target=_write_batches, name="spamsift-writer", daemon=True,
             args=(self.inbox, self.settings.storage_url, self.settings.storage_timeout,
-                  self.settings.syslog, os.getpid()))
+                  self.settings.syslog, os.getpid(), self.queued))
 
     def start(self) -> None:
         self.process.start()
@@ -114,8 +134,23 @@ class _Writer:
                           self.settings.syslog)
                 self._spawn()
                 self.start()
+        import time
+
+        weight = _weight(batch)
+        deadline = time.monotonic() + SUBMIT_WAIT
         try:
-            self.inbox.put((uid, batch), timeout=SUBMIT_WAIT)
+            while self.queued.value + weight > MAX_QUEUED_ROWS and self.queued.value > 0:
+                if time.monotonic() > deadline:
+                    raise queue.Full
+                time.sleep(0.005)
+            with self.queued.get_lock():
+                self.queued.value += weight
+            try:
+                self.inbox.put((uid, batch), timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                with self.queued.get_lock():
+                    self.queued.value -= weight
+                raise
         except queue.Full:
             log.error(f"daemon: the writer's queue stayed full for {SUBMIT_WAIT:g} s: this "
                       "message was not learned", self.settings.syslog)
@@ -134,36 +169,126 @@ class _Writer:
             self.process.terminate()
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    allow_reuse_address = True
+LISTEN_BACKLOG = 128  # connections that wait while every worker is busy
+REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request
+FRAME_SLACK = 1 << 20  # bytes of a request beyond max_message_size: arguments, environment
+DRAIN_LIMIT = 1 << 30  # bytes read and thrown away from a too large request before closing
+
+
+class _Server:
+    """A listening socket and `workers` threads, each taking the next connection and
+    filtering it with a store of its own (reused: no connect, no WAL recovery, warm page
+    cache). A bounded number of threads bounds memory (each may hold a message of
+    max_message_size several times over); further connections wait in the listen backlog.
+    """
 
     def __init__(self, path: str, settings, config_path: str | None) -> None:
-        self.writer = _Writer(settings)
-        self.writer.start()
         self.settings = settings
         self.config_path = config_path
         self.own_env = {k: v for k, v in os.environ.items() if k.startswith("SPAMSIFT_")
                         and k in client.PASSED_ENV}
         if config_path:
             self.own_env["SPAMSIFT_CONFIG"] = config_path
-        # Idle stores, reused across requests: ThreadingMixIn starts a thread per request, so
-        # a thread-local store would be opened (and its page cache be cold) every time.
-        self.idle_stores: list = []
-        self.stores_lock = threading.Lock()
-        super().__init__(path, _Handler)
+        self.max_request = (settings.max_message_size + FRAME_SLACK
+                            if settings.max_message_size else client.MAX_FRAME)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(LISTEN_BACKLOG)
+        self.listener.settimeout(0.5)  # how often an idle worker looks whether to stop
+        self.stopping = threading.Event()
+        self.writer = _Writer(settings)
+        self.writer.start()
+        self.workers = [threading.Thread(target=self._work, name=f"spamsift-worker-{n}",
+                                         daemon=True)
+                        for n in range(max(1, settings.daemon_workers))]
+
+    def serve(self) -> None:
+        for worker in self.workers:
+            worker.start()
+        while not self.stopping.wait(0.5):
+            pass
+        for worker in self.workers:
+            worker.join()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.writer.stop()
+
+    def _work(self) -> None:
+        store = None
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                log.error(f"daemon: accept: {exc}", self.settings.syslog)
+                self.stopping.wait(0.1)
+                continue
+            try:
+                store = _Request(self, conn, store).handle()
+            except Exception as exc:  # noqa: BLE001 - a request must never stop a worker
+                log.error(f"daemon: internal error: {type(exc).__name__}: {exc}",
+                          self.settings.syslog)
+            finally:
+                conn.close()
+        if store is not None:
+            store.close()
+
+    def open_store(self):
+        from spamsift.filter.engine.store.base import open_store
+
+        try:
+            return open_store(self.settings.storage_url, self.settings.storage_timeout)
+        except (SpamsiftError, StorageError):
+            return None  # cli.main opens (and reports) one itself
 
 
-class _Handler(socketserver.BaseRequestHandler):
-    server: _Server
+class _Request:
+    """One connection: read the request, decide whether this daemon may serve it, filter."""
 
-    def handle(self) -> None:
-        sock = self.request
+    def __init__(self, server: _Server, sock: socket.socket, store) -> None:
+        self.server = server
+        self.sock = sock
+        self.store = store
+
+    def _read(self) -> bytes | None:
+        """The request's bytes; None when it is larger than this daemon filters (then read
+        to its end and thrown away, so the client can read the answer)."""
+        limit = self.server.max_request
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                return b"".join(chunks) if total <= limit else None
+            total += len(chunk)
+            if total <= limit:
+                chunks.append(chunk)
+            else:
+                chunks.clear()
+                if total > DRAIN_LIMIT:
+                    raise ValueError(f"request over {DRAIN_LIMIT} bytes")
+
+    def _decline(self) -> None:
+        self.sock.sendall(client.encode([b"decline"]))
+
+    def handle(self):
+        """Serve the request; the store to keep for the next one (None: reopen)."""
+        sock, server = self.sock, self.server
+        sock.settimeout(REQUEST_TIMEOUT)
         try:
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                     struct.calcsize("3i"))
             _pid, uid, _gid = struct.unpack("3i", creds)
-            fields = client.decode(client.recv_all(sock))
+            data = self._read()
+            if data is None:
+                self._decline()  # over max_message_size: the client passes it on itself
+                return self.store
+            fields = client.decode(data)
             argc = int(fields[0])
             argv = [f.decode("utf-8", "surrogateescape") for f in fields[1:1 + argc]]
             n_env = int(fields[1 + argc])
@@ -172,47 +297,79 @@ class _Handler(socketserver.BaseRequestHandler):
                    for i in range(0, len(env_fields), 2)}
             stdin = fields[2 + argc + 2 * n_env]
         except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
-            log.error(f"daemon: bad request: {exc}", self.server.settings.syslog)
-            return
-        wanted = {k: v for k, v in env.items() if k.startswith("SPAMSIFT_")}
-        if wanted != self.server.own_env:
-            sock.sendall(client.encode([b"decline"]))
-            return
-        environ = dict(self.server.own_env)
-        environ.update({k: v for k, v in env.items() if k in ("HOME", "LOGNAME", "USER")})
+            log.error(f"daemon: bad request: {exc}", server.settings.syslog)
+            return self.store
+        caller = users.caller_for_uid(uid)
+        environ = self._environment(argv, env, caller)
+        if environ is None:
+            self._decline()
+            return self.store
         out, err = io.BytesIO(), io.StringIO()
-        with self.server.stores_lock:
-            store = self.server.idle_stores.pop() if self.server.idle_stores else None
-        if store is None:
-            store = self._open_store()
+        deliveries: list[tuple[list[str], bytes]] = []
+
+        def record_delivery(agent_argv: list[str], message: bytes) -> int:
+            # The client runs the agent, as the caller: nothing a request says makes this
+            # process run a program.
+            deliveries.append((agent_argv, message))
+            return exitcodes.OK
+
+        store = self.store if self.store is not None else server.open_store()
         try:
             code = cli.main(argv, stdin=io.BytesIO(stdin), stdout=out, stderr=err,
-                            environ=environ, caller=users.caller_for_uid(uid), store=store,
-                            commit_inbound=self.server.writer.submit)
+                            environ=environ, caller=caller, store=store,
+                            commit_inbound=server.writer.submit, run_agent=record_delivery)
         except Exception as exc:  # noqa: BLE001 - a request must never take the daemon down
             log.error(f"daemon: internal error: {type(exc).__name__}: {exc}")
-            code, out = exitcodes.OK, io.BytesIO(stdin)
-        if store is not None:
-            if "Storage" in err.getvalue() or "Corrupt" in err.getvalue():
-                store.close()  # reopen next time: the database may have been replaced
-            else:
-                with self.server.stores_lock:
-                    self.server.idle_stores.append(store)
+            code, out, deliveries = exitcodes.OK, io.BytesIO(stdin), []
+        if store is not None and ("Storage" in err.getvalue() or "Corrupt" in err.getvalue()):
+            store.close()  # reopen next time: the database may have been replaced
+            store = None
+        fields = [str(code).encode(), out.getvalue(), err.getvalue().encode("utf-8", "replace")]
+        for agent_argv, message in deliveries:
+            fields += [b"\0".join(a.encode("utf-8", "surrogateescape") for a in agent_argv),
+                       message]
         try:
-            sock.sendall(client.encode([str(code).encode(), out.getvalue(),
-                                        err.getvalue().encode("utf-8", "replace")]))
+            sock.sendall(client.encode(fields))
         except OSError:
             pass
-
-    def _open_store(self):
-        from spamsift.filter.engine.store.base import open_store
-
-        try:
-            settings = config.load(self.server.config_path)
-            store = open_store(settings.storage_url, settings.storage_timeout)
-        except (SpamsiftError, StorageError):
-            return None  # cli.main opens (and reports) one itself
         return store
+
+    def _environment(self, argv: list[str], env: dict[str, str], caller) -> dict | None:
+        """The environment to filter this request with, or None to decline it.
+
+        The daemon serves its own configuration only: a request naming another (--config, or
+        SPAMSIFT_* variables unlike the daemon's) is declined, and the client filters in its
+        own process with its own privileges. A home given by the client (--home, $HOME) is
+        looked at only when it belongs to the caller or the caller is trusted (another --home
+        is declined, another $HOME left out): the daemon must not tell anyone whether a
+        dotfile exists in a folder they cannot read."""
+        server = self.server
+        if any(a == "--config" or a.startswith("--config=") for a in argv):
+            return None
+        wanted = {k: v for k, v in env.items() if k.startswith("SPAMSIFT_")}
+        if wanted != server.own_env:
+            return None
+        trusted = users.is_trusted(caller, server.settings.trusted_users)
+        for n, arg in enumerate(argv):
+            name, eq, value = arg.partition("=")
+            if name == "--home":
+                home = value if eq else (argv[n + 1] if n + 1 < len(argv) else "")
+                if not trusted and not _owned_by(home, caller.uid):
+                    return None
+        environ = dict(server.own_env)
+        environ.update({k: v for k, v in env.items() if k in ("LOGNAME", "USER")})
+        # $HOME (maildrop's) stands for the user's home only when it is the caller's: one
+        # that is not is left out, as if unset (the passwd entry or home_template decide).
+        if "HOME" in env and (trusted or _owned_by(env["HOME"], caller.uid)):
+            environ["HOME"] = env["HOME"]
+        return environ
+
+
+def _owned_by(path: str, uid: int) -> bool:
+    try:
+        return os.stat(path).st_uid == uid
+    except (OSError, ValueError):
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,17 +418,17 @@ def main(argv: list[str] | None = None) -> int:
     cli.FAST_EXIT = False
 
     def stop(_signum, _frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        server.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info(f"daemon listening on {path}", settings.syslog)
-    print(f"spamsift daemon: listening on {path}", file=sys.stderr, flush=True)
+    print(f"spamsift daemon: listening on {path} ({len(server.workers)} workers)",
+          file=sys.stderr, flush=True)
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve()
     finally:
-        server.server_close()
-        server.writer.stop()
+        server.close()
         try:
             os.unlink(path)
         except OSError:

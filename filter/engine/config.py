@@ -98,6 +98,10 @@ KEYS: dict[str, tuple[object, str, tuple[str, ...] | None, str]] = {
                        "Command for --deliver without --stdout, e.g. '/usr/bin/maildrop -d %u'; "
                        "empty: write to stdout."),
     "log_messages": (True, "bool", None, "Log one syslog line per filtered message."),
+    "daemon_workers": (4, "int", None,
+                       "Requests `spamsift daemon` works on at once; more connections wait in "
+                       "its listen backlog (128). Each may hold a message of max_message_size "
+                       "several times over while it is filtered."),
     "purge_hapaxes": (30, "int", None,
                       "Days before purge drops a rare token (2 x innocent + spam hits < 5); "
                       "0 keeps them."),
