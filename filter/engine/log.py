@@ -18,7 +18,9 @@ def _syslog(priority: str, line: str) -> None:
         if not _opened:
             syslog.openlog("spamsift", syslog.LOG_PID, syslog.LOG_MAIL)
             _opened = True
-        syslog.syslog(getattr(syslog, priority), line)
+        # A name or path that is not UTF-8 (surrogate escapes) is logged escaped, not lost.
+        syslog.syslog(getattr(syslog, priority),
+                      line.encode("utf-8", "backslashreplace").decode("utf-8"))
     except (ImportError, OSError, ValueError):
         pass  # no syslog here: stderr still has it
 

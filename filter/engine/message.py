@@ -130,12 +130,16 @@ class Message:
 
 
 def _field_name(data: bytes, start: int, end: int) -> bytes:
-    """The lowercased name of the header field at data[start:end] (b"" without a colon)."""
+    """The lowercased name of the header field at data[start:end] (b"" without a colon, or
+    for a line that starts with white space: a continuation, never a field of its own, even
+    as the first line of a message, where removing it as one of ours lost its bytes)."""
+    if data[start:start + 1] in (b" ", b"\t"):
+        return b""
     colon = data.find(b":", start, end)
     return data[start:colon].strip().lower() if colon > start else b""
 
 
-_BARE_CR = re.compile(rb"\r(?!\n)")
+_AFTER_BARE_CR = re.compile(rb"(?<=\r)(?!\n)")
 
 
 def _without_ours(line: bytes, prefix: bytes) -> bytes:
@@ -144,21 +148,23 @@ def _without_ours(line: bytes, prefix: bytes) -> bytes:
     Lines are split at LF only, so a bare CR (one before no LF) may end a line in a CR-only
     message (classic Mac) or hide a header behind it: dropping the whole line as one of ours
     dropped what followed the CR (a CR-only message starting with ``X-DSPAM-Result`` lost all
-    its bytes), and keeping it kept a spoofed signature. So our header goes up to its first
-    bare CR, with the CR-separated lines that continue it; what follows stays where it was,
-    and is looked at again (it may be another of ours). A rest of nothing but line endings
-    goes too: kept, it would be a blank line ending the header block early."""
-    while True:
-        cr = _BARE_CR.search(line)
-        if cr is None:
-            return b""
-        line = line[cr.end():]
-        if not line.strip(b"\r\n"):
-            return b""
-        if line[:1] in (b" ", b"\t"):
-            continue  # a continuation of the header being dropped
-        if not _field_name(line, 0, len(line)).startswith(prefix):
-            return line
+    its bytes), and keeping what follows kept a spoofed signature after a second bare CR
+    (``X-DSPAM-Result: x\rX-Evil: y\rX-DSPAM-Signature: zz``). So the line is taken apart at
+    every bare CR: each piece that is one of ours goes, with the pieces that continue it (they
+    start with white space); every other piece stays as it was. The line's own ending stays
+    when anything does; a rest of nothing but line endings goes too: kept, it would be a blank
+    line ending the header block early."""
+    kept: list[bytes] = []
+    dropping = True
+    for n, piece in enumerate(_AFTER_BARE_CR.split(line)):
+        if n and piece[:1] not in (b" ", b"\t"):  # the first is ours (its name may hold a CR)
+            dropping = _field_name(piece, 0, len(piece)).startswith(prefix)
+        if not dropping:
+            kept.append(piece)
+        elif piece.endswith(b"\n") and kept:
+            kept.append(b"\r\n" if piece.endswith(b"\r\n") else b"\n")
+    rest = b"".join(kept)
+    return rest if rest.strip(b"\r\n") else b""
 
 
 def _tag_subject(line: bytes, tag: str) -> bytes:

@@ -1,7 +1,7 @@
 """Users: name validation, trusted callers, home folders, opt-in and opt-out.
 
 A user name is checked before it goes anywhere near a path, a SQL statement or a log line:
-printable, no path separators, no ``..``, no leading ``.`` or ``-``, at most 128 bytes
+letters, digits and ``._-+@=``, no ``..``, no leading ``.``, at most 128 bytes
 (``dspam_virtual_uids.username``). Names are kept as given except that the domain of an
 address is lowercased (domains are case-insensitive; local parts need not be).
 """
@@ -19,14 +19,18 @@ DSPAM_OPT_OUT = ".nodspam"
 
 
 def validate(name: str) -> str:
-    """The canonical form of a user name, or `InvalidUserError`."""
-    shown = name[:40].encode("unicode_escape").decode("ascii")
-    if not name or len(name.encode("utf-8")) > MAX_NAME:
-        raise InvalidUserError(f"invalid user name {shown!r}: must be 1-{MAX_NAME} bytes")
+    """The canonical form of a user name, or `InvalidUserError`.
+
+    A name from the command line or a folder that is not UTF-8 arrives with surrogate
+    escapes: the character check comes first, so it is this error, never an encoding one.
+    A local part may start with ``-`` (``--user=-x``; ``--user -x`` is a flag)."""
+    shown = repr(name[:40].encode("utf-8", "surrogateescape"))[2:-1]
+    if not name or len(name) > MAX_NAME:  # every allowed character is one byte
+        raise InvalidUserError(f"invalid user name '{shown}': must be 1-{MAX_NAME} bytes")
     if not set(name) <= _ALLOWED:
-        raise InvalidUserError(f"invalid user name {shown!r}: letters, digits and ._-+@= only")
-    if name[0] in ".-" or ".." in name or name.count("@") > 1 or name.endswith("@"):
-        raise InvalidUserError(f"invalid user name {shown!r}")
+        raise InvalidUserError(f"invalid user name '{shown}': letters, digits and ._-+@= only")
+    if name[0] == "." or ".." in name or name.count("@") > 1 or name.endswith("@"):
+        raise InvalidUserError(f"invalid user name '{shown}'")
     local, at, domain = name.partition("@")
     return local + at + domain.lower()
 
