@@ -95,3 +95,47 @@ def admin_cli(tmp_path):
     env.pop("SPAMSIFT_STORAGE", None)
     subprocess.run([command, "db", "init"], env=env, check=True, capture_output=True)
     return command, env
+
+
+@pytest.fixture(scope="session")
+def system_user():
+    """make(name) -> (uid, gid) of a system user of that name, created when missing (with
+    useradd, as an administrator would): tests of what an unprivileged local user can do run
+    as one. Needs root; skips (or fails under SPAMSIFT_REQUIRE_SERVERS=1) without."""
+    import pwd
+    import subprocess
+
+    def make(name: str) -> tuple[int, int]:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            if os.getuid() != 0:
+                need(f"needs root to create the system user {name}")
+            subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir",
+                            "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+                           check=True, capture_output=True)
+            entry = pwd.getpwnam(name)
+        return entry.pw_uid, entry.pw_gid
+    return make
+
+
+@pytest.fixture(scope="session")
+def shadow_src(tmp_path_factory):
+    """(a Python every user can run, PYTHONPATH) for running spamsift as an unprivileged user:
+    the venv's interpreter lives under /root here, so this is the system Python on a
+    world-readable copy of the source tree (the same files under test)."""
+    import shutil
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    top = Path(tempfile.mkdtemp(prefix="spamsift-shadow-"))
+    os.chmod(top, 0o755)
+    src = Path(__file__).resolve().parent.parent
+    shutil.copytree(src / "spamsift", top / "spamsift",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for path in top.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    yield python, str(top)
+    shutil.rmtree(top, ignore_errors=True)
