@@ -515,3 +515,36 @@ def test_has_tokens_says_whether_a_user_has_any_token_row(store):
     batch.add_weight(BIG, 0.5)  # a row holding only a weight counts too
     store.commit(uid, batch)
     assert store.has_tokens(uid) and not store.has_tokens(other)
+
+
+def test_a_group_commit_applies_every_batch_in_order_or_none(store):
+    """The daemon's writer commits many messages' batches in one transaction: all of them,
+    in order, across users; one that fails (a signature id that exists) leaves nothing of the
+    group, including the batches before it."""
+    from spamsift.filter.engine.errors import StorageError
+
+    a, b = store.uid("a"), store.uid("b")
+    group = []
+    for n, uid in enumerate((a, b, a)):
+        batch = Batch("2026-12-02")
+        batch.add_token(1, 1, 0)
+        batch.add_token(100 + n, 0, 2)
+        batch.add_stat("spam_learned", 1)
+        batch.new_signature = _signature(f"{n}" * 30, uid)
+        group.append((uid, batch))
+    store.commit_group(group)
+    assert store.lookup(a, [1, 100, 101, 102]) == {1: (2, 0), 100: (0, 2), 102: (0, 2)}
+    assert store.lookup(b, [1, 101]) == {1: (1, 0), 101: (0, 2)}
+    assert store.stats(a).spam_learned == 2 and store.signature("2" * 30).uid == a
+    before = (store.lookup(a, [1, 7]), store.stats(a).spam_learned)
+    fresh = Batch("2026-12-02")
+    fresh.add_token(7, 1, 0)
+    fresh.add_stat("spam_learned", 1)
+    fresh.new_signature = _signature("e" * 30, a)
+    clash = Batch("2026-12-02")
+    clash.add_token(1, 5, 0)
+    clash.new_signature = _signature("1" * 30, b)  # exists already
+    with pytest.raises(StorageError):
+        store.commit_group([(a, fresh), (b, clash)])
+    assert (store.lookup(a, [1, 7]), store.stats(a).spam_learned) == before
+    assert store.signature("e" * 30) is None

@@ -305,6 +305,11 @@ class Store(Protocol):
         """Apply `batch` atomically (see the module docstring for the rules)."""
         ...
 
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
+        """Apply every (uid, batch) of `items`, in order, in one transaction: all or none.
+        A page that several batches change is written once (the daemon's group commit)."""
+        ...
+
     def preferences(self, uid: int) -> dict[str, str]:
         """The user's stored preferences (site-wide defaults live in the configuration)."""
         ...

@@ -133,6 +133,20 @@ class MemoryStore:
                 found[sig_id] = (entry[0], entry[2].result, entry[2].trained)
         return found
 
+    _COMMITTED = ("tokens", "stat_rows", "daily", "signatures", "source_rows", "watch_rows")
+
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
+        import copy
+
+        saved = {name: copy.deepcopy(getattr(self, name)) for name in self._COMMITTED}
+        try:
+            for uid, batch in items:
+                self.commit(uid, batch)
+        except BaseException:
+            for name, value in saved.items():
+                setattr(self, name, value)
+            raise
+
     def commit(self, uid: int, batch: Batch) -> None:
         update = batch.signature_update
         if update is not None:

@@ -349,10 +349,14 @@ class MySQLStore:
             raise _translate(exc) from None
 
     def commit(self, uid: int, batch: Batch) -> None:
+        self.commit_group([(uid, batch)])
+
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
         for attempt in range(RETRIES + 1):
             try:
                 with self.db.cursor() as cur:
-                    self._write(cur, uid, batch)
+                    for uid, batch in items:
+                        self._write(cur, uid, batch)
                 self.db.commit()
                 return
             except ConflictError:

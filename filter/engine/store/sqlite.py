@@ -324,10 +324,14 @@ class SQLiteStore:
             raise _translate(exc, self.path) from None
 
     def commit(self, uid: int, batch: Batch) -> None:
+        self.commit_group([(uid, batch)])
+
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
         db = self.db
         try:
             with _WriteLock(db):
-                self._write(uid, batch)
+                for uid, batch in items:
+                    self._write(uid, batch)
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         self._maybe_checkpoint()
