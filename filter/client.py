@@ -72,24 +72,28 @@ def recv_all(sock) -> bytes:
         chunks.append(chunk)
 
 
-def wants_stdin(argv: list[str]) -> bool:
-    """Whether the filter reads a message: not for a training call (``--class``,
-    ``--addspam``, ``--falsepositive``, ``--mode=unlearn``) naming --signature; the same
-    rule as `spamsift.filter.cli.main`, which is not imported here (tests/test_daemon.py holds the two
-    together). A --signature on a plain delivery still reads, filters and returns the message:
-    answering it with no message would lose the mail."""
-    signature = training = False
+def is_training(argv: list[str]) -> bool:
+    """Whether the call learns or corrects (``--class``, ``--addspam``, ``--falsepositive``,
+    ``--mode=unlearn``) rather than filters a delivery."""
     for n, arg in enumerate(argv):
         name, eq, value = arg.partition("=")
-        if name == "--signature":
-            signature = True
-        elif name in ("--class", "--addspam", "--falsepositive"):
-            training = True
-        elif name == "--mode":
+        if name in ("--class", "--addspam", "--falsepositive"):
+            return True
+        if name == "--mode":
             if not eq:
                 value = argv[n + 1] if n + 1 < len(argv) else ""
-            training = training or value.lower() == "unlearn"
-    return not (signature and training)
+            if value.lower() == "unlearn":
+                return True
+    return False
+
+
+def wants_stdin(argv: list[str]) -> bool:
+    """Whether the filter reads a message: not for a training call naming --signature; the
+    same rule as `spamsift.filter.cli.main`, which is not imported here (tests/test_daemon.py
+    holds the two together). A --signature on a plain delivery still reads, filters and
+    returns the message: answering it with no message would lose the mail."""
+    signature = any(arg.partition("=")[0] == "--signature" for arg in argv)
+    return not (signature and is_training(argv))
 
 
 class Fallback:
@@ -111,15 +115,9 @@ def run(argv: list[str], environ, stdin, stdout, stderr) -> int | Fallback:
     except OSError:
         return Fallback(None)
     raw = stdin.read() if wants_stdin(argv) else b""
-    import _socket
-
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    sock.settimeout(TIMEOUT)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        return Fallback(raw)  # a stale socket: nothing was sent, filter here
+    sock = _connect(path)
+    if isinstance(sock, str):  # nothing was sent: filter here, and say so
+        return _fallback(path, sock, raw, stderr)
     env = [(k, environ[k]) for k in PASSED_ENV if k in environ]
     fields = [str(len(argv)).encode(), *(a.encode("utf-8", "surrogateescape") for a in argv),
               str(len(env)).encode()]
@@ -128,21 +126,21 @@ def run(argv: list[str], environ, stdin, stdout, stderr) -> int | Fallback:
     fields.append(raw)
     try:
         sock.sendall(encode(fields))
-        sock.shutdown(_socket.SHUT_WR)
+        sock.shutdown(1)  # SHUT_WR
         reply = decode(recv_all(sock))
     except (OSError, ValueError) as exc:
         # The daemon may or may not have processed it: never process twice. Inbound mail is
         # passed on untouched (the failure policy); a training request is retried by the MTA
         # (corrections are idempotent).
         stderr.write(f"spamsift: daemon at {path} failed ({exc}); message passed through\n")
-        if any(a in argv for a in ("--addspam", "--falsepositive")) or any(
-                a.startswith(("--class", "--mode=unlearn")) for a in argv):
+        if is_training(argv):
             return 75
         return _emit(stdout, raw, 0, stderr)
     finally:
         sock.close()
-    if reply == [b"decline"]:
-        return Fallback(raw)
+    if reply[:1] == [b"decline"]:
+        why = reply[1].decode("utf-8", "replace") if len(reply) > 1 else "declined"
+        return _fallback(path, f"declined the request ({why})", raw, stderr)
     if len(reply) < 3 or len(reply) % 2 == 0:
         return _emit(stdout, raw, 0, stderr)
     if reply[2]:
@@ -155,6 +153,55 @@ def run(argv: list[str], environ, stdin, stdout, stderr) -> int | Fallback:
             return code
         status = code or status
     return status
+
+
+CONNECT_WAIT = 30.0  # seconds a client waits for a busy daemon's backlog to take it
+
+
+def _connect(path: str):
+    """A socket connected to the daemon, or why there is none (a str). A daemon whose listen
+    backlog is full (every worker busy) answers EAGAIN at once: wait for it, with growing
+    pauses, up to CONNECT_WAIT seconds, instead of filtering in-process (which, under load,
+    made every busy moment worse and passed unnoticed)."""
+    import _socket
+    import time
+
+    deadline = time.monotonic() + CONNECT_WAIT
+    pause = 0.001
+    while True:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(TIMEOUT)
+        try:
+            sock.connect(path)
+            return sock
+        except (BlockingIOError, InterruptedError):
+            sock.close()
+            if time.monotonic() + pause > deadline:
+                return f"was busy for {CONNECT_WAIT:g} s"
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        except OSError as exc:
+            sock.close()
+            return f"cannot be reached ({exc.strerror or exc})"  # a stale socket, say
+
+
+def _fallback(path: str, why: str, raw: bytes, stderr) -> Fallback:
+    """Filter in-process because the daemon at `path` did not: one line on stderr and in
+    syslog (mail), so that no fallback passes unnoticed."""
+    line = f"spamsift: daemon at {path} {why}; filtering in-process"
+    try:
+        import syslog
+
+        syslog.openlog("spamsift", syslog.LOG_PID, syslog.LOG_MAIL)
+        syslog.syslog(syslog.LOG_WARNING, line[len("spamsift: "):].encode(
+            "utf-8", "backslashreplace").decode())
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        stderr.write(line + "\n")
+    except (OSError, ValueError):
+        pass
+    return Fallback(raw)
 
 
 def _run_agent(argv: list[str], message: bytes, stderr) -> int:

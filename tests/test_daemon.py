@@ -240,3 +240,111 @@ def test_a_dead_writer_is_replaced_and_learning_goes_on(world):
            if line.startswith(b"X-DSPAM-Signature")][0].decode()
     assert run(env, ["--user", "carol", "--addspam", f"--signature={sig}"]).returncode == 0
     assert stats(home) == [("carol", 1, 1)]
+
+
+def _signature_of(stdout: bytes) -> str:
+    return [line.split(b": ")[1] for line in stdout.split(b"\n\n", 1)[0].split(b"\n")
+            if line.startswith(b"X-DSPAM-Signature")][0].decode()
+
+
+def test_a_report_right_after_the_reply_finds_its_signature(world):
+    """The writer commits in groups after replying; a training request waits until every
+    message answered before it is written, so a report of one just answered works."""
+    home, _sock, env, _proc = world
+    for i in range(5):
+        out = run(env, ["--user", "dave", "--stdout"], SPAM + f"{i}\n".encode())
+        report = run(env, ["--user", "dave", "--addspam",
+                           f"--signature={_signature_of(out.stdout)}"])
+        assert report.returncode == 0, report.stderr
+    assert wait_for(lambda: stats(home) == [("dave", 5, 0)])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(p))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def test_a_writer_crash_loses_only_what_was_not_written_and_says_so(world):
+    """Messages answered while the writer is stopped and then killed were not learned: their
+    signatures are unknown, and a report of one is a clear error (65), never a wrong retrain.
+    The daemon starts a new writer, and what comes after is learned."""
+    import signal as signals
+
+    home, _sock, env, proc = world
+    written = run(env, ["--user", "erin", "--stdout"], HAM)
+    assert wait_for(lambda: stats(home) == [("erin", 0, 1)])
+    writers = [p for p in _children(proc.pid)
+               if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()
+               and b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(writers) == 1
+    os.kill(writers[0], signals.SIGSTOP)
+    lost = [run(env, ["--user", "erin", "--stdout"], HAM + f"{i}\n".encode())
+            for i in range(3)]
+    assert all(b"X-DSPAM-Result" in out.stdout for out in lost)  # mail is never held up
+    os.kill(writers[0], signals.SIGKILL)
+    report = run(env, ["--user", "erin", "--addspam",
+                       f"--signature={_signature_of(lost[0].stdout)}"])
+    assert report.returncode == 65 and b"unknown" in report.stderr, report.stderr
+    ok = run(env, ["--user", "erin", "--addspam",
+                   f"--signature={_signature_of(written.stdout)}"])
+    assert ok.returncode == 0, ok.stderr
+    later = run(env, ["--user", "erin", "--stdout"], HAM + b"later\n")
+    fp = run(env, ["--user", "erin", "--addspam", f"--signature={_signature_of(later.stdout)}"])
+    assert fp.returncode == 0, fp.stderr
+    assert wait_for(lambda: stats(home) == [("erin", 2, 0)])
+
+
+def test_a_busy_daemon_is_waited_for_and_a_fallback_is_never_silent(tmp_path):
+    """A full listen backlog answers EAGAIN at once: the client waits for room instead of
+    filtering in-process; when it does filter in-process (a stale socket), it says so."""
+    import socket
+    import threading
+
+    from spamsift.filter import client
+
+    path = str(tmp_path / "busy.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    queued = []
+    for _ in range(8):  # fill the backlog
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+            queued.append(s)
+        except BlockingIOError:
+            s.close()
+            break
+    else:
+        pytest.fail("the backlog never filled")
+
+    def accept_later():
+        time.sleep(0.3)
+        for _ in range(len(queued) + 1):
+            listener.accept()
+    threading.Thread(target=accept_later, daemon=True).start()
+    started = time.monotonic()
+    got = client._connect(path)
+    assert not isinstance(got, str), got
+    assert time.monotonic() - started >= 0.25
+    got.close()
+    for s in queued:
+        s.close()
+    listener.close()
+    # Nobody listens now: a stale socket file. The client filters in-process and says so.
+    import io
+
+    err = io.StringIO()
+    result = client.run(["--user", "x", "--stdout"], {"SPAMSIFT_SOCKET": path},
+                        io.BytesIO(HAM), io.BytesIO(), err)
+    assert isinstance(result, client.Fallback) and result.stdin == HAM
+    assert "filtering in-process" in err.getvalue() and "cannot be reached" in err.getvalue()
