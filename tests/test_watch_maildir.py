@@ -713,3 +713,43 @@ def test_home_relative_mailbox_owned_by_someone_else_is_skipped(tmp_path):
     with pytest.raises(OSError):
         maildir.read_message(str(home / "Maildir" / "cur" / "m"),
                              below=str(home / "Maildir"), strict=True)
+
+
+def test_idle_cycles_are_logged_only_verbose_or_as_an_hourly_heartbeat(site, trained):
+    """One line per idle cycle was 8,600 lines a day at 10 s: a cycle that found or trained
+    something is logged, an idle one only with --verbose or once an hour."""
+    box, inbox, _junk = trained
+    now = [1000.0]
+    w = watcher(site, monotonic=lambda: now[0])
+    w.cycle()
+    assert len([line for line in w.lines if line.startswith("watch:")]) == 1  # the first
+    for _ in range(5):
+        now[0] += 10
+        w.cycle()
+    assert len([line for line in w.lines if line.startswith("watch:")]) == 1
+    site.move(site.seen(inbox), box, ".Spam")
+    now[0] += 10
+    assert w.cycle().trained == {"retrained": 1}
+    assert "trained: 1 retrained" in w.lines[-1]
+    now[0] += 3600
+    w.cycle()  # idle, but an hour since the last line: the heartbeat
+    assert w.lines[-1].startswith("watch:") and "trained: none" in w.lines[-1]
+    count = len(w.lines)
+    w.heartbeat.verbose = True
+    now[0] += 10
+    w.cycle()
+    assert len(w.lines) == count + 1
+
+
+def test_watch_help_is_plain_and_lists_the_imap_options():
+    out = subprocess.run([sys.executable, "-m", "spamsift", "watch", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert "%%" not in out.stdout and "%d/%u/Maildir" in out.stdout
+    for option in ("--password-file", "--cafile", "--no-idle", "--all-folders", "--state"):
+        assert option in out.stdout, option
+    bad = subprocess.run([sys.executable, "-m", "spamsift", "watch", "--no-idle", "/tmp"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 64
+    assert bad.stderr.strip().splitlines() == [
+        "spamsift watch: --no-idle is for imap:// URLs, not Maildir roots"]

@@ -30,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="spamsift watch",
         description="Watch Maildir++ mailboxes under each ROOT (found by watch_path_template, "
-                    "default %%d/%%u/Maildir -> user u@d) and retrain mail that users drag into "
-                    "or out of spam folders, exactly once. Never writes to a mailbox.")
+                    "default %d/%u/Maildir -> user u@d) and retrain mail that users drag into "
+                    "or out of spam folders, exactly once. Never writes to a mailbox. With "
+                    "imap:// or imaps:// URLs instead of ROOTs, follows one IMAP account (the "
+                    "IMAP options below).")
     parser.add_argument("roots", nargs="+", metavar="ROOT",
                         help="directory holding mailboxes (or imap://... for the IMAP watcher)")
     parser.add_argument("--once", action="store_true",
@@ -48,8 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ignore (and do not write) the saved scanner state: read every "
                              "message once, as on a first start")
     parser.add_argument("--verbose", "-v", action="store_true",
-                        help="log lines to stderr too (they always go to syslog)")
+                        help="log every line to stderr too, idle scans included (syslog "
+                             "always has what happened, and an hourly heartbeat when idle)")
     parser.add_argument("--config", metavar="FILE")
+    from spamsift.watchers.imap import add_imap_options
+
+    add_imap_options(parser, parser.add_argument_group("for imap:// and imaps:// URLs"))
     return parser
 
 
@@ -63,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
 
             return int(import_module("spamsift.watchers.imap").main(argv))
         args = build_parser().parse_args(argv)
+        from spamsift.watchers.imap import IMAP_ONLY
+
+        given = [name for name in IMAP_ONLY if getattr(args, name, None)]
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} is for imap:// URLs, not "
+                             "Maildir roots")
         return _watch(args)
     except SpamsiftError as exc:
         return command_failed("watch", exc)
@@ -125,6 +137,7 @@ def _watch(args) -> int:
     try:
         watcher = Watcher(settings, store, args.roots, sleep=sleep, log=say,
                           state_file=None if args.full_scan else state_path(settings, args.roots))
+        watcher.heartbeat.verbose = args.verbose
         if args.once:
             watcher.cycle(until=None)
             watcher.save_state()

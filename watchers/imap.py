@@ -50,6 +50,7 @@ from spamsift.filter.engine import exitcodes, imapurl, maildir
 from spamsift.filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
                                   StorageUnavailableError, UsageError, command_failed)
 from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM, decide
+from spamsift.watchers.heartbeat import Heartbeat
 
 # New UIDs whose headers are fetched per round trip; the reply is ~80 bytes a message.
 FETCH_BATCH = 500
@@ -205,6 +206,11 @@ class CycleReport:
         self.trained: dict[str, int] = {}
         self.seconds = 0.0
 
+    @property
+    def active(self) -> bool:
+        """Whether the cycle found or trained anything (idle cycles are logged rarely)."""
+        return bool(self.new_uids or self.resynced or self.trained)
+
     def line(self, account: str) -> str:
         done = ", ".join(f"{v} {k}" for k, v in sorted(self.trained.items())) or "none"
         resync = f", UIDVALIDITY changed (re-sync): {', '.join(self.resynced)}" \
@@ -238,6 +244,7 @@ class ImapWatcher:
         self.factory = client_factory or _default_factory()
         self.clock = clock
         self.monotonic = monotonic
+        self.heartbeat = Heartbeat(monotonic)
         self.sleep = sleep
         self.log = log or (lambda line: None)
         self.header = settings.header_prefix + "-Signature"
@@ -314,7 +321,8 @@ class ImapWatcher:
                 f"{self.account}: server error: {imapurl._text(exc)}") from None
         finally:
             report.seconds = self.monotonic() - started
-        self.log(report.line(self.account))
+        if self.heartbeat.due(report.active):
+            self.log(report.line(self.account))
         return report
 
     def _cycle(self, report: CycleReport) -> None:
@@ -646,7 +654,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("urls", nargs="+", metavar="URL",
                         help="imaps://USER@HOST[:PORT]/ (or imap://, STARTTLS required); a "
                              "folder in the URL is followed instead of INBOX")
-    parser.add_argument("--user", help="the spamsift user (default: the URL's user name)")
     parser.add_argument("--once", action="store_true",
                         help="one cycle, train what it found, exit (for cron)")
     parser.add_argument("--interval", type=float, metavar="S",
@@ -654,20 +661,34 @@ def build_parser() -> argparse.ArgumentParser:
                              "change wakes it at once")
     parser.add_argument("--rate", type=float, metavar="N",
                         help="trainings per second at most (default: watch_rate; 0: no limit)")
-    parser.add_argument("--no-idle", action="store_true", help="poll only, never IDLE")
-    parser.add_argument("--all-folders", action="store_true",
-                        help="follow every folder not in ignored_folders, not only INBOX and "
-                             "the spam folders")
-    parser.add_argument("--state", metavar="FILE",
-                        help="cursor file (default: HOME/imap-watch/USER-DIGEST.json)")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="log lines to stderr too (they always go to syslog)")
     parser.add_argument("--config", metavar="FILE")
     # Maildir-only options of `spamsift watch`, refused here with a clear line.
     parser.add_argument("--template", help=argparse.SUPPRESS)
     parser.add_argument("--inotify", action="store_true", help=argparse.SUPPRESS)
-    imapurl.add_arguments(parser)
+    add_imap_options(parser)
     return parser
+
+
+IMAP_ONLY = ("user", "no_idle", "all_folders", "state", "password_file", "cafile",
+             "imap_insecure")
+
+
+def add_imap_options(parser, group=None) -> None:
+    """The options only the IMAP watcher takes (`IMAP_ONLY`), in `group` (default: the
+    parser) and imapurl's own group: also listed, and refused for Maildir roots, by
+    `spamsift watch --help` (spamsift.watchers.cli)."""
+    group = group or parser
+    group.add_argument("--user", help="IMAP: the spamsift user (default: the URL's user "
+                                      "name)")
+    group.add_argument("--no-idle", action="store_true", help="IMAP: poll only, never IDLE")
+    group.add_argument("--all-folders", action="store_true",
+                       help="IMAP: follow every folder not in ignored_folders, not only "
+                            "INBOX and the spam folders")
+    group.add_argument("--state", metavar="FILE",
+                       help="IMAP: cursor file (default: HOME/imap-watch/USER-DIGEST.json)")
+    imapurl.add_arguments(parser)
 
 
 def main(argv: list[str] | None = None, client_factory=None) -> int:
@@ -717,6 +738,7 @@ def _watch(args, client_factory) -> int:
     watcher = ImapWatcher(settings, store, url, access, user, state_path=state,
                           all_folders=args.all_folders, idle=not (args.once or args.no_idle),
                           client_factory=client_factory, log=say)
+    watcher.heartbeat.verbose = args.verbose
     try:
         if args.once:
             watcher.cycle()

@@ -53,6 +53,7 @@ from spamsift.filter.engine import maildir
 from spamsift.filter.engine.errors import (ConflictError, InvalidUserError, StorageError,
                                   StorageUnavailableError)
 from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, RECORD, SPAM, decide
+from spamsift.watchers.heartbeat import Heartbeat
 
 MTIME_SLACK = 2.0       # seconds: list a directory again while its mtime is this recent
 UNKNOWN_USER_RECHECK = 60.0  # seconds before asking the store again about a user it lacks
@@ -297,6 +298,12 @@ class CycleReport:
         self.unreadable = self.vanished = self.queued = 0
         self.seconds = 0.0
         self.trained: dict[str, int] = {}
+
+    @property
+    def active(self) -> bool:
+        """Whether the cycle found or trained anything (idle cycles are logged rarely)."""
+        return bool(self.files or self.queued or self.trained or self.unreadable
+                    or self.vanished)
 
     def line(self, waiting: int) -> str:
         done = ", ".join(f"{v} {k}" for k, v in sorted(self.trained.items())) or "none"
@@ -698,6 +705,7 @@ class Watcher:
         self.failed_storage = False  # the last cycle found the store unavailable
         self.state_file = state_file
         self.saved_at = monotonic()
+        self.heartbeat = Heartbeat(monotonic)
         if state_file:
             restored = self.scanner.load(state_file)
             if restored:
@@ -769,7 +777,8 @@ class Watcher:
                 self.failed_storage = True
                 break
         report.seconds = self.monotonic() - started
-        self.log(report.line(len(self.queue)))
+        if self.heartbeat.due(report.active or bool(len(self.queue))):
+            self.log(report.line(len(self.queue)))
         return report
 
     def use_store(self, store) -> None:
