@@ -19,7 +19,7 @@ right), spam misclassified % (spam not called spam), (1-ROCA)% -- one minus the 
 the ROC curve, in percent, from `Outcome.score`, the classifier's unsaturated spamminess (the
 largest of the enabled algorithms' log-odds margins over their thresholds, or with
 ``logistic`` the model's margin plus the others' score / BAYES_SCALE over its threshold; ties
-count half; a whitelisted message ranks below everything) -- and wall milliseconds per message
+count half; a whitelisted message's score is below every other's, as in X-DSPAM-Score) -- and wall milliseconds per message
 for the classification plus any correction. Rows run in up to two worker processes
 (``--processes``); time figures are only comparable between rows run the same way.
 
@@ -120,7 +120,7 @@ def run_online(messages: list[tuple[bool, bytes]], changes: dict[str, object],
     for n, (is_spam, raw) in enumerate(messages, 1):
         outcome = agent.process(ctx, raw)
         said_spam = outcome.is_spam
-        scores.append(outcome.score if outcome.result != "Whitelisted" else float("-inf"))
+        scores.append(outcome.score)  # X-DSPAM-Score: a whitelisted message's is lowest
         labels.append(is_spam)
         if said_spam != is_spam:
             if is_spam:

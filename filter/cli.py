@@ -397,10 +397,23 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams: Seams,
             agent.store.close()
 
 
+def score_text(score: float) -> str:
+    """X-DSPAM-Score's value: signed, six decimals (DSPAM's probability saturates at 0.0000
+    or 1.0000 for nearly every message; this ranks them). Never "-0.000000" for a score
+    below 0 that rounds to 0: the sign says the result."""
+    text = f"{score:.6f}"
+    if score < 0 and text.lstrip("-") == "0.000000":
+        text = "-0.000001"
+    elif score >= 0 and text.startswith("-"):
+        text = "0.000000"
+    return text
+
+
 def summary_line(outcome) -> str:
     result = "Spam" if outcome.is_spam else "Innocent"
     return (f'X-DSPAM-Result: {outcome.user}; result="{result}"; class="{outcome.result}"; '
             f"probability={outcome.probability:.4f}; confidence={outcome.confidence:.2f}; "
+            f"score={score_text(outcome.score)}; "
             f"signature={outcome.signature or 'N/A'}\n")
 
 
@@ -419,6 +432,7 @@ def stamp(message, outcome, settings, factors: bool, clock) -> bytes:
         (f"{prefix}-Processed", time.ctime(clock())),
         (f"{prefix}-Confidence", f"{outcome.confidence:.4f}"),
         (f"{prefix}-Probability", f"{outcome.probability:.4f}"),
+        (f"{prefix}-Score", score_text(outcome.score)),
     ]
     if outcome.signature:
         headers.append((f"{prefix}-Signature", outcome.signature))

@@ -95,7 +95,7 @@ def test_inbound_message_is_stamped_byte_exact(tmp_path):
     assert lines[:2] == [b"From: x@y", b"Subject: s"]
     assert [line.split(b":")[0] for line in lines[2:]] == [
         b"X-DSPAM-Result", b"X-DSPAM-Processed", b"X-DSPAM-Confidence",
-        b"X-DSPAM-Probability", b"X-DSPAM-Signature"]
+        b"X-DSPAM-Probability", b"X-DSPAM-Score", b"X-DSPAM-Signature"]
     assert len(header(r.stdout.replace(b"\r", b""), "X-DSPAM-Signature")) == 30
 
 
@@ -106,6 +106,9 @@ def test_trained_user_gets_spam_and_ham_results(tmp_path):
     assert header(spam.stdout, "X-DSPAM-Result") == "Spam"
     assert header(ham.stdout, "X-DSPAM-Result") in ("Innocent", "Whitelisted")
     assert float(header(spam.stdout, "X-DSPAM-Probability")) > 0.9
+    # The score is signed: at least 0 exactly when the result is Spam.
+    assert float(header(spam.stdout, "X-DSPAM-Score")) >= 0
+    assert float(header(ham.stdout, "X-DSPAM-Score")) < 0
 
 
 def test_classify_prints_the_summary_and_writes_nothing(tmp_path):
@@ -114,6 +117,8 @@ def test_classify_prints_the_summary_and_writes_nothing(tmp_path):
     assert r.code == 0
     assert r.stdout.startswith(b'X-DSPAM-Result: alice; result="Spam"; class="Spam"; '
                                b"probability=") and r.stdout.endswith(b"signature=N/A\n")
+    score = r.stdout.split(b"score=")[1].split(b";")[0]
+    assert float(score) >= 0 and len(score.split(b".")[1]) == 6
     assert r.stdout.count(b"\n") == 1
     import sqlite3
 

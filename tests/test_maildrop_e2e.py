@@ -221,9 +221,12 @@ def assert_only_dspam_added(delivered: bytes, original: bytes) -> dict[bytes, li
 def assert_classified(headers: dict[bytes, list[bytes]], expected: tuple[bytes, ...]) -> bytes:
     """Exactly one of each X-DSPAM header spamsift adds; returns the signature."""
     for name in (b"x-dspam-result", b"x-dspam-processed", b"x-dspam-confidence",
-                 b"x-dspam-probability", b"x-dspam-signature"):
+                 b"x-dspam-probability", b"x-dspam-score", b"x-dspam-signature"):
         assert len(headers.get(name, [])) == 1, f"expected one {name!r}, got {headers}"
     assert headers[b"x-dspam-result"][0] in expected, headers
+    # The signed score agrees with the result: at least 0 exactly for Spam.
+    assert (float(headers[b"x-dspam-score"][0]) >= 0) == (
+        headers[b"x-dspam-result"][0] == b"Spam"), headers
     for name in (b"x-dspam-confidence", b"x-dspam-probability"):
         value = float(headers[name][0])
         assert 0.0 <= value <= 1.0, headers
@@ -377,7 +380,8 @@ class Mailbox:
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
         out = proc.stdout.decode(errors="replace")
         m = re.fullmatch(r'X-DSPAM-Result: (\S+); result="(Spam|Innocent)"; class="(\w+)"; '
-                         r"probability=[0-9.]+; confidence=[0-9.]+; signature=N/A\n", out)
+                         r"probability=[0-9.]+; confidence=[0-9.]+; score=-?[0-9.]+; "
+                         r"signature=N/A\n", out)
         assert m, f"unexpected --classify output: {out!r}"
         assert m.group(1) == self.name, out
         assert (m.group(2) == "Spam") == (m.group(3) == "Spam"), out

@@ -368,3 +368,24 @@ def test_a_first_ham_post_to_a_list_that_brought_only_spam(same_counts, called):
     post = (f"From: Carol <carol@example.net>\nTo: talk@lists.example.org\nSubject: lunch\n"
             f"{LIST_HEADERS}\nHello Alice, lunch at noon tomorrow? Regards, Bob\n").encode()
     assert agent.process(ctx, post, classify_only=True).result == called
+
+
+def test_the_score_is_signed_by_the_result_and_whitelisted_mail_ranks_last():
+    """X-DSPAM-Score (Outcome.score): at least 0 exactly when the result is Spam, and a
+    whitelisted message below every other even when the words said spam."""
+    from spamsift.filter.engine.agent import WHITELISTED
+
+    plain = trained(5, whitelist=False)
+    spam = [plain.process(plain.user("alice"), raw) for raw in SPAM[20:26]]
+    ham = [plain.process(plain.user("alice"), raw) for raw in HAM[20:26]]
+    assert all(o.score >= 0 and o.is_spam for o in spam)
+    assert all(o.score < 0 and not o.is_spam for o in ham)
+    agent = trained(5, whitelist_threshold=3)
+    ctx = agent.user("alice")
+    outcomes = [agent.process(ctx, raw) for raw in SPAM[20:26]]
+    for ham_raw in HAM[:4]:
+        agent.learn(ctx, ham_raw, "innocent")
+    spammy = SPAM[30].replace(b"From: ", b"From: bob@example.com\nX-Old-From: ", 1)
+    white = agent.process(ctx, spammy)
+    assert white.result == "Whitelisted" and white.score < -WHITELISTED
+    assert white.score < min(o.score for o in outcomes)

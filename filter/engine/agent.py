@@ -36,13 +36,18 @@ class UserContext:
         self.settings = settings
 
 
+WHITELISTED = 1000.0  # subtracted from a whitelisted message's score (see Agent.process)
+
+
 class Outcome:
     """What happened to one message for one user.
 
     `result` is "Spam", "Innocent" or "Whitelisted"; `action` one of "classified" (nothing
     written), "learned", "retrained", "unlearned" or "unchanged" (a correction that was
     already in effect, e.g. the same report twice). `score` is the classifier's unsaturated
-    spamminess (`classifier.Verdict.score`, >= 0 for a spam verdict), for ranking.
+    spamminess (`classifier.Verdict.score`), >= 0 exactly when the result is Spam; a
+    whitelisted message's is below -`WHITELISTED`. It is X-DSPAM-Score, for ranking and
+    thresholds.
     """
 
     __slots__ = ("user", "result", "probability", "confidence", "signature", "factors",
@@ -171,6 +176,11 @@ class Agent:
         outcome = Outcome(ctx.name, result, verdict.probability, verdict.confidence,
                           None, verdict.factors)
         outcome.score = verdict.score
+        if whitelisted:
+            # Below every other message, and below 0 as an Innocent result must be: the
+            # sender, not the words, decided (a spam verdict it overrode stays visible in
+            # how far from -WHITELISTED it is).
+            outcome.score = min(verdict.score, 0.0) - WHITELISTED
         mode = mode or ctx.settings.training_mode
         if classify_only or mode == training.NOTRAIN or ctx.uid is None:
             return outcome
