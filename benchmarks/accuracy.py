@@ -29,6 +29,7 @@ Usage:
   python benchmarks/accuracy.py --tokenizers osb --algorithms chi-square,graham+burton \\
       --modes teft,toe --limit 2000 --processes 2
   python benchmarks/accuracy.py --tokenize-time     # tokenize + hash cost per message
+  python benchmarks/accuracy.py --only-defaults --outside 300   # header scores vs in-process
 """
 
 from __future__ import annotations
@@ -141,7 +142,52 @@ def run_online(messages: list[tuple[bool, bytes]], changes: dict[str, object],
         "spam_pct": 100.0 * spam_errors / max(n_spam, 1),
         "roca_pct": 100.0 * (1.0 - roc_area(scores, labels)),
         "ms": 1000.0 * elapsed / max(len(messages), 1),
+        "scores": scores,
     }
+
+
+def run_outside(messages: list[tuple[bool, bytes]], spamsift: str) -> dict[str, object]:
+    """The online protocol through real `spamsift filter` processes, as an outsider sees it:
+    one ``--stdout`` process per message on a fresh SQLite home, ranked by the stamped
+    X-DSPAM-Score header, errors corrected with ``--addspam`` / ``--falsepositive`` by the
+    X-DSPAM-Signature. Figures as `run_online`'s, plus the header scores."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from spamsift.filter.engine.message import Message
+
+    home = tempfile.mkdtemp(prefix="spamsift-outside-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMSIFT_")}
+    env.update(SPAMSIFT_HOME=home, SPAMSIFT_SOCKET=os.path.join(home, "no-daemon"))
+    scores: list[float] = []
+    labels: list[bool] = []
+    ham_errors = spam_errors = 0
+    try:
+        for is_spam, raw in messages:
+            out = subprocess.run([spamsift, "filter", "--user", "bench", "--stdout"],
+                                 input=raw, env=env, capture_output=True, check=True).stdout
+            stamped = Message(out)
+            score = float(stamped.get_header("X-DSPAM-Score") or "nan")
+            said_spam = stamped.get_header("X-DSPAM-Result") == b"Spam"
+            scores.append(score)
+            labels.append(is_spam)
+            if said_spam != is_spam:
+                if is_spam:
+                    spam_errors += 1
+                else:
+                    ham_errors += 1
+                sig = (stamped.get_header("X-DSPAM-Signature") or b"").decode()
+                subprocess.run([spamsift, "filter", "--user", "bench",
+                                "--addspam" if is_spam else "--falsepositive",
+                                f"--signature={sig}"], env=env, capture_output=True,
+                               check=True)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    n_spam = sum(labels)
+    return {"ham": len(labels) - n_spam, "spam": n_spam, "ham_errors": ham_errors,
+            "spam_errors": spam_errors, "roca_pct": 100.0 * (1.0 - roc_area(scores, labels)),
+            "scores": scores}
 
 
 _MESSAGES: list[tuple[bool, bytes]] = []
@@ -196,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenize-time", action="store_true",
                    help="print the tokenize and token-id cost per message, then exit")
     p.add_argument("--progress", action="store_true", help="running error counts (1 process)")
+    p.add_argument("--outside", type=int, metavar="N", default=0,
+                   help="also run the first N messages through real `spamsift filter` "
+                        "processes and compare (1-ROCA)%% from their X-DSPAM-Score headers "
+                        "with the in-process figure on the same messages")
     return p
 
 
@@ -243,6 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     if pool is not None:
         pool.close()
         pool.join()
+    if opts.outside:
+        sample = load_corpus(root, opts.seed, opts.outside)
+        inside = run_online(sample, dict(extra))
+        spamsift = os.path.join(os.path.dirname(sys.executable), "spamsift")
+        outside = run_outside(sample, spamsift)
+        same = [round(a, 6) for a in inside["scores"]] == [round(b, 6)
+                                                           for b in outside["scores"]]
+        print(f"outside view, first {len(sample)} messages: (1-ROCA)% from X-DSPAM-Score "
+              f"headers of real processes {outside['roca_pct']:.4f}, in-process "
+              f"{inside['roca_pct']:.4f}; errors ham {outside['ham_errors']} / "
+              f"{inside['ham_errors']}, spam {outside['spam_errors']} / "
+              f"{inside['spam_errors']}; every score the same: {same}", flush=True)
     if not opts.no_defaults:
         from spamsift.filter.engine import config
 

@@ -67,3 +67,21 @@ def test_roc_area_counts_ties_half() -> None:
     assert accuracy.roc_area([0.5, 0.5], [False, True]) == 0.5
     # 2 spam x 2 ham pairs: (s=3 > h=1), (s=3 > h=2), (s=2 = h=2: half), (s=2 > h=1)
     assert accuracy.roc_area([1.0, 2.0, 2.0, 3.0], [False, False, True, True]) == 3.5 / 4
+
+
+def test_header_scores_of_real_processes_rank_as_the_engine_does(corpus_dir: str) -> None:
+    """The outside view: 150 messages through real `spamsift filter` processes, corrected by
+    signature as a user would, give the same X-DSPAM-Score for every message (six decimals)
+    as the in-process protocol, so (1-ROCA)% from the headers equals the engine's."""
+    import os
+
+    spamsift = os.path.join(os.path.dirname(sys.executable), "spamsift")
+    if not os.path.exists(spamsift):
+        pytest.skip("spamsift console script not installed")
+    sample = accuracy.load_corpus(corpus_dir, SEED, 150)
+    inside = accuracy.run_online(sample, {})
+    outside = accuracy.run_outside(sample, spamsift)
+    assert [round(s, 6) for s in outside["scores"]] == [round(s, 6) for s in inside["scores"]]
+    assert outside["roca_pct"] == pytest.approx(inside["roca_pct"], abs=1e-9)
+    assert (outside["ham_errors"], outside["spam_errors"]) == (inside["ham_errors"],
+                                                               inside["spam_errors"])
