@@ -3,7 +3,7 @@
 Each rule of `spamsift.filter.engine.purging` runs as a series of short transactions of `purge_batch`
 rows with `purge_pause` seconds between them, so deliveries waiting for the same rows get
 them within one batch. A batch that fails on a lock is retried after a growing pause instead
-of giving up. Run it on one node of a cluster only (see README); two purges would not corrupt
+of giving up. Run it on one node of a cluster only (see docs/cluster.md); two purges would not corrupt
 anything, only do the work twice.
 """
 
