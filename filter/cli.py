@@ -373,7 +373,9 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams: Seams,
                 ctx.settings = ctx.settings.replace(whitelist=True)
             outcome = agent.process(ctx, raw, opts.mode, opts.classify)
             if settings.log_messages:
-                log.info(f"user={name} result={outcome.result} "
+                log.info(f"user={name} result={outcome.result}"
+                         f"{' unsure' if outcome.unsure else ''} "
+                         f"score={score_text(outcome.score)} "
                          f"probability={outcome.probability:.4f} "
                          f"confidence={outcome.confidence:.2f} "
                          f"signature={outcome.signature or '-'} size={len(raw)} "
@@ -434,6 +436,10 @@ def stamp(message, outcome, settings, factors: bool, clock) -> bytes:
         (f"{prefix}-Probability", f"{outcome.probability:.4f}"),
         (f"{prefix}-Score", score_text(outcome.score)),
     ]
+    if outcome.unsure:
+        # A marker beside the result, not a new result: recipes that test
+        # X-DSPAM-Result: Spam or Innocent (DSPAM's) keep working (docs/unsure.md).
+        headers.append((f"{prefix}-Unsure", "yes"))
     if outcome.signature:
         headers.append((f"{prefix}-Signature", outcome.signature))
     if factors or settings.show_factors:

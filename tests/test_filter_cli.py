@@ -93,9 +93,10 @@ def test_inbound_message_is_stamped_byte_exact(tmp_path):
     assert body == b"body \xe9\x00\r\nend"
     lines = head.split(b"\r\n")
     assert lines[:2] == [b"From: x@y", b"Subject: s"]
+    # A new user's filter is unsure of it (docs/unsure.md): the marker comes after the score.
     assert [line.split(b":")[0] for line in lines[2:]] == [
         b"X-DSPAM-Result", b"X-DSPAM-Processed", b"X-DSPAM-Confidence",
-        b"X-DSPAM-Probability", b"X-DSPAM-Score", b"X-DSPAM-Signature"]
+        b"X-DSPAM-Probability", b"X-DSPAM-Score", b"X-DSPAM-Unsure", b"X-DSPAM-Signature"]
     assert len(header(r.stdout.replace(b"\r", b""), "X-DSPAM-Signature")) == 30
 
 

@@ -179,7 +179,9 @@ def test_stamping_property(name: str, factors: bool, tmp_path: Path):
     assert verdict == "stamped", why
     names = [mangle.header_name([h]) for h in mangle.our_headers(out)]
     expected = [b"x-dspam-result", b"x-dspam-processed", b"x-dspam-confidence",
-                b"x-dspam-probability", b"x-dspam-score", b"x-dspam-signature"]
+                b"x-dspam-probability", b"x-dspam-score",
+                *([b"x-dspam-unsure"] if b"\nX-DSPAM-Unsure: yes" in out else []),
+                b"x-dspam-signature"]
     assert names == expected + ([b"x-dspam-factors"] if factors else [])
 
 

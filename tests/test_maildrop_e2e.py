@@ -703,3 +703,134 @@ def test_courier_alias_retrains_and_rejects_bad_signatures(world: World, alice: 
                          aliasdir)
         assert proc.returncode == 65, (proc.returncode, proc.stderr)
         assert proc.stdout == b""
+
+
+# --------------------------------------------------------------------------------------------
+# Unsure mail: SpamAssassin decides, and spamsift learns its answer
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+@pytest.fixture(scope="module")
+def spamd(world: World):
+    """A private spamd on a loopback port (SpamAssassin's rules as Debian ships them), and a
+    spamc for it: a script, as maildroprc's SPAMC is one command."""
+    import socket
+    import time
+
+    binary = _tool("spamd") or ("/usr/sbin/spamd" if os.path.exists("/usr/sbin/spamd") else None)
+    if not binary or not _tool("spamc"):
+        _unavailable("SpamAssassin is not installed (Debian: apt-get install spamassassin "
+                     "spamc)")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    proc = subprocess.Popen([binary, f"--listen=127.0.0.1:{port}", "--username=nobody",
+                             "--max-children=1", "--syslog=stderr", "--pidfile",
+                             str(world.root / "spamd.pid")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    _unavailable("spamd did not start")
+                time.sleep(0.2)
+        script = world.root / "spamc-real.sh"
+        script.write_text(f"#!/bin/sh\nexec {_tool('spamc')} -d 127.0.0.1 -p {port} \"$@\"\n")
+        script.chmod(0o755)
+        yield str(script)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        subprocess.run(["pkill", "-KILL", "-f", f"--listen=127.0.0.1:{port}"], check=False)
+
+
+def _stats(world: World, name: str) -> tuple[int, int]:
+    import sqlite3
+
+    db = sqlite3.connect(world.state / "spamsift.db")
+    try:
+        row = db.execute("SELECT spam_learned, innocent_learned FROM dspam_stats JOIN "
+                         "dspam_virtual_uids USING (uid) WHERE username = ?", (name,)).fetchone()
+        return tuple(row) if row else (0, 0)
+    finally:
+        db.close()
+
+
+def _signature_counts(world: World, sig: bytes) -> dict[int, tuple[int, int]]:
+    """Token id -> (spam, innocent) counts, for the tokens a signature recorded."""
+    import sqlite3
+
+    from spamsift.filter.engine.store.base import Signature
+
+    db = sqlite3.connect(world.state / "spamsift.db")
+    try:
+        uid, data = db.execute("SELECT uid, data FROM dspam_signature_data WHERE signature = ?",
+                               (sig.decode(),)).fetchone()
+        tokens, _freqs, _applied = Signature.unpack_data(data)
+        counts = {}
+        for token in tokens:
+            signed = token - (1 << 64) if token >= 1 << 63 else token
+            row = db.execute("SELECT spam_hits, innocent_hits FROM dspam_token_data WHERE "
+                             "uid = ? AND token = ?", (uid, signed)).fetchone()
+            counts[token] = tuple(row) if row else (0, 0)
+        return counts
+    finally:
+        db.close()
+
+
+def test_unsure_mail_asks_spamassassin_whose_answer_is_learned_once(world: World,
+                                                                     spamd: str) -> None:
+    """A new user's filter is unsure (X-DSPAM-Unsure: yes) of a message SpamAssassin knows
+    is spam (GTUBE): maildroprc asks spamc, files it in .Spam and retrains spamsift through the
+    message's signature. The user then drags it back out, and the watcher learns that: the
+    drag wins, and every token is counted once, as innocent."""
+    uma = Mailbox(world, "uma", opted_in=True, spamc=spamd)
+    spam = ham_message(40).replace(b"Hi,\n", f"Hi,\n{GTUBE}\n".encode())
+    uma.deliver_ok(spam)
+    assert uma.files() == []
+    delivered = uma.only_new_file(".Spam")
+    assert b"\nX-DSPAM-Unsure: yes" in delivered and b"\nX-Spam-Flag: YES\n" in delivered
+    # The message as spamsift stamped it, byte for byte, and SpamAssassin's answer.
+    assert delivered.replace(b"X-Spam-Flag: YES\n", b"") .endswith(spam.split(b"\n\n", 1)[1])
+    headers = assert_only_dspam_added(delivered.replace(b"X-Spam-Flag: YES\n", b""), spam)
+    assert headers[b"x-dspam-result"] == [b"Innocent"]  # spamsift's own verdict stays
+    sig = headers[b"x-dspam-signature"][0]
+    assert _stats(world, "uma") == (1, 0)  # learned innocent, then corrected to spam
+    as_spam = _signature_counts(world, sig)
+    assert set(as_spam.values()) == {(1, 0)}  # the user's first message: spam once
+    # An unsure ham: SpamAssassin says no, nothing to correct.
+    uma.deliver_ok(ham_message(41))
+    inbox = uma.only_new_file()
+    assert b"\nX-Spam-Flag: NO\n" in inbox and b"\nX-DSPAM-Unsure: yes" in inbox
+    assert _stats(world, "uma") == (1, 1)
+    # The user drags the spam back to the INBOX; the watcher sees it (as it runs, as root).
+    spamdir = uma.maildir / ".Spam" / "cur"
+    spamdir.mkdir(exist_ok=True)
+    placed = spamdir / "1.uma:2,S"
+    placed.write_bytes(delivered)
+    watch = [world.spamsift, "watch", "--once", "--template", "%u/Maildir",
+             str(world.root / "homes")]
+    first = subprocess.run(watch, env=world.env(), capture_output=True, timeout=TIMEOUT)
+    assert first.returncode == 0, first.stderr
+    assert _stats(world, "uma") == (1, 1)  # where its class put it: nothing to learn
+    placed.rename(uma.maildir / "cur" / placed.name)
+    second = subprocess.run(watch, env=world.env(), capture_output=True, timeout=TIMEOUT)
+    assert second.returncode == 0, second.stderr
+    assert _stats(world, "uma") == (0, 2)
+    # Every token of it moved from spam to innocent once: no double count (the ham shares
+    # some tokens, which it counts itself).
+    after = _signature_counts(world, sig)
+    assert set(after) == set(as_spam)
+    assert all(after[t][0] == 0 and after[t][1] in (1, 2) for t in after), after
+    third = subprocess.run(watch, env=world.env(), capture_output=True, timeout=TIMEOUT)
+    assert third.returncode == 0 and _stats(world, "uma") == (0, 2)

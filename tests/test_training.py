@@ -165,7 +165,7 @@ def test_toe_correction_does_not_inflate_true_negatives():
 
 
 def test_toe_report_back_to_the_first_verdict_learns_it_fully():
-    # README: in TOE a report back to the first verdict learns the message as that class; it
+    # docs/aliases.md: in TOE a report back to the first verdict learns the message as that class; it
     # does not restore "classified only" (the signature keeps the last training, not the
     # classification's own record).
     agent = trained(101, training_mode="toe", whitelist=False,
@@ -357,7 +357,7 @@ LIST_HEADERS = ("List-Id: Talk <talk.lists.example.org>\nList-Post: <mailto:talk
 
 @pytest.mark.parametrize("same_counts, called", [(0, "Spam"), (3, "Innocent")])
 def test_a_first_ham_post_to_a_list_that_brought_only_spam(same_counts, called):
-    """The case behind `same_counts` (README, "Redundant tokens"): a list whose six earlier
+    """The case behind `same_counts` (docs/classifier.md, "Redundant tokens"): a list whose six earlier
     messages were spam; a plain question to it. DSPAM's selection is all list headers."""
     agent = trained(40, algorithm=["graham", "burton"], same_counts=same_counts)
     ctx = agent.user("alice")
@@ -389,3 +389,19 @@ def test_the_score_is_signed_by_the_result_and_whitelisted_mail_ranks_last():
     white = agent.process(ctx, spammy)
     assert white.result == "Whitelisted" and white.score < -WHITELISTED
     assert white.score < min(o.score for o in outcomes)
+
+
+def test_unsure_band_marks_scores_inside_it_and_can_be_turned_off():
+    from spamsift.filter.engine.errors import ConfigError
+
+    fresh = make_agent()
+    out = fresh.process(fresh.user("alice"), HAM[0])
+    low, high = config.Settings({}).unsure_band
+    assert low <= out.score < high and out.unsure  # a new user's filter is unsure
+    off = make_agent(unsure_band=[])
+    assert not off.process(off.user("alice"), HAM[0]).unsure
+    narrow = make_agent(unsure_band=[out.score + 0.5, out.score + 1.0])
+    assert not narrow.process(narrow.user("alice"), HAM[0]).unsure
+    for bad in ([1.0], [0.0, -1.0], ["x", 1], [0.0, float("inf")]):
+        with pytest.raises(ConfigError):
+            config.Settings({}).replace(unsure_band=bad)

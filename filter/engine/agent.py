@@ -51,7 +51,7 @@ class Outcome:
     """
 
     __slots__ = ("user", "result", "probability", "confidence", "signature", "factors",
-                 "action", "reclassified", "score")
+                 "action", "reclassified", "score", "unsure")
 
     def __init__(self, user: str, result: str, probability: float = 0.0,
                  confidence: float = 0.0, signature: str | None = None,
@@ -66,6 +66,7 @@ class Outcome:
         self.action = action
         self.reclassified = reclassified
         self.score = 0.0
+        self.unsure = False  # the score is in the user's unsure_band
 
     @property
     def is_spam(self) -> bool:
@@ -181,6 +182,9 @@ class Agent:
             # sender, not the words, decided (a spam verdict it overrode stays visible in
             # how far from -WHITELISTED it is).
             outcome.score = min(verdict.score, 0.0) - WHITELISTED
+        else:
+            band = ctx.settings.unsure_band
+            outcome.unsure = bool(band) and band[0] <= outcome.score < band[1]
         mode = mode or ctx.settings.training_mode
         if classify_only or mode == training.NOTRAIN or ctx.uid is None:
             return outcome
