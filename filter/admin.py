@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from spamsift.filter.engine import config, exitcodes
-from spamsift.filter.engine.errors import NoDatabaseError, SpamsiftError, command_failed
+from spamsift.filter.engine.errors import (NoDatabaseError, SpamsiftError, StorageError,
+                                           command_failed)
 
 
 def _toml_value(value: object) -> str:
@@ -114,11 +116,26 @@ def db_main(argv: list[str] | None = None) -> int:
         except NoDatabaseError as exc:
             print(exc)  # a problem like any other that check finds: exit 65
             return exitcodes.DATAERR
+        except StorageError as exc:
+            if args.action != "check":
+                raise
+            # What this uid's deliveries would hit: a problem to report, with who.
+            print(f"{exc} (as uid {os.geteuid()}: deliveries as this uid pass mail through "
+                  "unfiltered; fix: the spamsift user owns the database and deliveries go "
+                  "through the daemon)")
+            return exitcodes.DATAERR
         try:
             if args.action == "init":
                 for line in store.initialize():
                     print(line)
                 print(f"{url.split('@')[-1]}: schema ready")
+                try:
+                    from spamsift.filter.engine import passlog
+
+                    passlog.prepare(settings.home)
+                except OSError as exc:
+                    print(f"{settings.home}/{passlog.FOLDER}: {exc.strerror}: mail passed "
+                          "through unfiltered is counted only in syslog")
                 return exitcodes.OK
             problems = store.check()
         finally:

@@ -282,6 +282,7 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
     tempfail = settings is not None and settings.on_error == "tempfail"
     action = "tempfail" if tempfail else "passed through unchanged"
     log.error(f"user={users} message {action}: {kind}: {exc}", use_syslog, stderr)
+    _count_unfiltered(settings, opts.users or ["-"], "tempfail" if tempfail else "error")
     if tempfail:
         return exitcodes.TEMPFAIL
     if _to_agent(opts, settings):
@@ -354,6 +355,7 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams: Seams,
     if settings.max_message_size and len(raw) > settings.max_message_size:
         log.info(f"user={','.join(names)} size={len(raw)} over max_message_size: passed through",
                  settings.syslog)
+        _count_unfiltered(settings, names, "too_big")
         return _deliver(raw, names[0], "innocent", deliver, opts, settings, stdout,
                         seams.run_agent)
     agent = _open_agent(settings, seams)
@@ -366,6 +368,7 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams: Seams,
             if not users.opted_in(ctx.prefs.get("opt"), settings.opt, home,
                                   settings.opt_in_file, settings.opt_out_file):
                 if not opts.classify:  # --classify never delivers: nothing to pass on
+                    _count_unfiltered(settings, [name], "not_opted_in")
                     status = _deliver(raw, name, "innocent", deliver, opts, settings,
                                       stdout, seams.run_agent) or status
                 continue
@@ -388,6 +391,7 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams: Seams,
                 stamped = stamp(message, outcome, ctx.settings, opts.factors, agent.clock)
             except UnstampableError as exc:
                 log.info(f"user={name} {exc}", settings.syslog)
+                _count_unfiltered(settings, [name], "unstampable")
                 stamped = raw
             klass = "spam" if outcome.is_spam else "innocent"
             status = _deliver(stamped, name, klass, deliver, opts, settings, stdout,
@@ -409,6 +413,23 @@ def score_text(score: float) -> str:
     elif score >= 0 and text.startswith("-"):
         text = "0.000000"
     return text
+
+
+def _count_unfiltered(settings, names: list[str], reason: str) -> None:
+    """Count messages that went on without our headers (or were tempfailed), by user and
+    reason, where `spamsift report` finds them even when the database cannot be written
+    (`passlog`)."""
+    from spamsift.filter.engine import passlog
+    from spamsift.filter.engine.config import DEFAULT_HOME
+
+    home = settings.home if settings is not None else os.environ.get("SPAMSIFT_HOME",
+                                                                      DEFAULT_HOME)
+    for name in names:
+        passlog.record(home, name if _printable(name) else "-", reason)
+
+
+def _printable(name: str) -> bool:
+    return 0 < len(name) <= 128 and name.isprintable() and " " not in name
 
 
 def summary_line(outcome) -> str:

@@ -189,6 +189,7 @@ def _fallback(path: str, why: str, raw: bytes, stderr) -> Fallback:
     """Filter in-process because the daemon at `path` did not: one line on stderr and in
     syslog (mail), so that no fallback passes unnoticed."""
     line = f"spamsift: daemon at {path} {why}; filtering in-process"
+    _count(why)
     try:
         import syslog
 
@@ -202,6 +203,22 @@ def _fallback(path: str, why: str, raw: bytes, stderr) -> Fallback:
     except (OSError, ValueError):
         pass
     return Fallback(raw)
+
+
+def _count(why: str) -> None:
+    """Count the fallback by reason (`spamsift.filter.engine.passlog`), in the home the
+    in-process filter will use (the daemon's, or it would have been declined)."""
+    try:
+        from spamsift.filter.engine import passlog
+        from spamsift.filter.engine.config import DEFAULT_HOME
+
+        reason = ("fallback_busy" if why.startswith("was busy") else "fallback_declined"
+                  if why.startswith("declined") else "fallback_unreachable")
+        home = posix.environ.get(b"SPAMSIFT_HOME", DEFAULT_HOME.encode()).decode(
+            "utf-8", "surrogateescape")
+        passlog.record(home, "-", reason)
+    except Exception:  # noqa: BLE001 - counting must never stop a delivery
+        pass
 
 
 def _run_agent(argv: list[str], message: bytes, stderr) -> int:

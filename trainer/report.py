@@ -203,7 +203,7 @@ def _spark_block(accuracy: float | None) -> str:
 
 
 def summary_text(report: Report) -> RenderableType:
-    """The global summary, four lines (cut, never wrapped, on a narrow terminal)."""
+    """The global summary, five lines (cut, never wrapped, on a narrow terminal)."""
     from rich.console import Group
     from rich.text import Text
 
@@ -223,7 +223,24 @@ def summary_text(report: Report) -> RenderableType:
         line("Accuracy ", (pct(acc) + (" %" if acc is not None else ""), "bold"),
              f"  spam hit rate {pct(s['spam_hit_rate'])} %  "
              f"ham strike rate {pct(s['ham_strike_rate'])} %  "
-             f"FP {s['fp']:,}  FN {s['fn']:,}"))
+             f"FP {s['fp']:,}  FN {s['fn']:,}"),
+        _unfiltered_line(report))
+
+
+def _unfiltered_line(report: Report):
+    """Mail that went on unfiltered (or was tempfailed), loud when there is any."""
+    from rich.text import Text
+
+    site = report_data.passed_through(report)["site"]
+    today, week = site["today"], site["7_days"]
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(week.items())
+                        if reason != "total")
+    text = (f"Not filtered today {today['total']:,}  7 days {week['total']:,}"
+            + (f"  ({reasons})" if reasons else ""))
+    # Not opted in and over max_message_size are by design; errors, tempfails, unstampable
+    # mail and in-process fallbacks are what an administrator must see.
+    trouble = week["total"] - week.get("not_opted_in", 0) - week.get("too_big", 0)
+    return Text(text, no_wrap=True, overflow="ellipsis", style="bold red" if trouble else "")
 
 
 _HEADERS = ("User", "TP", "TN", "FP", "FN", "SC/NC", "SHR %", "HSR %", "OCA %", "TL",

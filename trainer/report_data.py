@@ -191,12 +191,15 @@ class Report:
     """The rows of every user visible to the caller, with the window they were read for."""
 
     def __init__(self, rows: list[UserRow], days: list[str], storage: str,
-                 generated: float, has_history: bool = True) -> None:
+                 generated: float, has_history: bool = True,
+                 passed: dict[tuple[str, str, str], int] | None = None) -> None:
         self.rows = rows
         self.days = days
         self.storage = storage
         self.generated = generated
         self.has_history = has_history  # False: counters only, the trend is still coming
+        # (day, reason, user) -> messages not filtered, the last 7 days (passlog)
+        self.passed = passed or {}
 
     @property
     def today(self) -> str:
@@ -246,7 +249,38 @@ def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
         if row.last_error is None and row.figures.fp + row.figures.fn > 0:
             row.errors_before = dates[0]
     ordered = sorted(rows.values(), key=lambda r: r.name)
-    return Report(ordered, dates, _shown_url(store.url), now, history)
+    from spamsift.filter.engine import passlog
+
+    week = window(today_string(now), 7)
+    start = time.mktime(time.strptime(week[0], "%Y-%m-%d"))
+    passed = {key: n for key, n in passlog.counts(settings.home, start).items()
+              if only is None or key[2] in only}
+    return Report(ordered, dates, _shown_url(store.url), now, history, passed)
+
+
+def passed_through(report: Report) -> dict[str, Any]:
+    """Messages not filtered (passed through, tempfailed) and in-process fallbacks, by reason:
+    for the site and each user, today and the last 7 days. Fallbacks are the site's only (the
+    thin client does not know the user)."""
+    today = report.today
+
+    def tally(keys) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for period, days in (("today", {today}), ("7_days", None)):
+            by_reason: dict[str, int] = {}
+            for (day, reason, _user), n in keys:
+                if days is None or day in days:
+                    by_reason[reason] = by_reason.get(reason, 0) + n
+            by_reason["total"] = sum(by_reason.values())
+            out[period] = by_reason
+        return out
+
+    users: dict[str, list] = {}
+    for key, n in report.passed.items():
+        if key[2] != "-":
+            users.setdefault(key[2], []).append((key, n))
+    return {"site": tally(report.passed.items()),
+            "users": {name: tally(items) for name, items in sorted(users.items())}}
 
 
 def _shown_url(url: str) -> str:
@@ -397,6 +431,7 @@ def as_json(report: Report, rows: list[UserRow], view: dict[str, object]) -> dic
         "trend_days": report.days,
         "view": view,
         "summary": summary(report.rows),
+        "passed_through": passed_through(report),
         "users": [row_dict(r) for r in rows],
     }
 

@@ -636,6 +636,16 @@ class MySQLStore:
             elif version[0][0] != SCHEMA_VERSION:
                 problems.append(f"schema version {version[0][0]}, this spamsift uses "
                                 f"{SCHEMA_VERSION}")
+        if "dspam_token_data" in have:
+            # Privileges are checked when a statement runs, even one that changes no row.
+            try:
+                with self.db.cursor() as cur:
+                    cur.execute("UPDATE dspam_token_data SET spam_hits = spam_hits WHERE 1 = 0")
+                self._rollback()
+            except pymysql.MySQLError as exc:
+                self._rollback()
+                problems.append(f"cannot write dspam_token_data as "
+                                f"{self.params.get('user')}: {exc.args[-1]}")
         return problems
 
     def close(self) -> None:

@@ -431,6 +431,28 @@ class SQLiteStore:
         version = self._query("PRAGMA user_version", ())[0][0]
         if version != SCHEMA_VERSION:
             problems.append(f"schema version {version}, this spamsift uses {SCHEMA_VERSION}")
+        return problems + self._write_problems()
+
+    def _write_problems(self) -> list[str]:
+        """What keeps this process from writing the database (a delivery that cannot write
+        passes mail through unfiltered): the file, its folder (SQLite makes -wal and -shm
+        there), an existing -wal or -shm, and the write lock itself."""
+        who = f"uid {os.geteuid()}"
+        problems = []
+        folder = os.path.dirname(os.path.abspath(self.path))
+        for path in (self.path, self.path + "-wal", self.path + "-shm"):
+            if os.path.exists(path) and not os.access(path, os.W_OK):
+                problems.append(f"{path}: not writable by {who} (fix: the spamsift user owns "
+                                "the database; deliveries go through the daemon)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            problems.append(f"{folder}: {who} cannot create files here (SQLite's -wal and "
+                            "-shm)")
+        if not problems:
+            try:
+                with _WriteLock(self.db):
+                    pass
+            except sqlite3.Error as exc:
+                problems.append(f"{self.path}: cannot take the write lock as {who}: {exc}")
         return problems
 
     def checkpoint(self) -> tuple[int, int, int]:

@@ -1,0 +1,97 @@
+"""Nothing passes unfiltered in silence: every such message is counted, and `db check` and
+`report` show why, for the delivery uid that hit it (issue: a root-owned database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from spamsift.filter.engine import passlog
+
+SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
+HAM = b"From: Bob <bob@example.com>\nSubject: lunch\n\nHello, lunch tomorrow at noon?\n"
+USER = "spamsift-t-deliver"
+
+needs_console = pytest.mark.skipif(not os.path.exists(SPAMSIFT),
+                                   reason="spamsift console script not installed")
+
+
+def test_counts_are_per_uid_file_and_a_file_of_another_owner_is_neither_written_nor_read(
+        tmp_path):
+    passlog.prepare(str(tmp_path))
+    assert os.stat(tmp_path / "passthrough").st_mode & 0o7777 == 0o1733
+    assert passlog.record(str(tmp_path), "alice", "error", clock=lambda: 1_800_000_000)
+    assert passlog.record(str(tmp_path), "alice", "error", clock=lambda: 1_800_000_060)
+    assert passlog.record(str(tmp_path), "bob", "not_opted_in", clock=lambda: 1_800_000_000)
+    counts = passlog.counts(str(tmp_path), 1_799_999_000)
+    assert sorted(counts.values()) == [1, 2]
+    assert {k[1:]: n for k, n in counts.items()} == {("error", "alice"): 2,
+                                                      ("not_opted_in", "bob"): 1}
+    assert passlog.counts(str(tmp_path), 1_800_000_030) == {
+        (next(iter(counts))[0], "error", "alice"): 1}
+    # A file named for another uid than its owner's: a forgery, not counted.
+    forged = tmp_path / "passthrough" / f"uid-{os.geteuid() + 1}.log"
+    forged.write_text("1800000000 error mallory\n")
+    assert ("error", "mallory") not in {k[1:] for k in passlog.counts(str(tmp_path), 0)}
+
+
+@needs_console
+def test_a_database_the_delivery_uid_cannot_write_is_counted_and_diagnosed(
+        system_user, shadow_src):
+    """Trained as root, the database is root's 0644: a delivery as another uid passes the
+    message through (exit 0, as the failure policy says), and that is counted where the
+    administrator's report shows it; `db check` as that uid names the problem."""
+    uid, _gid = system_user(USER)
+    python, path = shadow_src
+    top = Path(tempfile.mkdtemp(prefix="spamsift-unfiltered-"))
+    try:
+        os.chmod(top, 0o755)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMSIFT_")}
+        env.update(SPAMSIFT_HOME=str(top), SPAMSIFT_SOCKET=str(top / "no-daemon"))
+        init = subprocess.run([SPAMSIFT, "db", "init"], env=env, capture_output=True)
+        assert init.returncode == 0, init.stderr
+        os.chmod(top / "spamsift.db", 0o644)
+        as_user = dict(env, PYTHONPATH=path, HOME="/nonexistent", LOGNAME=USER)
+        done = subprocess.run([python, "-m", "spamsift", "filter", "--user", USER, "--stdout"],
+                              input=HAM, env=as_user, capture_output=True, user=USER, cwd="/")
+        assert done.returncode == 0 and done.stdout == HAM  # mail is never held up
+        assert b"passed through unchanged" in done.stderr
+        check = subprocess.run([python, "-m", "spamsift", "db", "check"], env=as_user,
+                               capture_output=True, user=USER, cwd="/", text=True)
+        assert check.returncode == 65, check.stdout
+        assert f"as uid {uid}" in check.stdout and "readonly" in check.stdout, check.stdout
+        report = subprocess.run([SPAMSIFT, "report", "--json"], env=env, capture_output=True)
+        assert report.returncode == 0, report.stderr
+        passed = json.loads(report.stdout)["passed_through"]
+        assert passed["site"]["today"]["error"] == 1
+        assert passed["users"][USER]["7_days"] == {"error": 1, "total": 1}
+        assert (top / "passthrough" / f"uid-{uid}.log").exists()
+        # And root's own check passes: only the delivery uid is in trouble.
+        own = subprocess.run([SPAMSIFT, "db", "check"], env=env, capture_output=True,
+                             text=True)
+        assert own.returncode == 0 and own.stdout.strip() == "ok", own.stdout
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@needs_console
+def test_mail_for_a_user_not_opted_in_is_counted_by_reason(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMSIFT_")}
+    config = tmp_path / "spamsift.toml"
+    config.write_text(f'home = "{tmp_path}"\nopt = "in"\nsyslog = false\n')
+    env.update(SPAMSIFT_CONFIG=str(config), SPAMSIFT_SOCKET=str(tmp_path / "no-daemon"))
+    subprocess.run([SPAMSIFT, "db", "init"], env=env, check=True, capture_output=True)
+    for _ in range(2):
+        done = subprocess.run([SPAMSIFT, "filter", "--user", "carol", "--stdout"], input=HAM,
+                              env=env, capture_output=True)
+        assert done.returncode == 0 and done.stdout == HAM
+    report = subprocess.run([SPAMSIFT, "report", "--json"], env=env, capture_output=True)
+    passed = json.loads(report.stdout)["passed_through"]
+    assert passed["users"]["carol"]["today"] == {"not_opted_in": 2, "total": 2}
