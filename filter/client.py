@@ -105,8 +105,9 @@ class Fallback:
         self.stdin = stdin
 
 
-def run(argv: list[str], environ, stdin, stdout, stderr) -> int | Fallback:
-    """Filter through the daemon; a `Fallback` when there is none (or it declines)."""
+def run(argv: list[str], environ, stdin, stdout, stderr, count: bool = True) -> int | Fallback:
+    """Filter through the daemon; a `Fallback` when there is none (or it declines). A
+    fallback is counted (`_count`) unless `count` is false (`spamsift doctor`'s probe)."""
     path = environ.get("SPAMSIFT_SOCKET", DEFAULT_SOCKET)
     if not path or any(a == "--config" or a.startswith("--config=") for a in argv):
         return Fallback(None)  # another configuration than the daemon's: filter here
@@ -117,7 +118,7 @@ def run(argv: list[str], environ, stdin, stdout, stderr) -> int | Fallback:
     raw = stdin.read() if wants_stdin(argv) else b""
     sock = _connect(path)
     if isinstance(sock, str):  # nothing was sent: filter here, and say so
-        return _fallback(path, sock, raw, stderr)
+        return _fallback(path, sock, raw, stderr, count)
     env = [(k, environ[k]) for k in PASSED_ENV if k in environ]
     fields = [str(len(argv)).encode(), *(a.encode("utf-8", "surrogateescape") for a in argv),
               str(len(env)).encode()]
@@ -140,7 +141,7 @@ def run(argv: list[str], environ, stdin, stdout, stderr) -> int | Fallback:
         sock.close()
     if reply[:1] == [b"decline"]:
         why = reply[1].decode("utf-8", "replace") if len(reply) > 1 else "declined"
-        return _fallback(path, f"declined the request ({why})", raw, stderr)
+        return _fallback(path, f"declined the request ({why})", raw, stderr, count)
     if len(reply) < 3 or len(reply) % 2 == 0:
         return _emit(stdout, raw, 0, stderr)
     if reply[2]:
@@ -185,11 +186,12 @@ def _connect(path: str):
             return f"cannot be reached ({exc.strerror or exc})"  # a stale socket, say
 
 
-def _fallback(path: str, why: str, raw: bytes, stderr) -> Fallback:
+def _fallback(path: str, why: str, raw: bytes, stderr, count: bool = True) -> Fallback:
     """Filter in-process because the daemon at `path` did not: one line on stderr and in
     syslog (mail), so that no fallback passes unnoticed."""
     line = f"spamsift: daemon at {path} {why}; filtering in-process"
-    _count(why)
+    if count:
+        _count(why)
     try:
         import syslog
 

@@ -16,6 +16,8 @@ COMMANDS = {
     "prefs": ("spamsift.filter.admin", "prefs_main", "show or set a user's preferences"),
     "daemon": ("spamsift.filter.daemon", "main", "serve `spamsift filter` from a resident process"),
     "db": ("spamsift.filter.admin", "db_main", "create/upgrade the schema (init) or check a database"),
+    "doctor": ("spamsift.filter.doctor", "main", "what keeps this uid's deliveries from being "
+               "filtered, with the fixes"),
     "purge": ("spamsift.trainer.purge", "main", "delete stale tokens and signatures in small batches"),
     "train": ("spamsift.trainer.train", "main", "bootstrap a user from existing mail (Maildir, mbox, "
               "MH, IMAP...)"),

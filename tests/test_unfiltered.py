@@ -73,6 +73,18 @@ def test_a_database_the_delivery_uid_cannot_write_is_counted_and_diagnosed(
         assert passed["site"]["today"]["error"] == 1
         assert passed["users"][USER]["7_days"] == {"error": 1, "total": 1}
         assert (top / "passthrough" / f"uid-{uid}.log").exists()
+        # spamsift doctor, as that uid, says why and what to do.
+        doctor = subprocess.run([python, "-m", "spamsift", "doctor"], env=as_user,
+                                capture_output=True, user=USER, cwd="/", text=True)
+        assert doctor.returncode == 65, doctor.stdout
+        assert "deliveries as this uid pass mail through unfiltered" in doctor.stdout
+        assert all(line.startswith("problem: ") and "(fix: " in line
+                   for line in doctor.stdout.splitlines()), doctor.stdout
+        # A daemon that stopped (its socket left behind) is a problem of its own.
+        (top / "d.sock").touch()
+        stale = subprocess.run([SPAMSIFT, "doctor"], capture_output=True, text=True,
+                               env=dict(env, SPAMSIFT_SOCKET=str(top / "d.sock")))
+        assert stale.returncode == 65 and "cannot be reached" in stale.stdout, stale.stdout
         # And root's own check passes: only the delivery uid is in trouble.
         own = subprocess.run([SPAMSIFT, "db", "check"], env=env, capture_output=True,
                              text=True)
