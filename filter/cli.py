@@ -62,18 +62,23 @@ class Seams:
     who asks: the daemon's client's peer credentials); `store` (used and left open: the
     daemon keeps one per worker); `commit_inbound` (the daemon's queue to its writer); and
     `run_agent` (argv, message) -> exit status, which runs the delivery agent (the daemon
-    records it instead, and its client runs it under the caller's own uid)."""
+    records it instead, and its client runs it under the caller's own uid); `observe`
+    (kind, label, extra) hears what was done ("message" and its result, "passed_through" and
+    the reason, "retrain" and the source: the daemon's metrics)."""
 
-    __slots__ = ("clock", "make_id", "caller", "store", "commit_inbound", "run_agent")
+    __slots__ = ("clock", "make_id", "caller", "store", "commit_inbound", "run_agent",
+                 "observe")
 
     def __init__(self, clock=None, make_id=None, caller=None, store=None,
-                 commit_inbound=None, run_agent=None) -> None:
+                 commit_inbound=None, run_agent=None, observe=None) -> None:
         self.clock = clock
         self.make_id = make_id
         self.caller = caller
         self.store = store
         self.commit_inbound = commit_inbound
         self.run_agent = run_agent or run_delivery_agent
+        # observe(kind, label, extra): what was done, for the daemon's metrics
+        self.observe = observe or _ignore
 
 
 class Options:
@@ -204,7 +209,7 @@ def parse(argv: list[str]) -> Options:
 
 def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
          environ=None, clock=None, make_id=None, caller=None, store=None,
-         commit_inbound=None, run_agent=None) -> int:
+         commit_inbound=None, run_agent=None, observe=None) -> int:
     """Run the filter; streams are binary (tests pass BytesIO), stderr is text. The other
     arguments are `Seams`."""
     argv = sys.argv[1:] if argv is None else argv
@@ -234,16 +239,16 @@ def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
         from spamsift.filter.engine import config
 
         settings = config.load(opts.config, environ)
-        seams = Seams(clock, make_id, caller, store, commit_inbound, run_agent)
+        seams = Seams(clock, make_id, caller, store, commit_inbound, run_agent, observe)
         if inbound:
             return _inbound(opts, raw, settings, stdout, environ, seams, started)
         return _training(opts, raw, settings, stdout, stderr, seams)
     except SpamsiftError as exc:
         return _fail(exc, opts, raw, settings, inbound, stdout, stderr,
-                     run_agent or run_delivery_agent)
+                     run_agent or run_delivery_agent, observe or _ignore)
     except Exception as exc:  # noqa: BLE001 - the failure policy: never lose the message
         return _fail(exc, opts, raw, settings, inbound, stdout, stderr,
-                     run_agent or run_delivery_agent)
+                     run_agent or run_delivery_agent, observe or _ignore)
 
 
 class OutputFailed(Exception):
@@ -255,7 +260,7 @@ class AgentFailed(Exception):
 
 
 def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool,
-          stdout, stderr, run_agent) -> int:
+          stdout, stderr, run_agent, observe) -> int:
     from spamsift.filter.engine import log
 
     use_syslog = settings.syslog if settings is not None else True
@@ -282,7 +287,8 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
     tempfail = settings is not None and settings.on_error == "tempfail"
     action = "tempfail" if tempfail else "passed through unchanged"
     log.error(f"user={users} message {action}: {kind}: {exc}", use_syslog, stderr)
-    _count_unfiltered(settings, opts.users or ["-"], "tempfail" if tempfail else "error")
+    _count_unfiltered(settings, opts.users or ["-"], "tempfail" if tempfail else "error",
+                      observe)
     if tempfail:
         return exitcodes.TEMPFAIL
     if _to_agent(opts, settings):
@@ -355,7 +361,7 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams: Seams,
     if settings.max_message_size and len(raw) > settings.max_message_size:
         log.info(f"user={','.join(names)} size={len(raw)} over max_message_size: passed through",
                  settings.syslog)
-        _count_unfiltered(settings, names, "too_big")
+        _count_unfiltered(settings, names, "too_big", seams.observe)
         return _deliver(raw, names[0], "innocent", deliver, opts, settings, stdout,
                         seams.run_agent)
     agent = _open_agent(settings, seams)
@@ -368,13 +374,14 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams: Seams,
             if not users.opted_in(ctx.prefs.get("opt"), settings.opt, home,
                                   settings.opt_in_file, settings.opt_out_file):
                 if not opts.classify:  # --classify never delivers: nothing to pass on
-                    _count_unfiltered(settings, [name], "not_opted_in")
+                    _count_unfiltered(settings, [name], "not_opted_in", seams.observe)
                     status = _deliver(raw, name, "innocent", deliver, opts, settings,
                                       stdout, seams.run_agent) or status
                 continue
             if opts.whitelist is not None:
                 ctx.settings = ctx.settings.replace(whitelist=True)
             outcome = agent.process(ctx, raw, opts.mode, opts.classify)
+            seams.observe("message", outcome.result, "yes" if outcome.unsure else "no")
             if settings.log_messages:
                 log.info(f"user={name} result={outcome.result}"
                          f"{' unsure' if outcome.unsure else ''} "
@@ -391,7 +398,7 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams: Seams,
                 stamped = stamp(message, outcome, ctx.settings, opts.factors, agent.clock)
             except UnstampableError as exc:
                 log.info(f"user={name} {exc}", settings.syslog)
-                _count_unfiltered(settings, [name], "unstampable")
+                _count_unfiltered(settings, [name], "unstampable", seams.observe)
                 stamped = raw
             klass = "spam" if outcome.is_spam else "innocent"
             status = _deliver(stamped, name, klass, deliver, opts, settings, stdout,
@@ -415,7 +422,11 @@ def score_text(score: float) -> str:
     return text
 
 
-def _count_unfiltered(settings, names: list[str], reason: str) -> None:
+def _ignore(*_what) -> None:
+    """The `observe` seam of a filter no one watches."""
+
+
+def _count_unfiltered(settings, names: list[str], reason: str, observe=_ignore) -> None:
     """Count messages that went on without our headers (or were tempfailed), by user and
     reason, where `spamsift report` finds them even when the database cannot be written
     (`passlog`)."""
@@ -426,6 +437,7 @@ def _count_unfiltered(settings, names: list[str], reason: str) -> None:
                                                                       DEFAULT_HOME)
     for name in names:
         passlog.record(home, name if _printable(name) else "-", reason)
+        observe("passed_through", reason, "")
 
 
 def _printable(name: str) -> bool:
@@ -541,6 +553,7 @@ def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams: Seams)
             for name in _checked_users(opts, settings, seams.caller):
                 ctx = agent.user(name)
                 agent.learn(ctx, raw, opts.klass, opts.source)  # type: ignore[arg-type]
+                seams.observe("retrain", opts.source, "")
             return exitcodes.OK
         sig = opts.signature or (find_signature(raw, settings.header_prefix + "-Signature")
                                  if raw else None)
@@ -553,6 +566,7 @@ def _training(opts: Options, raw: bytes, settings, stdout, stderr, seams: Seams)
         outcome = None
         for owner in names:
             outcome = agent.retrain(owner, sig, opts.klass, unlearn=opts.mode == "unlearn")
+            seams.observe("retrain", "unlearn" if opts.mode == "unlearn" else "error", "")
             log.info(f"user={outcome.user} signature={sig} {outcome.action} as "
                      f"{outcome.result}", settings.syslog)
         if outcome is not None and opts.deliver and "summary" in opts.deliver:

@@ -28,6 +28,10 @@ import sys
 import threading
 
 from spamsift.filter import cli, client
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from spamsift.filter.engine.metrics import Metrics
 from spamsift.filter.engine import config, exitcodes, log, users
 from spamsift.filter.engine.errors import SpamsiftError, StorageError, command_failed
 
@@ -286,6 +290,7 @@ class _Server:
         self.stopping = threading.Event()
         self.writer = _Writer(settings)
         self.writer.start()
+        self.metrics: Metrics | None = None  # when serving --metrics
         self.workers = [threading.Thread(target=self._work, name=f"spamsift-worker-{n}",
                                          daemon=True)
                         for n in range(max(1, settings.daemon_workers))]
@@ -406,16 +411,23 @@ class _Request:
                       "report of a message answered just now may not find its signature",
                       server.settings.syslog)
         store = self.store if self.store is not None else server.open_store()
+        import time
+
+        started = time.perf_counter()
+        metrics = server.metrics
         try:
             code = cli.main(argv, stdin=io.BytesIO(stdin), stdout=out, stderr=err,
                             environ=environ, caller=caller, store=store,
-                            commit_inbound=server.writer.submit, run_agent=record_delivery)
+                            commit_inbound=server.writer.submit, run_agent=record_delivery,
+                            observe=metrics.observe if metrics is not None else None)
         except Exception as exc:  # noqa: BLE001 - a request must never take the daemon down
             log.error(f"daemon: internal error: {type(exc).__name__}: {exc}")
             code, out, deliveries = exitcodes.OK, io.BytesIO(stdin), []
         if store is not None and ("Storage" in err.getvalue() or "Corrupt" in err.getvalue()):
             store.close()  # reopen next time: the database may have been replaced
             store = None
+        if metrics is not None:
+            metrics.request_seconds.observe(time.perf_counter() - started)
         fields = [str(code).encode(), out.getvalue(), err.getvalue().encode("utf-8", "replace")]
         for agent_argv, message in deliveries:
             fields += [b"\0".join(a.encode("utf-8", "surrogateescape") for a in agent_argv),
@@ -475,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            client.DEFAULT_SOCKET),
                         help=f"socket path (default $SPAMSIFT_SOCKET or {client.DEFAULT_SOCKET})")
     parser.add_argument("--config", help="configuration file")
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
     return parser
 
 
@@ -507,7 +521,18 @@ def main(argv: list[str] | None = None) -> int:
             os.unlink(path)  # stale: its daemon is gone
         finally:
             probe.close()
+    metrics = None
+    if args.metrics:
+        from spamsift.filter.engine.metrics import Metrics, UsageError
+
+        try:
+            metrics = Metrics(settings.home)
+            metrics.serve(args.metrics)
+        except (UsageError, OSError) as exc:
+            print(f"spamsift daemon: --metrics: {exc}", file=sys.stderr)
+            return exitcodes.USAGE if isinstance(exc, UsageError) else exitcodes.CONFIG
     server = _Server(path, settings, args.config)
+    server.metrics = metrics
     os.chmod(path, 0o666)
     cli.FAST_EXIT = False
 

@@ -348,3 +348,85 @@ def test_a_busy_daemon_is_waited_for_and_a_fallback_is_never_silent(tmp_path):
                         io.BytesIO(HAM), io.BytesIO(), err)
     assert isinstance(result, client.Fallback) and result.stdin == HAM
     assert "filtering in-process" in err.getvalue() and "cannot be reached" in err.getvalue()
+
+
+def _free_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _scrape(port: int) -> dict[str, float]:
+    import urllib.request
+
+    for _ in range(100):
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        pytest.fail("no metrics served")
+    samples = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_daemon_and_watcher_metrics_are_scraped(tmp_path):
+    """daemon --metrics and watch --metrics serve Prometheus text at /metrics; every name
+    starts with spamsift_; what the daemon filtered, retrained and timed is counted, the
+    unfiltered count comes from every uid's passlog, and a stopped daemon shows (daemon_up)."""
+    home = Path(tempfile.mkdtemp(prefix="spamsift-metrics-"))
+    try:
+        sock = home / "d.sock"
+        env = dict(os.environ, SPAMSIFT_HOME=str(home), SPAMSIFT_SOCKET=str(sock))
+        env.pop("SPAMSIFT_CONFIG", None)
+        port = _free_port()
+        proc = subprocess.Popen([SPAMSIFT, "daemon", "--socket", str(sock), "--metrics",
+                                 f"127.0.0.1:{port}"], env=env, stderr=subprocess.PIPE)
+        try:
+            assert wait_for(sock.exists)
+            out = run(env, ["--user", "mia", "--stdout"], HAM)
+            assert b"X-DSPAM-Result: Innocent" in out.stdout
+            fp = run(env, ["--user", "mia", "--addspam",
+                           f"--signature={_signature_of(out.stdout)}"])
+            assert fp.returncode == 0, fp.stderr
+            from spamsift.filter.engine import passlog
+
+            passlog.prepare(str(home))
+            passlog.record(str(home), "-", "fallback_busy")
+            m = _scrape(port)
+            assert all(name.startswith("spamsift_") for name in m), sorted(m)
+            assert m['spamsift_messages_total{result="Innocent",unsure="yes"}'] == 1
+            assert m['spamsift_retrains_total{source="error"}'] == 1
+            assert m["spamsift_request_seconds_count"] == 2
+            assert m['spamsift_unfiltered_total{reason="fallback_busy"}'] == 1
+            maildir = home / "mail" / "example.org" / "mia" / "Maildir"
+            for sub in ("cur", "new", "tmp"):
+                (maildir / sub).mkdir(parents=True)
+            wport = _free_port()
+            watch = subprocess.Popen([SPAMSIFT, "watch", "--interval", "0.2", "--metrics",
+                                      f"127.0.0.1:{wport}", str(home / "mail")], env=env,
+                                     stderr=subprocess.PIPE)
+            try:
+                w = _scrape(wport)
+                assert w["spamsift_daemon_up"] == 1 and "spamsift_watch_queue_depth" in w
+                proc.terminate()
+                proc.wait(timeout=60)
+                assert _scrape(wport)["spamsift_daemon_up"] == 0  # a stopped daemon shows
+            finally:
+                watch.terminate()
+                watch.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

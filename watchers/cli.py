@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log every line to stderr too, idle scans included (syslog "
                              "always has what happened, and an hourly heartbeat when idle)")
     parser.add_argument("--config", metavar="FILE")
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
     from spamsift.watchers.imap import add_imap_options
 
     add_imap_options(parser, parser.add_argument_group("for imap:// and imaps:// URLs"))
@@ -80,6 +82,26 @@ def main(argv: list[str] | None = None) -> int:
         return command_failed("watch", exc)
     except KeyboardInterrupt:
         return exitcodes.OK
+
+
+def serve_metrics(address: str | None, settings):
+    """An engine.metrics.Metrics served on `address` (None: no metrics). UsageError for an
+    address that is not HOST:PORT or cannot be bound."""
+    if not address:
+        return None
+    from spamsift.filter.engine.metrics import Metrics
+    from spamsift.filter.engine.metrics import UsageError as AddressError
+
+    import os
+
+    from spamsift.filter.client import DEFAULT_SOCKET
+
+    try:
+        metrics = Metrics(settings.home, os.environ.get("SPAMSIFT_SOCKET", DEFAULT_SOCKET))
+        metrics.serve(address)
+    except (AddressError, OSError) as exc:
+        raise UsageError(f"--metrics: {exc}") from None
+    return metrics
 
 
 def state_path(settings, roots: list[str]) -> str:
@@ -138,6 +160,7 @@ def _watch(args) -> int:
         watcher = Watcher(settings, store, args.roots, sleep=sleep, log=say,
                           state_file=None if args.full_scan else state_path(settings, args.roots))
         watcher.heartbeat.verbose = args.verbose
+        watcher.metrics = serve_metrics(args.metrics, settings)
         if args.once:
             watcher.cycle(until=None)
             watcher.save_state()

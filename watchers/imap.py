@@ -245,6 +245,7 @@ class ImapWatcher:
         self.clock = clock
         self.monotonic = monotonic
         self.heartbeat = Heartbeat(monotonic)
+        self.metrics = None  # an engine.metrics.Metrics, with watch --metrics
         self.sleep = sleep
         self.log = log or (lambda line: None)
         self.header = settings.header_prefix + "-Signature"
@@ -323,6 +324,10 @@ class ImapWatcher:
             report.seconds = self.monotonic() - started
         if self.heartbeat.due(report.active):
             self.log(report.line(self.account))
+        if self.metrics is not None:
+            self.metrics.scan_seconds.set(report.seconds)
+            for action, n in report.trained.items():
+                self.metrics.trained.labels(action).inc(n)
         return report
 
     def _cycle(self, report: CycleReport) -> None:
@@ -664,6 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="log lines to stderr too (they always go to syslog)")
     parser.add_argument("--config", metavar="FILE")
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
     # Maildir-only options of `spamsift watch`, refused here with a clear line.
     parser.add_argument("--template", help=argparse.SUPPRESS)
     parser.add_argument("--inotify", action="store_true", help=argparse.SUPPRESS)
@@ -739,6 +746,9 @@ def _watch(args, client_factory) -> int:
                           all_folders=args.all_folders, idle=not (args.once or args.no_idle),
                           client_factory=client_factory, log=say)
     watcher.heartbeat.verbose = args.verbose
+    from spamsift.watchers.cli import serve_metrics
+
+    watcher.metrics = serve_metrics(args.metrics, settings)
     try:
         if args.once:
             watcher.cycle()

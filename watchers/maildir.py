@@ -706,6 +706,7 @@ class Watcher:
         self.state_file = state_file
         self.saved_at = monotonic()
         self.heartbeat = Heartbeat(monotonic)
+        self.metrics = None  # an engine.metrics.Metrics, with watch --metrics
         if state_file:
             restored = self.scanner.load(state_file)
             if restored:
@@ -764,6 +765,7 @@ class Watcher:
         self.cycles += 1
         self.failed_storage = False
         report = self.scan()
+        scanned = report.seconds
         started = self.monotonic() - report.seconds
         while len(self.queue) and not (self.stopped is not None and self.stopped()):
             wait = self.queue.wait_time()
@@ -779,6 +781,11 @@ class Watcher:
         report.seconds = self.monotonic() - started
         if self.heartbeat.due(report.active or bool(len(self.queue))):
             self.log(report.line(len(self.queue)))
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(len(self.queue))
+            self.metrics.scan_seconds.set(scanned)
+            for action, n in report.trained.items():
+                self.metrics.trained.labels(action).inc(n)
         return report
 
     def use_store(self, store) -> None:
