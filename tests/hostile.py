@@ -90,6 +90,69 @@ def long_header(size: int = SIZE, seed: int = 1) -> bytes:
     return b"From: m@attacker.example\nSubject: " + folded + b"\n\nbody\n"
 
 
+def html_spaces(size: int = 64 * 1024) -> bytes:
+    """An HTML part: "<" and a run of spaces (quadratic for a regex with two \\s*: 11 s at
+    20 KB)."""
+    return (_HEAD + b"MIME-Version: 1.0\nContent-Type: text/html\n\n<" + b" " * size + b"\n")
+
+
+def html_p_flood(count: int = 128_000) -> bytes:
+    """An HTML part of "<p" with no ">" (each once scanned to the end)."""
+    return _HEAD + b"MIME-Version: 1.0\nContent-Type: text/html\n\n" + b"<p" * count + b"\n"
+
+
+def tiny_header_lines(count: int = 1_390_000) -> bytes:
+    """1.4 million header lines "a:" (one Python object each: 344 MB)."""
+    return _HEAD + b"a:\n" * count + b"\nbody\n"
+
+
+def continuation_flood(count: int = 2_000_000) -> bytes:
+    """One header folded over 2 million lines."""
+    return _HEAD + b"X: a\n" + b" \n" * count + b"\nbody\n"
+
+
+def bare_cr_flood(count: int = 1_400_000) -> bytes:
+    """A spoofed X-DSPAM-Result of 1.4 million bare CRs (the stamping splits at each)."""
+    return (b"X-DSPAM-Result: Innocent" + b"\rq" * count + b"\n" + _HEAD + b"\nbody\n")
+
+
+def url_flood(parts: int = 4, size: int = 256 * 1024, seed: int = 1) -> bytes:
+    """Text parts full of unique URL pieces (once past the token cap: 130,179 rows)."""
+    rng = random.Random(seed)
+    body = []
+    for _ in range(parts):
+        text, total = [], 0
+        while total < size:
+            url = b"http://h%x.example/%x/%x" % (rng.getrandbits(40), rng.getrandbits(40),
+                                                 rng.getrandbits(40))
+            text.append(url)
+            total += len(url) + 1
+        body.append(b"--u\nContent-Type: text/plain\n\n" + b" ".join(text) + b"\n")
+    return (_HEAD + b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=u\n\n"
+            + b"".join(body) + b"--u--\n")
+
+
+def nested_base64(depth: int = 12, size: int = 2_900_000) -> bytes:
+    """A base64 text part of 3 MB decoded inside `depth` nested multiparts (each level held
+    a copy: 127 MB)."""
+    import base64
+
+    leaf = (b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n"
+            + base64.encodebytes(b"word " * (size // 5)))
+    for level in reversed(range(depth)):
+        leaf = (b"Content-Type: multipart/mixed; boundary=L%d\n\n--L%d\n" % (level, level)
+                + leaf + b"\n--L%d--\n" % level)
+    return _HEAD + b"MIME-Version: 1.0\n" + leaf
+
+
+def boundary_bomb(count: int = 55_000) -> bytes:
+    """Parts that are each a multipart with a boundary of its own (one regex each)."""
+    parts = [b"--b\nContent-Type: multipart/mixed; boundary=x%d\n\n--x%d\n\nhi\n--x%d--\n"
+             % (k, k, k) for k in range(count)]
+    return (_HEAD + b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n"
+            + b"".join(parts) + b"--b--\n")
+
+
 ALL = {
     "unique_words": unique_words,
     "many_received": many_received,
@@ -97,6 +160,14 @@ ALL = {
     "deep_nesting": deep_nesting,
     "long_line": long_line,
     "long_header": long_header,
+    "html_spaces": html_spaces,
+    "html_p_flood": html_p_flood,
+    "tiny_header_lines": tiny_header_lines,
+    "continuation_flood": continuation_flood,
+    "bare_cr_flood": bare_cr_flood,
+    "url_flood": url_flood,
+    "nested_base64": nested_base64,
+    "boundary_bomb": boundary_bomb,
 }
 
 

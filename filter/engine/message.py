@@ -21,59 +21,62 @@ class UnstampableError(ValueError):
     """Raised by `Message.stamp` when headers cannot be added without changing other bytes."""
 
 
+_BLANK_LINE = re.compile(rb"\n\r*\n")
+_LEADING_BLANK_LINE = re.compile(rb"\r*\n")
+_NEXT_FIELD = re.compile(rb"\n(?![ \t])")  # a line ending not followed by a continuation
+_STARTS: dict[bytes, re.Pattern[bytes]] = {}
+
+
+def _lines_starting(text: bytes) -> re.Pattern[bytes]:
+    """Lines (after an LF, or at the start) that begin with `text`, case-blind."""
+    pattern = _STARTS.get(text)
+    if pattern is None:
+        pattern = _STARTS[text] = re.compile(rb"(?mi)^" + re.escape(text))
+    return pattern
+
+
 class Message:
     """A message as bytes, with the offsets of its header block.
 
     `head_end` is where the header block ends: the offset just after the last header line's
     line ending (or the end of the data when the message has no line ending at all).
+
+    Header lines are found by regular expressions over the bytes, never split into one
+    Python object per line: 1.4 million header lines within 4 MB took 344 MB that way.
     """
 
-    __slots__ = ("raw", "head_end", "eol", "_lines")
+    __slots__ = ("raw", "head_end", "eol")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self._lines: list[tuple[int, int]] | None = None
         nl = raw.find(b"\n")
         self.eol = b"\r\n" if nl > 0 and raw[nl - 1] == 13 else b"\n"
-        pos = 0
-        end = len(raw)
-        while pos < end:
-            nl = raw.find(b"\n", pos)
-            line_end = end if nl < 0 else nl + 1
-            content = raw[pos:line_end].rstrip(b"\r\n")
-            if not content and nl >= 0:
-                break  # the blank line that separates header block and body
-            pos = line_end
-        self.head_end = pos
+        # The header block ends before the first blank line (one of nothing but CRs).
+        if _LEADING_BLANK_LINE.match(raw):
+            self.head_end = 0
+        else:
+            m = _BLANK_LINE.search(raw)
+            self.head_end = m.start() + 1 if m else len(raw)
 
     @property
     def head(self) -> bytes:
         return self.raw[:self.head_end]
 
-    def header_lines(self) -> list[tuple[int, int]]:
-        """(start, end) byte offsets of each logical header, folded lines included."""
-        if self._lines is None:
-            lines: list[tuple[int, int]] = []
-            raw, pos = self.raw, 0
-            while pos < self.head_end:
-                nl = raw.find(b"\n", pos, self.head_end)
-                line_end = self.head_end if nl < 0 else nl + 1
-                if raw[pos:pos + 1] in (b" ", b"\t") and lines:
-                    lines[-1] = (lines[-1][0], line_end)
-                else:
-                    lines.append((pos, line_end))
-                pos = line_end
-            self._lines = lines
-        return self._lines
+    def _field_end(self, start: int) -> int:
+        """Where the header field starting at `start` ends, folded lines included."""
+        m = _NEXT_FIELD.search(self.raw, start, self.head_end)
+        return m.end() if m else self.head_end
 
-    def header_name(self, start: int, end: int) -> bytes:
-        return _field_name(self.raw, start, end)
+    def _fields_starting(self, text: bytes):
+        """(start, end) of each header field whose first line begins with `text`."""
+        for m in _lines_starting(text).finditer(self.raw, 0, self.head_end):
+            yield m.start(), self._field_end(m.start())
 
     def get_header(self, name: str) -> bytes | None:
         """The raw value (unfolded, stripped) of the first header called `name`, or None."""
         want = name.lower().encode("latin-1")
-        for start, end in self.header_lines():
-            if self.header_name(start, end) == want:
+        for start, end in self._fields_starting(want):
+            if _field_name(self.raw, start, end) == want:
                 value = self.raw[self.raw.find(b":", start, end) + 1:end]
                 return b" ".join(value.split())
         return None
@@ -85,36 +88,43 @@ class Message:
         `subject_tag` prefixes the Subject (added when missing); `body_tag` is appended as a
         line to the body of a single-part, non-base64 text message, else it is not added.
         """
-        raw, eol = self.raw, self.eol
+        raw, eol, end = self.raw, self.eol, self.head_end
         prefix = strip_prefix.lower().encode("latin-1") + b"-"
-        kept: list[bytes] = []
+        edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement)
+        for start, stop in self._fields_starting(prefix):
+            if _field_name(raw, start, stop).startswith(prefix):
+                edits.append((start, stop, _without_ours(raw[start:stop], prefix)))
         subject_done = subject_tag is None
-        for start, end in self.header_lines():
-            name = self.header_name(start, end)
-            line = raw[start:end]
-            if name.startswith(prefix):
-                line = _without_ours(line, prefix)
-                if not line:
-                    continue
-            if not subject_done and name == b"subject":
-                line = _tag_subject(line, subject_tag)  # type: ignore[arg-type]
-                subject_done = True
-            kept.append(line)
-        last_unterminated = bool(kept) and not kept[-1].endswith(b"\n")
-        if last_unterminated and kept[-1][:1] in (b" ", b"\t"):
-            # A last line that starts with white space would continue our header: there is
-            # no byte-preserving place for ours. The caller passes the message on unchanged.
-            raise UnstampableError("message ends in an unterminated line that starts with "
-                                   "white space; passed on without headers")
+        if not subject_done:
+            for start, stop in self._fields_starting(b"subject"):
+                if _field_name(raw, start, stop) == b"subject":
+                    edits.append((start, stop, _tag_subject(raw[start:stop], subject_tag)))  # type: ignore[arg-type]
+                    subject_done = True
+                    break
+        edits.sort()
+        pieces, pos = [], 0
+        for start, stop, replacement in edits:
+            pieces += [raw[pos:start], replacement]
+            pos = stop
+        pieces.append(raw[pos:end])
+        head = b"".join(pieces)
         ours = [f"{name}: {value}".encode("utf-8") + eol for name, value in headers]
         if not subject_done:
             ours.insert(0, b"Subject: " + subject_tag.encode("utf-8") + eol)  # type: ignore[union-attr]
-        if last_unterminated:
+        if head and not head.endswith(b"\n"):
             # No line ending after the last header (the message ends there): put ours before
-            # it, so the original bytes stay exactly as they were.
-            out = b"".join(kept[:-1]) + b"".join(ours) + kept[-1]
+            # that field, so the original bytes stay exactly as they were.
+            last = 0
+            for m in _NEXT_FIELD.finditer(head):
+                last = m.end()
+            if head[last:last + 1] in (b" ", b"\t"):
+                # A last field that starts with white space would continue our header:
+                # there is no byte-preserving place for ours. The caller passes it on.
+                raise UnstampableError("message ends in an unterminated line that starts "
+                                       "with white space; passed on without headers")
+            out = head[:last] + b"".join(ours) + head[last:]
         else:
-            out = b"".join(kept) + b"".join(ours)
+            out = head + b"".join(ours)
         body = raw[self.head_end:]
         # Only when a blank line separates a body: without one, a tag would become a header.
         if body_tag is not None and body and self._body_taggable():
@@ -154,16 +164,34 @@ def _without_ours(line: bytes, prefix: bytes) -> bytes:
     start with white space); every other piece stays as it was. The line's own ending stays
     when anything does; a rest of nothing but line endings goes too: kept, it would be a blank
     line ending the header block early."""
-    kept: list[bytes] = []
+    if b"\r" not in line:
+        return b""  # the common case: no bare CR, the whole field is ours
+    # Pieces as (start, end) offsets, kept ones merged into ranges: a field of a million
+    # bare CRs must not become a million objects.
+    kept: list[list[int]] = []
+    ending = b""
     dropping = True
-    for n, piece in enumerate(_AFTER_BARE_CR.split(line)):
-        if n and piece[:1] not in (b" ", b"\t"):  # the first is ours (its name may hold a CR)
-            dropping = _field_name(piece, 0, len(piece)).startswith(prefix)
+    start = 0
+    from itertools import chain
+
+    bounds = chain((m.start() for m in _AFTER_BARE_CR.finditer(line)), (len(line),))
+    for n, stop in enumerate(bounds):
+        if stop == start and n:
+            continue
+        if n and line[start:start + 1] not in (b" ", b"\t"):  # the first is ours
+            end = line.find(b":", start, stop)
+            dropping = end > start and line[start:end].strip().lower().startswith(prefix)
         if not dropping:
-            kept.append(piece)
-        elif piece.endswith(b"\n") and kept:
-            kept.append(b"\r\n" if piece.endswith(b"\r\n") else b"\n")
-    rest = b"".join(kept)
+            if kept and kept[-1][1] == start:
+                kept[-1][1] = stop
+            else:
+                kept.append([start, stop])
+        elif stop == len(line) and line.endswith(b"\n"):
+            ending = b"\r\n" if line.endswith(b"\r\n") else b"\n"
+        start = stop
+    rest = b"".join(line[a:b] for a, b in kept)
+    if kept and ending:
+        rest += ending
     return rest if rest.strip(b"\r\n") else b""
 
 

@@ -231,7 +231,10 @@ class Tokenizer:
                 for piece in url.translate(_URL_SPLIT).split():
                     if len(piece) <= MAX_WORD:
                         key = "Url*" + piece.lower()
-                        freq[key] = freq.get(key, 0) + 1
+                        if key in freq:
+                            freq[key] += 1
+                        elif len(freq) < MAX_TOKENS:  # URL pieces count against the cap too
+                            freq[key] = 1
             text = _URL.sub(" ", text)
         return _words(text, _BODY_TABLE)
 
