@@ -331,7 +331,9 @@ def _checked_users(opts: Options, settings, caller, allow_none: bool = False) ->
     from spamsift.filter.engine import users
 
     caller = caller or users.this_process()
-    names = [users.validate(u) for u in opts.users]
+    # Each name once: "--user me --user me ..." a thousand times made one request do a
+    # thousand messages' work.
+    names = list(dict.fromkeys(users.validate(u) for u in opts.users))
     if not names and not allow_none:
         names = [users.validate(caller.name)]
     users.authorize(caller, names, settings.trusted_users)

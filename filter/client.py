@@ -87,6 +87,31 @@ def is_training(argv: list[str]) -> bool:
     return False
 
 
+def deliver_set(argv: list[str]) -> set[str] | None:
+    """The --deliver items of a filter command line (None without --deliver)."""
+    found = None
+    for n, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name == "--deliver":
+            value = value if eq else (argv[n + 1] if n + 1 < len(argv) else "")
+            found = {v.strip().lower() for v in value.split(",") if v.strip()}
+    return found
+
+
+def to_stdout(argv: list[str]) -> bool:
+    """Whether the message is delivered on stdout (--stdout, --deliver=stdout, or no
+    --deliver at all), as `spamsift.filter.cli` decides it; otherwise it may go to the
+    delivery agent or the quarantine."""
+    deliver = None
+    for n, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name == "--stdout":
+            return True
+        if name == "--deliver":
+            deliver = value if eq else (argv[n + 1] if n + 1 < len(argv) else "")
+    return deliver is None or "stdout" in deliver.lower()
+
+
 def wants_stdin(argv: list[str]) -> bool:
     """Whether the filter reads a message: not for a training call naming --signature; the
     same rule as `spamsift.filter.cli.main`, which is not imported here (tests/test_daemon.py
@@ -130,12 +155,16 @@ def run(argv: list[str], environ, stdin, stdout, stderr, count: bool = True) -> 
         sock.shutdown(1)  # SHUT_WR
         reply = decode(recv_all(sock))
     except (OSError, ValueError) as exc:
-        # The daemon may or may not have processed it: never process twice. Inbound mail is
-        # passed on untouched (the failure policy); a training request is retried by the MTA
-        # (corrections are idempotent).
-        stderr.write(f"spamsift: daemon at {path} failed ({exc}); message passed through\n")
-        if is_training(argv):
+        # The daemon may or may not have processed it: never process twice. Inbound mail
+        # written to stdout (maildrop's xfilter) is passed on untouched (the failure policy);
+        # anything else is retried by the MTA (75): a training request (corrections are
+        # idempotent), and a delivery whose message goes to the delivery agent or the
+        # quarantine, where a message on stdout would be read by no one and lost.
+        if is_training(argv) or not to_stdout(argv):
+            stderr.write(f"spamsift: daemon at {path} failed ({exc}); tempfail, the MTA "
+                         "retries\n")
             return 75
+        stderr.write(f"spamsift: daemon at {path} failed ({exc}); message passed through\n")
         return _emit(stdout, raw, 0, stderr)
     finally:
         sock.close()

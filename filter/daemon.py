@@ -321,12 +321,14 @@ class _Server:
                 log.error(f"daemon: accept: {exc}", self.settings.syslog)
                 self.stopping.wait(0.1)
                 continue
+            request = _Request(self, conn, store)
             try:
-                store = _Request(self, conn, store).handle()
+                store = request.handle()
             except Exception as exc:  # noqa: BLE001 - a request must never stop a worker
                 log.error(f"daemon: internal error: {type(exc).__name__}: {exc}",
                           self.settings.syslog)
             finally:
+                request.close()
                 conn.close()
         if store is not None:
             store.close()
@@ -347,14 +349,29 @@ class _Request:
         self.server = server
         self.sock = sock
         self.store = store
+        self.fds: list[int] = []  # homes opened for this request (`_pin`)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
 
     def _read(self) -> bytes | None:
         """The request's bytes; None when it is larger than this daemon filters (then read
         to its end and thrown away, so the client can read the answer)."""
+        import time
+
         limit = self.server.max_request
         chunks: list[bytes] = []
         total = 0
+        # One deadline for the whole request: a timeout per read let a client that sent a
+        # byte every 25 s hold a worker for ever.
+        deadline = time.monotonic() + REQUEST_TIMEOUT
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"request not complete within {REQUEST_TIMEOUT:g} s")
+            self.sock.settimeout(left)
             chunk = self.sock.recv(1 << 16)
             if not chunk:
                 return b"".join(chunks) if total <= limit else None
@@ -456,19 +473,49 @@ class _Request:
             differ = {k for k, _v in set(wanted.items()) ^ set(server.own_env.items())}
             return None, f"another configuration ({', '.join(sorted(differ))})"
         trusted = users.is_trusted(caller, server.settings.trusted_users)
+        deliver = client.deliver_set(argv)
+        if not trusted and deliver is not None and not deliver & {"spam", "stdout"}:
+            # Spam not delivered goes to the quarantine, which the daemon would fill with
+            # files of its own for anyone: the caller's own process does it, as the caller.
+            return None, "quarantine: only in the caller's own process"
         for n, arg in enumerate(argv):
             name, eq, value = arg.partition("=")
             if name == "--home":
                 home = value if eq else (argv[n + 1] if n + 1 < len(argv) else "")
-                if not trusted and not _owned_by(home, caller.uid):
+                pinned = self._pin(home, caller.uid, trusted)
+                if pinned is None:
                     return None, "--home is not the caller's"
+                argv[n if eq else n + 1] = f"--home={pinned}" if eq else pinned
         environ = dict(server.own_env)
         environ.update({k: v for k, v in env.items() if k in ("LOGNAME", "USER")})
         # $HOME (maildrop's) stands for the user's home only when it is the caller's: one
         # that is not is left out, as if unset (the passwd entry or home_template decide).
-        if "HOME" in env and (trusted or _owned_by(env["HOME"], caller.uid)):
-            environ["HOME"] = env["HOME"]
+        if "HOME" in env:
+            pinned = self._pin(env["HOME"], caller.uid, trusted)
+            if pinned is not None:
+                environ["HOME"] = pinned
         return environ, ""
+
+    def _pin(self, home: str, uid: int, trusted: bool) -> str | None:
+        """`home` opened once, as /proc/self/fd/N (the opened folder itself, whatever its
+        path is made to point at later), when it is the caller's or the caller is trusted;
+        else None. Checking the path and then using it let a caller swap a symlink in
+        between and learn whether a dotfile exists in a folder they cannot read."""
+        if trusted:
+            return home
+        try:
+            fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            return None
+        try:
+            if os.fstat(fd).st_uid != uid:
+                os.close(fd)
+                return None
+        except OSError:
+            os.close(fd)
+            return None
+        self.fds.append(fd)
+        return f"/proc/self/fd/{fd}"
 
 
 def _owned_by(path: str, uid: int) -> bool:
@@ -499,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpamsiftError as exc:
         return command_failed("daemon", exc)
     path = args.socket
+    if not path:
+        print("spamsift daemon: --socket: an empty path", file=sys.stderr)
+        return exitcodes.USAGE
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         mode = os.lstat(path).st_mode if os.path.lexists(path) else None
@@ -531,9 +581,18 @@ def main(argv: list[str] | None = None) -> int:
         except (UsageError, OSError) as exc:
             print(f"spamsift daemon: --metrics: {exc}", file=sys.stderr)
             return exitcodes.USAGE if isinstance(exc, UsageError) else exitcodes.CONFIG
-    server = _Server(path, settings, args.config)
+    try:
+        server = _Server(path, settings, args.config)
+    except OSError as exc:
+        print(f"spamsift daemon: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    try:
+        os.chmod(path, 0o666)
+    except OSError as exc:
+        server.close()
+        print(f"spamsift daemon: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return exitcodes.CONFIG
     server.metrics = metrics
-    os.chmod(path, 0o666)
     cli.FAST_EXIT = False
 
     def stop(_signum, _frame):

@@ -445,3 +445,119 @@ def test_the_writers_queue_is_bounded_by_rows_not_only_by_batches(tmp_path, monk
     finally:
         os.kill(writer.process.pid, signals.SIGCONT)
         writer.stop()
+
+
+# -- what a second adversarial review found ------------------------------------------------
+
+def test_a_request_trickled_a_byte_at_a_time_is_dropped_at_one_deadline(monkeypatch):
+    """A timeout per read let a client that sent a byte every 25 s hold a worker for ever:
+    the request as a whole has REQUEST_TIMEOUT."""
+    from spamsift.filter import daemon
+
+    monkeypatch.setattr(daemon, "REQUEST_TIMEOUT", 0.6)
+    ours, theirs = socket.socketpair()
+    server = type("S", (), {"max_request": 1 << 20})()
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            try:
+                theirs.send(b"x")
+            except OSError:
+                return
+            time.sleep(0.1)
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        daemon._Request(server, ours, None)._read()
+    assert time.monotonic() - started < 2.0
+    stop.set()
+    ours.close()
+    theirs.close()
+
+
+def _dead_daemon(tmp_path: Path) -> str:
+    """A socket whose daemon takes the request and dies without answering."""
+    path = str(tmp_path / "dead.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+
+    def serve():
+        for _ in range(4):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(1 << 20)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return path
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["--user", "x", "--deliver=innocent,spam"], 75),   # the delivery agent would take it
+    (["--user", "x", "--deliver", "innocent"], 75),     # the quarantine would take spam
+    (["--user", "x", "--stdout"], 0),                    # maildrop's xfilter: passed on
+])
+def test_a_daemon_that_dies_mid_request_never_loses_the_message(tmp_path, argv, code):
+    """On stdout the original goes on (the failure policy); where stdout is read by no one
+    (delivery agent, quarantine) the MTA must retry: exit 0 there lost the message."""
+    import io
+
+    from spamsift.filter import client
+
+    out, err = io.BytesIO(), io.StringIO()
+    got = client.run(argv, {"SPAMSIFT_SOCKET": _dead_daemon(tmp_path)}, io.BytesIO(HAM), out,
+                     err)
+    assert got == code, err.getvalue()
+    assert out.getvalue() == (HAM if code == 0 else b"")
+
+
+def test_one_name_given_many_times_is_one_users_work(tmp_path):
+    import io
+
+    from spamsift.filter.cli import main
+
+    out = io.BytesIO()
+    env = {"SPAMSIFT_HOME": str(tmp_path)}
+    code = main(["--user", *["alice"] * 50, "--deliver=summary"], stdin=io.BytesIO(HAM),
+                stdout=out, stderr=io.StringIO(), environ=env)
+    assert code == 0 and out.getvalue().count(b"X-DSPAM-Result: alice;") == 1
+
+
+@needs_console
+def test_an_untrusted_quarantine_request_is_declined(daemon, evil):
+    """Spam not delivered goes to the quarantine: through the daemon that made files of the
+    daemon's for anyone, without limit; the caller's own process does it instead."""
+    own_env = {"SPAMSIFT_CONFIG": str(daemon.config)}
+    reply = daemon.request(["--user", EVIL, "--deliver=innocent"], own_env, HAM, user=EVIL)
+    assert reply[0] == b"decline" and b"quarantine" in reply[1]
+    served = daemon.request(["--user", EVIL, "--deliver=innocent,spam", "--stdout"], own_env,
+                            HAM, user=EVIL)
+    assert served[0] == b"0"
+
+
+def test_made_up_charset_names_do_not_grow_the_codec_cache():
+    """encodings caches every unknown name for good: 120 messages of made-up charset names
+    grew a daemon by 530 MB."""
+    import encodings
+
+    from spamsift.filter.engine import mime
+
+    before = len(encodings._cache)
+    for n in range(3000):
+        mime.bytes_to_text(b"text", f"x-{n}-" + "y" * 30)
+        mime.decode_header_value(f"=?zz{n}?q?abc?=")
+    assert len(encodings._cache) <= before + 1
+
+
+@needs_console
+@pytest.mark.parametrize("path, code", [("", 64), ("/proc/x.sock", 78),
+                                        ("/tmp/" + "a" * 120 + ".sock", 78)])
+def test_a_socket_the_daemon_cannot_make_is_one_line(path, code):
+    done = subprocess.run([SPAMSIFT, "daemon", "--socket", path], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == code
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
