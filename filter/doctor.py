@@ -30,6 +30,7 @@ class Findings:
         self.verbose = verbose
         self.out = out
         self.problems = 0
+        self.no_daemon = "the daemon does not serve this uid"  # why deliveries are in-process
 
     def problem(self, what: str, fix: str) -> None:
         self.problems += 1
@@ -105,6 +106,7 @@ def _daemon(settings, found: Findings) -> bool:
     path = os.environ.get("SPAMSIFT_SOCKET", client.DEFAULT_SOCKET)
     if not path or not os.path.exists(path):
         found.ok(f"no daemon socket at {path or '(disabled)'}: deliveries filter in-process")
+        found.no_daemon = f"no daemon serves this uid (no socket at {path or '(disabled)'})"
         return False
     import io
 
@@ -117,6 +119,7 @@ def _daemon(settings, found: Findings) -> bool:
         lines = err.getvalue().strip().splitlines()
         why = (lines[-1].removeprefix("spamsift: ").removesuffix("; filtering in-process")
                if lines else f"daemon at {path} did not answer")
+        found.no_daemon = why
         found.problem(f"{why}: this uid's deliveries filter in-process",
                       "start it (systemctl start spamsift-daemon), or give it the "
                       "configuration this uid uses")
@@ -133,9 +136,10 @@ def _database(settings, found: Findings, needed: bool) -> None:
         store = open_store(settings.storage_url, settings.storage_timeout, create=False)
     except SpamsiftError as exc:
         if needed:
-            found.problem(f"database: {exc}: deliveries as this uid pass mail through "
-                          "unfiltered", "run the daemon (the spamsift user owns the "
-                          "database), or make the database writable by this uid")
+            found.problem(f"{found.no_daemon}, and it cannot open the database ({exc}): its "
+                          "deliveries pass mail through unfiltered", "start the daemon (the "
+                          "spamsift user owns the database), or make the database writable "
+                          "by this uid")
         else:
             found.ok(f"database not opened by this uid ({exc}): the daemon does it")
         return
@@ -150,9 +154,10 @@ def _database(settings, found: Findings, needed: bool) -> None:
         if problem in writes and not needed:
             found.ok(f"{problem} -- not needed: the daemon writes")
         elif problem in writes:
-            found.problem(f"{problem}: deliveries as this uid pass mail through unfiltered",
-                          "run the daemon (the spamsift user owns the database), or make "
-                          "the database, its folder, -wal and -shm writable by this uid")
+            found.problem(f"{found.no_daemon}, and {problem}: its deliveries pass mail "
+                          "through unfiltered", "start the daemon (the spamsift user owns "
+                          "the database), or make the database, its folder, -wal and -shm "
+                          "writable by this uid")
         else:
             found.problem(problem, "spamsift db init (as the database's owner)")
     if not problems:

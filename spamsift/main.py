@@ -18,6 +18,8 @@ COMMANDS = {
     "db": ("spamsift.filter.admin", "db_main", "create/upgrade the schema (init) or check a database"),
     "doctor": ("spamsift.filter.doctor", "main", "what keeps this uid's deliveries from being "
                "filtered, with the fixes"),
+    "setup": ("spamsift.filter.setup", "main", "make a privilege-separated node (user, home, "
+              "database, units, maildroprc, aliases)"),
     "purge": ("spamsift.trainer.purge", "main", "delete stale tokens and signatures in small batches"),
     "train": ("spamsift.trainer.train", "main", "bootstrap a user from existing mail (Maildir, mbox, "
               "MH, IMAP...)"),
