@@ -107,3 +107,6 @@ def test_mail_for_a_user_not_opted_in_is_counted_by_reason(tmp_path):
     report = subprocess.run([SPAMSIFT, "report", "--json"], env=env, capture_output=True)
     passed = json.loads(report.stdout)["passed_through"]
     assert passed["users"]["carol"]["today"] == {"not_opted_in": 2, "total": 2}
+    stats = subprocess.run([SPAMSIFT, "stats", "-H", "carol"], env=env, capture_output=True,
+                           text=True)
+    assert "Not filtered (7 days): 2 (not_opted_in 2)" in stats.stdout, stats.stdout

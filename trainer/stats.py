@@ -138,6 +138,22 @@ def format_snapshot(day: str, f: Figures) -> str:
     return "x " + ",".join(f"{v:x}" for v in values)
 
 
+def _unfiltered_by_user(home: str, clock: float | None) -> dict[str, str]:
+    """User -> "N (reason n, ...)" of the last 7 days' messages not filtered (passlog), for
+    the -H listing (DSPAM's short lines stay as dspam_stats prints them)."""
+    import time
+
+    from spamsift.filter.engine import passlog
+
+    now = time.time() if clock is None else clock
+    by_user: dict[str, dict[str, int]] = {}
+    for (_day, reason, user), n in passlog.counts(home, now - 7 * 86400).items():
+        reasons = by_user.setdefault(user, {})
+        reasons[reason] = reasons.get(reason, 0) + n
+    return {user: f"{sum(r.values())} ({', '.join(f'{k} {v}' for k, v in sorted(r.items()))})"
+            for user, r in by_user.items()}
+
+
 def main(argv: list[str] | None = None, caller: users.Caller | None = None,
          clock: float | None = None, out=None) -> int:
     """`caller` (who asks), `clock` and `out` (a text stream) are test seams."""
@@ -180,6 +196,7 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
             total = Figures()
             total_counters = [0] * len(STAT_FIELDS)
             lines: list[str] = []
+            unfiltered = _unfiltered_by_user(settings.home, clock) if args.human else {}
             for uid, name in wanted:
                 counters = counters_of.get(uid, zero) if uid is not None else zero
                 figures = Figures.of(counters)
@@ -194,6 +211,8 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
                 total_counters = [a + b for a, b in zip(total_counters, counters)]
                 lines += (long_lines(name, figures, training_left(counters)) if args.human
                           else short_lines(name, figures, args.rates))
+                if name in unfiltered:
+                    lines.append(f"        Not filtered (7 days): {unfiltered[name]}")
                 if args.reset and uid is not None:
                     store.set_preference(uid, SNAPSHOT_KEY,
                                          format_snapshot(today_string(clock),
