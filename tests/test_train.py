@@ -666,6 +666,15 @@ def test_evaluate_json_fields_and_cross_validation(env, tmp_path, capsys):
         assert sum(r["ham"] + r["spam"] for r in fig["histogram"]) == 75
         assert fig["ham_misclassified_pct"] == pytest.approx(
             100 * fig["ham_misclassified"] / 50, abs=1e-3)
+        # The score a site thresholds by: quantiles per class, and what unsure_band holds.
+        score = fig["score"]
+        assert list(score["ham_quantiles"]) == ["0.0", "0.01", "0.1", "0.5", "0.9", "0.99",
+                                                "1.0"]
+        assert score["ham_quantiles"]["0.0"] <= score["ham_quantiles"]["1.0"]
+        inside = score["unsure_band"]
+        assert inside["band"] == [-2.0, 0.0] and inside["ham"] + inside["spam"] <= 75
+        assert inside["spam_misclassified_inside"] <= min(inside["spam"],
+                                                          fig["spam_misclassified"])
     assert len(report["replay"]["learning_curve"]) == 1
     # evaluate created no database for the user
     assert not (env / "spamsift.db").exists()

@@ -107,7 +107,29 @@ def histogram(probabilities: list[tuple[float, bool]], bins: int = 10) -> list[d
     return rows
 
 
-def figures(results: list[tuple[bool, bool, float, float]]) -> dict:
+def score_figures(results: list[tuple[bool, bool, float, float]],
+                  band: tuple[float, float] | tuple[()]) -> dict:
+    """X-DSPAM-Score quantiles of ham and spam, and what `band` (unsure_band) would hold:
+    what a site needs to choose its own thresholds."""
+    out: dict = {}
+    for label, is_spam in (("ham", False), ("spam", True)):
+        scores = sorted(r[2] for r in results if r[0] == is_spam)
+        out[f"{label}_quantiles"] = ({str(q): round(scores[min(len(scores) - 1,
+                                                              int(q * len(scores)))], 6)
+                                      for q in (0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0)}
+                                     if scores else {})
+    if band:
+        low, high = band
+        inside = [r for r in results if low <= r[2] < high]
+        out["unsure_band"] = {
+            "band": [low, high], "ham": sum(1 for r in inside if not r[0]),
+            "spam": sum(1 for r in inside if r[0]),
+            "spam_misclassified_inside": sum(1 for r in inside if r[0] and not r[1])}
+    return out
+
+
+def figures(results: list[tuple[bool, bool, float, float]],
+            band: tuple[float, float] | tuple[()] = ()) -> dict:
     """results: (is_spam, called_spam, score, probability) per message, in order."""
     spam = sum(1 for r in results if r[0])
     ham = len(results) - spam
@@ -131,6 +153,7 @@ def figures(results: list[tuple[bool, bool, float, float]]) -> dict:
         "threshold_fp_0.1pct": None if limit is None else {
             "threshold": limit[0], "ham_misclassified_pct": round(limit[1], 4),
             "spam_misclassified_pct": round(limit[2], 4)},
+        "score": score_figures(results, band),
     }
 
 
@@ -386,11 +409,12 @@ def main(argv: list[str] | None = None) -> int:
                         for entry in order:
                             f.write(("spam" if entry[4] == "spam" else "ham") + " "
                                     + entry[5] + "\n")
+                band = tuple(settings.unsure_band)
                 report["replay"] = figures(replay(settings, spool, user, order,
-                                                  progress.advance))
+                                                  progress.advance), band)
             if args.folds:
                 report["cross_validation"] = figures(cross_validate(
-                    settings, spool, args.folds, progress.advance))
+                    settings, spool, args.folds, progress.advance), tuple(settings.unsure_band))
                 report["cross_validation"]["algorithms"] = list(settings.algorithm)
         finally:
             progress.stop()
