@@ -405,3 +405,16 @@ def test_unsure_band_marks_scores_inside_it_and_can_be_turned_off():
     for bad in ([1.0], [0.0, -1.0], ["x", 1], [0.0, float("inf")]):
         with pytest.raises(ConfigError):
             config.Settings({}).replace(unsure_band=bad)
+
+
+def test_unstamp_never_touches_the_body_after_an_lf_header_block():
+    """A header block ended by LF LF, and a body holding CRLF CRLF and a line that looks like
+    a tagged Subject: only the header's Subject tag goes (the private splitter took the first
+    CRLFCRLF anywhere as the end of the header, and unstamped body text)."""
+    from spamsift.filter.engine.bulk import unstamp
+
+    settings = config.Settings({}).replace(spam_subject="[SPAM]")
+    body = b"Subject: [SPAM] quoted in the body\nmore\r\n\r\nend\n"
+    raw = b"From: a@b\nSubject: [SPAM] hello\nX-DSPAM-Result: Spam\n\n" + body
+    out = unstamp(raw, settings)
+    assert out == b"From: a@b\nSubject: hello\nX-DSPAM-Result: Spam\n\n" + body

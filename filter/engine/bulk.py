@@ -62,21 +62,17 @@ LEARNED, KNOWN, CORRECTED = "learned", "known", "corrected"
 _BODY_TAG = re.compile(rb"\r?\n?!DSPAM:[A-Za-z0-9,]{1,127}!")
 
 
-def _header_end(raw: bytes) -> int:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        at = raw.find(sep)
-        if at >= 0:
-            return at
-    return len(raw)
-
-
 def unstamp(raw: bytes, settings) -> bytes:
     """The message without what spamsift's own stamp put into tokenized text.
 
     Our ``<prefix>-*`` headers are never tokenized, but the Subject tag and the body tag are
     text; learning them would teach the filter its own verdict instead of the mail's content.
     Only a message carrying our Result header is touched."""
-    head_end = _header_end(raw)
+    from spamsift.filter.engine.mime import split_head_body
+
+    # The one header splitter: a private one took the first CRLFCRLF anywhere, after an
+    # earlier LFLF had ended the header block, and so "unstamped" body text.
+    head_end = len(split_head_body(raw)[0])
     head = raw[:head_end]
     marker = ("\n" + settings.header_prefix + "-Result:").lower().encode("latin-1", "replace")
     if marker not in b"\n" + head.lower():
