@@ -108,16 +108,6 @@ def training_left(counters: tuple[int, ...]) -> int:
     return max(0, MATURE_INNOCENT - (counters[_IL] + counters[_ICL]))
 
 
-def day_messages(deltas: tuple[int, ...]) -> int:
-    """Messages filtered on a day, from its history deltas (see the module docstring)."""
-    d = deltas
-    return d[_SL] + d[_IL] + d[_SCL] + d[_ICL] - d[_SC] - d[_IC]
-
-
-def day_errors(deltas: tuple[int, ...]) -> int:
-    return deltas[_SM] + deltas[_IM]
-
-
 def day_accuracy(messages: int, errors: int) -> float | None:
     """OCA of one day; None without mail (a day of corrections only has no accuracy)."""
     if messages <= 0:

@@ -429,7 +429,7 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
         for key, value in raw.items():
             if key not in KEYS:
                 raise ConfigError(f"{path}: unknown key {key!r} "
-                                  f"(see 'spamsift config --help-keys')")
+                                  f"(every key: 'spamsift config --defaults')")
             values[key] = _coerce(key, value, path)
         if "trusted_users" in values:
             _check_trust_grant(path, values["trusted_users"])  # type: ignore[arg-type]
