@@ -15,9 +15,9 @@ SQLite home, so the database locking is exercised too -- with
 
 At least 95% must actually be stamped, so a filter that silently gives up fails.
 
-Every failing input is written to ``tests/crashers/`` (named by its hash; set
-SPAMSIFT_SAVE_CRASHERS=0 to turn that off), and `test_crasher` runs every file there with the
-same checks, so a bug once found stays covered.  ``python tests/mangle.py DIR`` writes the
+Every failing input is written out (named by its hash) to a temporary folder named in the
+failure, or with SPAMSIFT_SAVE_CRASHERS=1 to ``tests/crashers/``, where `test_crasher` runs
+every file with the same checks, so a bug once found stays covered.  ``python tests/mangle.py DIR`` writes the
 1,000 messages out for a look.
 """
 
@@ -112,10 +112,18 @@ def run_filter(name: str, data: bytes, env: dict[str, str], timeout: float = TIM
 
 
 def save_crasher(data: bytes) -> Path | None:
-    if os.environ.get("SPAMSIFT_SAVE_CRASHERS", "1") == "0":
-        return None
-    CRASHERS.mkdir(parents=True, exist_ok=True)
-    path = CRASHERS / f"fuzz-{hashlib.sha1(data).hexdigest()[:16]}.eml"
+    """Keep a failing input: in tests/crashers/ when SPAMSIFT_SAVE_CRASHERS=1 (a developer
+    adding it to the suite), else in a folder of the run's own (a test run never writes into
+    the checkout). The path goes into the failure message."""
+    import tempfile
+
+    name = f"fuzz-{hashlib.sha1(data).hexdigest()[:16]}.eml"
+    if os.environ.get("SPAMSIFT_SAVE_CRASHERS") == "1":
+        CRASHERS.mkdir(parents=True, exist_ok=True)
+        path = CRASHERS / name
+    else:
+        path = Path(tempfile.gettempdir()) / "spamsift-crashers" / name
+        path.parent.mkdir(exist_ok=True)
     if not path.exists():
         path.write_bytes(data)
     return path
