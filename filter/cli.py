@@ -64,7 +64,8 @@ class Seams:
     `run_agent` (argv, message) -> exit status, which runs the delivery agent (the daemon
     records it instead, and its client runs it under the caller's own uid); `observe`
     (kind, label, extra) hears what was done ("message" and its result, "passed_through" and
-    the reason, "retrain" and the source: the daemon's metrics)."""
+    the reason, "retrain" and the source: the daemon's metrics; "failed" and the exception
+    that ended the request)."""
 
     __slots__ = ("clock", "make_id", "caller", "store", "commit_inbound", "run_agent",
                  "observe")
@@ -265,6 +266,7 @@ def _fail(exc: BaseException, opts: Options, raw: bytes, settings, inbound: bool
 
     use_syslog = settings.syslog if settings is not None else True
     users = ",".join(opts.users) or "-"
+    observe("failed", exc, "")  # the daemon reopens its store after a storage error
     if isinstance(exc, OutputFailed):
         # Writing the original would fail the same way (and could follow a partial write):
         # only a retry by the MTA can deliver now.

@@ -33,7 +33,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from spamsift.filter.engine.metrics import Metrics
 from spamsift.filter.engine import config, exitcodes, log, users
-from spamsift.filter.engine.errors import SpamsiftError, StorageError, command_failed
+from spamsift.filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
+                                           command_failed)
 
 
 def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool,
@@ -432,15 +433,23 @@ class _Request:
 
         started = time.perf_counter()
         metrics = server.metrics
+        failures: list[BaseException] = []
+
+        def observe(kind: str, label, extra: str = "") -> None:
+            if kind == "failed":
+                failures.append(label)
+            elif metrics is not None:
+                metrics.observe(kind, label, extra)
         try:
             code = cli.main(argv, stdin=io.BytesIO(stdin), stdout=out, stderr=err,
                             environ=environ, caller=caller, store=store,
                             commit_inbound=server.writer.submit, run_agent=record_delivery,
-                            observe=metrics.observe if metrics is not None else None)
+                            observe=observe)
         except Exception as exc:  # noqa: BLE001 - a request must never take the daemon down
             log.error(f"daemon: internal error: {type(exc).__name__}: {exc}")
             code, out, deliveries = exitcodes.OK, io.BytesIO(stdin), []
-        if store is not None and ("Storage" in err.getvalue() or "Corrupt" in err.getvalue()):
+        if store is not None and any(isinstance(e, StorageError)
+                                     and not isinstance(e, ConflictError) for e in failures):
             store.close()  # reopen next time: the database may have been replaced
             store = None
         if metrics is not None:

@@ -430,3 +430,37 @@ def test_daemon_and_watcher_metrics_are_scraped(tmp_path):
                 proc.wait(timeout=60)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_worker_reopens_its_store_after_a_storage_error(tmp_path):
+    """A storage error (here a database overwritten in place) is decided by its type, not by
+    words in the error text: the worker drops its open store, and once the database is good
+    again the next request is filtered with a fresh one."""
+    home = Path(tempfile.mkdtemp(prefix="spamsift-reopen-"))
+    try:
+        sock = home / "d.sock"
+        config = home / "spamsift.toml"
+        config.write_text(f'home = "{home}"\nsyslog = false\ndaemon_workers = 1\n')
+        env = dict(os.environ, SPAMSIFT_CONFIG=str(config), SPAMSIFT_SOCKET=str(sock))
+        env.pop("SPAMSIFT_HOME", None)
+        proc = subprocess.Popen([SPAMSIFT, "daemon", "--socket", str(sock)], env=env,
+                                stderr=subprocess.PIPE)
+        try:
+            assert wait_for(sock.exists)
+            assert b"X-DSPAM-Result" in run(env, ["--user", "ann", "--stdout"], HAM).stdout
+            db = home / "spamsift.db"
+            assert wait_for(lambda: stats(home) == [("ann", 0, 1)])
+            good = db.read_bytes()
+            with open(db, "r+b") as fh:  # the same file, overwritten: no longer a database
+                fh.write(b"\xff" * 4096)
+            broken = run(env, ["--user", "ann", "--stdout"], HAM + b"2\n")
+            assert broken.returncode == 0 and broken.stdout == HAM + b"2\n"  # passed on
+            with open(db, "r+b") as fh:
+                fh.write(good[:4096])
+            again = run(env, ["--user", "ann", "--stdout"], HAM + b"3\n")
+            assert b"X-DSPAM-Result" in again.stdout, again.stderr
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
