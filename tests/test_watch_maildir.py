@@ -753,3 +753,52 @@ def test_watch_help_is_plain_and_lists_the_imap_options():
     assert bad.returncode == 64
     assert bad.stderr.strip().splitlines() == [
         "spamsift watch: --no-idle is for imap:// URLs, not Maildir roots"]
+
+
+class _FrozenMtime:
+    """os.stat with one directory's mtime held still, as NFS attribute caching (acdirmax) or
+    a one-second mtime resolution shows it: the folder changes, its mtime does not."""
+
+    def __init__(self, frozen_dir: str, mtime_ns: int) -> None:
+        self.frozen_dir = os.path.normpath(frozen_dir)
+        self.mtime_ns = mtime_ns
+
+    def __call__(self, path, *args, **kwargs):
+        real = os.stat(path, *args, **kwargs)
+        if os.path.normpath(path) != self.frozen_dir:
+            return real
+        mtime_ns = self.mtime_ns
+
+        class Held:
+            def __getattr__(self, name):
+                return mtime_ns if name == "st_mtime_ns" else getattr(real, name)
+        return Held()
+
+
+@pytest.mark.parametrize("recent", [True, False])
+def test_nfs_mtime_slack_lists_a_recently_changed_folder_again(site, trained, recent):
+    """Through the stat= seam: .Spam/cur keeps the same mtime while a message is moved in.
+    When that mtime was within MTIME_SLACK of the listing, the folder is listed again next
+    cycle and the drag is trained; when it was older, nothing says the folder changed, and
+    the drag waits until its mtime moves (then it is trained, once)."""
+    from spamsift.watchers import maildir as watcher_module
+
+    box, inbox, _junk = trained
+    now = [1_800_000_000.0]
+    frozen_dir = os.path.join(box, ".Spam", "cur")
+    held_at = now[0] if recent else now[0] - 10 * watcher_module.MTIME_SLACK
+    stat = _FrozenMtime(frozen_dir, int(held_at * 1e9))
+    w = watcher(site, stat=stat, clock=lambda: now[0])
+    assert w.cycle().trained == {}
+    site.move(site.seen(inbox), box, ".Spam")
+    now[0] += 1
+    report = w.cycle()
+    if recent:
+        assert report.trained == {"retrained": 1}
+    else:
+        assert report.trained == {}  # the folder looked unchanged
+        stat.mtime_ns += 1_000_000_000  # the cache expires: the mtime moves
+        now[0] += 1
+        assert w.cycle().trained == {"retrained": 1}
+    now[0] += 60
+    assert w.cycle().trained == {}  # and once only
