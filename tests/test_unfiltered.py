@@ -110,3 +110,32 @@ def test_mail_for_a_user_not_opted_in_is_counted_by_reason(tmp_path):
     stats = subprocess.run([SPAMSIFT, "stats", "-H", "carol"], env=env, capture_output=True,
                            text=True)
     assert "Not filtered (7 days): 2 (not_opted_in 2)" in stats.stdout, stats.stdout
+
+
+@needs_console
+def test_doctor_names_a_read_only_shm_left_after_the_database_was_fixed(system_user,
+                                                                        shadow_src):
+    """The trap after the first: the database made writable (0666), but SQLite's -shm left
+    read-only (0444, root's): deliveries still fail. doctor, as the delivery uid, names it."""
+    uid, _gid = system_user(USER)
+    python, path = shadow_src
+    top = Path(tempfile.mkdtemp(prefix="spamsift-shm-"))
+    try:
+        os.chmod(top, 0o777)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMSIFT_")}
+        env.update(SPAMSIFT_HOME=str(top), SPAMSIFT_SOCKET=str(top / "no-daemon"))
+        subprocess.run([SPAMSIFT, "db", "init"], env=env, check=True, capture_output=True)
+        os.chmod(top / "spamsift.db", 0o666)
+        shm = top / "spamsift.db-shm"
+        shm.write_bytes(b"")
+        os.chmod(shm, 0o444)
+        as_user = dict(env, PYTHONPATH=path, HOME="/nonexistent")
+        doctor = subprocess.run([python, "-m", "spamsift", "doctor"], env=as_user,
+                                capture_output=True, user=USER, cwd="/", text=True)
+        assert doctor.returncode == 65, doctor.stdout
+        assert f"spamsift.db-shm: not writable by uid {uid}" in doctor.stdout, doctor.stdout
+        check = subprocess.run([python, "-m", "spamsift", "db", "check"], env=as_user,
+                               capture_output=True, user=USER, cwd="/", text=True)
+        assert check.returncode == 65 and "-shm" in check.stdout, check.stdout
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
