@@ -102,14 +102,8 @@ def to_stdout(argv: list[str]) -> bool:
     """Whether the message is delivered on stdout (--stdout, --deliver=stdout, or no
     --deliver at all), as `spamsift.filter.cli` decides it; otherwise it may go to the
     delivery agent or the quarantine."""
-    deliver = None
-    for n, arg in enumerate(argv):
-        name, eq, value = arg.partition("=")
-        if name == "--stdout":
-            return True
-        if name == "--deliver":
-            deliver = value if eq else (argv[n + 1] if n + 1 < len(argv) else "")
-    return deliver is None or "stdout" in deliver.lower()
+    deliver = deliver_set(argv)
+    return "--stdout" in argv or deliver is None or "stdout" in deliver
 
 
 def wants_stdin(argv: list[str]) -> bool:

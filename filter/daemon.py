@@ -26,6 +26,7 @@ import stat
 import struct
 import sys
 import threading
+import time
 
 from spamsift.filter import cli, client
 
@@ -49,7 +50,6 @@ def _write_batches(inbox, storage_url: str, timeout: float, use_syslog: bool,
     serves them all. `queued` (a shared counter) is lowered by each batch's `_weight` as it is
     taken; `done` (shared) is raised to the last sequence number written (or given up on)."""
     import queue
-    import time
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     # Learning can wait; replies cannot. On 2 cores the writer's ~10 ms of CPU a message
@@ -202,8 +202,6 @@ class _Writer:
         """Queue a batch. A queue full for `SUBMIT_WAIT` seconds drops this batch: mail
         first."""
         import queue
-        import time
-
         weight = _weight(batch)
         deadline = time.monotonic() + SUBMIT_WAIT
         try:
@@ -232,8 +230,6 @@ class _Writer:
     def sync(self, timeout: float = SYNC_WAIT) -> bool:
         """Wait until every batch queued so far is written (or given up on); False when that
         took longer than `timeout` seconds."""
-        import time
-
         with self.lock:
             self._alive()
             target = self.submitted
@@ -360,8 +356,6 @@ class _Request:
     def _read(self) -> bytes | None:
         """The request's bytes; None when it is larger than this daemon filters (then read
         to its end and thrown away, so the client can read the answer)."""
-        import time
-
         limit = self.server.max_request
         chunks: list[bytes] = []
         total = 0
@@ -429,8 +423,6 @@ class _Request:
                       "report of a message answered just now may not find its signature",
                       server.settings.syslog)
         store = self.store if self.store is not None else server.open_store()
-        import time
-
         started = time.perf_counter()
         metrics = server.metrics
         failures: list[BaseException] = []
@@ -527,13 +519,6 @@ class _Request:
         return f"/proc/self/fd/{fd}"
 
 
-def _owned_by(path: str, uid: int) -> bool:
-    try:
-        return os.stat(path).st_uid == uid
-    except (OSError, ValueError):
-        return False
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spamsift daemon",
@@ -582,14 +567,14 @@ def main(argv: list[str] | None = None) -> int:
             probe.close()
     metrics = None
     if args.metrics:
-        from spamsift.filter.engine.metrics import Metrics, UsageError
+        from spamsift.filter.engine.metrics import Metrics
 
         try:
             metrics = Metrics(settings.home)
             metrics.serve(args.metrics)
-        except (UsageError, OSError) as exc:
+        except (SpamsiftError, OSError) as exc:
             print(f"spamsift daemon: --metrics: {exc}", file=sys.stderr)
-            return exitcodes.USAGE if isinstance(exc, UsageError) else exitcodes.CONFIG
+            return exitcodes.USAGE if isinstance(exc, SpamsiftError) else exitcodes.CONFIG
     try:
         server = _Server(path, settings, args.config)
     except OSError as exc:

@@ -90,7 +90,6 @@ def serve_metrics(address: str | None, settings):
     if not address:
         return None
     from spamsift.filter.engine.metrics import Metrics
-    from spamsift.filter.engine.metrics import UsageError as AddressError
 
     import os
 
@@ -99,7 +98,7 @@ def serve_metrics(address: str | None, settings):
     try:
         metrics = Metrics(settings.home, os.environ.get("SPAMSIFT_SOCKET", DEFAULT_SOCKET))
         metrics.serve(address)
-    except (AddressError, OSError) as exc:
+    except (UsageError, OSError) as exc:
         raise UsageError(f"--metrics: {exc}") from None
     return metrics
 

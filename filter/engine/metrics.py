@@ -18,13 +18,11 @@ metrics (HOST:PORT, text format at ``/metrics``). Every name starts with ``spams
 
 from __future__ import annotations
 
-
-class UsageError(ValueError):
-    """A --metrics address that is not HOST:PORT."""
+from spamsift.filter.engine.errors import UsageError
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """HOST:PORT (HOST may be empty: 127.0.0.1; [::1]:PORT for IPv6)."""
+    """HOST:PORT (HOST may be empty: 127.0.0.1; [::1]:PORT for IPv6); UsageError else."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"--metrics takes HOST:PORT, not {text!r}")

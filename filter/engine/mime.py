@@ -54,7 +54,7 @@ def bytes_to_text(data: bytes, charset: str | None = None) -> str:
             try:
                 return data.decode(cs, "replace")
             except LookupError:
-                _forget_codec(cs)
+                _forget_codec()
             except Exception:  # noqa: BLE001 - a hostile charset name must not stop mail
                 pass
     try:
@@ -63,7 +63,7 @@ def bytes_to_text(data: bytes, charset: str | None = None) -> str:
         return data.decode("latin-1")
 
 
-def _forget_codec(_name: str) -> None:
+def _forget_codec() -> None:
     """Drop a charset name no codec knows from the `encodings` package's lookup cache, which
     keeps every one for good: 120 messages with made-up names grew a daemon by 530 MB."""
     import encodings
