@@ -143,24 +143,25 @@ def _database(settings, found: Findings, needed: bool) -> None:
         else:
             found.ok(f"database not opened by this uid ({exc}): the daemon does it")
         return
+    writes: list[str] = []
     try:
-        problems = store.check()
+        schema = getattr(store, "schema_problems", store.check)()
+        writes = getattr(store, "write_problems", list)()
     except SpamsiftError as exc:
-        problems = [str(exc)]
+        schema = [str(exc)]
     finally:
         store.close()
-    writes = [p for p in problems if "writ" in p or "write lock" in p or "cannot" in p]
-    for problem in problems:
-        if problem in writes and not needed:
+    for problem in schema:
+        found.problem(problem, "spamsift db init (as the database's owner)")
+    for problem in writes:
+        if not needed:
             found.ok(f"{problem} -- not needed: the daemon writes")
-        elif problem in writes:
+        else:
             found.problem(f"{found.no_daemon}, and {problem}: its deliveries pass mail "
                           "through unfiltered", "start the daemon (the spamsift user owns "
                           "the database), or make the database, its folder, -wal and -shm "
                           "writable by this uid")
-        else:
-            found.problem(problem, "spamsift db init (as the database's owner)")
-    if not problems:
+    if not schema and not writes:
         found.ok(f"database {settings.storage_url}: schema current, writable by this uid")
 
 

@@ -606,7 +606,12 @@ class MySQLStore:
         return done
 
     def check(self) -> list[str]:
-        """What is wrong with this database: missing tables or columns, engine, version."""
+        """What is wrong with this database: missing tables or columns, engine, version, and
+        what keeps this account from writing it."""
+        return self.schema_problems() + self.write_problems()
+
+    def schema_problems(self) -> list[str]:
+        """Missing tables or columns, engines other than InnoDB, the schema version."""
         from spamsift import sql
 
         problems = []
@@ -636,17 +641,22 @@ class MySQLStore:
             elif version[0][0] != SCHEMA_VERSION:
                 problems.append(f"schema version {version[0][0]}, this spamsift uses "
                                 f"{SCHEMA_VERSION}")
-        if "dspam_token_data" in have:
-            # Privileges are checked when a statement runs, even one that changes no row.
-            try:
-                with self.db.cursor() as cur:
-                    cur.execute("UPDATE dspam_token_data SET spam_hits = spam_hits WHERE 1 = 0")
-                self._rollback()
-            except pymysql.MySQLError as exc:
-                self._rollback()
-                problems.append(f"cannot write dspam_token_data as "
-                                f"{self.params.get('user')}: {exc.args[-1]}")
         return problems
+
+    def write_problems(self) -> list[str]:
+        """Whether this account may write: privileges are checked when a statement runs,
+        even one that changes no row (a missing table is schema_problems' to say)."""
+        try:
+            with self.db.cursor() as cur:
+                cur.execute("UPDATE dspam_token_data SET spam_hits = spam_hits WHERE 1 = 0")
+            self._rollback()
+        except pymysql.MySQLError as exc:
+            self._rollback()
+            if _code(exc) == _NO_TABLE:
+                return []
+            return [f"cannot write dspam_token_data as {self.params.get('user')}: "
+                    f"{exc.args[-1]}"]
+        return []
 
     def close(self) -> None:
         try:

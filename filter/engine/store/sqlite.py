@@ -417,6 +417,10 @@ class SQLiteStore:
         return done
 
     def check(self) -> list[str]:
+        return self.schema_problems() + self.write_problems()
+
+    def schema_problems(self) -> list[str]:
+        """What is wrong with the database itself: integrity, tables, columns, version."""
         from spamsift import sql
 
         problems = [f"integrity: {row[0]}" for row in self._query("PRAGMA quick_check", ())
@@ -431,9 +435,9 @@ class SQLiteStore:
         version = self._query("PRAGMA user_version", ())[0][0]
         if version != SCHEMA_VERSION:
             problems.append(f"schema version {version}, this spamsift uses {SCHEMA_VERSION}")
-        return problems + self._write_problems()
+        return problems
 
-    def _write_problems(self) -> list[str]:
+    def write_problems(self) -> list[str]:
         """What keeps this process from writing the database (a delivery that cannot write
         passes mail through unfiltered): the file, its folder (SQLite makes -wal and -shm
         there), an existing -wal or -shm, and the write lock itself."""
