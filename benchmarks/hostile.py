@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "examples", "demo"))
 
 import hostile  # noqa: E402
+import procs  # noqa: E402
 import make_corpus  # noqa: E402
 
 SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
@@ -73,32 +74,6 @@ def in_filter(home: str, raw: bytes) -> tuple[float, float, float, int]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
-
-
-def _family(pid: int) -> list[int]:
-    out = [pid]
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as fh:
-                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(p))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
-
-
 def through_daemon(home: str, raw: bytes, clients: int) -> tuple[float, float, list[int]]:
     """(wall seconds for all clients, peak MB of daemon + writer, client exit statuses)."""
     scratch = tempfile.mkdtemp(prefix="spamsift-hostile-daemon-")
@@ -118,16 +93,16 @@ def through_daemon(home: str, raw: bytes, clients: int) -> tuple[float, float, l
         def sample():
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, _rss_mb(_family(daemon.pid)))
+                peak = max(peak, procs.rss_mb([daemon.pid, *procs.children_of(daemon.pid)]))
                 time.sleep(0.01)
         sampler = threading.Thread(target=sample)
         sampler.start()
         started = time.perf_counter()
-        procs = [subprocess.Popen([SPAMSIFT, "filter", "--user", "alice", "--stdout"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, env=env)
-                 for _ in range(clients)]
-        writers = [threading.Thread(target=p.communicate, args=(raw,)) for p in procs]
+        running = [subprocess.Popen([SPAMSIFT, "filter", "--user", "alice", "--stdout"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env=env)
+                   for _ in range(clients)]
+        writers = [threading.Thread(target=p.communicate, args=(raw,)) for p in running]
         for w in writers:
             w.start()
         for w in writers:
@@ -136,7 +111,7 @@ def through_daemon(home: str, raw: bytes, clients: int) -> tuple[float, float, l
         time.sleep(0.5)  # the writer's share of the work comes after the replies
         done.set()
         sampler.join()
-        return wall, peak, [p.returncode for p in procs]
+        return wall, peak, [p.returncode for p in running]
     finally:
         daemon.terminate()
         daemon.wait(timeout=120)

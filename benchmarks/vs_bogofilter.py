@@ -36,6 +36,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import procs  # noqa: E402
+
 SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
 BOGOFILTER = shutil.which("bogofilter") or "/usr/bin/bogofilter"
 
@@ -97,17 +101,14 @@ def start_daemon(env: dict[str, str], sock: str) -> subprocess.Popen:
 
 
 def writer_of(daemon: subprocess.Popen) -> int | None:
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as fh:
-                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == daemon.pid:
-                        with open(f"/proc/{p}/cmdline", "rb") as cmd:
-                            line = cmd.read()
-                            if b"spawn_main" in line:  # not the resource tracker
-                                return int(p)
-            except (OSError, ValueError, IndexError):
-                pass
+    """The daemon's writer process (spawned by multiprocessing; not its resource tracker)."""
+    for pid in procs.children_of(daemon.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                if b"spawn_main" in cmd.read():
+                    return pid
+        except OSError:
+            pass
     return None
 
 

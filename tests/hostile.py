@@ -13,6 +13,8 @@ import subprocess
 import threading
 import time
 
+from procs import peak_mb
+
 LIMIT = 4 * 1024 * 1024  # max_message_size's default
 SIZE = LIMIT - 64 * 1024  # what the generators aim at: inside the limit, headers included
 _HEAD = (b"From: Mallory <m@attacker.example>\nTo: alice@example.org\n"
@@ -169,18 +171,6 @@ ALL = {
     "nested_base64": nested_base64,
     "boundary_bomb": boundary_bomb,
 }
-
-
-def peak_mb(pid: int) -> float | None:
-    """The process's peak resident memory so far (VmHWM), or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def run_measured(argv: list[str], data: bytes, env: dict[str, str], **kw):

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import hostile
+import procs
 from spamsift.filter import client
 from spamsift.filter.engine.tokenizer import MAX_TOKENS
 
@@ -236,27 +237,6 @@ def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def _family_rss(pid: int) -> float:
-    total = 0.0
-    for p in [pid] + [int(c) for c in os.listdir("/proc") if c.isdigit()
-                      and _parent(int(c)) == pid]:
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                total += next(int(line.split()[1]) for line in fh
-                              if line.startswith("VmRSS:")) / 1024
-        except (OSError, StopIteration):
-            pass
-    return total
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
 @needs_console
 def test_sixteen_hostile_requests_at_once_stay_bounded():
     """16 clients send 4 MB of unique words at once: the daemon works on `daemon_workers` of
@@ -271,7 +251,7 @@ def test_sixteen_hostile_requests_at_once_stay_bounded():
         def sample():
             nonlocal peak, threads
             while not done.is_set():
-                peak = max(peak, _family_rss(d.proc.pid))
+                peak = max(peak, procs.rss_mb([d.proc.pid, *procs.children_of(d.proc.pid)]))
                 threads = max(threads, _threads(d.proc.pid))
                 time.sleep(0.01)
         sampler = threading.Thread(target=sample)

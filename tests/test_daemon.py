@@ -259,19 +259,6 @@ def test_a_report_right_after_the_reply_finds_its_signature(world):
     assert wait_for(lambda: stats(home) == [("dave", 5, 0)])
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as fh:
-                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(p))
-            except (OSError, ValueError, IndexError):
-                pass
-    return found
-
-
 def test_a_writer_crash_loses_only_what_was_not_written_and_says_so(world):
     """Messages answered while the writer is stopped and then killed were not learned: their
     signatures are unknown, and a report of one is a clear error (65), never a wrong retrain.
@@ -281,7 +268,9 @@ def test_a_writer_crash_loses_only_what_was_not_written_and_says_so(world):
     home, _sock, env, proc = world
     written = run(env, ["--user", "erin", "--stdout"], HAM)
     assert wait_for(lambda: stats(home) == [("erin", 0, 1)])
-    writers = [p for p in _children(proc.pid)
+    from procs import children_of
+
+    writers = [p for p in children_of(proc.pid)
                if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()
                and b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert len(writers) == 1

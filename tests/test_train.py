@@ -360,6 +360,8 @@ def test_ctrl_c_with_helpers_is_one_line_and_leaves_no_process(tmp_path, delay):
     import sys
     import time
 
+    from procs import children_of, state_of
+
     spamsift = Path(sys.executable).parent / "spamsift"
     if not spamsift.exists():
         pytest.skip("spamsift console script not installed")
@@ -376,8 +378,7 @@ def test_ctrl_c_with_helpers_is_one_line_and_leaves_no_process(tmp_path, delay):
     try:
         helpers: list[int] = []
         for _ in range(3000):  # until the first helper process exists
-            helpers = [int(p) for p in os.listdir("/proc") if p.isdigit()
-                       and _parent(int(p)) == proc.pid]
+            helpers = children_of(proc.pid)
             if helpers or proc.poll() is not None:
                 break
             time.sleep(0.005)
@@ -385,8 +386,7 @@ def test_ctrl_c_with_helpers_is_one_line_and_leaves_no_process(tmp_path, delay):
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-        helpers += [int(p) for p in os.listdir("/proc") if p.isdigit()
-                    and _parent(int(p)) == proc.pid]
+        helpers += children_of(proc.pid)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -396,23 +396,7 @@ def test_ctrl_c_with_helpers_is_one_line_and_leaves_no_process(tmp_path, delay):
         "dropped (the same sources trained again count those twice)"]
     time.sleep(0.2)
     assert not [p for p in helpers if os.path.exists(f"/proc/{p}")
-                and _state(p) != "Z"]
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
+                and state_of(p) != "Z"]
 
 
 @pytest.mark.parametrize("kind", ["mbox", "mh", "directory", "index", "file"])
