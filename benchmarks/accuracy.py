@@ -104,32 +104,24 @@ def roc_area(scores: list[float], labels: list[bool]) -> float:
     return (rank_sum - n_spam * (n_spam + 1) / 2.0) / (n_spam * n_ham)
 
 
-def run_online(messages: list[tuple[bool, bytes]], changes: dict[str, object],
-               progress: bool = False) -> dict[str, float]:
-    """The online protocol for one configuration: figures as a dict."""
-    from spamsift.filter.engine import config
-    from spamsift.filter.engine.agent import Agent
-    from spamsift.filter.engine.store.base import open_store
-
-    settings = config.Settings({}).replace(storage="memory://", **changes)
-    agent = Agent(settings, open_store("memory://"))
-    ctx = agent.user("bench")
+def _online(messages: list[tuple[bool, bytes]], classify, correct,
+            progress: bool = False) -> dict:
+    """The online protocol over `messages` with `classify(raw)` -> (called spam, score,
+    signature) and `correct(signature, is_spam)` for each error: figures as a dict."""
     scores: list[float] = []
     labels: list[bool] = []
     ham_errors = spam_errors = 0
     started = time.perf_counter()
     for n, (is_spam, raw) in enumerate(messages, 1):
-        outcome = agent.process(ctx, raw)
-        said_spam = outcome.is_spam
-        scores.append(outcome.score)  # X-DSPAM-Score: a whitelisted message's is lowest
+        said_spam, score, signature = classify(raw)
+        scores.append(score)  # X-DSPAM-Score: a whitelisted message's is lowest
         labels.append(is_spam)
         if said_spam != is_spam:
             if is_spam:
                 spam_errors += 1
             else:
                 ham_errors += 1
-            assert outcome.signature is not None
-            agent.retrain(ctx.name, outcome.signature, "spam" if is_spam else "innocent")
+            correct(signature, is_spam)
         if progress and n % 500 == 0:
             print(f"  {n} messages, {ham_errors} ham and {spam_errors} spam errors",
                   file=sys.stderr, flush=True)
@@ -146,11 +138,32 @@ def run_online(messages: list[tuple[bool, bytes]], changes: dict[str, object],
     }
 
 
+def run_online(messages: list[tuple[bool, bytes]], changes: dict[str, object],
+               progress: bool = False) -> dict[str, float]:
+    """The online protocol for one configuration, in this process: figures as a dict."""
+    from spamsift.filter.engine import config
+    from spamsift.filter.engine.agent import Agent
+    from spamsift.filter.engine.store.base import open_store
+
+    settings = config.Settings({}).replace(storage="memory://", **changes)
+    agent = Agent(settings, open_store("memory://"))
+    ctx = agent.user("bench")
+
+    def classify(raw: bytes):
+        outcome = agent.process(ctx, raw)
+        return outcome.is_spam, outcome.score, outcome.signature
+
+    def correct(signature, is_spam: bool) -> None:
+        assert signature is not None
+        agent.retrain(ctx.name, signature, "spam" if is_spam else "innocent")
+    return _online(messages, classify, correct, progress)
+
+
 def run_outside(messages: list[tuple[bool, bytes]], spamsift: str) -> dict[str, object]:
     """The online protocol through real `spamsift filter` processes, as an outsider sees it:
     one ``--stdout`` process per message on a fresh SQLite home, ranked by the stamped
     X-DSPAM-Score header, errors corrected with ``--addspam`` / ``--falsepositive`` by the
-    X-DSPAM-Signature. Figures as `run_online`'s, plus the header scores."""
+    X-DSPAM-Signature. Figures as `run_online`'s."""
     import shutil
     import subprocess
     import tempfile
@@ -160,34 +173,23 @@ def run_outside(messages: list[tuple[bool, bytes]], spamsift: str) -> dict[str, 
     home = tempfile.mkdtemp(prefix="spamsift-outside-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMSIFT_")}
     env.update(SPAMSIFT_HOME=home, SPAMSIFT_SOCKET=os.path.join(home, "no-daemon"))
-    scores: list[float] = []
-    labels: list[bool] = []
-    ham_errors = spam_errors = 0
+
+    def classify(raw: bytes):
+        out = subprocess.run([spamsift, "filter", "--user", "bench", "--stdout"],
+                             input=raw, env=env, capture_output=True, check=True).stdout
+        stamped = Message(out)
+        return (stamped.get_header("X-DSPAM-Result") == b"Spam",
+                float(stamped.get_header("X-DSPAM-Score") or "nan"),
+                (stamped.get_header("X-DSPAM-Signature") or b"").decode())
+
+    def correct(signature, is_spam: bool) -> None:
+        subprocess.run([spamsift, "filter", "--user", "bench",
+                        "--addspam" if is_spam else "--falsepositive",
+                        f"--signature={signature}"], env=env, capture_output=True, check=True)
     try:
-        for is_spam, raw in messages:
-            out = subprocess.run([spamsift, "filter", "--user", "bench", "--stdout"],
-                                 input=raw, env=env, capture_output=True, check=True).stdout
-            stamped = Message(out)
-            score = float(stamped.get_header("X-DSPAM-Score") or "nan")
-            said_spam = stamped.get_header("X-DSPAM-Result") == b"Spam"
-            scores.append(score)
-            labels.append(is_spam)
-            if said_spam != is_spam:
-                if is_spam:
-                    spam_errors += 1
-                else:
-                    ham_errors += 1
-                sig = (stamped.get_header("X-DSPAM-Signature") or b"").decode()
-                subprocess.run([spamsift, "filter", "--user", "bench",
-                                "--addspam" if is_spam else "--falsepositive",
-                                f"--signature={sig}"], env=env, capture_output=True,
-                               check=True)
+        return _online(messages, classify, correct)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    n_spam = sum(labels)
-    return {"ham": len(labels) - n_spam, "spam": n_spam, "ham_errors": ham_errors,
-            "spam_errors": spam_errors, "roca_pct": 100.0 * (1.0 - roc_area(scores, labels)),
-            "scores": scores}
 
 
 _MESSAGES: list[tuple[bool, bytes]] = []
