@@ -42,55 +42,61 @@ def test_counts_are_per_uid_file_and_a_file_of_another_owner_is_neither_written_
     assert ("error", "mallory") not in {k[1:] for k in passlog.counts(str(tmp_path), 0)}
 
 
+@pytest.fixture
+def root_site():
+    """(folder, environment) of a site whose database root made (`db init`), in a folder
+    other uids can reach (not pytest's tmp_path: its parents are root's alone)."""
+    top = Path(tempfile.mkdtemp(prefix="spamsift-unfiltered-"))
+    os.chmod(top, 0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMSIFT_")}
+    env.update(SPAMSIFT_HOME=str(top), SPAMSIFT_SOCKET=str(top / "no-daemon"))
+    init = subprocess.run([SPAMSIFT, "db", "init"], env=env, capture_output=True)
+    assert init.returncode == 0, init.stderr
+    yield top, env
+    shutil.rmtree(top, ignore_errors=True)
+
+
 @needs_console
 def test_a_database_the_delivery_uid_cannot_write_is_counted_and_diagnosed(
-        system_user, shadow_src):
+        system_user, shadow_src, root_site):
     """Trained as root, the database is root's 0644: a delivery as another uid passes the
     message through (exit 0, as the failure policy says), and that is counted where the
     administrator's report shows it; `db check` as that uid names the problem."""
     uid, _gid = system_user(USER)
     python, path = shadow_src
-    top = Path(tempfile.mkdtemp(prefix="spamsift-unfiltered-"))
-    try:
-        os.chmod(top, 0o755)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMSIFT_")}
-        env.update(SPAMSIFT_HOME=str(top), SPAMSIFT_SOCKET=str(top / "no-daemon"))
-        init = subprocess.run([SPAMSIFT, "db", "init"], env=env, capture_output=True)
-        assert init.returncode == 0, init.stderr
-        os.chmod(top / "spamsift.db", 0o644)
-        as_user = dict(env, PYTHONPATH=path, HOME="/nonexistent", LOGNAME=USER)
-        done = subprocess.run([python, "-m", "spamsift", "filter", "--user", USER, "--stdout"],
-                              input=HAM, env=as_user, capture_output=True, user=USER, cwd="/")
-        assert done.returncode == 0 and done.stdout == HAM  # mail is never held up
-        assert b"passed through unchanged" in done.stderr
-        check = subprocess.run([python, "-m", "spamsift", "db", "check"], env=as_user,
-                               capture_output=True, user=USER, cwd="/", text=True)
-        assert check.returncode == 65, check.stdout
-        assert f"as uid {uid}" in check.stdout and "readonly" in check.stdout, check.stdout
-        report = subprocess.run([SPAMSIFT, "report", "--json"], env=env, capture_output=True)
-        assert report.returncode == 0, report.stderr
-        passed = json.loads(report.stdout)["passed_through"]
-        assert passed["site"]["today"]["error"] == 1
-        assert passed["users"][USER]["7_days"] == {"error": 1, "total": 1}
-        assert (top / "passthrough" / f"uid-{uid}.log").exists()
-        # spamsift doctor, as that uid, says why and what to do.
-        doctor = subprocess.run([python, "-m", "spamsift", "doctor"], env=as_user,
-                                capture_output=True, user=USER, cwd="/", text=True)
-        assert doctor.returncode == 65, doctor.stdout
-        assert "pass mail through unfiltered" in doctor.stdout
-        assert all(line.startswith("problem: ") and "(fix: " in line
-                   for line in doctor.stdout.splitlines()), doctor.stdout
-        # A daemon that stopped (its socket left behind) is a problem of its own.
-        (top / "d.sock").touch()
-        stale = subprocess.run([SPAMSIFT, "doctor"], capture_output=True, text=True,
-                               env=dict(env, SPAMSIFT_SOCKET=str(top / "d.sock")))
-        assert stale.returncode == 65 and "cannot be reached" in stale.stdout, stale.stdout
-        # And root's own check passes: only the delivery uid is in trouble.
-        own = subprocess.run([SPAMSIFT, "db", "check"], env=env, capture_output=True,
-                             text=True)
-        assert own.returncode == 0 and own.stdout.strip() == "ok", own.stdout
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    top, env = root_site
+    os.chmod(top / "spamsift.db", 0o644)
+    as_user = dict(env, PYTHONPATH=path, HOME="/nonexistent", LOGNAME=USER)
+    done = subprocess.run([python, "-m", "spamsift", "filter", "--user", USER, "--stdout"],
+                          input=HAM, env=as_user, capture_output=True, user=USER, cwd="/")
+    assert done.returncode == 0 and done.stdout == HAM  # mail is never held up
+    assert b"passed through unchanged" in done.stderr
+    check = subprocess.run([python, "-m", "spamsift", "db", "check"], env=as_user,
+                           capture_output=True, user=USER, cwd="/", text=True)
+    assert check.returncode == 65, check.stdout
+    assert f"as uid {uid}" in check.stdout and "readonly" in check.stdout, check.stdout
+    report = subprocess.run([SPAMSIFT, "report", "--json"], env=env, capture_output=True)
+    assert report.returncode == 0, report.stderr
+    passed = json.loads(report.stdout)["passed_through"]
+    assert passed["site"]["today"]["error"] == 1
+    assert passed["users"][USER]["7_days"] == {"error": 1, "total": 1}
+    assert (top / "passthrough" / f"uid-{uid}.log").exists()
+    # spamsift doctor, as that uid, says why and what to do.
+    doctor = subprocess.run([python, "-m", "spamsift", "doctor"], env=as_user,
+                            capture_output=True, user=USER, cwd="/", text=True)
+    assert doctor.returncode == 65, doctor.stdout
+    assert "pass mail through unfiltered" in doctor.stdout
+    assert all(line.startswith("problem: ") and "(fix: " in line
+               for line in doctor.stdout.splitlines()), doctor.stdout
+    # A daemon that stopped (its socket left behind) is a problem of its own.
+    (top / "d.sock").touch()
+    stale = subprocess.run([SPAMSIFT, "doctor"], capture_output=True, text=True,
+                           env=dict(env, SPAMSIFT_SOCKET=str(top / "d.sock")))
+    assert stale.returncode == 65 and "cannot be reached" in stale.stdout, stale.stdout
+    # And root's own check passes: only the delivery uid is in trouble.
+    own = subprocess.run([SPAMSIFT, "db", "check"], env=env, capture_output=True,
+                         text=True)
+    assert own.returncode == 0 and own.stdout.strip() == "ok", own.stdout
 
 
 @needs_console
@@ -114,28 +120,23 @@ def test_mail_for_a_user_not_opted_in_is_counted_by_reason(tmp_path):
 
 @needs_console
 def test_doctor_names_a_read_only_shm_left_after_the_database_was_fixed(system_user,
-                                                                        shadow_src):
+                                                                        shadow_src,
+                                                                        root_site):
     """The trap after the first: the database made writable (0666), but SQLite's -shm left
     read-only (0444, root's): deliveries still fail. doctor, as the delivery uid, names it."""
     uid, _gid = system_user(USER)
     python, path = shadow_src
-    top = Path(tempfile.mkdtemp(prefix="spamsift-shm-"))
-    try:
-        os.chmod(top, 0o777)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMSIFT_")}
-        env.update(SPAMSIFT_HOME=str(top), SPAMSIFT_SOCKET=str(top / "no-daemon"))
-        subprocess.run([SPAMSIFT, "db", "init"], env=env, check=True, capture_output=True)
-        os.chmod(top / "spamsift.db", 0o666)
-        shm = top / "spamsift.db-shm"
-        shm.write_bytes(b"")
-        os.chmod(shm, 0o444)
-        as_user = dict(env, PYTHONPATH=path, HOME="/nonexistent")
-        doctor = subprocess.run([python, "-m", "spamsift", "doctor"], env=as_user,
-                                capture_output=True, user=USER, cwd="/", text=True)
-        assert doctor.returncode == 65, doctor.stdout
-        assert f"spamsift.db-shm: not writable by uid {uid}" in doctor.stdout, doctor.stdout
-        check = subprocess.run([python, "-m", "spamsift", "db", "check"], env=as_user,
-                               capture_output=True, user=USER, cwd="/", text=True)
-        assert check.returncode == 65 and "-shm" in check.stdout, check.stdout
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    top, env = root_site
+    os.chmod(top, 0o777)
+    os.chmod(top / "spamsift.db", 0o666)
+    shm = top / "spamsift.db-shm"
+    shm.write_bytes(b"")
+    os.chmod(shm, 0o444)
+    as_user = dict(env, PYTHONPATH=path, HOME="/nonexistent")
+    doctor = subprocess.run([python, "-m", "spamsift", "doctor"], env=as_user,
+                            capture_output=True, user=USER, cwd="/", text=True)
+    assert doctor.returncode == 65, doctor.stdout
+    assert f"spamsift.db-shm: not writable by uid {uid}" in doctor.stdout, doctor.stdout
+    check = subprocess.run([python, "-m", "spamsift", "db", "check"], env=as_user,
+                           capture_output=True, user=USER, cwd="/", text=True)
+    assert check.returncode == 65 and "-shm" in check.stdout, check.stdout
