@@ -4,7 +4,8 @@ Protocol (the one bogofilter's figures in issue 7 were measured with): the corpu
 messages are shuffled with a fixed seed; the ``X-Spam-*`` headers earlier filters added are
 removed; then, message by message, the message is classified with the user's current state and
 afterwards learned with its true label. Everything goes through the real engine --
-`spamsift.filter.engine.agent.Agent` on a fresh ``memory://`` store -- so the code path is production's:
+`spamsift.filter.engine.agent.Agent` on a fresh ``memory://`` store -- so the code path
+is production's:
 
 * ``teft`` (train everything): `Agent.process` classifies the message and learns it as the
   class it was given; when that class was wrong, `Agent.retrain` (what ``spamsift --class=...
@@ -19,9 +20,10 @@ right), spam misclassified % (spam not called spam), (1-ROCA)% -- one minus the 
 the ROC curve, in percent, from `Outcome.score`, the classifier's unsaturated spamminess (the
 largest of the enabled algorithms' log-odds margins over their thresholds, or with
 ``logistic`` the model's margin plus the others' score / BAYES_SCALE over its threshold; ties
-count half; a whitelisted message's score is below every other's, as in X-DSPAM-Score) -- and wall milliseconds per message
-for the classification plus any correction. Rows run in up to two worker processes
-(``--processes``); time figures are only comparable between rows run the same way.
+count half; a whitelisted message's score is below every other's, as in X-DSPAM-Score) --
+and wall milliseconds per message for the classification plus any correction. Rows run in up
+to two worker processes (``--processes``); time figures are only comparable between rows run
+the same way.
 
 Usage:
   python benchmarks/accuracy.py                    # defaults + every tokenizer x algorithm

@@ -2,8 +2,8 @@
 
 Protocol (issue 3): a MariaDB database of the benchmark's own holds a user trained on part of
 the SpamAssassin corpus plus 1,000,000 stale token rows (last hit 200 days ago) of other
-users. A loop filters held-out messages through the real filter path (`spamsift.filter.cli.main` with
-one open store, as the daemon runs it, committing inline) and records each message's
+users. A loop filters held-out messages through the real filter path (`spamsift.filter.cli.main`
+with one open store, as the daemon runs it, committing inline) and records each message's
 latency: first without purge (baseline), then while `spamsift purge` runs in another process
 with its default batches. Prints the purge time and the filter's median and 99th percentile
 latency for both phases. Target: p99 during purge under 2x the baseline. Prints figures;

@@ -202,8 +202,8 @@ WantedBy=multi-user.target
 
 
 def _watch_unit(spamsift: str, args) -> str:
-    return f"""# Made by `spamsift setup`. The watcher writes what users' drags teach: it runs as the
-# user that owns the database; give that user read access to the mail store (a group).
+    return f"""# Made by `spamsift setup`. The watcher writes what users' drags teach: it runs as
+# the user that owns the database; give that user read access to the mail store (a group).
 [Unit]
 Description=spamsift Maildir watcher
 After=network.target remote-fs.target spamsift-daemon.service

@@ -11,18 +11,21 @@ import sys
 # name -> (module, function, one-line help). Modules are imported on use only: the inline
 # filter must not pay for the trainer's rich or the watcher's watchdog.
 COMMANDS = {
-    "filter": ("spamsift.filter.cli", "main", "classify/train one message (DSPAM's command line)"),
+    "filter": ("spamsift.filter.cli", "main",
+               "classify/train one message (DSPAM's command line)"),
     "config": ("spamsift.filter.admin", "config_main", "print the effective configuration"),
     "prefs": ("spamsift.filter.admin", "prefs_main", "show or set a user's preferences"),
     "daemon": ("spamsift.filter.daemon", "main", "serve `spamsift filter` from a resident process"),
-    "db": ("spamsift.filter.admin", "db_main", "create/upgrade the schema (init) or check a database"),
+    "db": ("spamsift.filter.admin", "db_main",
+           "create/upgrade the schema (init) or check a database"),
     "doctor": ("spamsift.filter.doctor", "main", "what keeps this uid's deliveries from being "
                "filtered, with the fixes"),
     "setup": ("spamsift.filter.setup", "main", "make a privilege-separated node (user, home, "
               "database, units, maildroprc, aliases)"),
-    "purge": ("spamsift.trainer.purge", "main", "delete stale tokens and signatures in small batches"),
-    "train": ("spamsift.trainer.train", "main", "bootstrap a user from existing mail (Maildir, mbox, "
-              "MH, IMAP...)"),
+    "purge": ("spamsift.trainer.purge", "main",
+              "delete stale tokens and signatures in small batches"),
+    "train": ("spamsift.trainer.train", "main",
+              "bootstrap a user from existing mail (Maildir, mbox, MH, IMAP...)"),
     "evaluate": ("spamsift.trainer.evaluate", "main", "estimate a user's accuracy before go-live"),
     "reclassify": ("spamsift.trainer.reclassify", "main", "find (and move) mail the filter now "
                    "places in the other class"),

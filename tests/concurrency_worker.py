@@ -1,8 +1,8 @@
 """One of the processes of tests/test_concurrency.py, and the synthetic mail they share.
 
 Kept out of the test module so that a "spawn" child imports only this (and the filter), not
-pytest's collection of the test file. Everything a worker does goes through `spamsift.filter.cli.main`,
-the real inline filter and retraining command, with in-memory streams.
+pytest's collection of the test file. Everything a worker does goes through
+`spamsift.filter.cli.main`, the real inline filter and retraining command, with in-memory streams.
 
 A worker runs two phases, between barriers shared with the other seven:
 

@@ -2,8 +2,8 @@
 
 On SQLite (one file) and on MySQL/MariaDB (one database), eight spawned processes
 (`concurrency_worker.work`) each run a share of 2,000 synthetic messages through the real
-inline filter (`spamsift.filter.cli.main` with ``--user U --stdout --deliver=innocent,spam``) and correct
-its errors with ``--addspam`` / ``--falsepositive``; some messages are reported twice, some
+inline filter (`spamsift.filter.cli.main` with ``--user U --stdout --deliver=innocent,spam``) and
+correct its errors with ``--addspam`` / ``--falsepositive``; some messages are reported twice, some
 reported wrong and then taken back, and some (the "storm") are reported by all eight
 processes at the same moment, so the signature's compare-and-set is contended.
 

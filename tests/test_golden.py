@@ -1,7 +1,7 @@
 """Golden files for header stamping: ``messages/golden/NAME.eml`` -> ``golden/NAME.out``.
 
-Each input (all synthetic) runs through ``spamsift.filter.cli.main`` in-process with a fresh SQLite home,
-a fixed clock and a fixed signature id, and the output must equal the golden file byte for
+Each input (all synthetic) runs through ``spamsift.filter.cli.main`` in-process with a fresh SQLite
+home, a fixed clock and a fixed signature id, and the output must equal the golden file byte for
 byte.  The rule every golden file was checked against by hand (``filter/engine/message.py``):
 the output is the input with its ``X-DSPAM-*`` header lines (with their continuation lines)
 removed and our header lines added at the end of the header block, with the message's own

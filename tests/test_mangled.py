@@ -17,8 +17,8 @@ At least 95% must actually be stamped, so a filter that silently gives up fails.
 
 Every failing input is written out (named by its hash) to a temporary folder named in the
 failure, or with SPAMSIFT_SAVE_CRASHERS=1 to ``tests/crashers/``, where `test_crasher` runs
-every file with the same checks, so a bug once found stays covered.  ``python tests/mangle.py DIR`` writes the
-1,000 messages out for a look.
+every file with the same checks, so a bug once found stays covered.  ``python tests/mangle.py DIR``
+writes the 1,000 messages out for a look.
 """
 
 from __future__ import annotations

@@ -165,8 +165,8 @@ def test_toe_correction_does_not_inflate_true_negatives():
 
 
 def test_toe_report_back_to_the_first_verdict_learns_it_fully():
-    # docs/aliases.md: in TOE a report back to the first verdict learns the message as that class; it
-    # does not restore "classified only" (the signature keeps the last training, not the
+    # docs/aliases.md: in TOE a report back to the first verdict learns the message as that class;
+    # it does not restore "classified only" (the signature keeps the last training, not the
     # classification's own record).
     agent = trained(101, training_mode="toe", whitelist=False,
                     test_conditional_training=False)
@@ -357,8 +357,8 @@ LIST_HEADERS = ("List-Id: Talk <talk.lists.example.org>\nList-Post: <mailto:talk
 
 @pytest.mark.parametrize("same_counts, called", [(0, "Spam"), (3, "Innocent")])
 def test_a_first_ham_post_to_a_list_that_brought_only_spam(same_counts, called):
-    """The case behind `same_counts` (docs/classifier.md, "Redundant tokens"): a list whose six earlier
-    messages were spam; a plain question to it. DSPAM's selection is all list headers."""
+    """The case behind `same_counts` (docs/classifier.md, "Redundant tokens"): a list whose six
+    earlier messages were spam; a plain question to it. DSPAM's selection is all list headers."""
     agent = trained(40, algorithm=["graham", "burton"], same_counts=same_counts)
     ctx = agent.user("alice")
     for n in range(6):

@@ -295,7 +295,8 @@ def test_command_once_and_clear_errors(account, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPAMSIFT_CONFIG", account.site.config)
     url = f"imaps://{account.user}@127.0.0.1:{account.dovecot.tls_port}/"
     before = account.counts(sig)
-    from spamsift.watchers.cli import main as watch_main  # `spamsift watch` hands URLs to spamsift.watchers.imap
+    # `spamsift watch` hands URLs to spamsift.watchers.imap
+    from spamsift.watchers.cli import main as watch_main
 
     code = watch_main([url, "--once", "--password-file", str(pw), "--cafile",
                        account.dovecot.cert])

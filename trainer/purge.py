@@ -1,10 +1,10 @@
 """``spamsift purge``: delete stale tokens, signatures and source addresses in small batches.
 
-Each rule of `spamsift.filter.engine.purging` runs as a series of short transactions of `purge_batch`
-rows with `purge_pause` seconds between them, so deliveries waiting for the same rows get
-them within one batch. A batch that fails on a lock is retried after a growing pause instead
-of giving up. Run it on one node of a cluster only (see docs/cluster.md); two purges would not corrupt
-anything, only do the work twice.
+Each rule of `spamsift.filter.engine.purging` runs as a series of short transactions of
+`purge_batch` rows with `purge_pause` seconds between them, so deliveries waiting for the same
+rows get them within one batch. A batch that fails on a lock is retried after a growing pause
+instead of giving up. Run it on one node of a cluster only (see docs/cluster.md); two purges
+would not corrupt anything, only do the work twice.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A global summary (users, opted-in users, messages filtered today / 7 days / all 
 accuracy) and one line per user with DSPAM's figures (`spamsift.trainer.report_data` defines them),
 the training left until the user's data is mature, the date of the last reported error, and a
 sparkline of daily accuracy over the window (30 days). ``--watch`` keeps the screen up to date
-and takes keys to sort and filter (`spamsift.trainer.report_tui`); ``--json`` and ``--csv`` print the
-same data for monitoring and never import rich.
+and takes keys to sort and filter (`spamsift.trainer.report_tui`); ``--json`` and ``--csv`` print
+the same data for monitoring and never import rich.
 
 Trust: a trusted OS user (root, ``trusted_users``) sees every user, or those named with
 ``--user``; anyone else sees only their own line (DSPAM's rule for dspam_stats).

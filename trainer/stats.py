@@ -7,8 +7,8 @@ Output is dspam_stats 3.10.2's, format for format::
 
 ``-H`` prints the long form (each figure on its own line, with TL, training left, and PPV,
 including dspam_stats' eight spaces before each tab). The figures are defined in
-`spamsift.trainer.report_data`. Differences from dspam_stats: a rate with nothing to divide by prints
-as DSPAM's -S does (SHR 100, HSR 0, OCA 100) in both forms (-H printed a 100 % ham strike
+`spamsift.trainer.report_data`. Differences from dspam_stats: a rate with nothing to divide by
+prints as DSPAM's -S does (SHR 100, HSR 0, OCA 100) in both forms (-H printed a 100 % ham strike
 rate for a user without ham); ``-t`` (a TOTAL line) works (3.10.2 rejected it); an untrusted
 user without names gets their own line (dspam_stats refused).
 

@@ -2,6 +2,6 @@
 
 Nothing here imports rich, watchdog or imapclient, and nothing here imports the filter command,
 the trainer or the watchers: they are applications built on this package. Submodules are
-imported explicitly (``from spamsift.filter.engine.tokenizer import Tokenizer``) so that the per-message
-filter loads only what it uses.
+imported explicitly (``from spamsift.filter.engine.tokenizer import Tokenizer``) so that the
+per-message filter loads only what it uses.
 """

@@ -1,16 +1,17 @@
 """Prometheus metrics for `spamsift daemon --metrics` and `spamsift watch --metrics`.
 
 The one place prometheus_client is imported, and only when a command is asked to serve
-metrics (HOST:PORT, text format at ``/metrics``). Every name starts with ``spamsift_``:
+metrics (HOST:PORT, text format at ``/metrics``; docs/metrics.md says more of each). Every name
+starts with ``spamsift_``:
 
 | name | type | labels | what |
 |---|---|---|---|
 | ``spamsift_messages_total`` | counter | result, unsure | messages the daemon filtered |
-| ``spamsift_passed_through_total`` | counter | reason | messages the daemon passed on without filtering or tempfailed (`passlog.REASONS`) |
-| ``spamsift_retrains_total`` | counter | source | corrections and corpus learning through the daemon |
+| ``spamsift_passed_through_total`` | counter | reason | passed on unfiltered, or tempfailed |
+| ``spamsift_retrains_total`` | counter | source | corrections, corpus learning, unlearning |
 | ``spamsift_request_seconds`` | histogram | | time the daemon took for a request |
-| ``spamsift_unfiltered_total`` | counter | reason | every message any uid passed on unfiltered, tempfailed, or filtered in-process instead of through the daemon (`passlog`, read at each scrape) |
-| ``spamsift_daemon_up`` | gauge | | 1 when the daemon's socket takes a connection (the watcher's metrics: a stopped daemon shows) |
+| ``spamsift_unfiltered_total`` | counter | reason | unfiltered, any uid; in-process fallbacks |
+| ``spamsift_daemon_up`` | gauge | | 1 when the daemon's socket takes a connection (watcher) |
 | ``spamsift_watch_queue_depth`` | gauge | | trainings the watcher has queued |
 | ``spamsift_watch_scan_seconds`` | gauge | | how long the watcher's last scan took |
 | ``spamsift_watch_trained_total`` | counter | action | what the watcher's trainings did |

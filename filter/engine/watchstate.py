@@ -109,7 +109,8 @@ class Applier:
     record's compare-and-set, again after a lost race. One per watcher thread."""
 
     def __init__(self, settings, store, decide, clock=time.time) -> None:
-        """`decide` is `spamsift.watchers.decide.decide` (passed in: the engine imports no watcher)."""
+        """`decide` is `spamsift.watchers.decide.decide` (passed in: the engine imports no
+        watcher)."""
         from spamsift.filter.engine.agent import Agent
 
         self.settings = settings

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
 # Checkpoint the WAL into the database once it is this large. Why by hand: the inline filter
-# ends its process without closing (see spamsift.filter.cli.FAST_EXIT), and a database whose last user
-# did not close is "recovered" by the next opener, which forgets how much of the WAL was
+# ends its process without closing (see spamsift.filter.cli.FAST_EXIT), and a database whose last
+# user did not close is "recovered" by the next opener, which forgets how much of the WAL was
 # already checkpointed; SQLite's own PASSIVE autocheckpoint then never lets the WAL restart
 # and it grew by megabytes per message. A TRUNCATE checkpoint empties the file instead. Every
 # 4 MB (about ten messages) keeps recovery cheap and spreads the copy over several messages.
