@@ -73,6 +73,12 @@ class CorruptDatabaseError(StorageError):
     """Raised when the database exists but is damaged or not ours; it is never recreated silently."""
 
 
+class DuplicateSignatureError(StorageError):
+    """Raised when a signature id is stored already (another process inserted it first).
+
+    Raised by every backend for the same race, so callers catch the class, never the text."""
+
+
 class NoDatabaseError(SpamsiftError):
     """Raised when a command that only reads (report, stats, sources, db check) finds no
     database where the configuration says: it must not create an empty one and report on it
