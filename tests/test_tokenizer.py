@@ -136,3 +136,20 @@ def test_cjk_text_is_tokenized_as_overlapping_character_pairs():
     # Mixed text: Latin words stay words; a run of one or two characters stays whole.
     mixed = tokens("\n\nBuy 中国 goods 好\n".encode())
     assert {"Buy", "中国", "goods", "好"} <= set(mixed)
+
+
+def test_stamping_and_tokenizing_agree_where_the_header_block_ends():
+    """One header splitter: the stamp goes at the end of the header block the tokenizer reads.
+
+    A blank line of CRs (CR CR LF) ended the header for the stamper but not for the tokenizer,
+    which then read body text, and our own stamped headers after it, as header fields."""
+    from spamsift.filter.engine.message import Message
+
+    for raw in (b"Subject: a\r\n\r\nbody\r\n", b"Subject: a\n\nbody\n",
+                b"Subject: a\n\r\r\nX-Body-Looks-Like: header\n", b"\r\nbody only\n",
+                b"\r\r\nbody only\n", b"Subject: no body at all", b"Subject: a\n\r\n\r\nb\n"):
+        head, body = mime.split_head_body(raw)
+        assert head == Message(raw).head, raw
+        assert raw.endswith(body) and len(head) + len(body) <= len(raw), raw
+    tokens = Tokenizer().tokenize(b"Subject: a\n\r\r\nX-Body-Looks-Like: header\n")
+    assert "X-Body-Looks-Like*header" not in tokens and "header" in tokens  # body words

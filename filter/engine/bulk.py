@@ -68,11 +68,11 @@ def unstamp(raw: bytes, settings) -> bytes:
     Our ``<prefix>-*`` headers are never tokenized, but the Subject tag and the body tag are
     text; learning them would teach the filter its own verdict instead of the mail's content.
     Only a message carrying our Result header is touched."""
-    from spamsift.filter.engine.mime import split_head_body
+    from spamsift.filter.engine.mime import head_bounds
 
     # The one header splitter: a private one took the first CRLFCRLF anywhere, after an
     # earlier LFLF had ended the header block, and so "unstamped" body text.
-    head_end = len(split_head_body(raw)[0])
+    head_end = head_bounds(raw)[0]
     head = raw[:head_end]
     marker = ("\n" + settings.header_prefix + "-Result:").lower().encode("latin-1", "replace")
     if marker not in b"\n" + head.lower():

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from spamsift.filter.engine.mime import head_bounds
+
 # A signature id is 30 lowercase hex digits (120 random bits); DSPAM's own ids are
 # alphanumerics and commas, so the finder accepts those too for migrated mail.
 _SIG_TAG = re.compile(rb"!DSPAM:([A-Za-z0-9,]{1,127})!")
@@ -21,8 +23,6 @@ class UnstampableError(ValueError):
     """Raised by `Message.stamp` when headers cannot be added without changing other bytes."""
 
 
-_BLANK_LINE = re.compile(rb"\n\r*\n")
-_LEADING_BLANK_LINE = re.compile(rb"\r*\n")
 _NEXT_FIELD = re.compile(rb"\n(?![ \t])")  # a line ending not followed by a continuation
 _STARTS: dict[bytes, re.Pattern[bytes]] = {}
 
@@ -51,12 +51,7 @@ class Message:
         self.raw = raw
         nl = raw.find(b"\n")
         self.eol = b"\r\n" if nl > 0 and raw[nl - 1] == 13 else b"\n"
-        # The header block ends before the first blank line (one of nothing but CRs).
-        if _LEADING_BLANK_LINE.match(raw):
-            self.head_end = 0
-        else:
-            m = _BLANK_LINE.search(raw)
-            self.head_end = m.start() + 1 if m else len(raw)
+        self.head_end = head_bounds(raw)[0]
 
     @property
     def head(self) -> bytes:

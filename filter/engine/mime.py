@@ -22,7 +22,11 @@ MAX_PARTS = 500
 MAX_HEAD_LINES = 10_000   # header lines of one block parsed for tokenizing (the rest: not)
 MAX_HEAD_BYTES = 1 << 20  # bytes of one header block parsed for tokenizing
 
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+# The header block ends before the first blank line: a line of nothing but CRs. This is the one
+# definition, for stamping (`message.Message`), tokenizing and unstamping alike: when they
+# differed (CR CR LF), the tokenizer read as header what the stamp put after the header block.
+_BLANK_LINE = re.compile(rb"\n\r*\n")
+_LEADING_BLANK_LINE = re.compile(rb"\r*\n")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
 _SPACE_BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)")
 _QP_UNDERSCORE = re.compile(rb"_")
@@ -30,14 +34,22 @@ _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 _NOT_BASE64 = bytes(c for c in range(256) if c not in _BASE64_ALPHABET)
 
 
-def split_head_body(data: bytes) -> tuple[bytes, bytes]:
-    """Split at the first blank line; a message without one is all head."""
-    if data.startswith(b"\n") or data.startswith(b"\r\n"):
-        return b"", data[data.index(b"\n") + 1:]
+def head_bounds(data: bytes) -> tuple[int, int]:
+    """(where the header block ends, where the body starts): the header block runs through
+    the line ending of its last line; a message without a blank line is all head."""
+    m = _LEADING_BLANK_LINE.match(data)
+    if m is not None:
+        return 0, m.end()
     m = _BLANK_LINE.search(data)
     if m is None:
-        return data, b""
-    return data[:m.start() + 1 + (data[m.start()] == 13)], data[m.end():]
+        return len(data), len(data)
+    return m.start() + 1, m.end()
+
+
+def split_head_body(data: bytes) -> tuple[bytes, bytes]:
+    """The header block and the body (`head_bounds`)."""
+    head_end, body_start = head_bounds(data)
+    return data[:head_end], data[body_start:]
 
 
 def bytes_to_text(data: bytes, charset: str | None = None) -> str:
