@@ -15,7 +15,8 @@ import pytest
 
 from spamsift.filter.engine import config
 from spamsift.filter.engine.agent import Agent
-from spamsift.filter.engine.bulk import CorpusLearner, unstamp
+from spamsift.filter.engine.message import unstamp
+from spamsift.trainer.learner import CorpusLearner
 from spamsift.filter.engine.store.base import open_store
 from spamsift.filter.engine.tokenizer import Tokenizer, token_id
 from spamsift.trainer import corpus, evaluate, train
@@ -166,9 +167,9 @@ def test_with_the_logistic_model_each_message_is_learned_in_order(tmp_path, case
     """The logistic model's step depends on everything learned before the message, so with
     it enabled the learner learns message by message: the same counts and weights as
     Agent.learn in the same order -- whether the learner's cache may take a new user's
-    missing rows as absent (bulk.WriteBehind's empty_uid), reads the store for an existing
+    missing rows as absent (WriteBehind's empty_uid), reads the store for an existing
     user's, or is dropped between flushes."""
-    from spamsift.filter.engine import bulk
+    from spamsift.filter.engine import writebehind
 
     settings = config.load(None, environ={"SPAMSIFT_HOME": str(tmp_path)}).replace(
         algorithm=["graham", "burton", "logistic"])
@@ -183,7 +184,7 @@ def test_with_the_logistic_model_each_message_is_learned_in_order(tmp_path, case
         a1.learn(ctx, raw, klass)
         a2.learn(a2.user("u", create=True), raw, klass)
     if case == "cache dropped":
-        monkeypatch.setattr(bulk.WriteBehind, "CACHE_TOKENS", 50)
+        monkeypatch.setattr(writebehind.WriteBehind, "CACHE_TOKENS", 50)
     for raw, klass in msgs[len(before):]:
         a1.learn(ctx, raw, klass)
     learner = CorpusLearner(a2, "u", flush_every=7)
@@ -283,12 +284,12 @@ def test_default_helpers_by_cpus_and_path(monkeypatch, cpus, counting, per_messa
 def test_train_jobs_option(env, tmp_path, capsys, monkeypatch):
     """`--jobs N` trains through N helper processes (started once a chunk is full) to the
     same result; a negative count is a one-line usage error."""
-    from spamsift.filter.engine import bulk
+    from spamsift.trainer import learner
 
     ham, spam = mails(12, False), mails(6, True)
     md = write_maildir(tmp_path / "Maildir", ham, spam)
     assert train.main(["--user", "solo", "--quiet", "--jobs", "0", str(md)]) == 0
-    monkeypatch.setattr(bulk, "CHUNK_MESSAGES", 4)
+    monkeypatch.setattr(learner, "CHUNK_MESSAGES", 4)
     assert train.main(["--user", "helped", "--quiet", "--jobs", "2", str(md)]) == 0
     assert "innocent  read      12  learned      12" in capsys.readouterr().out
     settings, store = open_db()
@@ -335,7 +336,7 @@ def test_an_interrupt_mid_message_leaves_only_whole_flushes(tmp_path, algorithms
                 if learner.per_message:
                     learner._held.pairs = Interrupting(learner._held.pairs)
                 else:
-                    learner.messages = InterruptingCount(learner.messages)
+                    learner.counts.messages = InterruptingCount(learner.counts.messages)
             learner.add(raw, klass)
     learner.abandon()
     replay = open_store("memory://")

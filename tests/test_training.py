@@ -411,7 +411,7 @@ def test_unstamp_never_touches_the_body_after_an_lf_header_block():
     """A header block ended by LF LF, and a body holding CRLF CRLF and a line that looks like
     a tagged Subject: only the header's Subject tag goes (the private splitter took the first
     CRLFCRLF anywhere as the end of the header, and unstamped body text)."""
-    from spamsift.filter.engine.bulk import unstamp
+    from spamsift.filter.engine.message import unstamp
 
     settings = config.Settings({}).replace(spam_subject="[SPAM]")
     body = b"Subject: [SPAM] quoted in the body\nmore\r\n\r\nend\n"

@@ -256,26 +256,21 @@ class FoldView:
 def cross_validate(settings, spool: Spool, k: int, progress) -> list[tuple[bool, bool, float, float]]:
     """k-fold: each fold classified by a corpus-trained filter of the other folds."""
     from spamsift.filter.engine.agent import Agent, UserContext
+    from spamsift.filter.engine.learning import CorpusCounts, tokenize
     from spamsift.filter.engine.store.base import Stats
-    from spamsift.filter.engine.tokenizer import Tokenizer, token_id
+    from spamsift.filter.engine.tokenizer import Tokenizer
 
     tokenizer = Tokenizer(settings.tokenizer, settings.ignore_headers, settings.header_prefix)
 
-    def count(members, after_each=None):
-        """Per token [spam, innocent] messages of `members`, and messages per class."""
-        table: dict[int, list[int]] = {}
-        per_class = {"spam": 0, "innocent": 0}
+    def count(members, after_each=None) -> tuple[dict[int, tuple[int, int]], dict[str, int]]:
+        """Per token (spam, innocent) messages of `members`, and messages per class: what
+        corpus training of them would store."""
+        counts = CorpusCounts()
         for entry in members:
-            column = 0 if entry[4] == "spam" else 1
-            per_class[entry[4]] += 1
-            for t in {token_id(t) for t in tokenizer.tokenize(spool.read(entry))}:
-                row = table.get(t)
-                if row is None:
-                    table[t] = row = [0, 0]
-                row[column] += 1
+            counts.add(entry[4], tokenize(tokenizer, spool.read(entry), None))
             if after_each is not None:
                 after_each()
-        return table, per_class
+        return counts.rows(), dict(counts.messages)
 
     from spamsift.filter.engine import logistic
 

@@ -70,7 +70,7 @@ def _subject(raw: bytes) -> str:
 
 def scan(agent, ctx, root: str, settings):
     """(findings, messages looked at, unreadable) for the Maildir at `root`."""
-    from spamsift.filter.engine.bulk import unstamp
+    from spamsift.filter.engine.message import unstamp
 
     findings, seen, unreadable = [], 0, 0
     for folder in maildir.folders(root, settings.spam_folders, settings.ignored_folders):

@@ -2,7 +2,7 @@
 
 Strategies:
 
-* ``corpus`` (default): learn every message once, in bulk (`spamsift.filter.engine.bulk`): one
+* ``corpus`` (default): learn every message once, in bulk (`spamsift.trainer.learner`): one
   transaction per `--flush` messages. This is DSPAM's ``dspam_train`` and the fast path.
 * ``error``: train on error in repeated passes: classify each message with what is known so
   far and learn it only when it comes out wrong; repeat until a pass makes no error or
@@ -75,7 +75,7 @@ def _open(args, settings):
 
 def run_corpus(agent, user: str, streams, tally: Tally, progress, flush_every: int,
                max_size: int, jobs: int | None = 0) -> None:
-    from spamsift.filter.engine.bulk import CorpusLearner
+    from spamsift.trainer.learner import CorpusLearner
     from spamsift.trainer.corpus import interleave
 
     learner = CorpusLearner(agent, user, flush_every=flush_every, jobs=jobs)
@@ -99,7 +99,8 @@ def run_corpus(agent, user: str, streams, tally: Tally, progress, flush_every: i
 
 def run_on_error(agent, user: str, streams, tally: Tally, progress, passes: int,
                  max_size: int) -> None:
-    from spamsift.filter.engine.bulk import CorpusLearner, unstamp
+    from spamsift.filter.engine.message import unstamp
+    from spamsift.trainer.learner import CorpusLearner
     from spamsift.trainer.corpus import interleave
 
     learner = CorpusLearner(agent, user, flush_every=1, background=False)
@@ -115,8 +116,8 @@ def run_on_error(agent, user: str, streams, tally: Tally, progress, passes: int,
                     tally.add(klass, "skipped")
                 progress.advance()
                 continue
-            verdict, whitelisted = agent.score(ctx, unstamp(raw, ctx.settings))[4:6]
-            said = "innocent" if whitelisted or not verdict.is_spam else "spam"
+            scored = agent.score(ctx, agent.tokenize(ctx, unstamp(raw, ctx.settings)))
+            said = "innocent" if scored.whitelisted or not scored.verdict.is_spam else "spam"
             if said != klass:
                 errors += 1
                 tally.add(klass, learner.add(raw, klass))

@@ -15,11 +15,13 @@ from spamsift.filter.engine import classifier, logistic, training
 from spamsift.filter.engine.errors import ConflictError, UnknownSignatureError
 from spamsift.filter.engine.signatures import load_owned, new_id
 from spamsift.filter.engine.store.base import Batch, Signature, SignatureUpdate
-from spamsift.filter.engine.tokenizer import Tokenizer, parse_top_headers, token_id
+from spamsift.filter.engine.learning import Tokenized, source_relays, tokenize
+from spamsift.filter.engine.tokenizer import Tokenizer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from spamsift.filter.engine.tokenpool import Tokenized
+    from spamsift.filter.engine.classifier import Verdict
+    from spamsift.filter.engine.store.base import Stats
 
 CAS_RETRIES = 5
 
@@ -73,6 +75,22 @@ class Outcome:
         return self.result == "Spam"
 
 
+class Scored:
+    """A message scored for a user: its tokens (`message`), their stored (spam, innocent)
+    counts, the user's totals, the classifier's verdict, and whether the sender's whitelist
+    entry overrode it."""
+
+    __slots__ = ("message", "counts", "stats", "verdict", "whitelisted")
+
+    def __init__(self, message: Tokenized, counts: dict[int, tuple[int, int]], stats: Stats,
+                 verdict: Verdict, whitelisted: bool) -> None:
+        self.message = message
+        self.counts = counts
+        self.stats = stats
+        self.verdict = verdict
+        self.whitelisted = whitelisted
+
+
 def _class_delta(klass: str, sign: int) -> tuple[int, int]:
     """(spam, innocent) deltas that add `sign` to `klass`."""
     return (sign, 0) if klass == "spam" else (0, sign)
@@ -112,24 +130,15 @@ class Agent:
     def _day(self) -> str:
         return time.strftime("%Y-%m-%d", time.localtime(self.clock()))
 
-    @staticmethod
-    def _source_ip(headers: list[tuple[str, str]], settings) -> str:
-        if not settings.track_sources:
-            return ""
-        from spamsift.filter.engine.sources import first_external_ip
-
-        return first_external_ip(headers, settings.local_mx) or ""
-
-    def score(self, ctx: UserContext, raw: bytes, headers: list[tuple[str, str]] | None = None,
-              tokenized: Tokenized | None = None):
-        """Tokenize and score: (freq, ids, counts, stats, verdict, whitelisted). `tokenized`:
-        the message's tokens as a helper process made them (`raw` is then not read)."""
+    def tokenize(self, ctx: UserContext, raw: bytes) -> Tokenized:
+        """`raw` as this user's settings tokenize it (`learning.tokenize`)."""
         settings = ctx.settings
-        if tokenized is None:
-            freq = self.tokenizer(settings).tokenize(raw, headers)
-            ids = {t: token_id(t) for t in freq}
-        else:
-            freq, ids = tokenized.freq, tokenized.ids
+        return tokenize(self.tokenizer(settings), raw, source_relays(settings))
+
+    def score(self, ctx: UserContext, message: Tokenized) -> Scored:
+        """Score a tokenized message for the user (nothing is written)."""
+        settings = ctx.settings
+        freq, ids = message.freq, message.ids
         model = logistic.enabled(settings.algorithm)
         feats: list[int] = logistic.features(ids.values()) if model else []
         weights: dict[int, float] = {}
@@ -161,14 +170,16 @@ class Agent:
                 spam, innocent = counts.get(ids[sender], (0, 0))
                 whitelisted = (innocent > settings.whitelist_threshold
                                and spam <= innocent // 15)
-        return freq, ids, counts, stats, verdict, whitelisted
+        return Scored(message, counts, stats, verdict, whitelisted)
 
     # -- inbound -------------------------------------------------------------------------
     def process(self, ctx: UserContext, raw: bytes, mode: str | None = None,
                 classify_only: bool = False) -> Outcome:
         """Classify an inbound message and, unless told not to, train it by the mode."""
-        headers = parse_top_headers(raw)  # once, for the tokenizer and the source address
-        freq, ids, counts, stats, verdict, whitelisted = self.score(ctx, raw, headers)
+        message = self.tokenize(ctx, raw)
+        scored = self.score(ctx, message)
+        freq, ids, counts, stats = message.freq, message.ids, scored.counts, scored.stats
+        verdict, whitelisted = scored.verdict, scored.whitelisted
         if whitelisted:
             result, klass = "Whitelisted", "innocent"
         else:
@@ -195,7 +206,7 @@ class Agent:
         wl_index = next((k for k, t in enumerate(tokens) if t.startswith("wl:")), None)
         applied, counters = training.inbound(mode, klass, hits, verdict.confidence, wl_index)
 
-        source_ip = self._source_ip(headers, ctx.settings)
+        source_ip = message.source_ip
         batch = self._learning(source_ip, klass, id_list, applied, counters)
         model = (0.0, 0.0)
         if verdict.model is not None:
@@ -260,32 +271,26 @@ class Agent:
 
     # -- known class ---------------------------------------------------------------------
     def learn(self, ctx: UserContext, raw: bytes, klass: str, source: str = "corpus",
-              signature_id: str | None = None, tokenized: Tokenized | None = None) -> Outcome:
-        """Learn a whole message as `klass` ("corpus" or "inoculation"), no decrements.
-        `tokenized`: the message's tokens as a helper process made them (`raw` is then not
-        read; `bulk.CorpusLearner` with helpers)."""
+              signature_id: str | None = None) -> Outcome:
+        """Learn a whole message as `klass` ("corpus" or "inoculation"), no decrements."""
+        return self.learn_tokenized(ctx, self.tokenize(ctx, raw), klass, source, signature_id)
+
+    def learn_tokenized(self, ctx: UserContext, message: Tokenized, klass: str,
+                        source: str = "corpus", signature_id: str | None = None) -> Outcome:
+        """`learn` a message tokenized already (by a helper process, say)."""
         if ctx.uid is None:
             ctx = self.user(ctx.name, create=True)
         uid = ctx.uid
         assert uid is not None  # created above
-        if tokenized is None:
-            headers = parse_top_headers(raw)
-            source_ip = self._source_ip(headers, ctx.settings)
-        else:
-            headers, source_ip = None, tokenized.source_ip
+        source_ip = message.source_ip
+        freq = message.freq
+        tokens = list(freq)
+        id_list = [message.ids[t] for t in tokens]
         verdict = None
-        ids = None
         if logistic.enabled(ctx.settings.algorithm):
             # The model trains beside the Bayes score, so it needs the message scored.
-            freq, ids, counts, _stats, verdict, _white = self.score(ctx, raw, headers,
-                                                                    tokenized)
-        elif tokenized is not None:
-            freq, ids = tokenized.freq, tokenized.ids
-        else:
-            freq = self.tokenizer(ctx.settings).tokenize(raw, headers)
-        tokens = list(freq)
-        # The ids scoring computed already (hashing every token twice was 8% of training).
-        id_list = [ids[t] for t in tokens] if ids is not None else [token_id(t) for t in tokens]
+            scored = self.score(ctx, message)
+            verdict, counts = scored.verdict, scored.counts
         if source == "inoculation":
             if verdict is None:
                 counts = self.store.lookup(uid, id_list)

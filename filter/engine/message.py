@@ -248,3 +248,28 @@ def _search(data: bytes, header_name: str) -> str | None:
     if loose:
         return loose.group(1).decode("ascii")
     return None
+
+
+_BODY_TAG = re.compile(rb"\r?\n?!DSPAM:[A-Za-z0-9,]{1,127}!")
+
+
+def unstamp(raw: bytes, settings) -> bytes:
+    """The message without what spamsift's own stamp put into tokenized text.
+
+    Our ``<prefix>-*`` headers are never tokenized, but the Subject tag and the body tag are
+    text; learning them would teach the filter its own verdict instead of the mail's content.
+    Only a message carrying our Result header is touched."""
+    # The one header splitter: a private one took the first CRLFCRLF anywhere, after an
+    # earlier LFLF had ended the header block, and so "unstamped" body text.
+    head_end = head_bounds(raw)[0]
+    head = raw[:head_end]
+    marker = ("\n" + settings.header_prefix + "-Result:").lower().encode("latin-1", "replace")
+    if marker not in b"\n" + head.lower():
+        return raw
+    tag = settings.spam_subject.encode("utf-8", "replace")
+    if tag:
+        head = re.sub(rb"(?im)^(subject:[ \t]*)" + re.escape(tag) + rb"[ \t]?", rb"\1", head)
+    body = raw[head_end:]
+    if b"!DSPAM:" in body:
+        body = _BODY_TAG.sub(b"", body)
+    return head + body

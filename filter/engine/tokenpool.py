@@ -6,11 +6,11 @@ tokens to ids and 0.25 ms for counting them. No message's tokens depend on anoth
 so `TokenPool` hands chunks of messages to helper processes, and the training process only
 merges what comes back and writes it.
 
-Two kinds of work, for `bulk.CorpusLearner`'s two paths:
+Two kinds of work, for `trainer.learner.CorpusLearner`'s two paths:
 
 * `TokenPool.count` (the Bayesian algorithms alone): a helper tokenizes a chunk, counts each
   message's distinct tokens in its class, hashes the chunk's distinct tokens once and returns
-  ``{id: count}`` per class, the messages per class and the source addresses. Counting is a sum,
+  them as `learning.CorpusCounts` (by id), with the messages per class and source addresses. Counting is a sum,
   so chunks may finish in any order; the result is the same as counting in one process.
 * `TokenPool.tokenize` (with the ``logistic`` model, which learns message by message): a
   helper returns each message's `Tokenized` form in the chunk's order, and the training
@@ -28,11 +28,11 @@ import os
 from collections import deque
 
 from spamsift.filter.engine.errors import SpamsiftError
-from spamsift.filter.engine.tokenizer import Tokenizer, parse_top_headers, token_ids
+from spamsift.filter.engine.learning import CorpusCounts, Tokenized, source_relays, tokenize
+from spamsift.filter.engine.tokenizer import Tokenizer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from concurrent.futures import ProcessPoolExecutor
 
 INFLIGHT = 2  # chunks per helper submitted and not yet taken back
@@ -44,21 +44,6 @@ class HelperError(SpamsiftError):
 
 _DIED = ("a tokenizing helper process died (killed, or out of memory); what was flushed "
          "stays learned; --jobs 0 trains without helpers")
-
-
-class Tokenized:
-    """A message's tokens as the agent learns them: token -> frequency in first-seen order,
-    token -> id, and the source address ('' when not tracked or none)."""
-
-    __slots__ = ("freq", "ids", "source_ip")
-
-    def __init__(self, freq: dict[str, int], ids: dict[str, int], source_ip: str) -> None:
-        self.freq = freq
-        self.ids = ids
-        self.source_ip = source_ip
-
-    def __reduce__(self):
-        return (Tokenized, (self.freq, self.ids, self.source_ip))
 
 
 def default_jobs(per_message: bool) -> int:
@@ -79,12 +64,6 @@ def default_jobs(per_message: bool) -> int:
     return 1 if per_message else min(cpus, 2)
 
 
-def counts_by_id(counts: Mapping[str, int]) -> dict[int, int]:
-    """Token text -> count as token id -> count."""
-    ids = token_ids(counts)
-    return {ids[t]: n for t, n in counts.items()}
-
-
 # -- in a helper process -------------------------------------------------------------------
 _tokenizer: Tokenizer | None = None
 _local_mx: tuple[str, ...] | None = None  # None: sources are not tracked
@@ -97,41 +76,17 @@ def _start(mode: str, ignore_headers: tuple[str, ...], header_prefix: str,
     _local_mx = local_mx
 
 
-def _one(raw: bytes) -> tuple[dict[str, int], str]:
-    assert _tokenizer is not None  # set by _start
-    headers = parse_top_headers(raw)
-    freq = _tokenizer.tokenize(raw, headers)
-    ip = ""
-    if _local_mx is not None:
-        from spamsift.filter.engine.sources import first_external_ip
-
-        ip = first_external_ip(headers, _local_mx) or ""
-    return freq, ip
-
-
 def _tokenize_chunk(chunk: list[tuple[str, bytes]]) -> list[tuple[str, Tokenized]]:
-    out = []
+    assert _tokenizer is not None  # set by _start
+    return [(klass, tokenize(_tokenizer, raw, _local_mx)) for klass, raw in chunk]
+
+
+def _count_chunk(chunk: list[tuple[str, bytes]]) -> CorpusCounts:
+    assert _tokenizer is not None  # set by _start
+    counts = CorpusCounts()
     for klass, raw in chunk:
-        freq, ip = _one(raw)
-        out.append((klass, Tokenized(freq, token_ids(freq), ip)))
-    return out
-
-
-def _count_chunk(chunk: list[tuple[str, bytes]]):
-    from collections import Counter
-
-    texts: dict[str, Counter[str]] = {"spam": Counter(), "innocent": Counter()}
-    messages = {"spam": 0, "innocent": 0}
-    sources: dict[str, list[int]] = {}
-    for klass, raw in chunk:
-        freq, ip = _one(raw)
-        texts[klass].update(freq.keys())
-        messages[klass] += 1
-        if ip:
-            entry = sources.setdefault(ip, [0, 0])
-            entry[0 if klass == "spam" else 1] += 1
-    counts = {klass: counts_by_id(counter) for klass, counter in texts.items()}
-    return counts, messages, sources
+        counts.add(klass, tokenize(_tokenizer, raw, _local_mx))
+    return counts.hashed()
 
 
 # -- in the training process ---------------------------------------------------------------
@@ -185,7 +140,7 @@ class TokenPool:
     def __init__(self, settings, jobs: int) -> None:
         self.jobs = jobs
         self.args = (settings.tokenizer, tuple(settings.ignore_headers), settings.header_prefix,
-                     tuple(settings.local_mx) if settings.track_sources else None)
+                     source_relays(settings))
         self._pool: ProcessPoolExecutor | None = None
         self._pending: deque = deque()
         self.chunks = 0  # handed to helpers so far
@@ -220,9 +175,9 @@ class TokenPool:
         else []."""
         return self._submit(_tokenize_chunk, chunk) or []
 
-    def count(self, chunk: list[tuple[str, bytes]]):
-        """Submit a chunk for counting; the oldest chunk's (counts by class, messages by
-        class, sources) if one is due, else None."""
+    def count(self, chunk: list[tuple[str, bytes]]) -> CorpusCounts | None:
+        """Submit a chunk for counting; the oldest chunk's `CorpusCounts` if one is due,
+        else None."""
         return self._submit(_count_chunk, chunk)
 
     def drain(self):
