@@ -247,11 +247,12 @@ def _coerce(key: str, value: object, origin: str) -> object:
     return value
 
 
-class Settings:
-    """The effective, immutable configuration; attributes are the names in `KEYS`."""
+# Declarations of `Settings` attributes for type checkers, by topic; the values are set from
+# KEYS in Settings.__init__.
+class _PlaceKeys:
+    """Where the data lives and who may use it."""
 
-    __slots__ = tuple(KEYS) + ("source",)
-    # Declarations for type checkers; the values are set from KEYS in __init__.
+    __slots__ = ()
     home: str
     storage: str
     storage_timeout: float
@@ -260,27 +261,53 @@ class Settings:
     opt_out_file: str
     home_template: str
     trusted_users: tuple[str, ...]
+
+
+class _FilterKeys:
+    """How the inline filter runs and fails."""
+
+    __slots__ = ()
     max_message_size: int
     on_error: str
     header_prefix: str
+    delivery_agent: str
+    log_messages: bool
+    syslog: bool
+    daemon_workers: int
+
+
+class _LearningKeys:
+    """How messages are tokenized, classified and learned."""
+
+    __slots__ = ()
     training_mode: str
     algorithm: tuple[str, ...]
     tokenizer: str
     processor_bias: bool
     same_counts: int
+    unsure_band: list[float]
     whitelist: bool
     whitelist_threshold: int
     test_conditional_training: bool
+    ignore_headers: tuple[str, ...]
+    local_mx: tuple[str, ...]
+    track_sources: bool
+
+
+class _StampKeys:
+    """What a delivered message carries besides our headers."""
+
+    __slots__ = ()
     signature_location: str
     subject_tag: bool
     spam_subject: str
     show_factors: bool
-    ignore_headers: tuple[str, ...]
-    local_mx: tuple[str, ...]
-    track_sources: bool
-    delivery_agent: str
-    log_messages: bool
-    syslog: bool
+
+
+class _PurgeKeys:
+    """What purging removes, and how fast."""
+
+    __slots__ = ()
     purge_hapaxes: int
     purge_hits1s: int
     purge_hits1i: int
@@ -288,6 +315,12 @@ class Settings:
     purge_signatures: int
     purge_batch: int
     purge_pause: float
+
+
+class _WatchKeys:
+    """What the watchers follow, and how often."""
+
+    __slots__ = ()
     spam_folders: tuple[str, ...]
     ignored_folders: tuple[str, ...]
     watch_path_template: str
@@ -295,6 +328,12 @@ class Settings:
     watch_rate: float
     watch_learn_unsigned: bool
     watch_trust_verdict: bool
+
+
+class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _WatchKeys):
+    """The effective, immutable configuration; attributes are the names in `KEYS`."""
+
+    __slots__ = tuple(KEYS) + ("source",)
     source: str
 
     def __init__(self, values: dict[str, object], source: str = "defaults") -> None:
