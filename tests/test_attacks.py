@@ -394,13 +394,13 @@ def test_the_writers_queue_is_bounded_by_rows_not_only_by_batches(tmp_path, monk
     not learned (mail first), instead of holding ~5 MB more of this process per message."""
     import signal as signals
 
-    from spamsift.filter import daemon
+    from spamsift.filter import writer as writers
     from spamsift.filter.engine import config
     from spamsift.filter.engine.store.base import Batch
 
-    monkeypatch.setattr(daemon, "SUBMIT_WAIT", 0.3)
+    monkeypatch.setattr(writers, "SUBMIT_WAIT", 0.3)
     settings = config.load(None, {"SPAMSIFT_HOME": str(tmp_path)}, use_cache=False)
-    writer = daemon._Writer(settings.replace(syslog=False))
+    writer = writers.Writer(settings.replace(syslog=False))
     writer.start()
     try:
         os.kill(writer.process.pid, signals.SIGSTOP)
@@ -409,7 +409,7 @@ def test_the_writers_queue_is_bounded_by_rows_not_only_by_batches(tmp_path, monk
             b = Batch("2026-12-02")
             b.tokens = {n: [1, 0] for n in range(rows)}
             return b
-        rows = daemon.MAX_QUEUED_ROWS * 2 // 5
+        rows = writers.MAX_QUEUED_ROWS * 2 // 5
         for _ in range(2):
             writer.submit(1, batch(rows))
         assert writer.queued.value == 2 * (rows + 1)
