@@ -1,9 +1,8 @@
 """``spamsift filter``: the inline filter with DSPAM's command line, for maildrop and aliases.
 
 Reads one message on stdin, classifies and trains it for a user, and writes it to stdout with
-``X-DSPAM-*`` headers added; or, with ``--class``, learns or corrects. The command line is
-parsed left to right as DSPAM does (``--user a b`` takes names until the next flag); argparse
-is not used because it alone costs a third of the per-message time budget.
+``X-DSPAM-*`` headers added (`spamsift.filter.stamping`); or, with ``--class``, learns or
+corrects. The command line is DSPAM's (`spamsift.filter.options`).
 
 Exit codes (see `spamsift.filter.engine.exitcodes`): 0 done or passed through; 64 bad command line;
 65 bad input (no, unknown or foreign signature; invalid user; empty input); 75 storage
@@ -25,22 +24,9 @@ import time
 
 from spamsift.filter.engine import exitcodes
 from spamsift.filter.engine.errors import SpamsiftError, UsageError
+from spamsift.filter.options import USAGE, Options, parse
+from spamsift.filter.stamping import score_text, stamp, summary_line
 from spamsift.filter.stdio import write_all
-
-USAGE = """\
-usage: spamsift filter [--user NAME ...] [--stdout] [--deliver=innocent,spam,summary]
-                       [--classify | --process] [--mode=teft|toe|tum|notrain|unlearn]
-                       [--class=spam|innocent --source=error|corpus|inoculation]
-                       [--addspam | --falsepositive] [--signature=ID] [--factors]
-                       [--home=DIR] [--config=FILE] [--feature=wh,no,tb=N]
-
-Classify the message on standard input for a user and write it to standard output with
-X-DSPAM-* headers (maildrop: xfilter "spamsift filter --user $LOGNAME --stdout
---deliver=innocent,spam"), or learn it (--class=X --source=corpus|inoculation), or correct an
-earlier classification (--addspam = --class=spam --source=error, --falsepositive =
---class=innocent --source=error) from the signature in the message or --signature.
-DSPAM's --client, --nofork, --debug and --profile=NAME are accepted and change nothing.
-"""
 
 # Set by the `spamsift` console script, which ends the process with os._exit right after
 # main() returns. The database is then not closed: closing the last connection to a WAL
@@ -49,12 +35,6 @@ DSPAM's --client, --nofork, --debug and --profile=NAME are accepted and change n
 # is the last one. Leaving is safe (SQLite is built to survive a process ending at any
 # point); the WAL is checkpointed by the autocheckpoint in later commits instead.
 FAST_EXIT = False
-
-_CLASSES = {"spam": "spam", "innocent": "innocent", "nonspam": "innocent"}
-_SOURCES = ("error", "corpus", "inoculation")
-_MODES = ("teft", "toe", "tum", "notrain", "unlearn")
-_DELIVER = ("innocent", "nonspam", "spam", "summary", "stdout")
-
 
 class Seams:
     """What a caller of `main` may put in place of this process's own: the test seams `clock`
@@ -80,132 +60,6 @@ class Seams:
         self.run_agent = run_agent or run_delivery_agent
         # observe(kind, label, extra): what was done, for the daemon's metrics
         self.observe = observe or _ignore
-
-
-class Options:
-    __slots__ = ("users", "stdout", "deliver", "classify", "mode", "klass", "source",
-                 "signature", "home", "config", "factors", "whitelist", "corpus_modifier",
-                 "help", "version", "mail_from")
-
-    def __init__(self) -> None:
-        self.users: list[str] = []
-        self.stdout = False
-        self.deliver: set[str] | None = None
-        self.classify = False
-        self.mode: str | None = None
-        self.klass: str | None = None
-        self.source: str | None = None
-        self.signature: str | None = None
-        self.home: str | None = None
-        self.config: str | None = None
-        self.factors = False
-        self.whitelist: bool | None = None
-        self.corpus_modifier = False
-        self.help = False
-        self.version = False
-        self.mail_from = ""
-
-
-def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value.lower() not in allowed:
-        raise UsageError(f"{flag} takes {'|'.join(allowed)}, not {value!r}")
-    return value.lower()
-
-
-def parse(argv: list[str]) -> Options:
-    """DSPAM's left-to-right parse; `--x=v` and `--x v` both work; unknown flags are errors."""
-    opts = Options()
-    i = 0
-    valued = ("--mode", "--class", "--source", "--deliver", "--signature", "--home",
-              "--config", "--feature", "--mail-from", "--profile")
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        name, eq, value = arg.partition("=")
-        if name in valued and not eq:
-            if i >= len(argv):
-                raise UsageError(f"{name} needs a value")
-            value = argv[i]
-            i += 1
-        if name in ("--user", "--rcpt-to"):
-            names = [value] if eq else []
-            while i < len(argv) and argv[i] and not argv[i].startswith("-"):
-                names.append(argv[i])
-                i += 1
-            if not names:
-                raise UsageError(f"{name} needs at least one name (a name that starts with "
-                                 f"- is given as {name}=NAME)")
-            if name == "--user":
-                opts.users.extend(names)
-        elif name == "--stdout":
-            opts.stdout = True
-        elif name == "--deliver":
-            items = [v.strip().lower() for v in value.split(",") if v.strip()]
-            bad = [v for v in items if v not in _DELIVER]
-            if bad or not items:
-                raise UsageError(f"--deliver takes {','.join(_DELIVER)}, not {value!r}")
-            opts.deliver = set(items)
-            if "nonspam" in opts.deliver:
-                opts.deliver.add("innocent")
-            if "stdout" in opts.deliver:
-                opts.deliver |= {"innocent", "spam"}
-                opts.stdout = True
-        elif name == "--classify":
-            opts.classify = True
-        elif name == "--process":
-            opts.classify = False
-        elif name == "--mode":
-            opts.mode = _choice(name, value, _MODES)
-        elif name == "--class":
-            opts.klass = _CLASSES[_choice(name, value, tuple(_CLASSES))]
-        elif name == "--source":
-            opts.source = _choice(name, value, _SOURCES)
-        elif name in ("--addspam", "--falsepositive"):
-            opts.klass = "spam" if name == "--addspam" else "innocent"
-            opts.source = opts.source or "error"
-        elif name == "--corpus":
-            opts.corpus_modifier = True
-        elif name in ("--inoculate", "--inoculation"):
-            opts.source = "inoculation"
-        elif name == "--signature":
-            opts.signature = value.strip()
-        elif name == "--home":
-            opts.home = value
-        elif name == "--config":
-            opts.config = value
-        elif name == "--mail-from":
-            opts.mail_from = value
-        elif name == "--factors":
-            opts.factors = True
-        elif name == "--feature":
-            for feature in value.lower().split(","):
-                # DSPAM matches features by their first two letters.
-                if feature[:2] == "wh":
-                    opts.whitelist = True
-                elif feature[:2] not in ("no", "tb", "ch", "sb"):
-                    raise UsageError(f"unknown --feature {feature!r} (wh, no, tb=N)")
-        elif name in ("--profile", "--debug", "--nofork", "--client"):
-            # Accepted for DSPAM command lines: spamsift has one storage profile, and
-            # DSPAM's --client (hand the message to its daemon) is what spamsift's own
-            # client does whenever a daemon is running (filter/client.py).
-            pass
-        elif name in ("-h", "--help"):
-            opts.help = True
-        elif name == "--version":
-            opts.version = True
-        else:
-            raise UsageError(f"unknown argument {arg[:60]!r} (see spamsift filter --help)")
-    if opts.corpus_modifier and opts.klass:
-        opts.source = "corpus"  # DSPAM 2.x: --addspam --corpus
-    if opts.klass and not opts.source and opts.mode != "unlearn":
-        raise UsageError("--class needs --source=error|corpus|inoculation")
-    if opts.source and not opts.klass:
-        raise UsageError("--source needs --class=spam|innocent")
-    if opts.classify and opts.klass:
-        raise UsageError("--classify cannot be combined with --class")
-    if opts.mode == "unlearn" and opts.klass and opts.source not in (None, "error"):
-        raise UsageError("--mode=unlearn works on a signature: use --source=error")
-    return opts
 
 
 def main(argv: list[str] | None = None, stdin=None, stdout=None, stderr=None,
@@ -414,18 +268,6 @@ def _inbound(opts: Options, raw: bytes, settings, stdout, environ, seams: Seams,
             agent.store.close()
 
 
-def score_text(score: float) -> str:
-    """X-DSPAM-Score's value: signed, six decimals (DSPAM's probability saturates at 0.0000
-    or 1.0000 for nearly every message; this ranks them). Never "-0.000000" for a score
-    below 0 that rounds to 0: the sign says the result."""
-    text = f"{score:.6f}"
-    if score < 0 and text.lstrip("-") == "0.000000":
-        text = "-0.000001"
-    elif score >= 0 and text.startswith("-"):
-        text = "0.000000"
-    return text
-
-
 def _ignore(*_what) -> None:
     """The `observe` seam of a filter no one watches."""
 
@@ -446,51 +288,6 @@ def _count_unfiltered(settings, names: list[str], reason: str, observe=_ignore) 
 
 def _printable(name: str) -> bool:
     return 0 < len(name) <= 128 and name.isprintable() and " " not in name
-
-
-def summary_line(outcome) -> str:
-    result = "Spam" if outcome.is_spam else "Innocent"
-    return (f'X-DSPAM-Result: {outcome.user}; result="{result}"; class="{outcome.result}"; '
-            f"probability={outcome.probability:.4f}; confidence={outcome.confidence:.2f}; "
-            f"score={score_text(outcome.score)}; "
-            f"signature={outcome.signature or 'N/A'}\n")
-
-
-def _escape_token(token: str) -> str:
-    out = []
-    for byte in token.encode("utf-8", "surrogatepass"):
-        out.append(chr(byte) if 32 < byte < 127 and byte not in (37, 44) else f"%{byte:02X}")
-    return "".join(out)
-
-
-def stamp(message, outcome, settings, factors: bool, clock) -> bytes:
-    """The message with our headers (and Subject / body tags the user asked for)."""
-    prefix = settings.header_prefix
-    headers = [
-        (f"{prefix}-Result", outcome.result),
-        (f"{prefix}-Processed", time.ctime(clock())),
-        (f"{prefix}-Confidence", f"{outcome.confidence:.4f}"),
-        (f"{prefix}-Probability", f"{outcome.probability:.4f}"),
-        (f"{prefix}-Score", score_text(outcome.score)),
-    ]
-    if outcome.unsure:
-        # A marker beside the result, not a new result: recipes that test
-        # X-DSPAM-Result: Spam or Innocent (DSPAM's) keep working (docs/unsure.md).
-        headers.append((f"{prefix}-Unsure", "yes"))
-    if outcome.signature:
-        headers.append((f"{prefix}-Signature", outcome.signature))
-    if factors or settings.show_factors:
-        eol = message.eol.decode()
-        lines = [f"{_escape_token(t)}, {p:.5f}" for t, p in outcome.factors]
-        headers.append((f"{prefix}-Factors",
-                        f"{len(lines)}," + "".join(f"{eol}\t{line}" + ("," if k < len(lines) - 1
-                                                                        else "")
-                                                   for k, line in enumerate(lines))))
-    subject = settings.spam_subject if settings.subject_tag and outcome.is_spam else None
-    body_tag = None
-    if settings.signature_location == "body" and outcome.signature:
-        body_tag = f"!DSPAM:{outcome.signature}!".encode()
-    return message.stamp(headers, prefix, subject, body_tag)
 
 
 def _deliver(data: bytes, user: str, klass: str, deliver: set[str], opts: Options, settings,

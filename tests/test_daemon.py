@@ -144,7 +144,7 @@ def test_trust_comes_from_the_peer_not_the_request(world):
 def test_client_reads_the_message_exactly_when_the_filter_would():
     # The client decides without importing spamsift.filter.cli; the two must agree, or the daemon
     # gets an empty message for a delivery and the mail is lost.
-    from spamsift.filter import cli, client
+    from spamsift.filter import client, options
 
     lines = [["--user", "a", "--stdout"],
              ["--user", "a", "--stdout", "--signature=abc"],
@@ -159,7 +159,7 @@ def test_client_reads_the_message_exactly_when_the_filter_would():
              ["--user", "a", "--addspam"],
              ["--client", "--user", "a", "--stdout", "--deliver=innocent,spam"]]
     for argv in lines:
-        opts = cli.parse(argv)
+        opts = options.parse(argv)
         inbound = opts.klass is None and opts.mode != "unlearn"
         assert client.wants_stdin(argv) == (not (opts.signature and not inbound)), argv
 
