@@ -32,8 +32,8 @@ user's report would be.
 from __future__ import annotations
 
 import threading
-import time
 
+from spamsift.filter.engine.days import day_of
 from spamsift.filter.engine.errors import SignatureError
 from spamsift.filter.engine.learning import CorpusCounts, Tokenized
 from spamsift.filter.engine.maildir import signature_of
@@ -264,6 +264,5 @@ class CorpusLearner:
     def _write(self, store: Store, counts: CorpusCounts) -> None:
         uid = self.ctx.uid
         assert uid is not None  # created in __init__
-        store.commit(uid, counts.batch(time.strftime("%Y-%m-%d",
-                                                     time.localtime(self.agent.clock()))))
+        store.commit(uid, counts.batch(day_of(self.agent.clock())))
         self.commits += 1

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 
+from spamsift.filter.engine.days import day_of, days_before
 from spamsift.filter.engine.store.base import STAT_FIELDS
 
 TYPE_CHECKING = False
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 MATURE_INNOCENT = 2500   # dspam_stats' TL: innocent messages until a user's data is mature
 TREND_DAYS = 30
-DAY = 86400
 
 # Positions in STAT_FIELDS order.
 _SL, _IL, _SM, _IM, _SC, _IC, _SCL, _ICL = range(len(STAT_FIELDS))
@@ -117,7 +117,7 @@ def day_accuracy(messages: int, errors: int) -> float | None:
 
 def today_string(clock: float | None = None) -> str:
     """The local date, as the filter writes it into the history (`Agent._day`)."""
-    return time.strftime("%Y-%m-%d", time.localtime(time.time() if clock is None else clock))
+    return day_of(time.time() if clock is None else clock)
 
 
 MAX_DAYS = 36_600  # a period longer than a century is all of the history
@@ -126,16 +126,12 @@ MAX_DAYS = 36_600  # a period longer than a century is all of the history
 def first_day(today: str, days: int) -> str:
     """The first of the `days` dates ending with `today` (`window(today, days)[0]`, without
     making the list: ``--since 99999999d`` built one entry a day and hung)."""
-    noon = time.mktime(time.strptime(today + " 12", "%Y-%m-%d %H"))  # noon: DST-proof
-    return time.strftime("%Y-%m-%d",
-                         time.localtime(noon - DAY * (min(days, MAX_DAYS) - 1)))
+    return days_before(today, min(days, MAX_DAYS) - 1)
 
 
 def window(today: str, days: int) -> list[str]:
     """The `days` dates ending with `today`, oldest first."""
-    noon = time.mktime(time.strptime(today + " 12", "%Y-%m-%d %H"))  # noon: DST-proof
-    return [time.strftime("%Y-%m-%d", time.localtime(noon - DAY * k))
-            for k in range(days - 1, -1, -1)]
+    return [days_before(today, k) for k in range(days - 1, -1, -1)]
 
 
 def domain_of(name: str) -> str:

@@ -12,6 +12,7 @@ import time
 from array import array
 
 from spamsift.filter.engine import classifier, logistic, training
+from spamsift.filter.engine.days import day_of
 from spamsift.filter.engine.errors import ConflictError, UnknownSignatureError
 from spamsift.filter.engine.signatures import load_owned, new_id
 from spamsift.filter.engine.store.base import Batch, Signature, SignatureUpdate
@@ -128,7 +129,7 @@ class Agent:
         return tok
 
     def _day(self) -> str:
-        return time.strftime("%Y-%m-%d", time.localtime(self.clock()))
+        return day_of(self.clock())
 
     def tokenize(self, ctx: UserContext, raw: bytes) -> Tokenized:
         """`raw` as this user's settings tokenize it (`learning.tokenize`)."""

@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 import time
 
+from spamsift.filter.engine.days import day_of
+
 FOLDER = "passthrough"
 MAX_READ = 64 << 20
 REASONS = ("not_opted_in", "too_big", "unstampable", "error", "tempfail")
@@ -102,7 +104,7 @@ def counts(home: str, since: float) -> dict[tuple[str, str, str], int]:
                 continue
             day = days.get(when // 900)  # every UTC offset is whole quarter hours
             if day is None:
-                day = days[when // 900] = time.strftime("%Y-%m-%d", time.localtime(when))
+                day = days[when // 900] = day_of(when)
             key = (day, parts[1], parts[2])
             found[key] = found.get(key, 0) + 1
     return found

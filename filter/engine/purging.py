@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import time
 
+from spamsift.filter.engine.days import DAY, day_of
+
 # name -> (table, SQL condition on the row, configuration key holding the age in days)
 RULES = {
     "hapaxes": ("dspam_token_data", "2 * innocent_hits + spam_hits < 5", "purge_hapaxes"),
@@ -76,7 +78,7 @@ class Rule:
 
 
 def cutoff(days: int, now: float) -> str:
-    return time.strftime("%Y-%m-%d", time.localtime(now - days * 86400))
+    return day_of(now - days * DAY)
 
 
 def plan(settings, store, now: float | None = None) -> list[Rule]:
