@@ -36,7 +36,7 @@ def config_main(argv: list[str] | None = None) -> int:
                                                                          use_cache=False)
     except SpamsiftError as exc:
         return command_failed("config", exc)
-    print(f"# effective spamsift configuration (from {settings.source})")
+    print(f"# effective spamsift configuration (from {settings.origin})")
     print(f"# storage in use: {settings.storage_url}")
     for key, (default, _kind, choices, doc) in config.KEYS.items():
         print()

@@ -95,7 +95,7 @@ def _configuration(args, found: Findings):
         found.problem(f"configuration: {exc}", "correct the file; `spamsift config` shows "
                       "what is in effect")
         return None
-    found.ok(f"configuration {settings.source or '(defaults)'}; storage {settings.storage_url}")
+    found.ok(f"configuration {settings.origin or '(defaults)'}; storage {settings.storage_url}")
     return settings
 
 

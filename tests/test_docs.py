@@ -48,7 +48,7 @@ def test_every_key_is_declared_for_the_type_checker():
     declared = set()
     for klass in Settings.__mro__:
         declared |= set(vars(klass).get("__annotations__", {}))
-    assert declared - {"source"} == set(KEYS)
+    assert declared - {"origin"} == set(KEYS)
 
 
 def test_every_relative_link_in_the_docs_resolves():

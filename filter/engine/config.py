@@ -333,16 +333,16 @@ class _WatchKeys:
 class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _WatchKeys):
     """The effective, immutable configuration; attributes are the names in `KEYS`."""
 
-    __slots__ = tuple(KEYS) + ("source",)
-    source: str
+    __slots__ = tuple(KEYS) + ("origin",)
+    origin: str  # where the values were read from: a file's path, or "defaults"
 
-    def __init__(self, values: dict[str, object], source: str = "defaults") -> None:
+    def __init__(self, values: dict[str, object], origin: str = "defaults") -> None:
         for key, (default, kind, _c, _d) in KEYS.items():
             value = values.get(key, default)
             if kind in ("list", "algorithms") and isinstance(value, list):
                 value = tuple(value)
             object.__setattr__(self, key, value)
-        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "origin", origin)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are frozen; use replace()")
@@ -354,7 +354,7 @@ class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _
         values = self.as_dict()
         for key, value in changes.items():
             values[key] = _coerce(key, value, "setting")
-        return Settings(values, self.source)
+        return Settings(values, self.origin)
 
     def for_user(self, preferences: dict[str, str]) -> Settings:
         """These settings with a user's stored preferences applied (allowed keys only)."""
@@ -367,7 +367,7 @@ class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _
                 values[key] = _coerce(key, value, "preference")
             except Exception:  # noqa: BLE001 - a bad stored preference must not stop mail
                 continue
-        return Settings(values, self.source)
+        return Settings(values, self.origin)
 
     @property
     def storage_url(self) -> str:
@@ -461,7 +461,7 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
     explicit = path or env.get("SPAMSIFT_CONFIG") or None
     path = explicit or DEFAULT_CONFIG_PATH
     values: dict[str, object] = {}
-    source = "defaults"
+    origin = "defaults"
     if explicit or os.path.exists(path):
         home_hint = env.get("SPAMSIFT_HOME") or DEFAULT_HOME
         raw = _cached_toml(path, home_hint) if use_cache else _parse_toml(path)
@@ -472,10 +472,10 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
             values[key] = _coerce(key, value, path)
         if "trusted_users" in values:
             _check_trust_grant(path, values["trusted_users"])  # type: ignore[arg-type]
-        source = path
+        origin = path
     if env.get("SPAMSIFT_HOME"):
         # Relative to where the command was typed (the file's `home` must be absolute).
         values["home"] = _coerce("home", os.path.abspath(env["SPAMSIFT_HOME"]), "SPAMSIFT_HOME")
     if env.get("SPAMSIFT_STORAGE"):
         values["storage"] = _coerce("storage", env["SPAMSIFT_STORAGE"], "SPAMSIFT_STORAGE")
-    return Settings(values, source)
+    return Settings(values, origin)
