@@ -23,12 +23,12 @@ import pytest
 
 import hostile
 import procs
+from mail import HAM
 from spamsift.filter import client
 from spamsift.filter.engine.tokenizer import MAX_TOKENS
 
 SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
 EVIL = "spamsift-t-evil"
-HAM = b"From: Bob <bob@example.com>\nSubject: lunch\n\nHello, lunch tomorrow at noon?\n"
 
 needs_console = pytest.mark.skipif(not os.path.exists(SPAMSIFT),
                                    reason="spamsift console script not installed")

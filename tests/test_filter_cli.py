@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from spamsift.filter.cli import main, parse
+from mail import HAM, SPAM
+from spamsift.filter.cli import main
 from spamsift.filter.engine.errors import UsageError
+from spamsift.filter.options import parse
 
 SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
-HAM = b"From: Bob <bob@example.com>\nSubject: lunch\n\nHello Alice, lunch tomorrow at noon?\n"
-SPAM = b"From: Deals <d@promo.biz>\nSubject: cheap pills\n\nBuy cheap pills now, click here\n"
 
 
 class Run:

@@ -7,11 +7,10 @@ import socket
 import threading
 import time
 
+from mail import HAM, SPAM
 from spamsift.filter.cli import main
 from spamsift.filter.engine.store.base import open_store
 
-HAM = b"From: Bob <bob@example.com>\nSubject: lunch\n\nHello Alice, lunch tomorrow at noon?\n"
-SPAM = b"From: Deals <d@promo.biz>\nSubject: cheap pills\n\nBuy cheap pills now, click here\n"
 
 
 def run(env, argv, data=b"", config=None, tmp_path=None):

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from mail import HAM
 from spamsift.filter.engine import passlog
 
 SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
-HAM = b"From: Bob <bob@example.com>\nSubject: lunch\n\nHello, lunch tomorrow at noon?\n"
 USER = "spamsift-t-deliver"
 
 needs_console = pytest.mark.skipif(not os.path.exists(SPAMSIFT),
