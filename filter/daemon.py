@@ -356,15 +356,23 @@ def main(argv: list[str] | None = None) -> int:
         except (SpamsiftError, OSError) as exc:
             print(f"spamsift daemon: --metrics: {exc}", file=sys.stderr)
             return exitcodes.USAGE if isinstance(exc, SpamsiftError) else exitcodes.CONFIG
+    # Bound, made world-writable and its writer started under a private name, then renamed
+    # into place: a client that finds the path can connect. Bound at the path itself, the
+    # socket was there for the writer's start-up (~100 ms, more under load) with the umask's
+    # mode, and every other uid's delivery in that window filtered in its own process.
+    staging = os.path.join(os.path.dirname(os.path.abspath(path)), f".new-{os.getpid()}")
+    server = None
     try:
-        server = _Server(path, settings, args.config)
+        server = _Server(staging, settings, args.config)
+        os.chmod(staging, 0o666)
+        os.rename(staging, path)
     except OSError as exc:
-        print(f"spamsift daemon: {path}: {exc.strerror or exc}", file=sys.stderr)
-        return exitcodes.CONFIG
-    try:
-        os.chmod(path, 0o666)
-    except OSError as exc:
-        server.close()
+        if server is not None:
+            server.close()
+        try:
+            os.unlink(staging)
+        except OSError:
+            pass
         print(f"spamsift daemon: {path}: {exc.strerror or exc}", file=sys.stderr)
         return exitcodes.CONFIG
     server.metrics = metrics

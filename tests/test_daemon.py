@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from mail import HAM, SPAM
 
 SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
 SRC = Path(__file__).resolve().parent.parent
-HAM = b"From: Bob <bob@example.com>\nSubject: lunch\n\nHello Alice, lunch tomorrow at noon?\n"
-SPAM = b"From: Deals <d@promo.biz>\nSubject: cheap pills\n\nBuy cheap pills now, click here\n"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SPAMSIFT),
                                 reason="spamsift console script not installed")
@@ -448,6 +447,41 @@ def test_a_worker_reopens_its_store_after_a_storage_error(tmp_path):
                 fh.write(good[:4096])
             again = run(env, ["--user", "ann", "--stdout"], HAM + b"3\n")
             assert b"X-DSPAM-Result" in again.stdout, again.stderr
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to connect as another OS user")
+def test_the_socket_appears_only_when_every_uid_can_use_it(shadow_src):
+    """The socket is bound, made world-writable and served under a private name, then renamed
+    into place. Bound at its path, it stood there with the umask's mode while the writer
+    process started, and a delivery as another uid in that window got EACCES and filtered in
+    its own process (which, in a deployment, cannot write the database)."""
+    python, path = shadow_src
+    home = Path(tempfile.mkdtemp(prefix="spamsift-sockmode-"))
+    os.chmod(home, 0o711)
+    try:
+        sock = home / "d.sock"
+        env = dict(os.environ, SPAMSIFT_HOME=str(home), SPAMSIFT_SOCKET=str(sock))
+        env.pop("SPAMSIFT_CONFIG", None)
+        proc = subprocess.Popen([SPAMSIFT, "daemon", "--socket", str(sock)], env=env,
+                                stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.lexists(sock) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            mode = os.lstat(sock).st_mode & 0o777  # the first moment a client can see it
+            first = subprocess.run([python, "-m", "spamsift", "filter", "--user", "nobody",
+                                    "--stdout"], input=HAM, capture_output=True, timeout=60,
+                                   env=dict(env, PYTHONPATH=path), user="nobody", cwd="/")
+            assert mode == 0o666
+            # Served at once: another uid's first delivery went through the daemon.
+            assert b"X-DSPAM-Result" in first.stdout, first.stderr
+            assert not [p for p in home.iterdir() if p.name.startswith(".new-")]
         finally:
             proc.terminate()
             proc.wait(timeout=60)
