@@ -203,7 +203,7 @@ def run(load: Callable[[bool], Report], args, console: Console | None = None) ->
     from rich.console import Console
     from rich.live import Live
 
-    from spamsift.trainer import report as report_mod
+    from spamsift.trainer import report_render
 
     fd = sys.stdin.fileno()
     if not os.isatty(fd) or not sys.stdout.isatty():
@@ -221,10 +221,10 @@ def run(load: Callable[[bool], Report], args, console: Console | None = None) ->
             loader.thread.start()
             while True:
                 width, height = console.size
-                view.page = report_mod.page_size(height)
+                view.page = report_render.page_size(height)
                 rows = view.rows(report)
                 shown = min(view.page, max(0, view.total - view.offset))
-                live.update(report_mod.render_screen(
+                live.update(report_render.render_screen(
                     report, rows, width, height, view.title(shown),
                     footer(view, refreshed, problem), view.offset), refresh=True)
                 ready, _w, _x = select.select([fd, loader.wake_r], [], [])
