@@ -6,7 +6,7 @@ Entry points (the trainer's corpus module calls them; nothing else here is publi
                   batch_count=BATCH_COUNT, client_factory=None)
         -> Iterator[tuple[label, raw bytes | None, source name]]
 
-    stream(url, label, options) -> spamsift.trainer.corpus.Stream  # count now, read on open()
+    stream(url, label, options) -> spamsift.trainer.stream.Stream  # count now, read on open()
 
 `url` is an ``imap://`` / ``imaps://`` string or a parsed `spamsift.filter.engine.imapurl.ImapURL`
 (TLS and password rules: see that module); a URL without a folder reads INBOX. `access` is an
@@ -138,9 +138,9 @@ def _access(options: dict | None) -> ImapAccess:
 
 
 def stream(url: str, label: str, options: dict | None = None, client_factory=None):
-    """A `spamsift.trainer.corpus.Stream` of the folder: counted now (one EXAMINE), read on
+    """A `spamsift.trainer.stream.Stream` of the folder: counted now (one EXAMINE), read on
     open()."""
-    from spamsift.trainer.corpus import Stream
+    from spamsift.trainer.stream import Stream
 
     access = _access(options)
     target = _as_url(url)
