@@ -39,6 +39,7 @@ from spamsift.filter.engine.errors import (ConflictError, SpamsiftError, Storage
                                            command_failed)
 
 
+MAX_SOCKET_PATH = 107  # bytes of an AF_UNIX path on Linux (sun_path, 108 with its NUL)
 LISTEN_BACKLOG = 128  # connections that wait while every worker is busy
 REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request
 FRAME_SLACK = 1 << 20  # bytes of a request beyond max_message_size: arguments, environment
@@ -324,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     if not path:
         print("spamsift daemon: --socket: an empty path", file=sys.stderr)
         return exitcodes.USAGE
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        # bind() would refuse it, but the socket is bound under a short staging name and
+        # renamed: at this path no client could ever connect.
+        print(f"spamsift daemon: {path}: longer than a socket path may be "
+              f"({MAX_SOCKET_PATH} bytes)", file=sys.stderr)
+        return exitcodes.CONFIG
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         mode = os.lstat(path).st_mode if os.path.lexists(path) else None
