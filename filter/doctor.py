@@ -129,13 +129,25 @@ def _daemon(settings, found: Findings) -> bool:
 
 
 def _database(settings, found: Findings, needed: bool) -> None:
-    from spamsift.filter.engine.errors import SpamsiftError
+    from spamsift.filter.engine.errors import (CorruptDatabaseError, SpamsiftError,
+                                               StorageUnavailableError)
     from spamsift.filter.engine.store.base import open_store
 
     try:
         store = open_store(settings.storage_url, settings.storage_timeout, create=False)
     except SpamsiftError as exc:
-        if needed:
+        # A database file this uid may not open is the daemon's to open; a damaged one, or a
+        # server that does not answer, fails the daemon's deliveries as well.
+        server = not settings.storage_url.lower().startswith(("sqlite:", "memory:"))
+        if isinstance(exc, CorruptDatabaseError):
+            found.problem(f"the database cannot be used ({exc}): every delivery passes mail "
+                          "through unfiltered", "restore a damaged database from a backup; one "
+                          "that a newer spamsift made needs that spamsift")
+        elif server and isinstance(exc, StorageUnavailableError):
+            found.problem(f"the database cannot be reached ({exc}): every delivery passes mail "
+                          "through unfiltered", "start the database server, or correct storage "
+                          "(host, port, account, database) in the configuration")
+        elif needed:
             found.problem(f"{found.no_daemon}, and it cannot open the database ({exc}): its "
                           "deliveries pass mail through unfiltered", "start the daemon (the "
                           "spamsift user owns the database), or make the database writable "

@@ -284,6 +284,60 @@ def test_a_schema_problem_and_the_fix_doctor_names(site, doctor, run):
     healthy(doctor(site))
 
 
+@pytest.mark.parametrize("damage", ["newer", "not-a-database"])
+def test_a_database_no_one_can_use_is_a_problem_while_the_daemon_serves(site, doctor, damage):
+    """A database the daemon cannot use either is not "the daemon's to open": every
+    delivery passes mail through unfiltered. doctor once said "ok" here."""
+    import sqlite3
+
+    with serving(site) as (_sock, env):
+        healthy(doctor(site, env=env))
+        if damage == "newer":
+            db = sqlite3.connect(site.db)
+            db.execute("PRAGMA user_version = 99")
+            db.close()
+            why = f"{site.db}: schema version 99 is newer than this spamsift (2)"
+        else:
+            site.db.write_bytes(b"not a database" * 100)
+            for name in ("-wal", "-shm"):
+                Path(f"{site.db}{name}").unlink(missing_ok=True)
+            why = f"{site.db}: file is not a database"
+        done = doctor(site, env=env)
+        assert done.returncode == 65, done.stdout
+        assert problems(done) == [
+            (f"problem: the database cannot be used ({why}): every delivery passes mail through "
+             "unfiltered (fix: restore a damaged database from a backup; one that a newer "
+             "spamsift made needs that spamsift)")]
+
+
+def test_mysql_unreachable_with_or_without_a_daemon(site, doctor):
+    """MySQL configured, the server not answering (a port the test holds, listening on
+    nothing): the daemon's deliveries pass mail through as well, so it is a problem whoever
+    opens the database. doctor once said "ok" while a daemon served, and told a uid without
+    one to start it. (The server answering: the next test.)"""
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    try:
+        url = f"mysql://root@127.0.0.1:{held.getsockname()[1]}/spamsift_doctor"
+        prefix = "problem: the database cannot be reached (MySQL 127.0.0.1: "
+        fix = (": every delivery passes mail through unfiltered (fix: start the database "
+               "server, or correct storage (host, port, account, database) in the "
+               "configuration)")
+        alone = doctor(site, SPAMSIFT_STORAGE=url)
+        site.env["SPAMSIFT_STORAGE"] = url  # the daemon's too
+        with serving(site) as (_sock, env):
+            served = doctor(site, env=env)
+        for done in (alone, served):
+            assert done.returncode == 65, done.stdout
+            [line] = problems(done)
+            assert line.startswith(prefix) and line.endswith(fix), line
+            assert "refused" in line, line
+    finally:
+        held.close()
+
+
 def test_mysql_reachable_before_and_after_db_init(site, doctor, run, mysql_url):
     """The real server, in a database of the test's own: its missing tables, each with the
     fix, then nothing once `spamsift db init` made them."""
