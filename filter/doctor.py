@@ -228,7 +228,12 @@ def _programs(args, found: Findings) -> None:
             continue
         for line in lines:
             try:
-                program = shlex.split(line[1:])[0]
+                words = shlex.split(line[1:])
+                # Courier passes no SPAMSIFT_* through: a line may set them first, as
+                # `| SPAMSIFT_CONFIG=/etc/spamsift.toml /usr/local/bin/spamsift ...`.
+                while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+                    words.pop(0)
+                program = words[0]
             except (ValueError, IndexError):
                 found.problem(f"{alias}: cannot read the command {line!r}", "fix its quoting")
                 continue

@@ -447,8 +447,11 @@ def test_an_alias_file_courier_cannot_read(site, doctor):
     healthy(doctor(site, "--alias", str(alias), user=courier))
 
 
-@pytest.mark.parametrize("trap", ["quoting", "program"])
+@pytest.mark.parametrize("trap", ["quoting", "program", "program-after-variables"])
 def test_an_alias_with_a_bad_command(site, doctor, trap):
+    """The program after any VAR=value words is the one checked: Courier passes no
+    SPAMSIFT_* through, so examples/courier/.courier-spam tells a non-default configuration
+    to set them on the line, and doctor once took SPAMSIFT_CONFIG=... for the program."""
     spamsift = site.program("spamsift")
     if trap == "quoting":
         command = f'| {spamsift} filter --user "$USER --addspam'
@@ -456,9 +459,11 @@ def test_an_alias_with_a_bad_command(site, doctor, trap):
         fixed = f'| {spamsift} filter --user "$USER" --addspam'
     else:
         missing = site.top / "bin" / "spamsift"
-        command = f"| {missing} filter --addspam"
+        given = (f"SPAMSIFT_CONFIG={site.config} SPAMSIFT_HOME='{site.top}' "
+                 if trap == "program-after-variables" else "")
+        command = f"| {given}{missing} filter --addspam"
         what = f"{missing} cannot be run by this uid (fix: {RUN_FIX})"
-        fixed = f"| {spamsift} filter --addspam"
+        fixed = f"| {given}{spamsift} filter --addspam"
     alias = site.write(".courier-spam-default", _alias(command))
     done = doctor(site, "--alias", str(alias))
     assert done.returncode == 65, done.stdout
