@@ -541,3 +541,46 @@ def test_a_socket_the_daemon_cannot_make_is_one_line(path, code):
                           text=True, timeout=60)
     assert done.returncode == code
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_the_configuration_cache_is_no_more_readable_than_the_configuration(evil, shadow_src):
+    """The parsed configuration was cached world-readable (0644) beside the database, so a
+    configuration kept at 0600 for its MySQL password could be read by every local user,
+    and a uid the file shuts out still ran with it. The cache now has the file's read bits
+    and group; an older, more readable cache is not used and is rewritten."""
+    import shutil
+    import tempfile
+
+    from spamsift.filter.engine import config
+
+    top = Path(tempfile.mkdtemp(prefix="spamsift-cache-"))  # pytest's tmp_path is root-only
+    try:
+        os.chmod(top, 0o711)
+        home = top / "home"
+        home.mkdir(mode=0o711)
+        conf = top / "spamsift.toml"
+        conf.write_text(f'home = "{home}"\nstorage = "mysql://spamsift:s3cret@127.0.0.1/x"\n')
+        conf.chmod(0o644)
+        cache = home / "config.cache"
+        env = {"SPAMSIFT_HOME": str(home)}
+        config.load(str(conf), env)
+        assert cache.stat().st_mode & 0o777 == 0o644  # as readable as the file: fine
+        conf.chmod(0o600)  # the password locked away; size and mtime unchanged
+        config.load(str(conf), env)
+        assert cache.stat().st_mode & 0o077 == 0, oct(cache.stat().st_mode)
+        python, path = shadow_src
+        done = subprocess.run([python, "-c", "import sys; from spamsift.filter.engine import "
+                               "config; print(config.load(sys.argv[1]).storage)", str(conf)],
+                              env={"PYTHONPATH": path, "SPAMSIFT_HOME": str(home)},
+                              capture_output=True, text=True, user=EVIL, cwd="/", timeout=60)
+        assert done.returncode != 0 and "s3cret" not in done.stdout + done.stderr
+        assert f"{conf}: Permission denied" in done.stderr or "not readable" in done.stderr, (
+            done.stderr)
+        conf.chmod(0o644)  # readable again: the other uid reads the file (and may the cache)
+        done = subprocess.run([python, "-c", "import sys; from spamsift.filter.engine import "
+                               "config; print(config.load(sys.argv[1]).storage)", str(conf)],
+                              env={"PYTHONPATH": path, "SPAMSIFT_HOME": str(home)},
+                              capture_output=True, text=True, user=EVIL, cwd="/", timeout=60)
+        assert "s3cret" in done.stdout, done.stderr
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

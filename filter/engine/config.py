@@ -407,8 +407,10 @@ def _cached_toml(path: str, home_hint: str) -> dict[str, object]:
             cst = os.fstat(fh.fileno())
             # The cache decides who is trusted, so only a file that nobody else could have
             # written counts: owned by root or by the configuration's owner, not group- or
-            # world-writable.
-            if cst.st_uid in (0, st.st_uid) and not cst.st_mode & 0o022:
+            # world-writable. And none more readable than the configuration (which may hold a
+            # MySQL password): one from before this rule is rewritten.
+            if (cst.st_uid in (0, st.st_uid) and not cst.st_mode & 0o022
+                    and not cst.st_mode & 0o044 & ~st.st_mode):
                 cached_key, cached = marshal.load(fh)
                 if tuple(cached_key) == key and isinstance(cached, dict):
                     return cached
@@ -417,9 +419,16 @@ def _cached_toml(path: str, home_hint: str) -> dict[str, object]:
     parsed = _parse_toml(path)
     try:
         tmp = f"{cache}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        # Readable by exactly whom the configuration is readable by: its read bits and its
+        # group. (A cache of 0644 let every local user read a configuration kept at 0600.)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)
+            try:  # root hands it to the configuration's owner, who may then read it too
+                os.fchown(fh.fileno(), st.st_uid if os.geteuid() == 0 else -1, st.st_gid)
+            except OSError:
+                pass  # not a group of ours: owner-only below is then all it gets
+            else:
+                os.fchmod(fh.fileno(), 0o600 | (st.st_mode & 0o044))
             marshal.dump((key, parsed), fh)
         os.replace(tmp, cache)
     except (OSError, ValueError):
