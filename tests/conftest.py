@@ -135,6 +135,12 @@ def shadow_src(tmp_path_factory):
     src = Path(__file__).resolve().parent.parent
     shutil.copytree(src / "spamsift", top / "spamsift",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    # The pure-Python dependencies the commands run here import (--metrics), which the
+    # system Python may lack.
+    import prometheus_client
+
+    shutil.copytree(Path(prometheus_client.__file__).parent, top / "prometheus_client",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     for path in top.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     yield python, str(top)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from mail import HAM, SPAM
+from scrape import free_port as _free_port
+from scrape import scrape as _scrape
 
 SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
 SRC = Path(__file__).resolve().parent.parent
@@ -338,35 +340,6 @@ def test_a_busy_daemon_is_waited_for_and_a_fallback_is_never_silent(tmp_path):
     assert "filtering in-process" in err.getvalue() and "cannot be reached" in err.getvalue()
 
 
-def _free_port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def _scrape(port: int) -> dict[str, float]:
-    import urllib.request
-
-    for _ in range(100):
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        pytest.fail("no metrics served")
-    samples = {}
-    for line in text.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
-
-
 def test_daemon_and_watcher_metrics_are_scraped(tmp_path):
     """daemon --metrics and watch --metrics serve Prometheus text at /metrics; every name
     starts with spamsift_; what the daemon filtered, retrained and timed is counted, the
@@ -487,3 +460,18 @@ def test_the_socket_appears_only_when_every_uid_can_use_it(shadow_src):
             proc.wait(timeout=60)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_metrics_without_prometheus_client_is_one_line(tmp_path):
+    """A broken install (prometheus_client missing) gives a one-line error, not a traceback."""
+    fake = tmp_path / "fake" / "prometheus_client"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'prometheus_client'\")\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "fake"), SPAMSIFT_HOME=str(tmp_path))
+    env.pop("SPAMSIFT_CONFIG", None)
+    for command in (["daemon", "--socket", str(tmp_path / "d.sock"), "--metrics", "127.0.0.1:0"],
+                    ["watch", "--once", "--metrics", "127.0.0.1:0", str(tmp_path)]):
+        done = subprocess.run([sys.executable, "-m", "spamsift", *command], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 64, done.stderr
+        assert len(done.stderr.splitlines()) == 1 and "prometheus_client" in done.stderr

@@ -34,7 +34,13 @@ class Metrics:
     """The metrics of one process, in a registry of its own."""
 
     def __init__(self, home: str | None = None, daemon_socket: str | None = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        except ImportError as exc:  # a broken install: one line, not a traceback
+            from spamsift.filter.engine.errors import UsageError
+
+            raise UsageError(f"needs the prometheus_client package ({exc}); install "
+                             "spamsift with its dependencies") from None
 
         self.registry = CollectorRegistry()
         r = self.registry
@@ -92,7 +98,16 @@ class _Unfiltered:
                                      "unfiltered, tempfailed or filtered in-process instead of "
                                      "through the daemon, by reason (passlog)", labels=["reason"])
         totals: dict[str, int] = {}
-        for (_day, reason, _user), n in passlog.counts(self.home, 0).items():
+        try:
+            found = passlog.counts(self.home, 0)
+        except OSError as exc:
+            # No samples rather than zeros that look like a clean week (alert on absent()).
+            from spamsift.filter.engine import log
+
+            log.error(f"metrics: cannot count unfiltered mail: {exc.filename}: "
+                      f"{exc.strerror or exc}", True)
+            return
+        for (_day, reason, _user), n in found.items():
             totals[reason] = totals.get(reason, 0) + n
         # Known reasons only: a uid writes its own file, and must not be able to invent
         # label values by the thousand.
