@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None, out=None) -> int:
         uid, gid = _user(args.user, args.home, plan)
         home, folder = at(args.home), at(os.path.dirname(args.socket))
         _folder(home, 0o711, uid, gid, plan)
-        _folder(home / "passthrough", 0o1733, 0, 0, plan)
+        # The site user's, so that the daemon's and the watcher's metrics can list it;
+        # sticky and not readable by others: every uid adds its own file, none lists.
+        _folder(home / "passthrough", 0o1733, uid, gid, plan)
         _folder(folder, 0o755, uid, gid, plan)
         config = at(args.config)
         # The site user runs the daemon and the watcher, which act for every user.

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from scrape import free_port, scrape
 
 SPAMSIFT = os.path.join(os.path.dirname(sys.executable), "spamsift")
 SITE, DELIVER = "spamsift-t-site", "spamsift-t-deliver"
@@ -163,3 +164,16 @@ def test_setup_to_mail_flow_with_only_the_site_user_writing(node):
     counted = subprocess.run([SPAMSIFT, "report", "--json"], env=env, capture_output=True)
     passed = json.loads(counted.stdout)["passed_through"]
     assert passed["users"][DELIVER]["today"].get("error") == 1, passed
+    # And in the metrics the watcher serves, as the site user: the daemon is down, and the
+    # delivery it did not filter is counted.
+    port = free_port()
+    watch = subprocess.Popen([wrapper, "watch", "--template", "%u/Maildir", "--metrics",
+                              f"127.0.0.1:{port}", str(top / "mail")], env=env, user=SITE,
+                             stderr=subprocess.PIPE, cwd="/")
+    try:
+        metrics = scrape(port)
+        assert metrics["spamsift_daemon_up"] == 0
+        assert metrics['spamsift_unfiltered_total{reason="error"}'] == 1
+    finally:
+        watch.terminate()
+        watch.wait(timeout=60)

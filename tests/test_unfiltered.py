@@ -140,3 +140,38 @@ def test_doctor_names_a_read_only_shm_left_after_the_database_was_fixed(system_u
     check = subprocess.run([python, "-m", "spamsift", "db", "check"], env=as_user,
                            capture_output=True, user=USER, cwd="/", text=True)
     assert check.returncode == 65 and "-shm" in check.stdout, check.stdout
+
+
+@needs_console
+def test_counts_a_uid_cannot_list_are_unknown_not_zero(system_user, shadow_src, root_site):
+    """`report` as a uid that cannot list HOME/passthrough (root's, 1733) once said "Not
+    filtered today 0" whatever was there; the metrics said zero for every reason. The report
+    now says the counts are unreadable, and the metrics leave the samples out."""
+    uid, gid = system_user(USER)
+    python, path = shadow_src
+    top, env = root_site
+    assert passlog.record(str(top), "alice", "error")  # there is something to count
+    os.chown(top, uid, gid)  # the uid's home and database, as the site user's would be
+    for db in top.glob("spamsift.db*"):
+        os.chown(db, uid, gid)
+    as_user = dict(env, PYTHONPATH=path, HOME="/nonexistent", LOGNAME=USER)
+    report = subprocess.run([python, "-m", "spamsift", "report", "--json"], env=as_user,
+                            capture_output=True, user=USER, cwd="/", text=True)
+    assert report.returncode == 0, report.stderr
+    passed = json.loads(report.stdout)["passed_through"]
+    assert passed["unreadable"] == f"{top / 'passthrough'}: Permission denied", passed
+    # The same report as root, who can list it: the count and no such note.
+    report = subprocess.run([SPAMSIFT, "report", "--json"], env=env, capture_output=True)
+    passed = json.loads(report.stdout)["passed_through"]
+    assert "unreadable" not in passed and passed["site"]["today"]["error"] == 1, passed
+    scrape = ("import sys; from spamsift.filter.engine.metrics import Metrics; "
+              "from prometheus_client import generate_latest; "
+              "print(generate_latest(Metrics(sys.argv[1]).registry).decode())")
+    done = subprocess.run([python, "-c", scrape, str(top)], env=as_user, capture_output=True,
+                          user=USER, cwd="/", text=True)
+    assert done.returncode == 0, done.stderr
+    assert "spamsift_unfiltered_total{" not in done.stdout, done.stdout
+    assert "cannot count unfiltered mail" in done.stderr
+    done = subprocess.run([sys.executable, "-c", scrape, str(top)], capture_output=True,
+                          text=True)
+    assert 'spamsift_unfiltered_total{reason="error"} 1.0' in done.stdout, done.stdout

@@ -178,7 +178,8 @@ class Report:
 
     def __init__(self, rows: list[UserRow], days: list[str], storage: str,
                  generated: float, has_history: bool = True,
-                 passed: dict[tuple[str, str, str], int] | None = None) -> None:
+                 passed: dict[tuple[str, str, str], int] | None = None,
+                 passed_problem: str = "") -> None:
         self.rows = rows
         self.days = days
         self.storage = storage
@@ -186,6 +187,7 @@ class Report:
         self.has_history = has_history  # False: counters only, the trend is still coming
         # (day, reason, user) -> messages not filtered, the last 7 days (passlog)
         self.passed = passed or {}
+        self.passed_problem = passed_problem  # why the passlog could not be read, if so
 
     @property
     def today(self) -> str:
@@ -239,9 +241,13 @@ def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
 
     week = window(today_string(now), 7)
     start = time.mktime(time.strptime(week[0], "%Y-%m-%d"))
-    passed = {key: n for key, n in passlog.counts(settings.home, start).items()
-              if only is None or key[2] in only}
-    return Report(ordered, dates, _shown_url(store.url), now, history, passed)
+    problem = ""
+    try:
+        passed = {key: n for key, n in passlog.counts(settings.home, start).items()
+                  if only is None or key[2] in only}
+    except OSError as exc:
+        passed, problem = {}, f"{exc.filename}: {exc.strerror or exc}"
+    return Report(ordered, dates, _shown_url(store.url), now, history, passed, problem)
 
 
 def passed_through(report: Report) -> dict[str, Any]:
@@ -265,8 +271,11 @@ def passed_through(report: Report) -> dict[str, Any]:
     for key, n in report.passed.items():
         if key[2] != "-":
             users.setdefault(key[2], []).append((key, n))
-    return {"site": tally(report.passed.items()),
-            "users": {name: tally(items) for name, items in sorted(users.items())}}
+    out: dict[str, Any] = {"site": tally(report.passed.items()),
+                           "users": {name: tally(items) for name, items in sorted(users.items())}}
+    if report.passed_problem:
+        out["unreadable"] = report.passed_problem  # the counts above are not the truth
+    return out
 
 
 def _shown_url(url: str) -> str:

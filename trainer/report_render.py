@@ -110,6 +110,10 @@ def _unfiltered_line(report: Report):
     """Mail that went on unfiltered (or was tempfailed), loud when there is any."""
     from rich.text import Text
 
+    if report.passed_problem:
+        return Text(f"Not filtered: unknown, cannot read {report.passed_problem} (run the "
+                    "report as root or the site user)", no_wrap=True, overflow="ellipsis",
+                    style="bold red")
     site = report_data.passed_through(report)["site"]
     today, week = site["today"], site["7_days"]
     reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(week.items())

@@ -147,7 +147,15 @@ def _unfiltered_by_user(home: str, clock: float | None) -> dict[str, str]:
 
     now = time.time() if clock is None else clock
     by_user: dict[str, dict[str, int]] = {}
-    for (_day, reason, user), n in passlog.counts(home, now - 7 * 86400).items():
+    try:
+        found = passlog.counts(home, now - 7 * 86400)
+    except OSError as exc:
+        import sys
+
+        print(f"spamsift stats: cannot count unfiltered mail: {exc.filename}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return {}
+    for (_day, reason, user), n in found.items():
         reasons = by_user.setdefault(user, {})
         reasons[reason] = reasons.get(reason, 0) + n
     return {user: f"{sum(r.values())} ({', '.join(f'{k} {v}' for k, v in sorted(r.items()))})"
