@@ -345,7 +345,7 @@ def test_unsigned_mail_is_learned_as_corpus_only_when_configured(tmp_path):
                 continue
             assert stats.spam_corpusfed == stats0.spam_corpusfed + 1
             assert stats.spam_learned == stats0.spam_learned + 1
-            from spamsift.filter.engine.maildir import message_key
+            from spamsift.filter.engine.mailfolders import message_key
             from spamsift.filter.engine.watchstate import derived_signature
 
             uid = site.store.uid(USER, create=False)
@@ -421,7 +421,7 @@ def test_tmp_vanishing_unreadable_and_deleted_mailboxes_are_skipped(site, traine
     w.scanner.listdir = listdir
     w.finder.listdir = listdir
     os.utime(os.path.join(other, "cur"), ns=(1, 1))  # make Bob's INBOX look changed
-    import spamsift.filter.engine.maildir as md
+    import spamsift.filter.engine.mailfolders as md
 
     # message_files opens cur/ and new/ (no symlink followed) and lists them by descriptor.
     md.os.listdir, md.os.open = listdir, opener
@@ -662,23 +662,23 @@ def test_nothing_is_read_through_a_symlink_below_the_mailbox(tmp_path):
 
 
 def test_read_message_below_a_root_refuses_symlinked_directories(tmp_path):
-    from spamsift.filter.engine import maildir
+    from spamsift.filter.engine import mailfolders
 
     os.makedirs(tmp_path / "box" / ".F")
     os.makedirs(tmp_path / "elsewhere")
     (tmp_path / "elsewhere" / "m").write_bytes(b"Subject: x\n\nbody\n")
     os.symlink(tmp_path / "elsewhere", tmp_path / "box" / ".F" / "cur")
     path = str(tmp_path / "box" / ".F" / "cur" / "m")
-    assert maildir.read_message(path) == b"Subject: x\n\nbody\n"  # without a root: as before
+    assert mailfolders.read_message(path) == b"Subject: x\n\nbody\n"  # without a root: as before
     with pytest.raises(OSError):
-        maildir.read_message(path, below=str(tmp_path / "box"))
+        mailfolders.read_message(path, below=str(tmp_path / "box"))
     with pytest.raises(OSError):
-        maildir.read_message(str(tmp_path / "elsewhere" / "m"), below=str(tmp_path / "box"))
+        mailfolders.read_message(str(tmp_path / "elsewhere" / "m"), below=str(tmp_path / "box"))
     # The root itself may be a symlink (an administrator's layout).
     os.makedirs(tmp_path / "real" / "cur")
     (tmp_path / "real" / "cur" / "m").write_bytes(b"ok\n")
     os.symlink(tmp_path / "real", tmp_path / "link")
-    assert maildir.read_message(str(tmp_path / "link" / "cur" / "m"),
+    assert mailfolders.read_message(str(tmp_path / "link" / "cur" / "m"),
                                 below=str(tmp_path / "link")) == b"ok\n"
 
 
@@ -704,14 +704,14 @@ def test_home_relative_mailbox_owned_by_someone_else_is_skipped(tmp_path):
     os.chown(home, 0, 0)
     assert finder.find() == {str(tmp_path / "rootonly"): "hal"}
     # Reading under the resolved path refuses a symlink anywhere in it.
-    from spamsift.filter.engine import maildir
+    from spamsift.filter.engine import mailfolders
 
     (tmp_path / "rootonly" / "cur" / "m").write_bytes(b"Subject: x\n\nok\n")
     real = str(tmp_path / "rootonly")
-    assert maildir.read_message(real + "/cur/m", below=real, strict=True) == \
+    assert mailfolders.read_message(real + "/cur/m", below=real, strict=True) == \
         b"Subject: x\n\nok\n"
     with pytest.raises(OSError):
-        maildir.read_message(str(home / "Maildir" / "cur" / "m"),
+        mailfolders.read_message(str(home / "Maildir" / "cur" / "m"),
                              below=str(home / "Maildir"), strict=True)
 
 

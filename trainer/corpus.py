@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from spamsift.filter.engine import maildir
+from spamsift.filter.engine import mailfolders as maildir
 from spamsift.filter.engine.errors import UsageError
 
 SPAM, HAM = "spam", "innocent"

@@ -20,7 +20,8 @@ import json
 import os
 import sys
 
-from spamsift.filter.engine import config, exitcodes, maildir, users
+from spamsift.filter.engine import config, exitcodes, users
+from spamsift.filter.engine import mailfolders as maildir
 from spamsift.filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 

@@ -7,7 +7,7 @@ reads files, the store or the clock, so every rule is tested with plain values
 
 The inputs, for one message of one user (a message is named by its *key*: its
 ``X-DSPAM-Signature``, or ``sha256:...`` of its bytes when it has none, see
-`spamsift.filter.engine.maildir.message_key`):
+`spamsift.filter.engine.mailfolders.message_key`):
 
 ``seen_in``
     The classes (`SPAM`, `INNOCENT`, `IGNORED`) of the folders the message was just seen

@@ -46,7 +46,7 @@ import threading
 import time
 from hashlib import sha256
 
-from spamsift.filter.engine import exitcodes, imapurl, maildir
+from spamsift.filter.engine import exitcodes, imapurl, mailfolders
 from spamsift.filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
                                   StorageUnavailableError, UsageError, command_failed)
 from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM, decide
@@ -292,7 +292,7 @@ class ImapWatcher:
             if any(f.lower() == b"\\noselect" for f in flags):
                 continue
             dotted = name.replace(delimiter.decode(), ".") if delimiter else name
-            kind = maildir.folder_kind(dotted, spam, ignored)
+            kind = mailfolders.folder_kind(dotted, spam, ignored)
             if name == base or name.upper() == "INBOX" == base.upper():
                 out[name] = kind if kind != IGNORED else INNOCENT
             elif kind == SPAM or (self.all_folders and kind == INNOCENT):
@@ -466,7 +466,7 @@ class ImapWatcher:
             for name, value in data.items():
                 if isinstance(name, bytes) and name.upper().startswith(b"BODY[HEADER.FIELDS"):
                     head = value or b""
-            sig = maildir.signature_of(head + b"\r\n", self.header) if head.strip() else None
+            sig = mailfolders.signature_of(head + b"\r\n", self.header) if head.strip() else None
             if sig:
                 yield msg_uid, sig
             else:
@@ -483,7 +483,7 @@ class ImapWatcher:
             for msg_uid in part:
                 raw = bodies.get(msg_uid, {}).get(b"BODY[]")
                 if raw is not None:
-                    yield msg_uid, maildir.digest_key(raw)
+                    yield msg_uid, mailfolders.digest_key(raw)
 
     def _flush(self, uid: int, pending: dict[str, Sighting], advanced: dict[str, Cursor],
                report: CycleReport) -> set[str]:

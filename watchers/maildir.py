@@ -3,11 +3,12 @@
 Each cycle stats ``new/`` and ``cur/`` of every folder of every mailbox and lists only the
 directories whose mtime changed (a delivery, a move, a flag change or a deletion renames or
 creates a directory entry, which is what changes a directory's mtime). In a changed folder a
-file whose *base name* (`maildir.base_name`, the part before ``:2,``) the folder did not have
+file whose *base name* (`mailfolders.base_name`, the part before ``:2,``) the folder did not have
 at the last listing is a sighting: a new delivery, or a message moved or copied in. Flag
 changes and ``new/`` -> ``cur/`` keep the base name, deletions remove one: neither is read.
-Sightings are read for their key (`maildir.file_key`), decided in bulk (`spamsift.watchers.decide`
-with the recorded classes and verdicts of the whole batch in a few queries) and only those
+Sightings are read for their key (`mailfolders.file_key`), decided in bulk
+(`spamsift.watchers.decide` with the recorded classes and verdicts of the whole batch in a
+few queries) and only those
 that train are queued; the queue is served round-robin per user at ``watch_rate`` trainings a
 second, each decided again with fresh state and applied with compare-and-set
 (`spamsift.filter.engine.watchstate.Applier`).
@@ -31,7 +32,7 @@ changes other NFS clients make.
 
 The watcher never writes to a mailbox: it opens message files read-only, and only regular
 files. It reads with more rights than a mailbox's user, so nothing below the mailbox is
-followed through a symlink (folder, ``cur/``, ``new/`` or message: `maildir.read_message`
+followed through a symlink (folder, ``cur/``, ``new/`` or message: `mailfolders.read_message`
 opens each level relative to the one before), and a ``~/Maildir`` not owned by its user
 (passwd's uid) is skipped; the user's own is read by its resolved path, with no symlink in
 it followed (`Scanner.strict`). Files still in ``tmp/`` are never read; a file that vanishes
@@ -49,7 +50,7 @@ from bisect import bisect_left
 from collections import OrderedDict
 from hashlib import blake2b
 
-from spamsift.filter.engine import maildir
+from spamsift.filter.engine import mailfolders
 from spamsift.filter.engine.errors import (ConflictError, InvalidUserError, StorageError,
                                   StorageUnavailableError)
 from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, RECORD, SPAM, decide
@@ -334,7 +335,7 @@ class Scanner:
         self.failed: StorageError | None = None  # what stopped the last scan, if anything
         self.restored: dict[str, FolderState] = {}  # loaded by `load`, used on first sight
         # Users' own ~/Maildir (resolved by the finder): no part of its path is followed
-        # through a symlink when a message is read (`maildir.read_message`'s strict).
+        # through a symlink when a message is read (`mailfolders.read_message`'s strict).
         self.strict = bool(getattr(getattr(finder, "template", None), "home_relative", False))
 
     # One cycle ------------------------------------------------------------------------------
@@ -385,7 +386,7 @@ class Scanner:
         for file_path in excluded:
             folder = os.path.dirname(os.path.dirname(file_path))
             drop.setdefault(folder, set()).add(
-                name_hash(maildir.base_name(os.path.basename(file_path))))
+                name_hash(mailfolders.base_name(os.path.basename(file_path))))
         folders = {}
         for box in self.mailboxes.values():
             for state in box.folders.values():
@@ -462,7 +463,7 @@ class Scanner:
             return []
         if mtime != box.mtime or not box.folders:
             try:
-                listed = maildir.folders(box.path, self.settings.spam_folders,
+                listed = mailfolders.folders(box.path, self.settings.spam_folders,
                                          self.settings.ignored_folders)
             except OSError as exc:
                 self.log(f"{box.path}: cannot list: {exc.strerror or exc}; skipped")
@@ -486,7 +487,7 @@ class Scanner:
         if state.kind == IGNORED:
             return []  # nothing seen there trains: not even statted
         mtimes = []
-        for sub in maildir.SUBDIRS:
+        for sub in mailfolders.SUBDIRS:
             try:
                 mtimes.append(self.stat(os.path.join(state.path, sub)).st_mtime_ns)
             except OSError:
@@ -497,8 +498,8 @@ class Scanner:
         listed_at = self.clock()
         report.listed += 1
         current: dict[int, tuple[str, str]] = {}
-        for sub, name in maildir.message_files(state.path):
-            current[name_hash(maildir.base_name(name))] = (sub, name)
+        for sub, name in mailfolders.message_files(state.path):
+            current[name_hash(mailfolders.base_name(name))] = (sub, name)
         old = set(state.known)
         arrivals = [(state, sub, name) for h, (sub, name) in current.items() if h not in old]
         state.known = array("q", sorted(current))
@@ -538,7 +539,7 @@ class Scanner:
     @staticmethod
     def forget_all(arrivals: list[tuple]) -> None:
         """`forget` for many (folder state, subdir, name), one pass per folder."""
-        Scanner._forget_hashes((state, name_hash(maildir.base_name(name)))
+        Scanner._forget_hashes((state, name_hash(mailfolders.base_name(name)))
                                for state, _sub, name in arrivals)
 
     @staticmethod
@@ -558,7 +559,7 @@ class Scanner:
             path = os.path.join(state.path, sub, name)
             report.files += 1
             try:
-                key = maildir.file_key(path, self.header, self.settings.max_message_size,
+                key = mailfolders.file_key(path, self.header, self.settings.max_message_size,
                                        below=box.path, strict=self.strict)
             except FileNotFoundError:
                 report.vanished += 1
@@ -575,7 +576,7 @@ class Scanner:
             classes, paths, copies = by_key.setdefault(key, (set(), {}, []))
             classes.add(state.kind)
             paths.setdefault(state.kind, path)
-            copies.append((state, name_hash(maildir.base_name(name)), path))
+            copies.append((state, name_hash(mailfolders.base_name(name)), path))
         assert box.uid is not None
         out = []
         keys = list(by_key)
@@ -733,7 +734,7 @@ class Watcher:
         def read(paths=sighting.paths) -> bytes | None:
             for path in paths.values():
                 try:
-                    return maildir.read_message(path, self.settings.max_message_size or None,
+                    return mailfolders.read_message(path, self.settings.max_message_size or None,
                                                 sighting.root, self.scanner.strict)
                 except OSError:
                     continue

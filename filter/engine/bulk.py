@@ -42,7 +42,7 @@ import time
 from collections import Counter
 
 from spamsift.filter.engine.errors import SignatureError
-from spamsift.filter.engine.maildir import signature_of
+from spamsift.filter.engine.mailfolders import signature_of
 from spamsift.filter.engine.tokenizer import parse_top_headers
 from spamsift.filter.engine.tokenpool import TokenPool, Tokenized, counts_by_id, default_jobs
 

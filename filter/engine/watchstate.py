@@ -1,6 +1,6 @@
 """The watchers' record of where each message was last seen, and training that keeps it true.
 
-``spamsift_watch_messages`` holds, per user and message key (`maildir.message_key`: the
+``spamsift_watch_messages`` holds, per user and message key (`mailfolders.message_key`: the
 signature, or ``sha256:`` of the bytes), the class a watcher last trained or saw the message
 as. Every change of it is a compare-and-set (`store.base.WatchUpdate`) committed in the same
 transaction as the training it belongs to, so training and record never diverge: a crash at
@@ -148,7 +148,7 @@ class Applier:
                     raw = read() if read is not None else None
                     if raw is None:
                         return Applied("nothing", decision)  # vanished: a later sighting
-                    from spamsift.filter.engine.maildir import message_key
+                    from spamsift.filter.engine.mailfolders import message_key
 
                     if message_key(raw, settings.header_prefix + "-Signature") != key:
                         return Applied("nothing", decision)  # replaced: not that message

@@ -1,4 +1,9 @@
-"""Maildir++ as the trainer and the watchers both read it: folders, their class, messages.
+"""Mail folders as the trainer and the watchers both read them: Maildir++ folders, the class
+of a folder name (Maildir++ or IMAP), the message files in a folder and the key that names a
+message in whichever folder it is.
+
+Named for what it holds rather than ``maildir``: the Maildir watcher is `spamsift.watchers.maildir`,
+and `folder_kind` and the message keys serve IMAP folders too.
 
 A Maildir++ mailbox is a directory with ``cur/``, ``new/`` and ``tmp/`` (the INBOX) and one
 subdirectory per folder named ``.Name`` (``.Spam``, ``.Lists.Debian`` for a nested folder),
