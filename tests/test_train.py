@@ -704,7 +704,7 @@ def test_cross_validation_with_the_logistic_model_trains_each_fold_as_train_woul
 # -- reclassify ------------------------------------------------------------------------------
 def test_reclassify_lists_then_moves_and_the_watcher_takes_no_drag(env, tmp_path, capsys):
     from spamsift.filter.engine import mailfolders as maildir
-    from spamsift.filter.engine.watchstate import Applier
+    from spamsift.watchers.applier import Applier
     from spamsift.watchers.decide import decide
 
     assert train.main(["--user", "c", "--quiet", "--spam",

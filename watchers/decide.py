@@ -55,7 +55,7 @@ The rules:
   `RECORD`.
 
 The caller applies a decision with compare-and-set on the recorded class, in the same
-transaction as the training (`spamsift.filter.engine.watchstate`), so two watchers, a crash or a
+transaction as the training (`spamsift.watchers.applier`), so two watchers, a crash or a
 restart never train a message twice.
 """
 

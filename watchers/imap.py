@@ -16,7 +16,7 @@ cursor is dropped and the whole folder is looked at again (re-sync); the recorde
 make that harmless (a message trained before is where its record says: nothing).
 
 Each new sighting goes through `spamsift.watchers.decide.decide` with the message's recorded class
-and verdict read in bulk, and what trains goes to `spamsift.filter.engine.watchstate.Applier`, which
+and verdict read in bulk, and what trains goes to `spamsift.watchers.applier.Applier`, which
 decides again on fresh state and trains with a compare-and-set on the record: exactly once,
 shared with the Maildir watcher's rules. Unsigned mail is read whole (``BODY.PEEK[]``) only
 when ``watch_learn_unsigned`` is on (its key is the digest of its bytes, CRLF as IMAP sends
@@ -231,7 +231,7 @@ class ImapWatcher:
                  clock=time.time, monotonic=time.monotonic, sleep=time.sleep,
                  log=None) -> None:
         from spamsift.filter.engine import users
-        from spamsift.filter.engine.watchstate import Applier
+        from spamsift.watchers.applier import Applier
 
         self.settings = settings
         self.store = store
@@ -251,7 +251,7 @@ class ImapWatcher:
         self.header = settings.header_prefix + "-Signature"
         self.state = StateFile(state_path, self.log)
         self.state.load(str(url))
-        self.applier = Applier(settings, store, decide, clock)
+        self.applier = Applier(settings, store, clock=clock)
         self.client = None
         self.wake = threading.Event()
         self.idlers: dict[str, Idler] = {}

@@ -11,7 +11,7 @@ Sightings are read for their key (`mailfolders.file_key`), decided in bulk
 few queries) and only those
 that train are queued; the queue is served round-robin per user at ``watch_rate`` trainings a
 second, each decided again with fresh state and applied with compare-and-set
-(`spamsift.filter.engine.watchstate.Applier`).
+(`spamsift.watchers.applier.Applier`).
 
 Why not watchdog's `PollingObserver`: its `DirectorySnapshot` stats every file of the tree
 each cycle and keeps a path and stat result per file. Measured by benchmarks/watch_tree.py on
@@ -688,7 +688,7 @@ class Watcher:
                  monotonic=time.monotonic, sleep=time.sleep, log=None,
                  state_file: str | None = None) -> None:
         """`state_file`: where the scanner state is kept between runs (see `save_state`)."""
-        from spamsift.filter.engine.watchstate import Applier
+        from spamsift.watchers.applier import Applier
 
         self.settings = settings
         self.store = store
@@ -698,7 +698,7 @@ class Watcher:
         self.scanner = Scanner(self.finder, settings, store, stat, listdir, clock, self.log)
         self.queue = TrainingQueue(settings.watch_rate, monotonic)
         self.scanner.queued = lambda uid, key: (uid, key) in self.queue
-        self.applier = Applier(settings, store, decide, clock)
+        self.applier = Applier(settings, store, clock=clock)
         self.monotonic = monotonic
         self.sleep = sleep
         self.wake: InotifyWaker | None = None  # wakes the loop early, when asked for
@@ -791,10 +791,10 @@ class Watcher:
 
     def use_store(self, store) -> None:
         """Work with another store connection from now on (after the old one failed)."""
-        from spamsift.filter.engine.watchstate import Applier
+        from spamsift.watchers.applier import Applier
 
         self.store = self.scanner.store = store
-        self.applier = Applier(self.settings, store, decide, self.applier.clock)
+        self.applier = Applier(self.settings, store, clock=self.applier.clock)
 
     def save_state(self) -> None:
         """Save the scanner state (`state_file`), leaving out what is still queued."""

@@ -158,11 +158,15 @@ def signature_of(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str | No
     return None
 
 
+DIGEST_PREFIX = "sha256:"  # what starts the key of a message without signature
+
+
 def digest_key(raw: bytes) -> str:
-    """The key of a message without signature: ``sha256:`` + hex of the first 16 bytes."""
+    """The key of a message without signature: `DIGEST_PREFIX` + hex of the first 16 bytes
+    of the SHA-256 of its bytes."""
     from hashlib import sha256
 
-    return "sha256:" + sha256(raw).hexdigest()[:32]
+    return DIGEST_PREFIX + sha256(raw).hexdigest()[:32]
 
 
 def message_key(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str:
