@@ -11,9 +11,10 @@ watchers and training and record change together or not at all.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 from spamsift.filter.engine.errors import ConflictError, StorageError, UnknownSignatureError
-from spamsift.filter.engine.store.base import Batch, WatchUpdate
+from spamsift.filter.engine.store.base import Batch, Signature, Stats, Store, WatchUpdate
 from spamsift.filter.engine.watchstate import derived_signature, is_signed, record_batch
 from spamsift.watchers.decide import LEARN, NOTHING, RECORD, Decision, decide
 
@@ -21,14 +22,17 @@ ATTEMPTS = 4  # re-read and decide again after a lost compare-and-set (another w
 
 
 class StateCarrier:
-    """A store whose commits also carry `pending` watch updates (everything else delegates).
+    """A store for an `Agent` whose commits also carry `pending` watch updates.
 
     Give it to an `Agent` as its store: whatever the agent commits (a retrain, a learned
     message) then changes the watcher record in the same transaction, or fails with
-    `ConflictError` when the record is not what was expected.
+    `ConflictError` when the record is not what was expected. Besides `commit` it has
+    exactly the reads `Agent.user`, `Agent.learn` and `Agent.retrain` make, passed through:
+    an agent path that needs another method fails loudly here instead of reaching the store
+    around the record.
     """
 
-    def __init__(self, store, pending: list[WatchUpdate] | None = None) -> None:
+    def __init__(self, store: Store, pending: list[WatchUpdate] | None = None) -> None:
         self.store = store
         self.pending = list(pending or [])
         self.commits = 0
@@ -38,8 +42,30 @@ class StateCarrier:
         self.store.commit(uid, batch)
         self.commits += 1
 
-    def __getattr__(self, name: str):
-        return getattr(self.store, name)
+    def uid(self, username: str, create: bool = True) -> int | None:
+        return self.store.uid(username, create)
+
+    def username(self, uid: int) -> str | None:
+        return self.store.username(uid)
+
+    def preferences(self, uid: int) -> dict[str, str]:
+        return self.store.preferences(uid)
+
+    def stats(self, uid: int) -> Stats:
+        return self.store.stats(uid)
+
+    def signature(self, signature_id: str) -> Signature | None:
+        return self.store.signature(signature_id)
+
+    def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
+        return self.store.lookup(uid, tokens)
+
+    def weights(self, uid: int, tokens: Collection[int]) -> dict[int, float]:
+        return self.store.weights(uid, tokens)
+
+    def counts_and_weights(self, uid: int, tokens: Collection[int]
+                           ) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
+        return self.store.counts_and_weights(uid, tokens)
 
 
 class Applied:
@@ -69,7 +95,7 @@ class Applier:
     """Carries out watcher decisions for one store: fresh state, `decide`, training with the
     record's compare-and-set, again after a lost race. One per watcher thread."""
 
-    def __init__(self, settings, store, decide=decide, clock=time.time) -> None:
+    def __init__(self, settings, store: Store, decide=decide, clock=time.time) -> None:
         """`decide`: `spamsift.watchers.decide.decide` (a seam for tests)."""
         from spamsift.filter.engine.agent import Agent
 
