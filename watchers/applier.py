@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 
-from spamsift.filter.engine.errors import ConflictError, StorageError, UnknownSignatureError
+from spamsift.filter.engine.errors import (ConflictError, DuplicateSignatureError,
+                                          UnknownSignatureError)
 from spamsift.filter.engine.store.base import Batch, Signature, Stats, Store, WatchUpdate
 from spamsift.filter.engine.watchstate import derived_signature, is_signed, record_batch
 from spamsift.watchers.decide import LEARN, NOTHING, RECORD, Decision, decide
@@ -155,10 +156,8 @@ class Applier:
                 return Applied("retrained", decision)
             except ConflictError:
                 continue  # another watcher (or reclassify) got there first: look again
-            except StorageError as exc:
-                if "exists already" in str(exc):
-                    continue  # another watcher inserted the derived signature meanwhile
-                raise
+            except DuplicateSignatureError:
+                continue  # another watcher inserted the derived signature meanwhile
             finally:
                 carrier.pending = []
         raise ConflictError(f"watch state of {key[:40]} kept changing; will look again")
