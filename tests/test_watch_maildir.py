@@ -169,14 +169,14 @@ def test_move_out_and_back_between_scans_trains_nothing(site, trained):
     site.move(moved, box, "")
     assert w.cycle().trained == {}
     # Out, scanned (queued), back before its turn: decided once, from where it ended up.
-    w.queue.rate = 0.001  # nothing may be trained right after the scan
-    w.queue.tokens = 0.0
+    w.queue.limiter.rate = 0.001  # nothing may be trained right after the scan
+    w.queue.limiter.tokens = 0.0
     inbox = os.path.join(box, "cur", os.path.basename(moved))
     moved = site.move(inbox, box, ".Spam")
     assert w.scan().queued == 1
     site.move(moved, box, "")
     assert w.scan().queued == 1 and len(w.queue) == 1
-    w.queue.rate = 0
+    w.queue.limiter.rate = 0
     assert w.cycle().trained.get("nothing") == 1
     assert site.counts(USER, sig) == before and site.stats(USER) == stats0
 
@@ -218,7 +218,7 @@ def test_saved_scanner_state_makes_a_restart_read_only_what_changed(site, traine
     third.save_state()
     moved = site.move(site.seen(extra[0]), box, ".Spam")
     slow = watcher(site, state_file=state)
-    slow.queue.rate, slow.queue.tokens = 0.001, 0.0
+    slow.queue.limiter.rate, slow.queue.limiter.tokens = 0.001, 0.0
     assert slow.scan().queued == 1
     slow.save_state()
     del slow
@@ -555,10 +555,10 @@ def test_inotify_wakes_the_loop_early(site, trained):
 
 
 def test_queue_is_rate_limited_and_round_robin_per_user():
-    from spamsift.watchers.maildir import Sighting
+    from spamsift.watchers.core import RateLimiter, Sighting
 
     now = [0.0]
-    q = TrainingQueue(2.0, clock=lambda: now[0])
+    q = TrainingQueue(RateLimiter(2.0, clock=lambda: now[0]))
     for n in range(5):
         q.put(Sighting("bulk", 1, f"k{n}", frozenset({"spam"}), {}))
     q.put(Sighting("other", 2, "x", frozenset({"spam"}), {}))

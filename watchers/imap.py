@@ -15,12 +15,12 @@ in the Maildir watcher. A changed UIDVALIDITY means the server renumbered the fo
 cursor is dropped and the whole folder is looked at again (re-sync); the recorded classes
 make that harmless (a message trained before is where its record says: nothing).
 
-Each new sighting goes through `spamsift.watchers.decide.decide` with the message's recorded class
-and verdict read in bulk, and what trains goes to `spamsift.watchers.applier.Applier`, which
-decides again on fresh state and trains with a compare-and-set on the record: exactly once,
-shared with the Maildir watcher's rules. Unsigned mail is read whole (``BODY.PEEK[]``) only
-when ``watch_learn_unsigned`` is on (its key is the digest of its bytes, CRLF as IMAP sends
-them). The watcher never changes the mailbox: folders are opened with EXAMINE (read-only).
+Each new sighting takes the watchers' one exactly-once path (`spamsift.watchers.core`):
+decided with the message's recorded class and verdict read in bulk, and what trains is decided
+again on fresh state and trained with a compare-and-set on the record, at most ``watch_rate``
+a second: exactly once, with the Maildir watcher's rules. Unsigned mail is read whole
+(``BODY.PEEK[]``) only when ``watch_learn_unsigned`` is on (its key is the digest of its
+bytes, CRLF as IMAP sends them). The watcher never changes the mailbox: folders are opened with EXAMINE (read-only).
 
 Waking up: where the server has IDLE, one extra connection per followed folder (at most
 `MAX_IDLERS`) idles and wakes the loop when the folder changes, so a drag is trained within
@@ -47,9 +47,9 @@ import time
 from hashlib import sha256
 
 from spamsift.filter.engine import exitcodes, imapurl, mailfolders
-from spamsift.filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
-                                  StorageUnavailableError, UsageError, command_failed)
-from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM, decide
+from spamsift.filter.engine.errors import SpamsiftError, StorageError, UsageError, command_failed
+from spamsift.watchers.core import CycleReport, Pipeline, Sighting, settle
+from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM
 from spamsift.watchers.heartbeat import Heartbeat
 
 # New UIDs whose headers are fetched per round trip; the reply is ~80 bytes a message.
@@ -185,39 +185,24 @@ def default_state_path(home: str, url: imapurl.ImapURL, user: str) -> str:
 
 
 # -- one cycle -----------------------------------------------------------------------------------
-class Sighting:
-    """A message seen at new UIDs: its key, the classes of those folders, where to read it."""
-
-    __slots__ = ("key", "seen_in", "where", "copies")
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.seen_in: set[str] = set()
-        self.where: tuple[str, int, int] | None = None  # (folder, uidvalidity, uid)
-        self.copies: list[tuple[str, int, int, str]] = []  # (folder, uidvalidity, uid, kind)
-
-
-class CycleReport:
-    __slots__ = ("folders", "looked", "new_uids", "unsigned", "resynced", "trained", "seconds")
+class ImapReport(CycleReport):
+    __slots__ = ("folders", "looked", "new_uids", "unsigned", "resynced")
 
     def __init__(self) -> None:
+        super().__init__()
         self.folders = self.looked = self.new_uids = self.unsigned = 0
         self.resynced: list[str] = []
-        self.trained: dict[str, int] = {}
-        self.seconds = 0.0
 
     @property
     def active(self) -> bool:
-        """Whether the cycle found or trained anything (idle cycles are logged rarely)."""
         return bool(self.new_uids or self.resynced or self.trained)
 
     def line(self, account: str) -> str:
-        done = ", ".join(f"{v} {k}" for k, v in sorted(self.trained.items())) or "none"
         resync = f", UIDVALIDITY changed (re-sync): {', '.join(self.resynced)}" \
             if self.resynced else ""
         return (f"watch {account}: {self.folders} folders, {self.looked} with new mail, "
                 f"{self.new_uids} new UIDs ({self.unsigned} unsigned skipped){resync}; "
-                f"trained: {done}; {self.seconds:.2f} s")
+                f"trained: {self.trained_text()}; {self.seconds:.2f} s")
 
 
 class ImapWatcher:
@@ -231,10 +216,8 @@ class ImapWatcher:
                  clock=time.time, monotonic=time.monotonic, sleep=time.sleep,
                  log=None) -> None:
         from spamsift.filter.engine import users
-        from spamsift.watchers.applier import Applier
 
         self.settings = settings
-        self.store = store
         self.url = url
         self.access = access
         self.user = users.validate(user or url.user)
@@ -251,11 +234,10 @@ class ImapWatcher:
         self.header = settings.header_prefix + "-Signature"
         self.state = StateFile(state_path, self.log)
         self.state.load(str(url))
-        self.applier = Applier(settings, store, clock=clock)
+        self.pipeline = Pipeline(settings, store, self._read, self.log, clock, monotonic)
         self.client = None
         self.wake = threading.Event()
         self.idlers: dict[str, Idler] = {}
-        self._last_training = 0.0
         self._unknown_logged = False
 
     # -- connection --------------------------------------------------------------------------
@@ -302,11 +284,11 @@ class ImapWatcher:
         return sorted(out.items(), key=lambda item: (item[0].upper() != "INBOX", item[0]))
 
     # -- a cycle ---------------------------------------------------------------------------------
-    def cycle(self) -> CycleReport:
+    def cycle(self) -> ImapReport:
         """Look at every followed folder once and train what moved. Raises ImapError when
         the server fails (the connection is dropped: the next cycle reconnects) and
         StorageError when the store does."""
-        report = CycleReport()
+        report = ImapReport()
         started = self.monotonic()
         try:
             self._cycle(report)
@@ -325,13 +307,11 @@ class ImapWatcher:
         if self.heartbeat.due(report.active):
             self.log(report.line(self.account))
         if self.metrics is not None:
-            self.metrics.scan_seconds.set(report.seconds)
-            for action, n in report.trained.items():
-                self.metrics.trained.labels(action).inc(n)
+            report.publish(self.metrics, report.seconds)
         return report
 
-    def _cycle(self, report: CycleReport) -> None:
-        uid = self.store.uid(self.user, create=False)
+    def _cycle(self, report: ImapReport) -> None:
+        uid = self.pipeline.store.uid(self.user, create=False)
         if uid is None:
             if not self._unknown_logged:
                 self._unknown_logged = True
@@ -374,7 +354,7 @@ class ImapWatcher:
                 for msg_uid, key in self._keys(client, chunk, report):
                     sighting = pending.get(key)
                     if sighting is None:
-                        sighting = pending[key] = Sighting(key)
+                        sighting = pending[key] = Sighting(self.user, uid, key)
                     sighting.seen_in.add(kind)
                     sighting.copies.append((name, validity, msg_uid, kind))
                     if sighting.where is None or kind != IGNORED:
@@ -388,22 +368,43 @@ class ImapWatcher:
         self._flush(uid, pending, advanced, report)
         self._unselect(client)
 
-    def _settle(self, client, uid: int, report: CycleReport) -> None:
-        """Copies in spam and innocent folders seen in one cycle decide nothing (a client's
-        COPY before its expunge), and an expunge is no new UID: the copy left would never
-        be decided. So the copies are looked for each cycle, and once only one class holds
-        any, the message is decided as seen there. A folder that cannot be examined now
-        keeps its copies in doubt (nothing is decided); a renumbered one (UIDVALIDITY) drops
-        them undecided, as its messages are seen again as new UIDs; copies still in both
-        classes after `SPLIT_DAYS` are forgotten (a user keeping both made no move)."""
+    def _settle(self, client, uid: int, report: ImapReport) -> None:
+        """Decide the messages seen in spam and innocent folders at once (a client's COPY
+        before its expunge; an expunge is no new UID) whose copies are now in one class
+        only (`core.settle`). A folder that cannot be examined now keeps its copies in doubt
+        (nothing is decided); a renumbered one (UIDVALIDITY) drops them undecided, as its
+        messages are seen again as new UIDs; copies still in both classes after
+        `SPLIT_DAYS` are forgotten (a user keeping both made no move)."""
         now = int(self.clock())
+        split = self.state.split
         wanted: dict[tuple[str, int], set[int]] = {}
-        for key, (since, copies) in list(self.state.split.items()):
+        for key, (since, copies) in list(split.items()):
             if now - since > SPLIT_DAYS * 86400:
-                del self.state.split[key]
+                del split[key]
                 continue
             for folder, validity, msg_uid, _kind in copies:
                 wanted.setdefault((folder, validity), set()).add(msg_uid)
+        present, doubtful, renumbered = self._look_for(client, wanted)
+        decidable: dict[str, list[tuple[str, int, int, str]]] = {}
+        for key, (_since, copies) in list(split.items()):
+            places = {c[:2] for c in copies}
+            if places & doubtful:
+                continue
+            if places & renumbered:
+                del split[key]
+                continue
+            decidable[key] = copies
+        settled = settle(decidable, lambda c: c[:3] in present, lambda c: c[3])
+        held = {key: split.pop(key) for key in settled}
+        pending = {key: Sighting(self.user, uid, key, {c[3] for c in left}, where=left[0][:3])
+                   for key, left in settled.items() if left}
+        for key in self._flush(uid, pending, {}, report):
+            split[key] = held[key]  # another watcher was at it: next cycle
+
+    def _look_for(self, client, wanted: dict[tuple[str, int], set[int]]):
+        """Which of the `wanted` UIDs (per folder and UIDVALIDITY) are still there: the
+        present (folder, uidvalidity, uid), the places that cannot be examined now (in
+        doubt) and those renumbered since."""
         present: set[tuple[str, int, int]] = set()
         doubtful: set[tuple[str, int]] = set()
         renumbered: set[tuple[str, int]] = set()
@@ -423,26 +424,7 @@ class ImapWatcher:
                 found = client.search(["UID", _uid_set(ordered[start:start + SEARCH_UIDS])])
                 present.update((folder, validity, u) for u in found)
         self._unselect(client)
-        pending: dict[str, Sighting] = {}
-        settled: dict[str, tuple[int, list[tuple[str, int, int, str]]]] = {}
-        for key, (_since, copies) in list(self.state.split.items()):
-            places = {c[:2] for c in copies}
-            if places & doubtful:
-                continue
-            if places & renumbered:
-                del self.state.split[key]
-                continue
-            left = [c for c in copies if c[:3] in present]
-            kinds = {c[3] for c in left}
-            if SPAM in kinds and INNOCENT in kinds:
-                continue
-            settled[key] = self.state.split.pop(key)
-            if left:
-                sighting = pending[key] = Sighting(key)
-                sighting.seen_in = kinds
-                sighting.where = left[0][:3]
-        for key in self._flush(uid, pending, {}, report):
-            self.state.split[key] = settled[key]  # another watcher was at it: next cycle
+        return present, doubtful, renumbered
 
     @staticmethod
     def _unselect(client) -> None:
@@ -453,7 +435,7 @@ class ImapWatcher:
         else:
             client.close_folder()  # after EXAMINE, CLOSE expunges nothing (RFC 3501 6.4.2)
 
-    def _keys(self, client, uids: list[int], report: CycleReport):
+    def _keys(self, client, uids: list[int], report: ImapReport):
         """(uid, message key) of these UIDs of the selected folder; unsigned mail only when
         it may be learned (then read whole for its digest)."""
         fetched = client.fetch(uids, [f"BODY.PEEK[HEADER.FIELDS ({self.header})]".encode()])
@@ -486,33 +468,25 @@ class ImapWatcher:
                     yield msg_uid, mailfolders.digest_key(raw)
 
     def _flush(self, uid: int, pending: dict[str, Sighting], advanced: dict[str, Cursor],
-               report: CycleReport) -> set[str]:
+               report: ImapReport) -> set[str]:
         """Decide the pending sightings (bulk reads first; only what trains is applied, one
         by one at `watch_rate`), then advance the cursors past them and save. Returns the
         keys whose training must be tried again."""
-        keys = list(pending)
         held: dict[str, int] = {}  # folder -> lowest UID whose training must be tried again
         retry: set[str] = set()
-        learn_unsigned = self.settings.watch_learn_unsigned
-        trust = self.settings.watch_trust_verdict
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            recorded = self.store.watch_states(uid, chunk)
-            signed = [k for k in chunk if not k.startswith("sha256:")]
-            verdicts = self.store.signature_states(signed) if signed else {}
-            for key in chunk:
-                sighting = pending[key]
-                state = verdicts.get(key)
-                verdict = state[1] if state is not None and state[0] == uid else None
-                if decide(sighting.seen_in, recorded.get(key), verdict, learn_unsigned,
-                          trust).action == NOTHING:
-                    if SPAM in sighting.seen_in and INNOCENT in sighting.seen_in:
-                        self.state.split[key] = (int(self.clock()),
-                                                 [c for c in sighting.copies
-                                                  if c[3] in (SPAM, INNOCENT)])
+        for decided in self.pipeline.decide(uid, list(pending.values())):
+            for sighting, decision in decided:
+                if decision.action == NOTHING:
+                    if sighting.split:
+                        self.state.split[sighting.key] = (
+                            int(self.clock()),
+                            [c for c in sighting.copies if c[3] in (SPAM, INNOCENT)])
                     continue
-                if not self._apply(uid, sighting, report):
-                    retry.add(key)
+                self.pipeline.limiter.pace(self.sleep)
+                # StorageUnavailableError ends the cycle before any cursor moves: all of it
+                # is seen again.
+                if not self.pipeline.train(sighting, report):
+                    retry.add(sighting.key)
                     if sighting.where is not None:
                         folder, _validity, msg_uid = sighting.where
                         held[folder] = min(held.get(folder, msg_uid), msg_uid)
@@ -525,42 +499,16 @@ class ImapWatcher:
         self.state.save(str(self.url))
         return retry
 
-    def _apply(self, uid: int, sighting: Sighting, report: CycleReport) -> bool:
-        """Apply one sighting; False when it must be tried again (the record kept changing
-        under us: another watcher is at it)."""
-        rate = self.settings.watch_rate
-        if rate > 0:
-            wait = self._last_training + 1.0 / rate - self.monotonic()
-            if wait > 0:
-                self.sleep(wait)
-
-        def read() -> bytes | None:
-            if sighting.where is None:
-                return None
-            folder, validity, msg_uid = sighting.where
-            client = self.connect()
-            info = client.select_folder(folder, readonly=True)
-            if int(info.get(b"UIDVALIDITY", 0)) != validity:
-                return None
-            return client.fetch([msg_uid], [b"BODY.PEEK[]"]).get(msg_uid, {}).get(b"BODY[]")
-
-        try:
-            done = self.applier.apply(self.user, uid, sighting.key, sighting.seen_in, read)
-        except ConflictError as exc:
-            self.log(f"{self.user}: {exc}")
-            return False
-        except StorageUnavailableError:
-            raise  # the cycle ends before any cursor moves: all of it is seen again
-        except StorageError as exc:
-            self.log(f"{self.user}: {sighting.key[:40]}: {exc}; skipped")
-            return True
-        finally:
-            self._last_training = self.monotonic()
-        report.trained[done.action] = report.trained.get(done.action, 0) + 1
-        if done.action != "nothing":
-            self.log(f"{self.user}: {sighting.key[:40]} {done.action} {done.decision.klass} "
-                     f"({done.decision.reason})")
-        return True
+    def _read(self, sighting: Sighting) -> bytes | None:
+        """The whole message at a sighting's UID, or None when it is gone or renumbered."""
+        if sighting.where is None:
+            return None
+        folder, validity, msg_uid = sighting.where
+        client = self.connect()
+        info = client.select_folder(folder, readonly=True)
+        if int(info.get(b"UIDVALIDITY", 0)) != validity:
+            return None
+        return client.fetch([msg_uid], [b"BODY.PEEK[]"]).get(msg_uid, {}).get(b"BODY[]")
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, interval: float, stop=None) -> None:

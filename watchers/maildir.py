@@ -6,12 +6,10 @@ creates a directory entry, which is what changes a directory's mtime). In a chan
 file whose *base name* (`mailfolders.base_name`, the part before ``:2,``) the folder did not have
 at the last listing is a sighting: a new delivery, or a message moved or copied in. Flag
 changes and ``new/`` -> ``cur/`` keep the base name, deletions remove one: neither is read.
-Sightings are read for their key (`mailfolders.file_key`), decided in bulk
-(`spamsift.watchers.decide` with the recorded classes and verdicts of the whole batch in a
-few queries) and only those
-that train are queued; the queue is served round-robin per user at ``watch_rate`` trainings a
-second, each decided again with fresh state and applied with compare-and-set
-(`spamsift.watchers.applier.Applier`).
+Sightings are read for their key (`mailfolders.file_key`) and take the watchers' one
+exactly-once path (`spamsift.watchers.core`): decided in bulk, and only those that train are
+queued; the queue is served round-robin per user at ``watch_rate`` trainings a second
+(`core.RateLimiter`), each decided again with fresh state and applied with compare-and-set.
 
 Why not watchdog's `PollingObserver`: its `DirectorySnapshot` stats every file of the tree
 each cycle and keeps a path and stat result per file. Measured by benchmarks/watch_tree.py on
@@ -21,10 +19,6 @@ tree; this scanner makes ~6,000 stat calls per idle cycle (0.03 s CPU) and keeps
 message (a sorted array of base-name hashes per folder): 29 MB resident in all. Mtimes on NFS
 are attribute-cached (``acdirmax``) and may have one-second resolution, so a directory whose
 mtime is within `MTIME_SLACK` seconds of its listing is listed again next cycle.
-
-The default rate (``watch_rate`` = 10 a second): a retrain of a SpamAssassin corpus message
-took 5.2 ms (4.0 ms CPU) on SQLite, so the watcher holds the write lock and a core at most
-~5% of the time, and 5,000 messages moved at once are trained in about 8 minutes.
 
 inotify (watchdog's `Observer`, ``--inotify``) only wakes the loop early on local
 filesystems; the polling scan is always the source of truth, because inotify does not see
@@ -49,17 +43,17 @@ from array import array
 from bisect import bisect_left
 from collections import OrderedDict
 from hashlib import blake2b
+from typing import NamedTuple
 
 from spamsift.filter.engine import mailfolders
-from spamsift.filter.engine.errors import (ConflictError, InvalidUserError, StorageError,
-                                  StorageUnavailableError)
-from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, RECORD, SPAM, decide
+from spamsift.filter.engine.errors import InvalidUserError, StorageError, StorageUnavailableError
+from spamsift.watchers.core import CycleReport, Pipeline, RateLimiter, Sighting, settle
+from spamsift.watchers.decide import IGNORED, NOTHING, RECORD
 from spamsift.watchers.heartbeat import Heartbeat
 
 MTIME_SLACK = 2.0       # seconds: list a directory again while its mtime is this recent
 UNKNOWN_USER_RECHECK = 60.0  # seconds before asking the store again about a user it lacks
 PASSWD_RECHECK = 300.0  # seconds between passwd enumerations for a ~/Maildir template
-BULK = 500              # keys per bulk read of records and verdicts
 # Seconds between saves of the scanner state (and at stop). A start after a crash lists the
 # folders changed since the last save; saving 1M names writes 8 MB (well under a second).
 SAVE_EVERY = 300.0
@@ -275,43 +269,33 @@ class MailboxState:
         self.split: dict[str, list[tuple[FolderState, int, str]]] = {}
 
 
-class Sighting:
-    """A message seen in new places: its key, the classes of those folders, a file to read."""
+class Files(NamedTuple):
+    """Where a Maildir sighting is (`Sighting.where`): its mailbox (nothing below it is read
+    through a symlink) and a file per folder class it was seen in."""
 
-    __slots__ = ("user", "uid", "key", "seen_in", "paths", "root")
-
-    def __init__(self, user: str, uid: int, key: str, seen_in: frozenset,
-                 paths: dict[str, str], root: str | None = None) -> None:
-        self.user = user
-        self.uid = uid
-        self.key = key
-        self.seen_in = seen_in
-        self.paths = paths
-        self.root = root  # the mailbox: nothing below it is read through a symlink
+    mailbox: str
+    paths: dict[str, str]
 
 
-class CycleReport:
+class MaildirReport(CycleReport):
     __slots__ = ("mailboxes", "folders", "listed", "files", "unreadable", "vanished",
-                 "queued", "seconds", "trained")
+                 "queued")
 
     def __init__(self) -> None:
+        super().__init__()
         self.mailboxes = self.folders = self.listed = self.files = 0
         self.unreadable = self.vanished = self.queued = 0
-        self.seconds = 0.0
-        self.trained: dict[str, int] = {}
 
     @property
     def active(self) -> bool:
-        """Whether the cycle found or trained anything (idle cycles are logged rarely)."""
         return bool(self.files or self.queued or self.trained or self.unreadable
                     or self.vanished)
 
     def line(self, waiting: int) -> str:
-        done = ", ".join(f"{v} {k}" for k, v in sorted(self.trained.items())) or "none"
         return (f"watch: {self.mailboxes} mailboxes, {self.folders} folders, {self.listed} "
                 f"changed listed, {self.files} new files ({self.unreadable} unreadable, "
-                f"{self.vanished} vanished), {self.queued} queued; trained: {done}; "
-                f"{waiting} waiting; {self.seconds:.2f} s")
+                f"{self.vanished} vanished), {self.queued} queued; trained: "
+                f"{self.trained_text()}; {waiting} waiting; {self.seconds:.2f} s")
 
 
 class Scanner:
@@ -320,11 +304,11 @@ class Scanner:
     `stat` and `listdir` are seams (as in watchdog's polling emitter); `clock` is wall time,
     compared with directory mtimes."""
 
-    def __init__(self, finder: MailboxFinder, settings, store, stat=os.stat,
+    def __init__(self, finder: MailboxFinder, settings, pipeline: Pipeline, stat=os.stat,
                  listdir=os.listdir, clock=time.time, log=None) -> None:
         self.finder = finder
         self.settings = settings
-        self.store = store
+        self.pipeline = pipeline
         self.stat = stat
         self.listdir = listdir
         self.clock = clock
@@ -339,7 +323,7 @@ class Scanner:
         self.strict = bool(getattr(getattr(finder, "template", None), "home_relative", False))
 
     # One cycle ------------------------------------------------------------------------------
-    def scan(self, report: CycleReport, stop=None) -> list[Sighting]:
+    def scan(self, report: MaildirReport, stop=None) -> list[Sighting]:
         """Sightings worth deciding in every mailbox (`stop()` true: end early; the
         mailboxes not reached keep their state and are scanned next time)."""
         self.failed = None
@@ -449,11 +433,11 @@ class Scanner:
         now = self.clock()
         if box.unknown_since is not None and now - box.unknown_since < UNKNOWN_USER_RECHECK:
             return False
-        box.uid = self.store.uid(box.user, create=False)
+        box.uid = self.pipeline.store.uid(box.user, create=False)
         box.unknown_since = None if box.uid is not None else now
         return box.uid is not None
 
-    def _scan_mailbox(self, box: MailboxState, report: CycleReport) -> list[tuple]:
+    def _scan_mailbox(self, box: MailboxState, report: MaildirReport) -> list[tuple]:
         try:
             mtime = self.stat(box.path).st_mtime_ns
         except OSError:
@@ -482,7 +466,7 @@ class Scanner:
             arrivals += self._scan_folder(state, report)
         return arrivals
 
-    def _scan_folder(self, state: FolderState, report: CycleReport) -> list[tuple]:
+    def _scan_folder(self, state: FolderState, report: MaildirReport) -> list[tuple]:
         """(folder state, subdir, file name) of files whose base name is new here."""
         if state.kind == IGNORED:
             return []  # nothing seen there trains: not even statted
@@ -509,21 +493,16 @@ class Scanner:
         return arrivals
 
     def _settle(self, box: MailboxState) -> list[FolderState]:
-        """Copies in spam and innocent folders seen in one scan decide nothing (a client's
-        COPY before its delete, or both found at a first start), and deleting one copy is no
-        sighting: the copy left would never be decided. So once only one class still holds
-        copies (their base names at the folders' last listing), those are forgotten; the
-        folders returned are listed again, which sees them as arrivals and decides the move."""
-        relist: dict[int, FolderState] = {}
-        for key, copies in list(box.split.items()):
-            left = [(state, h, path) for state, h, path in copies
-                    if box.folders.get(state.path) is state and _holds(state.known, h)]
-            if {state.kind for state, _h, _path in left} >= {SPAM, INNOCENT}:
-                continue
-            del box.split[key]
-            self._forget_hashes((state, h) for state, h, _path in left)
-            relist.update((id(state), state) for state, _h, _path in left)
-        return list(relist.values())
+        """The folders to list again for the split messages of `box` now in one class only
+        (`core.settle`; a copy counts while its base name was in its folder at the last
+        listing): the copies left are forgotten, so listing their folders again sees them as
+        arrivals, and the move is decided."""
+        settled = settle(box.split, lambda copy: (box.folders.get(copy[0].path) is copy[0]
+                                                  and _holds(copy[0].known, copy[1])),
+                         lambda copy: copy[0].kind)
+        left = [copy for copies in settled.values() for copy in copies]
+        self._forget_hashes((state, h) for state, h, _path in left)
+        return list({id(state): state for state, _h, _path in left}.values())
 
     def split_paths(self) -> list[str]:
         """Files of messages still in spam and innocent folders at once: left out of the
@@ -553,14 +532,15 @@ class Scanner:
             state.recheck = True
 
     def _sightings(self, box: MailboxState, arrivals: list[tuple],
-                   report: CycleReport) -> list[Sighting]:
-        by_key: dict[str, tuple[set, dict[str, str], list]] = {}
+                   report: MaildirReport) -> list[Sighting]:
+        assert box.uid is not None
+        by_key: dict[str, Sighting] = {}
         for state, sub, name in arrivals:
             path = os.path.join(state.path, sub, name)
             report.files += 1
             try:
                 key = mailfolders.file_key(path, self.header, self.settings.max_message_size,
-                                       below=box.path, strict=self.strict)
+                                           below=box.path, strict=self.strict)
             except FileNotFoundError:
                 report.vanished += 1
                 self.forget(state, name)
@@ -573,74 +553,44 @@ class Scanner:
                 report.unreadable += 1
                 self.log(f"{path}: unsigned and over max_message_size; skipped")
                 continue
-            classes, paths, copies = by_key.setdefault(key, (set(), {}, []))
-            classes.add(state.kind)
-            paths.setdefault(state.kind, path)
-            copies.append((state, name_hash(mailfolders.base_name(name)), path))
-        assert box.uid is not None
-        out = []
-        keys = list(by_key)
-        learn_unsigned = self.settings.watch_learn_unsigned
-        trust = self.settings.watch_trust_verdict
-        for i in range(0, len(keys), BULK):
-            chunk = keys[i:i + BULK]
-            recorded = self.store.watch_states(box.uid, chunk)
-            signed = [k for k in chunk if not k.startswith("sha256:")]
-            verdicts = self.store.signature_states(signed) if signed else {}
+            sighting = by_key.get(key)
+            if sighting is None:
+                sighting = by_key[key] = Sighting(box.user, box.uid, key,
+                                                  where=Files(box.path, {}))
+            sighting.seen_in.add(state.kind)
+            sighting.where.paths.setdefault(state.kind, path)
+            sighting.copies.append((state, name_hash(mailfolders.base_name(name)), path))
+        out: list[Sighting] = []
+        for decided in self.pipeline.decide(box.uid, list(by_key.values())):
             records = []
-            for key in chunk:
-                classes, paths, copies = by_key[key]
-                state = verdicts.get(key)
-                verdict = state[1] if state is not None and state[0] == box.uid else None
-                action = decide(classes, recorded.get(key), verdict, learn_unsigned, trust)
+            for sighting, decision in decided:
                 # A message already queued is always passed on: its newer sighting replaces
                 # the queued one (moved back before its turn: then nothing is trained).
-                queued = self.queued(box.uid, key)
-                if action.action == NOTHING and not queued:
-                    if SPAM in classes and INNOCENT in classes:
-                        box.split[key] = copies
+                queued = self.queued(box.uid, sighting.key)
+                if decision.action == NOTHING and not queued:
+                    if sighting.split:
+                        box.split[sighting.key] = sighting.copies
                     continue
-                sighting = Sighting(box.user, box.uid, key, frozenset(classes), paths, box.path)
-                if action.action == RECORD and not queued:
-                    records.append((sighting, action.klass))
+                if decision.action == RECORD and not queued:
+                    records.append((sighting, decision.klass))
                 else:
                     out.append(sighting)
-            out += self._record(box.uid, records)
+            out += self.pipeline.record_first(box.uid, records)
         return out
-
-    def _record(self, uid: int, records: list) -> list[Sighting]:
-        """First sightings that only need remembering (no `watch_trust_verdict`): one
-        transaction for the lot, not a queue turn each (a first scan meets every message).
-        When another watcher recorded one meanwhile, they go through the queue instead."""
-        if not records:
-            return []
-        from spamsift.filter.engine.store.base import Batch, WatchUpdate
-
-        now = self.clock()
-        batch = Batch(time.strftime("%Y-%m-%d", time.localtime(now)))
-        batch.watch = [WatchUpdate(s.key, None, klass, int(now)) for s, klass in records]
-        try:
-            self.store.commit(uid, batch)
-        except ConflictError:
-            return [s for s, _klass in records]
-        return []
 
 
 # -- training, at a bounded rate ---------------------------------------------------------------
 class TrainingQueue:
-    """Sightings waiting to be trained: one FIFO per user, served round-robin, at most
-    `rate` a second (a token bucket holding one second's worth), so one user's bulk move
-    neither floods the database nor delays another user's single drag.
+    """Sightings waiting to be trained: one FIFO per user, served round-robin, at most as
+    fast as `limiter` allows, so one user's bulk move neither floods the database nor delays
+    another user's single drag.
 
     A newer sighting of a queued message replaces the older one in place: a move out and
     back before its turn is decided once, from where the message ends up (net change)."""
 
-    def __init__(self, rate: float, clock=time.monotonic) -> None:
-        self.rate = rate
-        self.clock = clock
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
         self.users: OrderedDict[int, OrderedDict[str, Sighting]] = OrderedDict()
-        self.tokens = max(1.0, rate)
-        self.filled_at = clock()
 
     def __len__(self) -> int:
         return sum(len(q) for q in self.users.values())
@@ -649,28 +599,20 @@ class TrainingQueue:
         queue = self.users.get(uid_key[0])
         return queue is not None and uid_key[1] in queue
 
+    def __iter__(self):
+        return (sighting for queue in self.users.values() for sighting in queue.values())
+
     def put(self, sighting: Sighting) -> None:
         self.users.setdefault(sighting.uid, OrderedDict())[sighting.key] = sighting
 
     def wait_time(self) -> float:
         """Seconds until `take` may return something (0: now)."""
-        if not self.users:
-            return float("inf")
-        if self.rate <= 0:
-            return 0.0
-        self._refill()
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.filled_at) * self.rate)
-        self.filled_at = now
+        return self.limiter.wait_time() if self.users else float("inf")
 
     def take(self) -> Sighting | None:
         if not self.users or self.wait_time() > 0:
             return None
-        if self.rate > 0:
-            self.tokens -= 1
+        self.limiter.take()
         uid, queue = next(iter(self.users.items()))
         _key, sighting = queue.popitem(last=False)
         del self.users[uid]
@@ -688,17 +630,15 @@ class Watcher:
                  monotonic=time.monotonic, sleep=time.sleep, log=None,
                  state_file: str | None = None) -> None:
         """`state_file`: where the scanner state is kept between runs (see `save_state`)."""
-        from spamsift.watchers.applier import Applier
-
         self.settings = settings
-        self.store = store
         self.log = log or (lambda line: None)
+        self.pipeline = Pipeline(settings, store, self._read, self.log, clock, monotonic)
         self.finder = MailboxFinder(roots, Template(template or settings.watch_path_template),
                                     stat, listdir, monotonic, self.log)
-        self.scanner = Scanner(self.finder, settings, store, stat, listdir, clock, self.log)
-        self.queue = TrainingQueue(settings.watch_rate, monotonic)
+        self.scanner = Scanner(self.finder, settings, self.pipeline, stat, listdir, clock,
+                               self.log)
+        self.queue = TrainingQueue(self.pipeline.limiter)
         self.scanner.queued = lambda uid, key: (uid, key) in self.queue
-        self.applier = Applier(settings, store, clock=clock)
         self.monotonic = monotonic
         self.sleep = sleep
         self.wake: InotifyWaker | None = None  # wakes the loop early, when asked for
@@ -714,8 +654,8 @@ class Watcher:
                 self.log(f"scanner state of {restored} folders from {state_file}")
         self.cycles = 0
 
-    def scan(self) -> CycleReport:
-        report = CycleReport()
+    def scan(self) -> MaildirReport:
+        report = MaildirReport()
         started = self.monotonic()
         for sighting in self.scanner.scan(report, self.stopped):
             self.queue.put(sighting)
@@ -725,42 +665,33 @@ class Watcher:
             self.failed_storage = True
         return report
 
-    def train_one(self, report: CycleReport) -> bool:
+    def train_one(self, report: MaildirReport) -> bool:
         """Train the next queued sighting if the rate allows; False when none was due."""
         sighting = self.queue.take()
         if sighting is None:
             return False
 
-        def read(paths=sighting.paths) -> bytes | None:
-            for path in paths.values():
-                try:
-                    return mailfolders.read_message(path, self.settings.max_message_size or None,
-                                                sighting.root, self.scanner.strict)
-                except OSError:
-                    continue
-            return None
-
         try:
-            done = self.applier.apply(sighting.user, sighting.uid, sighting.key,
-                                      sighting.seen_in, read)
-        except ConflictError as exc:
-            self.log(f"{sighting.user}: {exc}")
-            self.queue.put(sighting)
-            return True
+            if not self.pipeline.train(sighting, report):
+                self.queue.put(sighting)  # another watcher is at it: look again later
         except StorageUnavailableError as exc:
             self.log(f"{sighting.user}: storage unavailable ({exc}); will retry")
             self.queue.put(sighting)
             raise
-        except StorageError as exc:
-            self.log(f"{sighting.user}: {sighting.key[:40]}: {exc}; skipped")
-            return True
-        report.trained[done.action] = report.trained.get(done.action, 0) + 1
-        if done.action != "nothing":
-            self.log(f"{sighting.user}: {sighting.key[:40]} {done.action} "
-                     f"{done.decision.klass} ({done.decision.reason})")
         return True
 
-    def cycle(self, until: float | None = None) -> CycleReport:
+    def _read(self, sighting: Sighting) -> bytes | None:
+        """The bytes of a sighting's first file still there, or None."""
+        files = sighting.where
+        for path in files.paths.values():
+            try:
+                return mailfolders.read_message(path, self.settings.max_message_size or None,
+                                                files.mailbox, self.scanner.strict)
+            except OSError:
+                continue
+        return None
+
+    def cycle(self, until: float | None = None) -> MaildirReport:
         """One scan, then training until `until` (monotonic; None: until the queue is
         empty, at the configured rate)."""
         self.cycles += 1
@@ -784,24 +715,24 @@ class Watcher:
             self.log(report.line(len(self.queue)))
         if self.metrics is not None:
             self.metrics.queue_depth.set(len(self.queue))
-            self.metrics.scan_seconds.set(scanned)
-            for action, n in report.trained.items():
-                self.metrics.trained.labels(action).inc(n)
+            report.publish(self.metrics, scanned)
         return report
+
+    @property
+    def store(self):
+        """The store connection in use (`use_store` replaces it)."""
+        return self.pipeline.store
 
     def use_store(self, store) -> None:
         """Work with another store connection from now on (after the old one failed)."""
-        from spamsift.watchers.applier import Applier
-
-        self.store = self.scanner.store = store
-        self.applier = Applier(self.settings, store, clock=self.applier.clock)
+        self.pipeline.use_store(store)
 
     def save_state(self) -> None:
         """Save the scanner state (`state_file`), leaving out what is still queued."""
         if not self.state_file:
             return
-        excluded = [path for queue in self.queue.users.values() for sighting in queue.values()
-                    for path in sighting.paths.values()] + self.scanner.split_paths()
+        excluded = [path for sighting in self.queue for path in sighting.where.paths.values()]
+        excluded += self.scanner.split_paths()
         try:
             self.scanner.save(self.state_file, excluded)
         except OSError as exc:
