@@ -13,7 +13,8 @@ import time
 import pytest
 
 from tests.watchsite import HAM, SPAM, Site
-from spamsift.watchers.maildir import MailboxFinder, Template, TrainingQueue, Watcher
+from spamsift.watchers.finder import MailboxFinder, Template
+from spamsift.watchers.maildir import TrainingQueue, Watcher
 
 USER = "alice@example.org"
 
@@ -536,7 +537,7 @@ def test_home_relative_template_finds_system_users(tmp_path):
 
 
 def test_inotify_wakes_the_loop_early(site, trained):
-    from spamsift.watchers.maildir import InotifyWaker
+    from spamsift.watchers.inotify import InotifyWaker
 
     box, inbox, _junk = trained
     waker = InotifyWaker()
@@ -781,12 +782,12 @@ def test_nfs_mtime_slack_lists_a_recently_changed_folder_again(site, trained, re
     When that mtime was within MTIME_SLACK of the listing, the folder is listed again next
     cycle and the drag is trained; when it was older, nothing says the folder changed, and
     the drag waits until its mtime moves (then it is trained, once)."""
-    from spamsift.watchers import maildir as watcher_module
+    from spamsift.watchers import scanner as scanner_module
 
     box, inbox, _junk = trained
     now = [1_800_000_000.0]
     frozen_dir = os.path.join(box, ".Spam", "cur")
-    held_at = now[0] if recent else now[0] - 10 * watcher_module.MTIME_SLACK
+    held_at = now[0] if recent else now[0] - 10 * scanner_module.MTIME_SLACK
     stat = _FrozenMtime(frozen_dir, int(held_at * 1e9))
     w = watcher(site, stat=stat, clock=lambda: now[0])
     assert w.cycle().trained == {}

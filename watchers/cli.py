@@ -120,7 +120,8 @@ def _watch(args) -> int:
 
     from spamsift.filter.engine import config, log, users
     from spamsift.filter.engine.store.base import open_store
-    from spamsift.watchers.maildir import InotifyWaker, Watcher
+    from spamsift.watchers.inotify import InotifyWaker
+    from spamsift.watchers.maildir import Watcher
 
     settings = config.load(args.config)
     changes: dict[str, object] = {}
