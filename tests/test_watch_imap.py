@@ -12,7 +12,8 @@ import time
 import pytest
 
 from spamsift.filter.engine import imapurl
-from spamsift.watchers.imap import ImapWatcher, default_state_path, main
+from spamsift.watchers.cursors import default_state_path
+from spamsift.watchers.imap import ImapWatcher, main
 from watchsite import HAM, SPAM, Site
 
 pytest_plugins = ["imapserver"]  # the dovecot and imap_user fixtures (tests/imapserver.py)

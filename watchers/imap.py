@@ -20,37 +20,35 @@ decided with the message's recorded class and verdict read in bulk, and what tra
 again on fresh state and trained with a compare-and-set on the record, at most ``watch_rate``
 a second: exactly once, with the Maildir watcher's rules. Unsigned mail is read whole
 (``BODY.PEEK[]``) only when ``watch_learn_unsigned`` is on (its key is the digest of its
-bytes, CRLF as IMAP sends them). The watcher never changes the mailbox: folders are opened with EXAMINE (read-only).
+bytes, CRLF as IMAP sends them). The watcher never changes the mailbox: folders are opened
+with EXAMINE (read-only).
 
 Waking up: where the server has IDLE, one extra connection per followed folder (at most
 `MAX_IDLERS`) idles and wakes the loop when the folder changes, so a drag is trained within
-about a second; folders beyond that, servers without IDLE, and ``--no-idle`` are polled every
-``watch_interval`` seconds. The polling cycle also runs with IDLE, as the source of truth.
+about a second (`spamsift.watchers.idle`); folders beyond that, servers without IDLE, and
+``--no-idle`` are polled every ``watch_interval`` seconds. The polling cycle also runs with
+IDLE, as the source of truth.
 
-Cursor state: a small JSON file per account in ``HOME/imap-watch/`` (``--state`` overrides).
-Why a file and not the store: the cursor only saves work; correctness lives in the store's
-per-message records (``spamsift_watch_messages``), changed by compare-and-set in the training
-transaction. A lost or stale cursor file costs one re-sync, never a second training; and two
-watchers on one account (each with its own file, e.g. on two nodes) still train once. The
-store contract therefore needs no per-folder table for it.
+The cursors (per folder: UIDVALIDITY and the highest UID looked at) are kept in a file per
+account (`spamsift.watchers.cursors`, which says why not in the store).
 """
+
 
 from __future__ import annotations
 
 import argparse
 import imaplib
-import json
-import os
 import sys
 import threading
 import time
-from hashlib import sha256
 
 from spamsift.filter.engine import exitcodes, imapurl, mailfolders
 from spamsift.filter.engine.errors import SpamsiftError, StorageError, UsageError, command_failed
 from spamsift.watchers.core import CycleReport, Pipeline, Sighting, settle
+from spamsift.watchers.cursors import Cursor, StateFile, default_state_path
 from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM
 from spamsift.watchers.heartbeat import Heartbeat
+from spamsift.watchers.idle import IDLE_TICK, Idler
 
 # New UIDs whose headers are fetched per round trip; the reply is ~80 bytes a message.
 FETCH_BATCH = 500
@@ -61,21 +59,14 @@ FLUSH_SIGHTINGS = 5000
 # IDLE connections per account: INBOX and one or two spam folders cover the usual drags, and
 # Dovecot allows 10 connections per user and IP by default (mail_max_userip_connections).
 MAX_IDLERS = 4
-# RFC 2177: servers may drop an IDLE after 30 minutes of it; renew before that.
-IDLE_RENEW = 25 * 60.0
-# How often an idler looks at its stop flag while idling (bounds the shutdown delay).
-IDLE_TICK = 1.0
+SPLIT_DAYS = 30     # copies in spam and innocent folders at once are looked for this long
+SEARCH_UIDS = 500   # UIDs per UID SEARCH (Dovecot refuses arguments over ~64 KB)
 
 
 def _default_factory():
     from imapclient import IMAPClient
 
     return IMAPClient
-
-
-# -- cursor state ------------------------------------------------------------------------------
-SPLIT_DAYS = 30     # copies in spam and innocent folders at once are looked for this long
-SEARCH_UIDS = 500   # UIDs per UID SEARCH (Dovecot refuses arguments over ~64 KB)
 
 
 def _uid_set(uids: list[int]) -> str:
@@ -91,100 +82,6 @@ def _uid_set(uids: list[int]) -> str:
     return ",".join(parts)
 
 
-class Cursor:
-    """One followed folder: its UIDVALIDITY and the highest UID already looked at."""
-
-    __slots__ = ("uidvalidity", "last_uid")
-
-    def __init__(self, uidvalidity: int, last_uid: int = 0) -> None:
-        self.uidvalidity = uidvalidity
-        self.last_uid = last_uid
-
-    def __repr__(self) -> str:
-        return f"Cursor({self.uidvalidity}, {self.last_uid})"
-
-
-class StateFile:
-    """The cursors of one account in a JSON file, replaced atomically (write, fsync, rename).
-
-    An unreadable or damaged file is logged and treated as empty (a re-sync: see the module
-    docstring for why that is safe); a home we cannot write is logged once and the cursors
-    stay in memory."""
-
-    def __init__(self, path: str | None, log) -> None:
-        self.path = path
-        self.log = log
-        self.cursors: dict[str, Cursor] = {}
-        # Messages seen in spam and innocent folders in one cycle: key -> their copies, until
-        # one class is left (`ImapWatcher._settle`).
-        # (unix time first seen so, copies); see `SPLIT_DAYS`.
-        self.split: dict[str, tuple[int, list[tuple[str, int, int, str]]]] = {}
-        self._saved: dict | None = None
-        self._warned = False
-
-    def load(self, account: str) -> None:
-        if self.path is None or not os.path.exists(self.path):
-            return
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-            if data.get("account") != account:
-                self.log(f"{self.path}: state of {data.get('account')!r}, not {account!r}; "
-                         "starting over")
-                return
-            self.cursors = {name: Cursor(int(c["uidvalidity"]), int(c["last_uid"]))
-                            for name, c in data["folders"].items()}
-            self.split = {key: (int(entry["since"]),
-                                [(str(f), int(v), int(u), str(k))
-                                 for f, v, u, k in entry["copies"]])
-                          for key, entry in data.get("split", {}).items()}
-            self._saved = self._data(account)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self.log(f"{self.path}: unreadable watch state ({exc}); re-syncing every folder")
-            self.cursors = {}
-            self.split = {}
-
-    def _data(self, account: str) -> dict:
-        data: dict = {"account": account,
-                      "folders": {n: {"uidvalidity": c.uidvalidity, "last_uid": c.last_uid}
-                                  for n, c in sorted(self.cursors.items())}}
-        if self.split:
-            data["split"] = {key: {"since": since, "copies": [list(c) for c in copies]}
-                             for key, (since, copies) in sorted(self.split.items())}
-        return data
-
-    def save(self, account: str) -> None:
-        data = self._data(account)
-        if self.path is None or data == self._saved:
-            return
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        try:
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            self._saved = data
-        except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                self.log(f"cannot save watch state to {self.path}: {exc.strerror or exc}; "
-                         "a restart will re-sync")
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-
-
-def default_state_path(home: str, url: imapurl.ImapURL, user: str) -> str:
-    """``HOME/imap-watch/<user>-<digest of account and folder choice>.json``."""
-    digest = sha256(f"{url}\0{user}".encode()).hexdigest()[:16]
-    safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in user)[:64]
-    return os.path.join(home, "imap-watch", f"{safe}-{digest}.json")
-
-
-# -- one cycle -----------------------------------------------------------------------------------
 class ImapReport(CycleReport):
     __slots__ = ("folders", "looked", "new_uids", "unsigned", "resynced")
 
@@ -533,7 +430,8 @@ class ImapWatcher:
                 self.idlers.pop(name).stop()
         for name in names[:MAX_IDLERS]:
             if name not in self.idlers:
-                idler = Idler(self, name)
+                idler = Idler(name, lambda: imapurl.connect(self.url, self.access, self.factory),
+                              self.wake, lambda line: self.log(f"{self.account}: {line}"))
                 self.idlers[name] = idler
                 idler.start()
 
@@ -546,56 +444,6 @@ class ImapWatcher:
             idler.join(timeout=IDLE_TICK + 5)
 
 
-class Idler(threading.Thread):
-    """Holds IDLE on one folder over its own connection and sets the watcher's `wake` event
-    when the server reports a change. Only a wake-up: the cycle finds what changed. Ends
-    when stopped or when its connection fails (the next cycle starts a new one)."""
-
-    def __init__(self, watcher: ImapWatcher, folder: str) -> None:
-        super().__init__(name=f"imap-idle {folder}", daemon=True)
-        self.watcher = watcher
-        self.folder = folder
-        self.stopping = threading.Event()
-        self.ready = threading.Event()  # set once IDLE is in effect (tests wait for it)
-
-    def stop(self) -> None:
-        self.stopping.set()
-
-    def run(self) -> None:
-        w = self.watcher
-        client = None
-        try:
-            client = imapurl.connect(w.url, w.access, w.factory)
-            client.select_folder(self.folder, readonly=True)
-            while not self.stopping.is_set():
-                client.idle()
-                self.ready.set()
-                renew_at = time.monotonic() + IDLE_RENEW
-                changed = False
-                while not self.stopping.is_set() and time.monotonic() < renew_at:
-                    responses = client.idle_check(timeout=IDLE_TICK)
-                    if any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS",
-                                                                           b"RECENT")
-                           for r in responses):
-                        changed = True
-                        break
-                client.idle_done()
-                if changed:
-                    w.wake.set()
-        except Exception as exc:  # noqa: BLE001 - any failure ends this wake-up source only
-            if not self.stopping.is_set():
-                w.log(f"{w.account}: IDLE on {self.folder} ended ({exc}); polling covers it")
-                w.wake.set()
-        finally:
-            self.ready.set()
-            if client is not None:
-                try:
-                    client.logout()
-                except Exception:  # noqa: BLE001
-                    pass
-
-
-# -- the command -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from spamsift.watchers.cli import OneLineParser
 
