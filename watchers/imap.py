@@ -30,22 +30,21 @@ about a second (`spamsift.watchers.idle`); folders beyond that, servers without 
 IDLE, as the source of truth.
 
 The cursors (per folder: UIDVALIDITY and the highest UID looked at) are kept in a file per
-account (`spamsift.watchers.cursors`, which says why not in the store).
+account (`spamsift.watchers.cursors`, which says why not in the store). The command line is
+`spamsift.watchers.cli.imap_main`.
 """
 
 
 from __future__ import annotations
 
-import argparse
 import imaplib
-import sys
 import threading
 import time
 
-from spamsift.filter.engine import exitcodes, imapurl, mailfolders
-from spamsift.filter.engine.errors import SpamsiftError, StorageError, UsageError, command_failed
+from spamsift.filter.engine import imapurl, mailfolders
+from spamsift.filter.engine.errors import StorageError
 from spamsift.watchers.core import CycleReport, Pipeline, Sighting, settle
-from spamsift.watchers.cursors import Cursor, StateFile, default_state_path
+from spamsift.watchers.cursors import Cursor, StateFile
 from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM
 from spamsift.watchers.heartbeat import Heartbeat
 from spamsift.watchers.idle import IDLE_TICK, Idler
@@ -442,127 +441,3 @@ class ImapWatcher:
             idler.stop()
         for idler in idlers:
             idler.join(timeout=IDLE_TICK + 5)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from spamsift.watchers.cli import OneLineParser
-
-    parser = OneLineParser(
-        prog="spamsift watch",
-        description="Follow an IMAP account's INBOX and spam folders and retrain mail its user "
-                    "drags into or out of a spam folder, exactly once. Never changes the "
-                    "mailbox. One account per process.")
-    parser.add_argument("urls", nargs="+", metavar="URL",
-                        help="imaps://USER@HOST[:PORT]/ (or imap://, STARTTLS required); a "
-                             "folder in the URL is followed instead of INBOX")
-    parser.add_argument("--once", action="store_true",
-                        help="one cycle, train what it found, exit (for cron)")
-    parser.add_argument("--interval", type=float, metavar="S",
-                        help="seconds between polls (default: watch_interval); with IDLE a "
-                             "change wakes it at once")
-    parser.add_argument("--rate", type=float, metavar="N",
-                        help="trainings per second at most (default: watch_rate; 0: no limit)")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="log lines to stderr too (they always go to syslog)")
-    parser.add_argument("--config", metavar="FILE")
-    parser.add_argument("--metrics", metavar="HOST:PORT",
-                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
-    # Maildir-only options of `spamsift watch`, refused here with a clear line.
-    parser.add_argument("--template", help=argparse.SUPPRESS)
-    parser.add_argument("--inotify", action="store_true", help=argparse.SUPPRESS)
-    add_imap_options(parser)
-    return parser
-
-
-IMAP_ONLY = ("user", "no_idle", "all_folders", "state", "password_file", "cafile",
-             "imap_insecure")
-
-
-def add_imap_options(parser, group=None) -> None:
-    """The options only the IMAP watcher takes (`IMAP_ONLY`), in `group` (default: the
-    parser) and imapurl's own group: also listed, and refused for Maildir roots, by
-    `spamsift watch --help` (spamsift.watchers.cli)."""
-    group = group or parser
-    group.add_argument("--user", help="IMAP: the spamsift user (default: the URL's user "
-                                      "name)")
-    group.add_argument("--no-idle", action="store_true", help="IMAP: poll only, never IDLE")
-    group.add_argument("--all-folders", action="store_true",
-                       help="IMAP: follow every folder not in ignored_folders, not only "
-                            "INBOX and the spam folders")
-    group.add_argument("--state", metavar="FILE",
-                       help="IMAP: cursor file (default: HOME/imap-watch/USER-DIGEST.json)")
-    imapurl.add_arguments(parser)
-
-
-def main(argv: list[str] | None = None, client_factory=None) -> int:
-    """``spamsift watch imap://...``; exit codes as `spamsift.watchers.cli` documents, plus 77 for a
-    refused login and 78 for an untrusted certificate."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = build_parser().parse_args(argv)
-        return _watch(args, client_factory)
-    except SpamsiftError as exc:
-        return command_failed("watch", exc)
-    except KeyboardInterrupt:
-        return exitcodes.OK
-
-
-def _watch(args, client_factory) -> int:
-    import signal
-
-    from spamsift.filter.engine import config, log, users
-    from spamsift.filter.engine.store.base import open_store
-
-    if args.template or args.inotify:
-        raise UsageError("--template and --inotify are for Maildir roots, not imap:// URLs")
-    if not all(imapurl.is_imap_url(u) for u in args.urls):
-        raise UsageError("give either Maildir roots or imap:// URLs, not both")
-    if len(args.urls) != 1:
-        raise UsageError("one imap:// URL per process (run one watcher per account)")
-    url = imapurl.parse_url(args.urls[0])
-    settings = config.load(args.config)
-    changes: dict[str, object] = {}
-    if args.interval is not None:
-        changes["watch_interval"] = args.interval
-    if args.rate is not None:
-        changes["watch_rate"] = args.rate
-    if changes:
-        settings = settings.replace(**changes)
-    user = users.acting_for(args.user or url.user, settings)
-
-    def say(line: str) -> None:
-        log.info(line, settings.syslog)
-        if args.verbose:
-            print(f"spamsift watch: {line}", file=sys.stderr, flush=True)
-
-    access = imapurl.access_from_args(args)
-    state = args.state or default_state_path(settings.home, url, user)
-    store = open_store(settings.storage_url, settings.storage_timeout)
-    watcher = ImapWatcher(settings, store, url, access, user, state_path=state,
-                          all_folders=args.all_folders, idle=not (args.once or args.no_idle),
-                          client_factory=client_factory, log=say)
-    watcher.heartbeat.verbose = args.verbose
-    from spamsift.watchers.cli import serve_metrics
-
-    watcher.metrics = serve_metrics(args.metrics, settings)
-    try:
-        if args.once:
-            watcher.cycle()
-            return exitcodes.OK
-        watcher.connect()  # a wrong password or certificate ends the command here, clearly
-        stopping = threading.Event()
-
-        def stop(_signum, _frame) -> None:
-            stopping.set()
-            watcher.wake.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        say(f"watching {watcher.account} for {user} every {settings.watch_interval:g} s"
-            f"{'' if args.no_idle else ' (IDLE where the server has it)'}")
-        watcher.run(settings.watch_interval, stop=stopping.is_set)
-        say("stopped")
-        return exitcodes.OK
-    finally:
-        watcher.close()
-        store.close()
