@@ -757,18 +757,18 @@ def test_watch_help_is_plain_and_lists_the_imap_options():
 
 
 class _FrozenMtime:
-    """os.stat with one directory's mtime held still, as NFS attribute caching (acdirmax) or
-    a one-second mtime resolution shows it: the folder changes, its mtime does not."""
+    """os.stat with chosen directories' mtimes held still (`held`: path -> st_mtime_ns), as
+    NFS attribute caching (acdirmax) or a one-second mtime resolution shows them: the folder
+    changes, its mtime does not."""
 
-    def __init__(self, frozen_dir: str, mtime_ns: int) -> None:
-        self.frozen_dir = os.path.normpath(frozen_dir)
-        self.mtime_ns = mtime_ns
+    def __init__(self, held: dict[str, int]) -> None:
+        self.held = {os.path.normpath(path): ns for path, ns in held.items()}
 
     def __call__(self, path, *args, **kwargs):
         real = os.stat(path, *args, **kwargs)
-        if os.path.normpath(path) != self.frozen_dir:
+        mtime_ns = self.held.get(os.path.normpath(path))
+        if mtime_ns is None:
             return real
-        mtime_ns = self.mtime_ns
 
         class Held:
             def __getattr__(self, name):
@@ -788,7 +788,7 @@ def test_nfs_mtime_slack_lists_a_recently_changed_folder_again(site, trained, re
     now = [1_800_000_000.0]
     frozen_dir = os.path.join(box, ".Spam", "cur")
     held_at = now[0] if recent else now[0] - 10 * scanner_module.MTIME_SLACK
-    stat = _FrozenMtime(frozen_dir, int(held_at * 1e9))
+    stat = _FrozenMtime({frozen_dir: int(held_at * 1e9)})
     w = watcher(site, stat=stat, clock=lambda: now[0])
     assert w.cycle().trained == {}
     site.move(site.seen(inbox), box, ".Spam")
@@ -798,8 +798,69 @@ def test_nfs_mtime_slack_lists_a_recently_changed_folder_again(site, trained, re
         assert report.trained == {"retrained": 1}
     else:
         assert report.trained == {}  # the folder looked unchanged
-        stat.mtime_ns += 1_000_000_000  # the cache expires: the mtime moves
+        stat.held[frozen_dir] += 1_000_000_000  # the cache expires: the mtime moves
         now[0] += 1
         assert w.cycle().trained == {"retrained": 1}
     now[0] += 60
     assert w.cycle().trained == {}  # and once only
+
+
+def test_nfs_recheck_ends_once_the_mtime_is_older_than_the_slack(site, trained):
+    """Through the stat=, listdir= and clock= seams: a folder listed while its mtime is within
+    MTIME_SLACK is listed again every cycle until a listing finds that mtime older than the
+    slack, then no more; an idle cycle lists nothing, and every listing goes through
+    listdir (two descriptors a folder: new/ and cur/)."""
+    from spamsift.watchers.scanner import MTIME_SLACK
+
+    box, _inbox, _junk = trained
+    now = [1_800_000_000.0]
+    old = int((now[0] - 10 * MTIME_SLACK) * 1e9)
+    subdirs = [os.path.join(box, folder, sub) for folder in ("", ".Spam") for sub in ("new", "cur")]
+    stat = _FrozenMtime(dict.fromkeys(subdirs, old))
+    listings: list[int] = []
+
+    def listdir(path):
+        if isinstance(path, int):  # a folder's new/ or cur/, opened without following links
+            listings.append(path)
+        return os.listdir(path)
+
+    w = watcher(site, stat=stat, listdir=listdir, clock=lambda: now[0])
+
+    def cycle(advance: float) -> int:
+        """Folders listed by one cycle `advance` seconds on (checked against listdir)."""
+        now[0] += advance
+        del listings[:]
+        listed = w.cycle().listed
+        assert len(listings) == 2 * listed
+        return listed
+
+    assert cycle(0) == 2          # the first scan lists INBOX and .Spam (.Trash: ignored)
+    assert cycle(10) == 0         # idle: stats only
+    spam_cur = os.path.normpath(os.path.join(box, ".Spam", "cur"))
+    stat.held[spam_cur] = int(now[0] * 1e9)  # .Spam changes now: its mtime moves
+    assert cycle(0) == 1          # changed: listed, and its mtime is recent
+    assert cycle(1) == 1          # still within the slack at the last listing: again
+    assert cycle(MTIME_SLACK) == 1  # listed once more, which finds the mtime old enough
+    assert cycle(1) == 0          # and no more
+    assert cycle(60) == 0
+
+
+def test_finder_lists_a_directory_again_only_when_its_mtime_changes(tmp_path):
+    """Through the finder's stat= and listdir= seams: an idle find stats the template's
+    directories and lists none; a new mailbox is found by listing only what changed."""
+    root = tmp_path / "vmail"
+    os.makedirs(root / "example.org" / "alice" / "Maildir" / "cur")
+    listed: list[str] = []
+
+    def listdir(path):
+        listed.append(os.path.relpath(path, root))
+        return os.listdir(path)
+
+    finder = MailboxFinder([str(root)], Template("%d/%u/Maildir"), listdir=listdir)
+    assert list(finder.find().values()) == ["alice@example.org"]
+    assert listed == [".", "example.org", "example.org/alice"]
+    del listed[:]
+    assert list(finder.find().values()) == ["alice@example.org"] and listed == []
+    os.makedirs(root / "example.org" / "bob" / "Maildir" / "cur")
+    assert sorted(finder.find().values()) == ["alice@example.org", "bob@example.org"]
+    assert listed == ["example.org", "example.org/bob"]

@@ -79,8 +79,10 @@ class MaildirReport(CycleReport):
 class Scanner:
     """Finds sightings in the mailboxes of a `MailboxFinder`, statting only directories.
 
-    `stat` and `listdir` are seams (as in watchdog's polling emitter); `clock` is wall time,
-    compared with directory mtimes."""
+    `stat` and `listdir` are seams (as in watchdog's polling emitter): every directory stat
+    and listing of a scan goes through them (``cur/`` and ``new/`` are listed by descriptor,
+    opened without following a symlink). `clock` is wall time, compared with directory
+    mtimes."""
 
     def __init__(self, finder: MailboxFinder, settings, pipeline: Pipeline, stat=os.stat,
                  listdir=os.listdir, clock=time.time, log=None) -> None:
@@ -159,7 +161,7 @@ class Scanner:
         if mtime != box.mtime or not box.folders:
             try:
                 listed = mailfolders.folders(box.path, self.settings.spam_folders,
-                                             self.settings.ignored_folders)
+                                             self.settings.ignored_folders, self.listdir)
             except OSError as exc:
                 self.log(f"{box.path}: cannot list: {exc.strerror or exc}; skipped")
                 return []
@@ -193,7 +195,7 @@ class Scanner:
         listed_at = self.clock()
         report.listed += 1
         current: dict[int, tuple[str, str]] = {}
-        for sub, name in mailfolders.message_files(state.path):
+        for sub, name in mailfolders.message_files(state.path, self.listdir):
             current[name_hash(mailfolders.base_name(name))] = (sub, name)
         old = set(state.known)
         arrivals = [(state, sub, name) for h, (sub, name) in current.items() if h not in old]

@@ -78,15 +78,15 @@ def is_maildir(path: str) -> bool:
     return os.path.isdir(os.path.join(path, "cur")) and os.path.isdir(os.path.join(path, "new"))
 
 
-def folders(root: str, spam_folders, ignored_folders) -> list[Folder]:
+def folders(root: str, spam_folders, ignored_folders, listdir=os.listdir) -> list[Folder]:
     """The INBOX and every ``.Name`` folder of the Maildir++ at `root`, sorted by name.
 
     For the watcher, which reads files for their owner with more rights than the owner:
     below `root` nothing is followed through a symlink (a user's ``.Spam/cur`` pointing at a
     directory only root can read is no folder). Raises OSError when `root` cannot be listed
-    (the caller says so and goes on)."""
+    (the caller says so and goes on). `listdir` is the watcher's seam (``os.listdir``)."""
     found = [Folder("", root, INNOCENT)] if _real_maildir(root) else []
-    for entry in sorted(os.listdir(root)):
+    for entry in sorted(listdir(root)):
         if not entry.startswith(".") or entry in (".", ".."):
             continue
         path = os.path.join(root, entry)
@@ -114,10 +114,12 @@ def base_name(filename: str) -> str:
     return filename
 
 
-def message_files(folder_path: str):
+def message_files(folder_path: str, listdir=os.listdir):
     """(subdir, file name) of every message in ``new/`` and ``cur/``; dotfiles skipped.
 
-    A subdirectory that vanished (folder deleted mid-scan) or is a symlink yields nothing."""
+    A subdirectory that vanished (folder deleted mid-scan) or is a symlink yields nothing.
+    Each is opened without following a symlink and listed through its descriptor, by
+    `listdir` (``os.listdir``; the watcher's seam)."""
     for sub in SUBDIRS:
         try:
             fd = os.open(os.path.join(folder_path, sub), _O_DIR)
@@ -128,7 +130,7 @@ def message_files(folder_path: str):
                 continue
             raise
         try:
-            names = os.listdir(fd)
+            names = listdir(fd)
         finally:
             os.close(fd)
         for name in sorted(names):
