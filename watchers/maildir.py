@@ -126,7 +126,6 @@ class Watcher:
         sighting = self.queue.take()
         if sighting is None:
             return False
-
         try:
             if not self.pipeline.train(sighting, report):
                 self.queue.put(sighting)  # another watcher is at it: look again later
