@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from spamsift.filter.engine.errors import ConflictError, StorageError, StorageUnavailableError
+from spamsift.filter.engine.store.base import WatchUpdate
+from spamsift.filter.engine.watchstate import record_batch
 from spamsift.watchers.applier import Applier, verdicts_of
 from spamsift.watchers.decide import INNOCENT, SPAM, Decision, decide
 
@@ -201,9 +203,6 @@ class Pipeline:
         watcher recorded one meanwhile: they must then be trained one by one."""
         if not sightings:
             return []
-        from spamsift.filter.engine.store.base import WatchUpdate
-        from spamsift.filter.engine.watchstate import record_batch
-
         now = self.clock()
         updates = [WatchUpdate(s.key, None, klass, int(now)) for s, klass in sightings]
         try:
