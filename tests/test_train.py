@@ -704,8 +704,8 @@ def test_cross_validation_with_the_logistic_model_trains_each_fold_as_train_woul
 
 # -- reclassify ------------------------------------------------------------------------------
 def test_reclassify_lists_then_moves_and_the_watcher_takes_no_drag(env, tmp_path, capsys):
-    from spamsift.filter.engine import maildir
-    from spamsift.filter.engine.watchstate import Applier
+    from spamsift.filter.engine import mailfolders
+    from spamsift.watchers.applier import Applier
     from spamsift.watchers.decide import decide
 
     assert train.main(["--user", "c", "--quiet", "--spam",
@@ -735,9 +735,9 @@ def test_reclassify_lists_then_moves_and_the_watcher_takes_no_drag(env, tmp_path
     uid = store.uid("c")
     applier = Applier(settings, store, decide)
     for raw in misfiled_spam:
-        key = maildir.message_key(raw)
+        key = mailfolders.message_key(raw)
         assert store.watch_states(uid, [key]) == {key: "spam"}
-        assert applier.apply("c", uid, key, {maildir.SPAM}, read=lambda r=raw: r).action \
+        assert applier.apply("c", uid, key, {mailfolders.SPAM}, read=lambda r=raw: r).action \
             == "nothing"
     stats = store.stats(uid)
     assert (stats.spam_learned, stats.innocent_learned) == (40, 60)  # nothing trained

@@ -12,7 +12,9 @@ import time
 import pytest
 
 from spamsift.filter.engine import imapurl
-from spamsift.watchers.imap import ImapWatcher, default_state_path, main
+from spamsift.watchers.cli import imap_main as main
+from spamsift.watchers.cursors import default_state_path
+from spamsift.watchers.imap import ImapWatcher
 from watchsite import HAM, SPAM, Site
 
 pytest_plugins = ["imapserver"]  # the dovecot and imap_user fixtures (tests/imapserver.py)
@@ -295,7 +297,7 @@ def test_command_once_and_clear_errors(account, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPAMSIFT_CONFIG", account.site.config)
     url = f"imaps://{account.user}@127.0.0.1:{account.dovecot.tls_port}/"
     before = account.counts(sig)
-    # `spamsift watch` hands URLs to spamsift.watchers.imap
+    # `spamsift watch` hands URLs to the IMAP watcher
     from spamsift.watchers.cli import main as watch_main
 
     code = watch_main([url, "--once", "--password-file", str(pw), "--cafile",

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from tests.watchsite import HAM, SPAM, Site
-from spamsift.watchers.maildir import MailboxFinder, Template, TrainingQueue, Watcher
+from spamsift.watchers.finder import MailboxFinder, Template
+from spamsift.watchers.maildir import TrainingQueue, Watcher
 
 USER = "alice@example.org"
 
@@ -169,14 +170,14 @@ def test_move_out_and_back_between_scans_trains_nothing(site, trained):
     site.move(moved, box, "")
     assert w.cycle().trained == {}
     # Out, scanned (queued), back before its turn: decided once, from where it ended up.
-    w.queue.rate = 0.001  # nothing may be trained right after the scan
-    w.queue.tokens = 0.0
+    w.queue.limiter.rate = 0.001  # nothing may be trained right after the scan
+    w.queue.limiter.tokens = 0.0
     inbox = os.path.join(box, "cur", os.path.basename(moved))
     moved = site.move(inbox, box, ".Spam")
     assert w.scan().queued == 1
     site.move(moved, box, "")
     assert w.scan().queued == 1 and len(w.queue) == 1
-    w.queue.rate = 0
+    w.queue.limiter.rate = 0
     assert w.cycle().trained.get("nothing") == 1
     assert site.counts(USER, sig) == before and site.stats(USER) == stats0
 
@@ -218,7 +219,7 @@ def test_saved_scanner_state_makes_a_restart_read_only_what_changed(site, traine
     third.save_state()
     moved = site.move(site.seen(extra[0]), box, ".Spam")
     slow = watcher(site, state_file=state)
-    slow.queue.rate, slow.queue.tokens = 0.001, 0.0
+    slow.queue.limiter.rate, slow.queue.limiter.tokens = 0.001, 0.0
     assert slow.scan().queued == 1
     slow.save_state()
     del slow
@@ -345,7 +346,7 @@ def test_unsigned_mail_is_learned_as_corpus_only_when_configured(tmp_path):
                 continue
             assert stats.spam_corpusfed == stats0.spam_corpusfed + 1
             assert stats.spam_learned == stats0.spam_learned + 1
-            from spamsift.filter.engine.maildir import message_key
+            from spamsift.filter.engine.mailfolders import message_key
             from spamsift.filter.engine.watchstate import derived_signature
 
             uid = site.store.uid(USER, create=False)
@@ -421,7 +422,7 @@ def test_tmp_vanishing_unreadable_and_deleted_mailboxes_are_skipped(site, traine
     w.scanner.listdir = listdir
     w.finder.listdir = listdir
     os.utime(os.path.join(other, "cur"), ns=(1, 1))  # make Bob's INBOX look changed
-    import spamsift.filter.engine.maildir as md
+    import spamsift.filter.engine.mailfolders as md
 
     # message_files opens cur/ and new/ (no symlink followed) and lists them by descriptor.
     md.os.listdir, md.os.open = listdir, opener
@@ -536,7 +537,7 @@ def test_home_relative_template_finds_system_users(tmp_path):
 
 
 def test_inotify_wakes_the_loop_early(site, trained):
-    from spamsift.watchers.maildir import InotifyWaker
+    from spamsift.watchers.inotify import InotifyWaker
 
     box, inbox, _junk = trained
     waker = InotifyWaker()
@@ -555,10 +556,10 @@ def test_inotify_wakes_the_loop_early(site, trained):
 
 
 def test_queue_is_rate_limited_and_round_robin_per_user():
-    from spamsift.watchers.maildir import Sighting
+    from spamsift.watchers.core import RateLimiter, Sighting
 
     now = [0.0]
-    q = TrainingQueue(2.0, clock=lambda: now[0])
+    q = TrainingQueue(RateLimiter(2.0, clock=lambda: now[0]))
     for n in range(5):
         q.put(Sighting("bulk", 1, f"k{n}", frozenset({"spam"}), {}))
     q.put(Sighting("other", 2, "x", frozenset({"spam"}), {}))
@@ -662,23 +663,23 @@ def test_nothing_is_read_through_a_symlink_below_the_mailbox(tmp_path):
 
 
 def test_read_message_below_a_root_refuses_symlinked_directories(tmp_path):
-    from spamsift.filter.engine import maildir
+    from spamsift.filter.engine import mailfolders
 
     os.makedirs(tmp_path / "box" / ".F")
     os.makedirs(tmp_path / "elsewhere")
     (tmp_path / "elsewhere" / "m").write_bytes(b"Subject: x\n\nbody\n")
     os.symlink(tmp_path / "elsewhere", tmp_path / "box" / ".F" / "cur")
     path = str(tmp_path / "box" / ".F" / "cur" / "m")
-    assert maildir.read_message(path) == b"Subject: x\n\nbody\n"  # without a root: as before
+    assert mailfolders.read_message(path) == b"Subject: x\n\nbody\n"  # without a root: as before
     with pytest.raises(OSError):
-        maildir.read_message(path, below=str(tmp_path / "box"))
+        mailfolders.read_message(path, below=str(tmp_path / "box"))
     with pytest.raises(OSError):
-        maildir.read_message(str(tmp_path / "elsewhere" / "m"), below=str(tmp_path / "box"))
+        mailfolders.read_message(str(tmp_path / "elsewhere" / "m"), below=str(tmp_path / "box"))
     # The root itself may be a symlink (an administrator's layout).
     os.makedirs(tmp_path / "real" / "cur")
     (tmp_path / "real" / "cur" / "m").write_bytes(b"ok\n")
     os.symlink(tmp_path / "real", tmp_path / "link")
-    assert maildir.read_message(str(tmp_path / "link" / "cur" / "m"),
+    assert mailfolders.read_message(str(tmp_path / "link" / "cur" / "m"),
                                 below=str(tmp_path / "link")) == b"ok\n"
 
 
@@ -704,14 +705,14 @@ def test_home_relative_mailbox_owned_by_someone_else_is_skipped(tmp_path):
     os.chown(home, 0, 0)
     assert finder.find() == {str(tmp_path / "rootonly"): "hal"}
     # Reading under the resolved path refuses a symlink anywhere in it.
-    from spamsift.filter.engine import maildir
+    from spamsift.filter.engine import mailfolders
 
     (tmp_path / "rootonly" / "cur" / "m").write_bytes(b"Subject: x\n\nok\n")
     real = str(tmp_path / "rootonly")
-    assert maildir.read_message(real + "/cur/m", below=real, strict=True) == \
+    assert mailfolders.read_message(real + "/cur/m", below=real, strict=True) == \
         b"Subject: x\n\nok\n"
     with pytest.raises(OSError):
-        maildir.read_message(str(home / "Maildir" / "cur" / "m"),
+        mailfolders.read_message(str(home / "Maildir" / "cur" / "m"),
                              below=str(home / "Maildir"), strict=True)
 
 
@@ -756,18 +757,18 @@ def test_watch_help_is_plain_and_lists_the_imap_options():
 
 
 class _FrozenMtime:
-    """os.stat with one directory's mtime held still, as NFS attribute caching (acdirmax) or
-    a one-second mtime resolution shows it: the folder changes, its mtime does not."""
+    """os.stat with chosen directories' mtimes held still (`held`: path -> st_mtime_ns), as
+    NFS attribute caching (acdirmax) or a one-second mtime resolution shows them: the folder
+    changes, its mtime does not."""
 
-    def __init__(self, frozen_dir: str, mtime_ns: int) -> None:
-        self.frozen_dir = os.path.normpath(frozen_dir)
-        self.mtime_ns = mtime_ns
+    def __init__(self, held: dict[str, int]) -> None:
+        self.held = {os.path.normpath(path): ns for path, ns in held.items()}
 
     def __call__(self, path, *args, **kwargs):
         real = os.stat(path, *args, **kwargs)
-        if os.path.normpath(path) != self.frozen_dir:
+        mtime_ns = self.held.get(os.path.normpath(path))
+        if mtime_ns is None:
             return real
-        mtime_ns = self.mtime_ns
 
         class Held:
             def __getattr__(self, name):
@@ -781,13 +782,13 @@ def test_nfs_mtime_slack_lists_a_recently_changed_folder_again(site, trained, re
     When that mtime was within MTIME_SLACK of the listing, the folder is listed again next
     cycle and the drag is trained; when it was older, nothing says the folder changed, and
     the drag waits until its mtime moves (then it is trained, once)."""
-    from spamsift.watchers import maildir as watcher_module
+    from spamsift.watchers import scanner as scanner_module
 
     box, inbox, _junk = trained
     now = [1_800_000_000.0]
     frozen_dir = os.path.join(box, ".Spam", "cur")
-    held_at = now[0] if recent else now[0] - 10 * watcher_module.MTIME_SLACK
-    stat = _FrozenMtime(frozen_dir, int(held_at * 1e9))
+    held_at = now[0] if recent else now[0] - 10 * scanner_module.MTIME_SLACK
+    stat = _FrozenMtime({frozen_dir: int(held_at * 1e9)})
     w = watcher(site, stat=stat, clock=lambda: now[0])
     assert w.cycle().trained == {}
     site.move(site.seen(inbox), box, ".Spam")
@@ -797,8 +798,69 @@ def test_nfs_mtime_slack_lists_a_recently_changed_folder_again(site, trained, re
         assert report.trained == {"retrained": 1}
     else:
         assert report.trained == {}  # the folder looked unchanged
-        stat.mtime_ns += 1_000_000_000  # the cache expires: the mtime moves
+        stat.held[frozen_dir] += 1_000_000_000  # the cache expires: the mtime moves
         now[0] += 1
         assert w.cycle().trained == {"retrained": 1}
     now[0] += 60
     assert w.cycle().trained == {}  # and once only
+
+
+def test_nfs_recheck_ends_once_the_mtime_is_older_than_the_slack(site, trained):
+    """Through the stat=, listdir= and clock= seams: a folder listed while its mtime is within
+    MTIME_SLACK is listed again every cycle until a listing finds that mtime older than the
+    slack, then no more; an idle cycle lists nothing, and every listing goes through
+    listdir (two descriptors a folder: new/ and cur/)."""
+    from spamsift.watchers.scanner import MTIME_SLACK
+
+    box, _inbox, _junk = trained
+    now = [1_800_000_000.0]
+    old = int((now[0] - 10 * MTIME_SLACK) * 1e9)
+    subdirs = [os.path.join(box, folder, sub) for folder in ("", ".Spam") for sub in ("new", "cur")]
+    stat = _FrozenMtime(dict.fromkeys(subdirs, old))
+    listings: list[int] = []
+
+    def listdir(path):
+        if isinstance(path, int):  # a folder's new/ or cur/, opened without following links
+            listings.append(path)
+        return os.listdir(path)
+
+    w = watcher(site, stat=stat, listdir=listdir, clock=lambda: now[0])
+
+    def cycle(advance: float) -> int:
+        """Folders listed by one cycle `advance` seconds on (checked against listdir)."""
+        now[0] += advance
+        del listings[:]
+        listed = w.cycle().listed
+        assert len(listings) == 2 * listed
+        return listed
+
+    assert cycle(0) == 2          # the first scan lists INBOX and .Spam (.Trash: ignored)
+    assert cycle(10) == 0         # idle: stats only
+    spam_cur = os.path.normpath(os.path.join(box, ".Spam", "cur"))
+    stat.held[spam_cur] = int(now[0] * 1e9)  # .Spam changes now: its mtime moves
+    assert cycle(0) == 1          # changed: listed, and its mtime is recent
+    assert cycle(1) == 1          # still within the slack at the last listing: again
+    assert cycle(MTIME_SLACK) == 1  # listed once more, which finds the mtime old enough
+    assert cycle(1) == 0          # and no more
+    assert cycle(60) == 0
+
+
+def test_finder_lists_a_directory_again_only_when_its_mtime_changes(tmp_path):
+    """Through the finder's stat= and listdir= seams: an idle find stats the template's
+    directories and lists none; a new mailbox is found by listing only what changed."""
+    root = tmp_path / "vmail"
+    os.makedirs(root / "example.org" / "alice" / "Maildir" / "cur")
+    listed: list[str] = []
+
+    def listdir(path):
+        listed.append(os.path.relpath(path, root))
+        return os.listdir(path)
+
+    finder = MailboxFinder([str(root)], Template("%d/%u/Maildir"), listdir=listdir)
+    assert list(finder.find().values()) == ["alice@example.org"]
+    assert listed == [".", "example.org", "example.org/alice"]
+    del listed[:]
+    assert list(finder.find().values()) == ["alice@example.org"] and listed == []
+    os.makedirs(root / "example.org" / "bob" / "Maildir" / "cur")
+    assert sorted(finder.find().values()) == ["alice@example.org", "bob@example.org"]
+    assert listed == ["example.org", "example.org/bob"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from spamsift.filter.engine import maildir
+from spamsift.filter.engine import mailfolders
 from spamsift.filter.engine.errors import UsageError
 from spamsift.trainer.stream import Stream
 
@@ -30,14 +30,14 @@ def _read(path: str, follow: bool = False) -> bytes | None:
     """A message file's bytes; None when it vanished, is unreadable, or is no regular file.
 
     Files found in a user's tree (Maildir, MH, directory) are read without following a
-    symlink (`maildir.read_message`): training runs as root over users' mail, and a user's
+    symlink (`mailfolders.read_message`): training runs as root over users' mail, and a user's
     link to /etc/shadow would be learned as their mail, a FIFO would hang the run and
     /dev/zero exhaust memory. Files an administrator named (index entries, a lone file)
     may be links (`follow`), but only to regular files."""
     try:
         if follow:
             path = os.path.realpath(path)
-        return maildir.read_message(path)
+        return mailfolders.read_message(path)
     except OSError:
         return None  # the caller counts it as skipped
 
@@ -53,8 +53,8 @@ def _files_stream(label: str, where: str, paths: list[str], follow: bool = False
 def maildir_streams(root: str, settings, label: str | None) -> list[Stream]:
     """One stream per folder of a Maildir++ (INBOX and every ``.Folder``)."""
     streams = []
-    for folder in maildir.folders(root, settings.spam_folders, settings.ignored_folders):
-        if folder.kind == maildir.IGNORED and label is None:
+    for folder in mailfolders.folders(root, settings.spam_folders, settings.ignored_folders):
+        if folder.kind == mailfolders.IGNORED and label is None:
             continue
         where = os.path.join(root, folder.name) if folder.name else root
         streams.append(folder_stream(folder.path, folder.kind, where, label))
@@ -63,8 +63,8 @@ def maildir_streams(root: str, settings, label: str | None) -> list[Stream]:
 
 def folder_stream(path: str, kind: str, where: str, label: str | None) -> Stream:
     """The messages of one Maildir folder of `kind`, labelled by it unless `label`."""
-    klass = label or (SPAM if kind == maildir.SPAM else HAM)
-    paths = [os.path.join(path, sub, name) for sub, name in maildir.message_files(path)]
+    klass = label or (SPAM if kind == mailfolders.SPAM else HAM)
+    paths = [os.path.join(path, sub, name) for sub, name in mailfolders.message_files(path)]
     return _files_stream(klass, where, paths)
 
 
@@ -170,17 +170,17 @@ def streams_for(place: str, settings, label: str | None, imap_options=None) -> l
         # A source that cannot be read is NOINPUT (66), as the exit code table says.
         raise FileNotFoundError(errno.ENOENT, "no such file or directory", place)
     if os.path.isdir(place):
-        if maildir.is_maildir(place) and is_subfolder(place):
+        if mailfolders.is_maildir(place) and is_subfolder(place):
             # ~/Maildir/.Spam given itself: its folder name says its class, as inside a
             # Maildir (taken for an INBOX, a spam folder was trained as ham).
             name = os.path.basename(os.path.abspath(place))
-            kind = maildir.folder_kind(name, settings.spam_folders, settings.ignored_folders)
-            if kind == maildir.IGNORED and label is None:
+            kind = mailfolders.folder_kind(name, settings.spam_folders, settings.ignored_folders)
+            if kind == mailfolders.IGNORED and label is None:
                 raise UsageError(f"{place}: an ignored folder ({name}); say --spam or --ham "
                                  "to train it")
             return [folder_stream(place, kind, place, label)]
-        if maildir.is_maildir(place) or any(
-                maildir.is_maildir(os.path.join(place, d)) for d in os.listdir(place)
+        if mailfolders.is_maildir(place) or any(
+                mailfolders.is_maildir(os.path.join(place, d)) for d in os.listdir(place)
                 if d.startswith(".")):
             return maildir_streams(place, settings, label)
         if label is None:
@@ -211,7 +211,7 @@ def is_subfolder(path: str) -> bool:
     full = os.path.abspath(path)
     name = os.path.basename(full)
     return (name.startswith(".") and name not in (".", "..")
-            and maildir.is_maildir(os.path.dirname(full)))
+            and mailfolders.is_maildir(os.path.dirname(full)))
 
 
 def _imap_stream(url: str, label: str | None, settings, options) -> Stream:
@@ -220,9 +220,9 @@ def _imap_stream(url: str, label: str | None, settings, options) -> Stream:
     folder = url.split("/", 3)[3] if url.count("/") >= 3 else "INBOX"
     from urllib.parse import unquote
 
-    kind = maildir.folder_kind(unquote(folder.split(";")[0].split("?")[0]),
+    kind = mailfolders.folder_kind(unquote(folder.split(";")[0].split("?")[0]),
                                settings.spam_folders, settings.ignored_folders)
-    klass = label or (SPAM if kind == maildir.SPAM else HAM)
+    klass = label or (SPAM if kind == mailfolders.SPAM else HAM)
     return imap_source.stream(url, klass, options or {})
 
 

@@ -36,7 +36,7 @@ import threading
 from spamsift.filter.engine.days import day_of
 from spamsift.filter.engine.errors import SignatureError
 from spamsift.filter.engine.learning import CorpusCounts, Tokenized
-from spamsift.filter.engine.maildir import signature_of
+from spamsift.filter.engine.mailfolders import signature_of
 from spamsift.filter.engine.message import unstamp
 from spamsift.filter.engine.tokenpool import TokenPool, default_jobs
 

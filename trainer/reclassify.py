@@ -20,7 +20,8 @@ import json
 import os
 import sys
 
-from spamsift.filter.engine import config, exitcodes, maildir, users
+from spamsift.filter.engine import config, exitcodes, users
+from spamsift.filter.engine import mailfolders
 from spamsift.filter.engine.errors import SpamsiftError, UsageError, command_failed
 
 
@@ -73,12 +74,12 @@ def scan(agent, ctx, root: str, settings):
     from spamsift.filter.engine.message import unstamp
 
     findings, seen, unreadable = [], 0, 0
-    for folder in maildir.folders(root, settings.spam_folders, settings.ignored_folders):
-        if folder.kind == maildir.IGNORED:
+    for folder in mailfolders.folders(root, settings.spam_folders, settings.ignored_folders):
+        if folder.kind == mailfolders.IGNORED:
             continue
-        for sub, name in maildir.message_files(folder.path):
+        for sub, name in mailfolders.message_files(folder.path):
             try:  # no symlink followed, regular files only (see spamsift.trainer.corpus._read)
-                raw = maildir.read_message(os.path.join(folder.path, sub, name))
+                raw = mailfolders.read_message(os.path.join(folder.path, sub, name))
             except OSError:
                 unreadable += 1
                 continue
@@ -97,7 +98,7 @@ def _spam_folder(root: str, settings) -> str:
     """The path of the spam folder to move into, created (Maildir++) when missing."""
     for name in settings.spam_folders:
         path = os.path.join(root, name if name.startswith(".") else "." + name)
-        if maildir.is_maildir(path):
+        if mailfolders.is_maildir(path):
             return path
     first = settings.spam_folders[0] if settings.spam_folders else ".Spam"
     path = os.path.join(root, first if first.startswith(".") else "." + first)
@@ -116,16 +117,17 @@ def move(store, uid: int, root: str, finding: Finding, settings,
     target = _spam_folder(root, settings) if finding.verdict == "spam" else root
     src = os.path.join(finding.folder.path, finding.sub, finding.name)
     dst = os.path.join(target, finding.sub, finding.name)
-    base = maildir.base_name(finding.name)
+    base = mailfolders.base_name(finding.name)
     # IMAP servers index a folder's files by base name (flags change the rest): a second file
     # with the same base, in new/ or cur/, would hide one of them or confuse the index.
     if bases is None:
         bases = {}
     if target not in bases:
-        bases[target] = {maildir.base_name(n) for _sub, n in maildir.message_files(target)}
+        bases[target] = {mailfolders.base_name(n)
+                         for _sub, n in mailfolders.message_files(target)}
     if base in bases[target]:
         return "target exists"
-    key = maildir.message_key(finding.raw, settings.header_prefix + "-Signature")
+    key = mailfolders.message_key(finding.raw, settings.header_prefix + "-Signature")
     record_placement(store, uid, key, finding.verdict)
     try:
         os.rename(src, dst)
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = config.load(args.config)
         user = users.acting_for(args.user, settings)
         root = args.maildir.rstrip("/") or "/"
-        if not maildir.is_maildir(root):
+        if not mailfolders.is_maildir(root):
             raise UsageError(f"{root}: not a Maildir (no cur/ and new/)")
         from spamsift.trainer.corpus import is_subfolder
 

@@ -7,7 +7,7 @@ reads files, the store or the clock, so every rule is tested with plain values
 
 The inputs, for one message of one user (a message is named by its *key*: its
 ``X-DSPAM-Signature``, or ``sha256:...`` of its bytes when it has none, see
-`spamsift.filter.engine.maildir.message_key`):
+`spamsift.filter.engine.mailfolders.message_key`):
 
 ``seen_in``
     The classes (`SPAM`, `INNOCENT`, `IGNORED`) of the folders the message was just seen
@@ -55,7 +55,7 @@ The rules:
   `RECORD`.
 
 The caller applies a decision with compare-and-set on the recorded class, in the same
-transaction as the training (`spamsift.filter.engine.watchstate`), so two watchers, a crash or a
+transaction as the training (`spamsift.watchers.applier`), so two watchers, a crash or a
 restart never train a message twice.
 """
 

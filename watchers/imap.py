@@ -15,42 +15,39 @@ in the Maildir watcher. A changed UIDVALIDITY means the server renumbered the fo
 cursor is dropped and the whole folder is looked at again (re-sync); the recorded classes
 make that harmless (a message trained before is where its record says: nothing).
 
-Each new sighting goes through `spamsift.watchers.decide.decide` with the message's recorded class
-and verdict read in bulk, and what trains goes to `spamsift.filter.engine.watchstate.Applier`, which
-decides again on fresh state and trains with a compare-and-set on the record: exactly once,
-shared with the Maildir watcher's rules. Unsigned mail is read whole (``BODY.PEEK[]``) only
-when ``watch_learn_unsigned`` is on (its key is the digest of its bytes, CRLF as IMAP sends
-them). The watcher never changes the mailbox: folders are opened with EXAMINE (read-only).
+Each new sighting takes the watchers' one exactly-once path (`spamsift.watchers.core`):
+decided with the message's recorded class and verdict read in bulk, and what trains is decided
+again on fresh state and trained with a compare-and-set on the record, at most ``watch_rate``
+a second: exactly once, with the Maildir watcher's rules. Unsigned mail is read whole
+(``BODY.PEEK[]``) only when ``watch_learn_unsigned`` is on (its key is the digest of its
+bytes, CRLF as IMAP sends them). The watcher never changes the mailbox: folders are opened
+with EXAMINE (read-only).
 
 Waking up: where the server has IDLE, one extra connection per followed folder (at most
 `MAX_IDLERS`) idles and wakes the loop when the folder changes, so a drag is trained within
-about a second; folders beyond that, servers without IDLE, and ``--no-idle`` are polled every
-``watch_interval`` seconds. The polling cycle also runs with IDLE, as the source of truth.
+about a second (`spamsift.watchers.idle`); folders beyond that, servers without IDLE, and
+``--no-idle`` are polled every ``watch_interval`` seconds. The polling cycle also runs with
+IDLE, as the source of truth.
 
-Cursor state: a small JSON file per account in ``HOME/imap-watch/`` (``--state`` overrides).
-Why a file and not the store: the cursor only saves work; correctness lives in the store's
-per-message records (``spamsift_watch_messages``), changed by compare-and-set in the training
-transaction. A lost or stale cursor file costs one re-sync, never a second training; and two
-watchers on one account (each with its own file, e.g. on two nodes) still train once. The
-store contract therefore needs no per-folder table for it.
+The cursors (per folder: UIDVALIDITY and the highest UID looked at) are kept in a file per
+account (`spamsift.watchers.cursors`, which says why not in the store). The command line is
+`spamsift.watchers.cli.imap_main`.
 """
+
 
 from __future__ import annotations
 
-import argparse
 import imaplib
-import json
-import os
-import sys
 import threading
 import time
-from hashlib import sha256
 
-from spamsift.filter.engine import exitcodes, imapurl, maildir
-from spamsift.filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
-                                  StorageUnavailableError, UsageError, command_failed)
-from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM, decide
+from spamsift.filter.engine import imapurl, mailfolders
+from spamsift.filter.engine.errors import StorageError
+from spamsift.watchers.core import CycleReport, Pipeline, Sighting, settle
+from spamsift.watchers.cursors import Cursor, StateFile
+from spamsift.watchers.decide import IGNORED, INNOCENT, NOTHING, SPAM
 from spamsift.watchers.heartbeat import Heartbeat
+from spamsift.watchers.idle import IDLE_TICK, Idler
 
 # New UIDs whose headers are fetched per round trip; the reply is ~80 bytes a message.
 FETCH_BATCH = 500
@@ -61,21 +58,14 @@ FLUSH_SIGHTINGS = 5000
 # IDLE connections per account: INBOX and one or two spam folders cover the usual drags, and
 # Dovecot allows 10 connections per user and IP by default (mail_max_userip_connections).
 MAX_IDLERS = 4
-# RFC 2177: servers may drop an IDLE after 30 minutes of it; renew before that.
-IDLE_RENEW = 25 * 60.0
-# How often an idler looks at its stop flag while idling (bounds the shutdown delay).
-IDLE_TICK = 1.0
+SPLIT_DAYS = 30     # copies in spam and innocent folders at once are looked for this long
+SEARCH_UIDS = 500   # UIDs per UID SEARCH (Dovecot refuses arguments over ~64 KB)
 
 
 def _default_factory():
     from imapclient import IMAPClient
 
     return IMAPClient
-
-
-# -- cursor state ------------------------------------------------------------------------------
-SPLIT_DAYS = 30     # copies in spam and innocent folders at once are looked for this long
-SEARCH_UIDS = 500   # UIDs per UID SEARCH (Dovecot refuses arguments over ~64 KB)
 
 
 def _uid_set(uids: list[int]) -> str:
@@ -91,133 +81,24 @@ def _uid_set(uids: list[int]) -> str:
     return ",".join(parts)
 
 
-class Cursor:
-    """One followed folder: its UIDVALIDITY and the highest UID already looked at."""
-
-    __slots__ = ("uidvalidity", "last_uid")
-
-    def __init__(self, uidvalidity: int, last_uid: int = 0) -> None:
-        self.uidvalidity = uidvalidity
-        self.last_uid = last_uid
-
-    def __repr__(self) -> str:
-        return f"Cursor({self.uidvalidity}, {self.last_uid})"
-
-
-class StateFile:
-    """The cursors of one account in a JSON file, replaced atomically (write, fsync, rename).
-
-    An unreadable or damaged file is logged and treated as empty (a re-sync: see the module
-    docstring for why that is safe); a home we cannot write is logged once and the cursors
-    stay in memory."""
-
-    def __init__(self, path: str | None, log) -> None:
-        self.path = path
-        self.log = log
-        self.cursors: dict[str, Cursor] = {}
-        # Messages seen in spam and innocent folders in one cycle: key -> their copies, until
-        # one class is left (`ImapWatcher._settle`).
-        # (unix time first seen so, copies); see `SPLIT_DAYS`.
-        self.split: dict[str, tuple[int, list[tuple[str, int, int, str]]]] = {}
-        self._saved: dict | None = None
-        self._warned = False
-
-    def load(self, account: str) -> None:
-        if self.path is None or not os.path.exists(self.path):
-            return
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-            if data.get("account") != account:
-                self.log(f"{self.path}: state of {data.get('account')!r}, not {account!r}; "
-                         "starting over")
-                return
-            self.cursors = {name: Cursor(int(c["uidvalidity"]), int(c["last_uid"]))
-                            for name, c in data["folders"].items()}
-            self.split = {key: (int(entry["since"]),
-                                [(str(f), int(v), int(u), str(k))
-                                 for f, v, u, k in entry["copies"]])
-                          for key, entry in data.get("split", {}).items()}
-            self._saved = self._data(account)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self.log(f"{self.path}: unreadable watch state ({exc}); re-syncing every folder")
-            self.cursors = {}
-            self.split = {}
-
-    def _data(self, account: str) -> dict:
-        data: dict = {"account": account,
-                      "folders": {n: {"uidvalidity": c.uidvalidity, "last_uid": c.last_uid}
-                                  for n, c in sorted(self.cursors.items())}}
-        if self.split:
-            data["split"] = {key: {"since": since, "copies": [list(c) for c in copies]}
-                             for key, (since, copies) in sorted(self.split.items())}
-        return data
-
-    def save(self, account: str) -> None:
-        data = self._data(account)
-        if self.path is None or data == self._saved:
-            return
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        try:
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            self._saved = data
-        except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                self.log(f"cannot save watch state to {self.path}: {exc.strerror or exc}; "
-                         "a restart will re-sync")
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-
-
-def default_state_path(home: str, url: imapurl.ImapURL, user: str) -> str:
-    """``HOME/imap-watch/<user>-<digest of account and folder choice>.json``."""
-    digest = sha256(f"{url}\0{user}".encode()).hexdigest()[:16]
-    safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in user)[:64]
-    return os.path.join(home, "imap-watch", f"{safe}-{digest}.json")
-
-
-# -- one cycle -----------------------------------------------------------------------------------
-class Sighting:
-    """A message seen at new UIDs: its key, the classes of those folders, where to read it."""
-
-    __slots__ = ("key", "seen_in", "where", "copies")
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.seen_in: set[str] = set()
-        self.where: tuple[str, int, int] | None = None  # (folder, uidvalidity, uid)
-        self.copies: list[tuple[str, int, int, str]] = []  # (folder, uidvalidity, uid, kind)
-
-
-class CycleReport:
-    __slots__ = ("folders", "looked", "new_uids", "unsigned", "resynced", "trained", "seconds")
+class ImapReport(CycleReport):
+    __slots__ = ("folders", "looked", "new_uids", "unsigned", "resynced")
 
     def __init__(self) -> None:
+        super().__init__()
         self.folders = self.looked = self.new_uids = self.unsigned = 0
         self.resynced: list[str] = []
-        self.trained: dict[str, int] = {}
-        self.seconds = 0.0
 
     @property
     def active(self) -> bool:
-        """Whether the cycle found or trained anything (idle cycles are logged rarely)."""
         return bool(self.new_uids or self.resynced or self.trained)
 
     def line(self, account: str) -> str:
-        done = ", ".join(f"{v} {k}" for k, v in sorted(self.trained.items())) or "none"
         resync = f", UIDVALIDITY changed (re-sync): {', '.join(self.resynced)}" \
             if self.resynced else ""
         return (f"watch {account}: {self.folders} folders, {self.looked} with new mail, "
                 f"{self.new_uids} new UIDs ({self.unsigned} unsigned skipped){resync}; "
-                f"trained: {done}; {self.seconds:.2f} s")
+                f"trained: {self.trained_text()}; {self.seconds:.2f} s")
 
 
 class ImapWatcher:
@@ -231,10 +112,8 @@ class ImapWatcher:
                  clock=time.time, monotonic=time.monotonic, sleep=time.sleep,
                  log=None) -> None:
         from spamsift.filter.engine import users
-        from spamsift.filter.engine.watchstate import Applier
 
         self.settings = settings
-        self.store = store
         self.url = url
         self.access = access
         self.user = users.validate(user or url.user)
@@ -251,11 +130,10 @@ class ImapWatcher:
         self.header = settings.header_prefix + "-Signature"
         self.state = StateFile(state_path, self.log)
         self.state.load(str(url))
-        self.applier = Applier(settings, store, decide, clock)
+        self.pipeline = Pipeline(settings, store, self._read, self.log, clock, monotonic)
         self.client = None
         self.wake = threading.Event()
         self.idlers: dict[str, Idler] = {}
-        self._last_training = 0.0
         self._unknown_logged = False
 
     # -- connection --------------------------------------------------------------------------
@@ -292,7 +170,7 @@ class ImapWatcher:
             if any(f.lower() == b"\\noselect" for f in flags):
                 continue
             dotted = name.replace(delimiter.decode(), ".") if delimiter else name
-            kind = maildir.folder_kind(dotted, spam, ignored)
+            kind = mailfolders.folder_kind(dotted, spam, ignored)
             if name == base or name.upper() == "INBOX" == base.upper():
                 out[name] = kind if kind != IGNORED else INNOCENT
             elif kind == SPAM or (self.all_folders and kind == INNOCENT):
@@ -302,11 +180,11 @@ class ImapWatcher:
         return sorted(out.items(), key=lambda item: (item[0].upper() != "INBOX", item[0]))
 
     # -- a cycle ---------------------------------------------------------------------------------
-    def cycle(self) -> CycleReport:
+    def cycle(self) -> ImapReport:
         """Look at every followed folder once and train what moved. Raises ImapError when
         the server fails (the connection is dropped: the next cycle reconnects) and
         StorageError when the store does."""
-        report = CycleReport()
+        report = ImapReport()
         started = self.monotonic()
         try:
             self._cycle(report)
@@ -325,13 +203,11 @@ class ImapWatcher:
         if self.heartbeat.due(report.active):
             self.log(report.line(self.account))
         if self.metrics is not None:
-            self.metrics.scan_seconds.set(report.seconds)
-            for action, n in report.trained.items():
-                self.metrics.trained.labels(action).inc(n)
+            report.publish(self.metrics, report.seconds)
         return report
 
-    def _cycle(self, report: CycleReport) -> None:
-        uid = self.store.uid(self.user, create=False)
+    def _cycle(self, report: ImapReport) -> None:
+        uid = self.pipeline.store.uid(self.user, create=False)
         if uid is None:
             if not self._unknown_logged:
                 self._unknown_logged = True
@@ -374,7 +250,7 @@ class ImapWatcher:
                 for msg_uid, key in self._keys(client, chunk, report):
                     sighting = pending.get(key)
                     if sighting is None:
-                        sighting = pending[key] = Sighting(key)
+                        sighting = pending[key] = Sighting(self.user, uid, key)
                     sighting.seen_in.add(kind)
                     sighting.copies.append((name, validity, msg_uid, kind))
                     if sighting.where is None or kind != IGNORED:
@@ -388,22 +264,43 @@ class ImapWatcher:
         self._flush(uid, pending, advanced, report)
         self._unselect(client)
 
-    def _settle(self, client, uid: int, report: CycleReport) -> None:
-        """Copies in spam and innocent folders seen in one cycle decide nothing (a client's
-        COPY before its expunge), and an expunge is no new UID: the copy left would never
-        be decided. So the copies are looked for each cycle, and once only one class holds
-        any, the message is decided as seen there. A folder that cannot be examined now
-        keeps its copies in doubt (nothing is decided); a renumbered one (UIDVALIDITY) drops
-        them undecided, as its messages are seen again as new UIDs; copies still in both
-        classes after `SPLIT_DAYS` are forgotten (a user keeping both made no move)."""
+    def _settle(self, client, uid: int, report: ImapReport) -> None:
+        """Decide the messages seen in spam and innocent folders at once (a client's COPY
+        before its expunge; an expunge is no new UID) whose copies are now in one class
+        only (`core.settle`). A folder that cannot be examined now keeps its copies in doubt
+        (nothing is decided); a renumbered one (UIDVALIDITY) drops them undecided, as its
+        messages are seen again as new UIDs; copies still in both classes after
+        `SPLIT_DAYS` are forgotten (a user keeping both made no move)."""
         now = int(self.clock())
+        split = self.state.split
         wanted: dict[tuple[str, int], set[int]] = {}
-        for key, (since, copies) in list(self.state.split.items()):
+        for key, (since, copies) in list(split.items()):
             if now - since > SPLIT_DAYS * 86400:
-                del self.state.split[key]
+                del split[key]
                 continue
             for folder, validity, msg_uid, _kind in copies:
                 wanted.setdefault((folder, validity), set()).add(msg_uid)
+        present, doubtful, renumbered = self._look_for(client, wanted)
+        decidable: dict[str, list[tuple[str, int, int, str]]] = {}
+        for key, (_since, copies) in list(split.items()):
+            places = {c[:2] for c in copies}
+            if places & doubtful:
+                continue
+            if places & renumbered:
+                del split[key]
+                continue
+            decidable[key] = copies
+        settled = settle(decidable, lambda c: c[:3] in present, lambda c: c[3])
+        held = {key: split.pop(key) for key in settled}
+        pending = {key: Sighting(self.user, uid, key, {c[3] for c in left}, where=left[0][:3])
+                   for key, left in settled.items() if left}
+        for key in self._flush(uid, pending, {}, report):
+            split[key] = held[key]  # another watcher was at it: next cycle
+
+    def _look_for(self, client, wanted: dict[tuple[str, int], set[int]]):
+        """Which of the `wanted` UIDs (per folder and UIDVALIDITY) are still there: the
+        present (folder, uidvalidity, uid), the places that cannot be examined now (in
+        doubt) and those renumbered since."""
         present: set[tuple[str, int, int]] = set()
         doubtful: set[tuple[str, int]] = set()
         renumbered: set[tuple[str, int]] = set()
@@ -423,26 +320,7 @@ class ImapWatcher:
                 found = client.search(["UID", _uid_set(ordered[start:start + SEARCH_UIDS])])
                 present.update((folder, validity, u) for u in found)
         self._unselect(client)
-        pending: dict[str, Sighting] = {}
-        settled: dict[str, tuple[int, list[tuple[str, int, int, str]]]] = {}
-        for key, (_since, copies) in list(self.state.split.items()):
-            places = {c[:2] for c in copies}
-            if places & doubtful:
-                continue
-            if places & renumbered:
-                del self.state.split[key]
-                continue
-            left = [c for c in copies if c[:3] in present]
-            kinds = {c[3] for c in left}
-            if SPAM in kinds and INNOCENT in kinds:
-                continue
-            settled[key] = self.state.split.pop(key)
-            if left:
-                sighting = pending[key] = Sighting(key)
-                sighting.seen_in = kinds
-                sighting.where = left[0][:3]
-        for key in self._flush(uid, pending, {}, report):
-            self.state.split[key] = settled[key]  # another watcher was at it: next cycle
+        return present, doubtful, renumbered
 
     @staticmethod
     def _unselect(client) -> None:
@@ -453,7 +331,7 @@ class ImapWatcher:
         else:
             client.close_folder()  # after EXAMINE, CLOSE expunges nothing (RFC 3501 6.4.2)
 
-    def _keys(self, client, uids: list[int], report: CycleReport):
+    def _keys(self, client, uids: list[int], report: ImapReport):
         """(uid, message key) of these UIDs of the selected folder; unsigned mail only when
         it may be learned (then read whole for its digest)."""
         fetched = client.fetch(uids, [f"BODY.PEEK[HEADER.FIELDS ({self.header})]".encode()])
@@ -466,7 +344,7 @@ class ImapWatcher:
             for name, value in data.items():
                 if isinstance(name, bytes) and name.upper().startswith(b"BODY[HEADER.FIELDS"):
                     head = value or b""
-            sig = maildir.signature_of(head + b"\r\n", self.header) if head.strip() else None
+            sig = mailfolders.signature_of(head + b"\r\n", self.header) if head.strip() else None
             if sig:
                 yield msg_uid, sig
             else:
@@ -483,36 +361,28 @@ class ImapWatcher:
             for msg_uid in part:
                 raw = bodies.get(msg_uid, {}).get(b"BODY[]")
                 if raw is not None:
-                    yield msg_uid, maildir.digest_key(raw)
+                    yield msg_uid, mailfolders.digest_key(raw)
 
     def _flush(self, uid: int, pending: dict[str, Sighting], advanced: dict[str, Cursor],
-               report: CycleReport) -> set[str]:
+               report: ImapReport) -> set[str]:
         """Decide the pending sightings (bulk reads first; only what trains is applied, one
         by one at `watch_rate`), then advance the cursors past them and save. Returns the
         keys whose training must be tried again."""
-        keys = list(pending)
         held: dict[str, int] = {}  # folder -> lowest UID whose training must be tried again
         retry: set[str] = set()
-        learn_unsigned = self.settings.watch_learn_unsigned
-        trust = self.settings.watch_trust_verdict
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            recorded = self.store.watch_states(uid, chunk)
-            signed = [k for k in chunk if not k.startswith("sha256:")]
-            verdicts = self.store.signature_states(signed) if signed else {}
-            for key in chunk:
-                sighting = pending[key]
-                state = verdicts.get(key)
-                verdict = state[1] if state is not None and state[0] == uid else None
-                if decide(sighting.seen_in, recorded.get(key), verdict, learn_unsigned,
-                          trust).action == NOTHING:
-                    if SPAM in sighting.seen_in and INNOCENT in sighting.seen_in:
-                        self.state.split[key] = (int(self.clock()),
-                                                 [c for c in sighting.copies
-                                                  if c[3] in (SPAM, INNOCENT)])
+        for decided in self.pipeline.decide(uid, list(pending.values())):
+            for sighting, decision in decided:
+                if decision.action == NOTHING:
+                    if sighting.split:
+                        self.state.split[sighting.key] = (
+                            int(self.clock()),
+                            [c for c in sighting.copies if c[3] in (SPAM, INNOCENT)])
                     continue
-                if not self._apply(uid, sighting, report):
-                    retry.add(key)
+                self.pipeline.limiter.pace(self.sleep)
+                # StorageUnavailableError ends the cycle before any cursor moves: all of it
+                # is seen again.
+                if not self.pipeline.train(sighting, report):
+                    retry.add(sighting.key)
                     if sighting.where is not None:
                         folder, _validity, msg_uid = sighting.where
                         held[folder] = min(held.get(folder, msg_uid), msg_uid)
@@ -525,42 +395,16 @@ class ImapWatcher:
         self.state.save(str(self.url))
         return retry
 
-    def _apply(self, uid: int, sighting: Sighting, report: CycleReport) -> bool:
-        """Apply one sighting; False when it must be tried again (the record kept changing
-        under us: another watcher is at it)."""
-        rate = self.settings.watch_rate
-        if rate > 0:
-            wait = self._last_training + 1.0 / rate - self.monotonic()
-            if wait > 0:
-                self.sleep(wait)
-
-        def read() -> bytes | None:
-            if sighting.where is None:
-                return None
-            folder, validity, msg_uid = sighting.where
-            client = self.connect()
-            info = client.select_folder(folder, readonly=True)
-            if int(info.get(b"UIDVALIDITY", 0)) != validity:
-                return None
-            return client.fetch([msg_uid], [b"BODY.PEEK[]"]).get(msg_uid, {}).get(b"BODY[]")
-
-        try:
-            done = self.applier.apply(self.user, uid, sighting.key, sighting.seen_in, read)
-        except ConflictError as exc:
-            self.log(f"{self.user}: {exc}")
-            return False
-        except StorageUnavailableError:
-            raise  # the cycle ends before any cursor moves: all of it is seen again
-        except StorageError as exc:
-            self.log(f"{self.user}: {sighting.key[:40]}: {exc}; skipped")
-            return True
-        finally:
-            self._last_training = self.monotonic()
-        report.trained[done.action] = report.trained.get(done.action, 0) + 1
-        if done.action != "nothing":
-            self.log(f"{self.user}: {sighting.key[:40]} {done.action} {done.decision.klass} "
-                     f"({done.decision.reason})")
-        return True
+    def _read(self, sighting: Sighting) -> bytes | None:
+        """The whole message at a sighting's UID, or None when it is gone or renumbered."""
+        if sighting.where is None:
+            return None
+        folder, validity, msg_uid = sighting.where
+        client = self.connect()
+        info = client.select_folder(folder, readonly=True)
+        if int(info.get(b"UIDVALIDITY", 0)) != validity:
+            return None
+        return client.fetch([msg_uid], [b"BODY.PEEK[]"]).get(msg_uid, {}).get(b"BODY[]")
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, interval: float, stop=None) -> None:
@@ -585,7 +429,8 @@ class ImapWatcher:
                 self.idlers.pop(name).stop()
         for name in names[:MAX_IDLERS]:
             if name not in self.idlers:
-                idler = Idler(self, name)
+                idler = Idler(name, lambda: imapurl.connect(self.url, self.access, self.factory),
+                              self.wake, lambda line: self.log(f"{self.account}: {line}"))
                 self.idlers[name] = idler
                 idler.start()
 
@@ -596,177 +441,3 @@ class ImapWatcher:
             idler.stop()
         for idler in idlers:
             idler.join(timeout=IDLE_TICK + 5)
-
-
-class Idler(threading.Thread):
-    """Holds IDLE on one folder over its own connection and sets the watcher's `wake` event
-    when the server reports a change. Only a wake-up: the cycle finds what changed. Ends
-    when stopped or when its connection fails (the next cycle starts a new one)."""
-
-    def __init__(self, watcher: ImapWatcher, folder: str) -> None:
-        super().__init__(name=f"imap-idle {folder}", daemon=True)
-        self.watcher = watcher
-        self.folder = folder
-        self.stopping = threading.Event()
-        self.ready = threading.Event()  # set once IDLE is in effect (tests wait for it)
-
-    def stop(self) -> None:
-        self.stopping.set()
-
-    def run(self) -> None:
-        w = self.watcher
-        client = None
-        try:
-            client = imapurl.connect(w.url, w.access, w.factory)
-            client.select_folder(self.folder, readonly=True)
-            while not self.stopping.is_set():
-                client.idle()
-                self.ready.set()
-                renew_at = time.monotonic() + IDLE_RENEW
-                changed = False
-                while not self.stopping.is_set() and time.monotonic() < renew_at:
-                    responses = client.idle_check(timeout=IDLE_TICK)
-                    if any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS",
-                                                                           b"RECENT")
-                           for r in responses):
-                        changed = True
-                        break
-                client.idle_done()
-                if changed:
-                    w.wake.set()
-        except Exception as exc:  # noqa: BLE001 - any failure ends this wake-up source only
-            if not self.stopping.is_set():
-                w.log(f"{w.account}: IDLE on {self.folder} ended ({exc}); polling covers it")
-                w.wake.set()
-        finally:
-            self.ready.set()
-            if client is not None:
-                try:
-                    client.logout()
-                except Exception:  # noqa: BLE001
-                    pass
-
-
-# -- the command -----------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    from spamsift.watchers.cli import OneLineParser
-
-    parser = OneLineParser(
-        prog="spamsift watch",
-        description="Follow an IMAP account's INBOX and spam folders and retrain mail its user "
-                    "drags into or out of a spam folder, exactly once. Never changes the "
-                    "mailbox. One account per process.")
-    parser.add_argument("urls", nargs="+", metavar="URL",
-                        help="imaps://USER@HOST[:PORT]/ (or imap://, STARTTLS required); a "
-                             "folder in the URL is followed instead of INBOX")
-    parser.add_argument("--once", action="store_true",
-                        help="one cycle, train what it found, exit (for cron)")
-    parser.add_argument("--interval", type=float, metavar="S",
-                        help="seconds between polls (default: watch_interval); with IDLE a "
-                             "change wakes it at once")
-    parser.add_argument("--rate", type=float, metavar="N",
-                        help="trainings per second at most (default: watch_rate; 0: no limit)")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="log lines to stderr too (they always go to syslog)")
-    parser.add_argument("--config", metavar="FILE")
-    parser.add_argument("--metrics", metavar="HOST:PORT",
-                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
-    # Maildir-only options of `spamsift watch`, refused here with a clear line.
-    parser.add_argument("--template", help=argparse.SUPPRESS)
-    parser.add_argument("--inotify", action="store_true", help=argparse.SUPPRESS)
-    add_imap_options(parser)
-    return parser
-
-
-IMAP_ONLY = ("user", "no_idle", "all_folders", "state", "password_file", "cafile",
-             "imap_insecure")
-
-
-def add_imap_options(parser, group=None) -> None:
-    """The options only the IMAP watcher takes (`IMAP_ONLY`), in `group` (default: the
-    parser) and imapurl's own group: also listed, and refused for Maildir roots, by
-    `spamsift watch --help` (spamsift.watchers.cli)."""
-    group = group or parser
-    group.add_argument("--user", help="IMAP: the spamsift user (default: the URL's user "
-                                      "name)")
-    group.add_argument("--no-idle", action="store_true", help="IMAP: poll only, never IDLE")
-    group.add_argument("--all-folders", action="store_true",
-                       help="IMAP: follow every folder not in ignored_folders, not only "
-                            "INBOX and the spam folders")
-    group.add_argument("--state", metavar="FILE",
-                       help="IMAP: cursor file (default: HOME/imap-watch/USER-DIGEST.json)")
-    imapurl.add_arguments(parser)
-
-
-def main(argv: list[str] | None = None, client_factory=None) -> int:
-    """``spamsift watch imap://...``; exit codes as `spamsift.watchers.cli` documents, plus 77 for a
-    refused login and 78 for an untrusted certificate."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = build_parser().parse_args(argv)
-        return _watch(args, client_factory)
-    except SpamsiftError as exc:
-        return command_failed("watch", exc)
-    except KeyboardInterrupt:
-        return exitcodes.OK
-
-
-def _watch(args, client_factory) -> int:
-    import signal
-
-    from spamsift.filter.engine import config, log, users
-    from spamsift.filter.engine.store.base import open_store
-
-    if args.template or args.inotify:
-        raise UsageError("--template and --inotify are for Maildir roots, not imap:// URLs")
-    if not all(imapurl.is_imap_url(u) for u in args.urls):
-        raise UsageError("give either Maildir roots or imap:// URLs, not both")
-    if len(args.urls) != 1:
-        raise UsageError("one imap:// URL per process (run one watcher per account)")
-    url = imapurl.parse_url(args.urls[0])
-    settings = config.load(args.config)
-    changes: dict[str, object] = {}
-    if args.interval is not None:
-        changes["watch_interval"] = args.interval
-    if args.rate is not None:
-        changes["watch_rate"] = args.rate
-    if changes:
-        settings = settings.replace(**changes)
-    user = users.acting_for(args.user or url.user, settings)
-
-    def say(line: str) -> None:
-        log.info(line, settings.syslog)
-        if args.verbose:
-            print(f"spamsift watch: {line}", file=sys.stderr, flush=True)
-
-    access = imapurl.access_from_args(args)
-    state = args.state or default_state_path(settings.home, url, user)
-    store = open_store(settings.storage_url, settings.storage_timeout)
-    watcher = ImapWatcher(settings, store, url, access, user, state_path=state,
-                          all_folders=args.all_folders, idle=not (args.once or args.no_idle),
-                          client_factory=client_factory, log=say)
-    watcher.heartbeat.verbose = args.verbose
-    from spamsift.watchers.cli import serve_metrics
-
-    watcher.metrics = serve_metrics(args.metrics, settings)
-    try:
-        if args.once:
-            watcher.cycle()
-            return exitcodes.OK
-        watcher.connect()  # a wrong password or certificate ends the command here, clearly
-        stopping = threading.Event()
-
-        def stop(_signum, _frame) -> None:
-            stopping.set()
-            watcher.wake.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        say(f"watching {watcher.account} for {user} every {settings.watch_interval:g} s"
-            f"{'' if args.no_idle else ' (IDLE where the server has it)'}")
-        watcher.run(settings.watch_interval, stop=stopping.is_set)
-        say("stopped")
-        return exitcodes.OK
-    finally:
-        watcher.close()
-        store.close()

@@ -1,4 +1,9 @@
-"""Maildir++ as the trainer and the watchers both read it: folders, their class, messages.
+"""Mail folders as the trainer and the watchers both read them: Maildir++ folders, the class
+of a folder name (Maildir++ or IMAP), the message files in a folder and the key that names a
+message in whichever folder it is.
+
+Named for what it holds rather than ``maildir``: the Maildir watcher is `spamsift.watchers.maildir`,
+and `folder_kind` and the message keys serve IMAP folders too.
 
 A Maildir++ mailbox is a directory with ``cur/``, ``new/`` and ``tmp/`` (the INBOX) and one
 subdirectory per folder named ``.Name`` (``.Spam``, ``.Lists.Debian`` for a nested folder),
@@ -73,15 +78,15 @@ def is_maildir(path: str) -> bool:
     return os.path.isdir(os.path.join(path, "cur")) and os.path.isdir(os.path.join(path, "new"))
 
 
-def folders(root: str, spam_folders, ignored_folders) -> list[Folder]:
+def folders(root: str, spam_folders, ignored_folders, listdir=os.listdir) -> list[Folder]:
     """The INBOX and every ``.Name`` folder of the Maildir++ at `root`, sorted by name.
 
     For the watcher, which reads files for their owner with more rights than the owner:
     below `root` nothing is followed through a symlink (a user's ``.Spam/cur`` pointing at a
     directory only root can read is no folder). Raises OSError when `root` cannot be listed
-    (the caller says so and goes on)."""
+    (the caller says so and goes on). `listdir` is the watcher's seam (``os.listdir``)."""
     found = [Folder("", root, INNOCENT)] if _real_maildir(root) else []
-    for entry in sorted(os.listdir(root)):
+    for entry in sorted(listdir(root)):
         if not entry.startswith(".") or entry in (".", ".."):
             continue
         path = os.path.join(root, entry)
@@ -109,10 +114,12 @@ def base_name(filename: str) -> str:
     return filename
 
 
-def message_files(folder_path: str):
+def message_files(folder_path: str, listdir=os.listdir):
     """(subdir, file name) of every message in ``new/`` and ``cur/``; dotfiles skipped.
 
-    A subdirectory that vanished (folder deleted mid-scan) or is a symlink yields nothing."""
+    A subdirectory that vanished (folder deleted mid-scan) or is a symlink yields nothing.
+    Each is opened without following a symlink and listed through its descriptor, by
+    `listdir` (``os.listdir``; the watcher's seam)."""
     for sub in SUBDIRS:
         try:
             fd = os.open(os.path.join(folder_path, sub), _O_DIR)
@@ -123,7 +130,7 @@ def message_files(folder_path: str):
                 continue
             raise
         try:
-            names = os.listdir(fd)
+            names = listdir(fd)
         finally:
             os.close(fd)
         for name in sorted(names):
@@ -153,11 +160,15 @@ def signature_of(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str | No
     return None
 
 
+DIGEST_PREFIX = "sha256:"  # what starts the key of a message without signature
+
+
 def digest_key(raw: bytes) -> str:
-    """The key of a message without signature: ``sha256:`` + hex of the first 16 bytes."""
+    """The key of a message without signature: `DIGEST_PREFIX` + hex of the first 16 bytes
+    of the SHA-256 of its bytes."""
     from hashlib import sha256
 
-    return "sha256:" + sha256(raw).hexdigest()[:32]
+    return DIGEST_PREFIX + sha256(raw).hexdigest()[:32]
 
 
 def message_key(raw: bytes, header_name: str = "X-DSPAM-Signature") -> str:

@@ -1,0 +1,163 @@
+"""Carrying out watcher decisions exactly once: fresh state, `decide`, training with the record.
+
+Training itself is the engine's: `Agent.retrain` for messages with a known signature (its
+own signature compare-and-set already makes a retrain exactly-once) and `Agent.learn` for
+unsigned mail learned as corpus. The record change (`WatchUpdate`, a compare-and-set on
+``spamsift_watch_messages``, see `spamsift.filter.engine.watchstate`) rides along in the
+agent's commit through `StateCarrier`, a store wrapper, so the agent needs no knowledge of
+watchers and training and record change together or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+
+from spamsift.filter.engine.errors import (ConflictError, DuplicateSignatureError,
+                                          UnknownSignatureError)
+from spamsift.filter.engine.store.base import Batch, Signature, Stats, Store, WatchUpdate
+from spamsift.filter.engine.watchstate import derived_signature, is_signed, record_batch
+from spamsift.watchers.decide import LEARN, NOTHING, RECORD, Decision, decide
+
+ATTEMPTS = 4  # re-read and decide again after a lost compare-and-set (another watcher)
+
+
+class StateCarrier:
+    """A store for an `Agent` whose commits also carry `pending` watch updates.
+
+    Give it to an `Agent` as its store: whatever the agent commits (a retrain, a learned
+    message) then changes the watcher record in the same transaction, or fails with
+    `ConflictError` when the record is not what was expected. Besides `commit` it has
+    exactly the reads `Agent.user`, `Agent.learn` and `Agent.retrain` make, passed through:
+    an agent path that needs another method fails loudly here instead of reaching the store
+    around the record.
+    """
+
+    def __init__(self, store: Store, pending: list[WatchUpdate] | None = None) -> None:
+        self.store = store
+        self.pending = list(pending or [])
+        self.commits = 0
+
+    def commit(self, uid: int, batch: Batch) -> None:
+        batch.watch.extend(self.pending)
+        self.store.commit(uid, batch)
+        self.commits += 1
+
+    def uid(self, username: str, create: bool = True) -> int | None:
+        return self.store.uid(username, create)
+
+    def username(self, uid: int) -> str | None:
+        return self.store.username(uid)
+
+    def preferences(self, uid: int) -> dict[str, str]:
+        return self.store.preferences(uid)
+
+    def stats(self, uid: int) -> Stats:
+        return self.store.stats(uid)
+
+    def signature(self, signature_id: str) -> Signature | None:
+        return self.store.signature(signature_id)
+
+    def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
+        return self.store.lookup(uid, tokens)
+
+    def weights(self, uid: int, tokens: Collection[int]) -> dict[int, float]:
+        return self.store.weights(uid, tokens)
+
+    def counts_and_weights(self, uid: int, tokens: Collection[int]
+                           ) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
+        return self.store.counts_and_weights(uid, tokens)
+
+
+class Applied:
+    """What `Applier.apply` did: `action` is "retrained", "learned", "recorded", "unchanged"
+    (the training was in effect already; only the record changed) or "nothing"; `decision`
+    the `Decision` it carried out."""
+
+    __slots__ = ("action", "decision")
+
+    def __init__(self, action: str, decision: Decision) -> None:
+        self.action = action
+        self.decision = decision
+
+    def __repr__(self) -> str:
+        return f"Applied({self.action!r}, {self.decision!r})"
+
+
+def verdicts_of(store, uid: int, keys) -> dict[str, str]:
+    """The stored classification of each signed message of `uid` among `keys`, in one query;
+    unsigned, unknown and other users' messages are left out."""
+    signed = [k for k in keys if is_signed(k)]
+    states = store.signature_states(signed) if signed else {}
+    return {k: state[1] for k, state in states.items() if state[0] == uid}
+
+
+class Applier:
+    """Carries out watcher decisions for one store: fresh state, `decide`, training with the
+    record's compare-and-set, again after a lost race. One per watcher thread."""
+
+    def __init__(self, settings, store: Store, decide=decide, clock=time.time) -> None:
+        """`decide`: `spamsift.watchers.decide.decide` (a seam for tests)."""
+        from spamsift.filter.engine.agent import Agent
+
+        self.settings = settings
+        self.store = store
+        self.decide = decide
+        self.clock = clock
+        self.carrier = StateCarrier(store)
+        self.agent = Agent(settings, self.carrier, clock=clock)
+
+    def apply(self, user: str, uid: int, key: str, seen_in, read=None) -> Applied:
+        """Decide about message `key` of `user` just seen in folders of classes `seen_in`
+        and carry the decision out exactly once.
+
+        `read()` returns the message's bytes, or None when it vanished; it is called only to
+        learn unsigned mail. Raises `StorageError` when the store fails (retry later), and
+        `ConflictError` when the record kept changing under us (look again later).
+        """
+        store, carrier, agent, settings = self.store, self.carrier, self.agent, self.settings
+        for _attempt in range(ATTEMPTS):
+            recorded = store.watch_states(uid, [key]).get(key)
+            verdict = verdicts_of(store, uid, [key]).get(key)
+            decision = self.decide(seen_in, recorded, verdict, settings.watch_learn_unsigned,
+                                   settings.watch_trust_verdict)
+            action = decision.action
+            if action == NOTHING:
+                return Applied("nothing", decision)
+            carrier.pending = [WatchUpdate(key, recorded, decision.klass, int(self.clock()))]
+            carrier.commits = 0
+            try:
+                if action == RECORD:
+                    carrier.commit(uid, record_batch(self.clock()))
+                    return Applied("recorded", decision)
+                sig_id = key if verdict is not None else derived_signature(uid, key)
+                if action == LEARN and not store.signature_states([sig_id]):
+                    raw = read() if read is not None else None
+                    if raw is None:
+                        return Applied("nothing", decision)  # vanished: a later sighting
+                    from spamsift.filter.engine.mailfolders import message_key
+
+                    if message_key(raw, settings.header_prefix + "-Signature") != key:
+                        return Applied("nothing", decision)  # replaced: not that message
+                    ctx = agent.user(user, create=True)
+                    agent.learn(ctx, raw, decision.klass, "corpus", signature_id=sig_id)
+                    return Applied("learned", decision)
+                # A retrain (or a "learn" whose derived signature exists: learned before and
+                # the record is gone, so correct what was learned).
+                try:
+                    agent.retrain(user, sig_id, decision.klass)
+                except UnknownSignatureError:
+                    # Purged, or never learned: nothing to correct; keep the record true.
+                    carrier.commit(uid, record_batch(self.clock()))
+                    return Applied("recorded", decision)
+                if carrier.commits == 0:  # the training was in effect already
+                    carrier.commit(uid, record_batch(self.clock()))
+                    return Applied("unchanged", decision)
+                return Applied("retrained", decision)
+            except ConflictError:
+                continue  # another watcher (or reclassify) got there first: look again
+            except DuplicateSignatureError:
+                continue  # another watcher inserted the derived signature meanwhile
+            finally:
+                carrier.pending = []
+        raise ConflictError(f"watch state of {key[:40]} kept changing; will look again")
