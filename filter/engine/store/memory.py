@@ -67,6 +67,10 @@ class MemoryStore:
         tokens = list(tokens)
         return self.lookup(uid, tokens), self.weights(uid, tokens)
 
+    def counts_and_weights_of(self, uids, tokens):
+        tokens = list(tokens)
+        return {uid: self.counts_and_weights(uid, tokens) for uid in uids}
+
     def stats(self, uid: int) -> Stats:
         return Stats(*self.stat_rows.get(uid, [0] * len(STAT_FIELDS)))
 
@@ -81,7 +85,8 @@ class MemoryStore:
         packed = sig.pack()
         tokens, freqs, applied = Signature.unpack_data(packed)
         return Signature(sig.id, sig.uid, sig.created, sig.result, sig.trained, sig.counter,
-                         sig.source_ip, tokens, freqs, applied, Signature.unpack_model(packed))
+                         sig.source_ip, tokens, freqs, applied, Signature.unpack_model(packed),
+                         *Signature.unpack_groups(packed))
 
     def preferences(self, uid: int) -> dict[str, str]:
         return {k: v for (u, k), v in self.prefs.items() if u == uid}
@@ -168,7 +173,8 @@ class MemoryStore:
             tokens, freqs, applied = Signature.unpack_data(update.data)
             self.signatures[update.id] = (uid, self.signatures[update.id][1], Signature(
                 old.id, old.uid, old.created, old.result, update.trained, update.counter,
-                old.source_ip, tokens, freqs, applied, Signature.unpack_model(update.data)))
+                old.source_ip, tokens, freqs, applied, Signature.unpack_model(update.data),
+                *Signature.unpack_groups(update.data)))
         for token, (spam, innocent) in batch.tokens.items():
             row = self.tokens.get((uid, token))
             if row is None:

@@ -248,6 +248,29 @@ class MySQLStore:
             raise _translate(exc) from None
         return counts, weights
 
+    def counts_and_weights_of(self, uids, tokens):
+        uids = [int(u) for u in dict.fromkeys(uids)]
+        found: dict[int, tuple[dict[int, tuple[int, int]], dict[int, float]]] = {
+            uid: ({}, {}) for uid in uids}
+        in_uids = ",".join(map(str, uids))
+        try:
+            with self.db.cursor() as cur:
+                for in_list in token_lists(tokens):
+                    cur.execute("SELECT uid, token, spam_hits, innocent_hits, weight FROM "
+                                f"dspam_token_data WHERE uid IN ({in_uids}) AND token IN "
+                                f"({in_list})")
+                    for uid, token, spam, innocent, weight in cur.fetchall():
+                        counts, weights = found[int(uid)]
+                        token = int(token)
+                        counts[token] = (int(spam), int(innocent))
+                        if weight:
+                            weights[token] = float(weight)
+            self.db.commit()
+        except pymysql.MySQLError as exc:
+            self._rollback()
+            raise _translate(exc) from None
+        return found
+
     def stats(self, uid: int) -> Stats:
         rows = self._read(f"SELECT {', '.join(STAT_FIELDS)} FROM dspam_stats WHERE uid = %s",
                           (uid,))

@@ -240,6 +240,28 @@ class SQLiteStore:
             raise _translate(exc, self.path) from None
         return counts, weights
 
+    def counts_and_weights_of(self, uids, tokens):
+        uids = list(dict.fromkeys(uids))
+        found: dict[int, tuple[dict[int, tuple[int, int]], dict[int, float]]] = {
+            uid: ({}, {}) for uid in uids}
+        ids = [_to_db(t) for t in tokens]
+        step = _CHUNK - len(uids)
+        try:
+            for i in range(0, len(ids), step):
+                chunk = ids[i:i + step]
+                for uid, token, spam, innocent, weight in self.db.execute(
+                        "SELECT uid, token, spam_hits, innocent_hits, weight FROM "
+                        f"dspam_token_data WHERE uid IN ({','.join('?' * len(uids))}) "
+                        f"AND token IN ({','.join('?' * len(chunk))})", [*uids, *chunk]):
+                    counts, weights = found[uid]
+                    token = _from_db(token)
+                    counts[token] = (spam, innocent)
+                    if weight:
+                        weights[token] = weight
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return found
+
     def stats(self, uid: int) -> Stats:
         rows = self._query(f"SELECT {', '.join(STAT_FIELDS)} FROM dspam_stats WHERE uid = ?",
                            (uid,))
