@@ -138,18 +138,38 @@ class MemoryStore:
                 found[sig_id] = (entry[0], entry[2].result, entry[2].trained)
         return found
 
-    _COMMITTED = ("tokens", "stat_rows", "daily", "signatures", "source_rows", "watch_rows")
-
     def commit_group(self, items: list[tuple[int, Batch]]) -> None:
         import copy
 
-        saved = {name: copy.deepcopy(getattr(self, name)) for name in self._COMMITTED}
+        # The undo copies what the batches can change: the token and source rows they name
+        # (a copy of every token row made a group member's commit cost 0.5 s on half the
+        # SpamAssassin corpus), the other tables whole (small; their rows are replaced or
+        # are short lists).
+        tokens = {(uid, t): self.tokens.get((uid, t)) for uid, batch in items
+                  for t in (*batch.tokens, *batch.weights)}
+        tokens = {key: None if row is None else list(row) for key, row in tokens.items()}
+        sources = {(uid, ip): copy.copy(self.source_rows.get((uid, ip)))
+                   for uid, batch in items for ip in batch.sources}
+        saved = {name: copy.deepcopy(getattr(self, name))
+                 for name in ("stat_rows", "daily")}
+        saved.update((name, dict(getattr(self, name)))
+                     for name in ("signatures", "watch_rows"))
         try:
             for uid, batch in items:
                 self.commit(uid, batch)
         except BaseException:
             for name, value in saved.items():
                 setattr(self, name, value)
+            for key, row in tokens.items():
+                if row is None:
+                    self.tokens.pop(key, None)
+                else:
+                    self.tokens[key] = row
+            for ip_key, source in sources.items():
+                if source is None:
+                    self.source_rows.pop(ip_key, None)
+                else:
+                    self.source_rows[ip_key] = source
             raise
 
     def commit(self, uid: int, batch: Batch) -> None:
