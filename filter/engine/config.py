@@ -333,16 +333,24 @@ class _WatchKeys:
 class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _WatchKeys):
     """The effective, immutable configuration; attributes are the names in `KEYS`."""
 
-    __slots__ = tuple(KEYS) + ("origin",)
+    __slots__ = tuple(KEYS) + ("origin", "_groups")
     origin: str  # where the values were read from: a file's path, or "defaults"
 
-    def __init__(self, values: dict[str, object], origin: str = "defaults") -> None:
+    def __init__(self, values: dict[str, object], origin: str = "defaults",
+                 groups: tuple = ()) -> None:
         for key, (default, kind, _c, _d) in KEYS.items():
             value = values.get(key, default)
             if kind in ("list", "algorithms") and isinstance(value, list):
                 value = tuple(value)
             object.__setattr__(self, key, value)
         object.__setattr__(self, "origin", origin)
+        object.__setattr__(self, "_groups", tuple(groups))
+
+    @property
+    def groups(self) -> tuple:
+        """The [groups.NAME] tables (`groups.Group`), site-wide, in file order: not a key
+        (tables, not values), so not in `KEYS`."""
+        return self._groups  # type: ignore[attr-defined]  # a slot, not a declared key
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are frozen; use replace()")
@@ -354,7 +362,11 @@ class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _
         values = self.as_dict()
         for key, value in changes.items():
             values[key] = _coerce(key, value, "setting")
-        return Settings(values, self.origin)
+        return Settings(values, self.origin, self.groups)
+
+    def with_groups(self, groups: tuple) -> Settings:
+        """These settings with `groups` (`groups.Group`) in place of the configured ones."""
+        return Settings(self.as_dict(), self.origin, tuple(groups))
 
     def for_user(self, preferences: dict[str, str]) -> Settings:
         """These settings with a user's stored preferences applied (allowed keys only)."""
@@ -367,7 +379,7 @@ class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _
                 values[key] = _coerce(key, value, "preference")
             except Exception:  # noqa: BLE001 - a bad stored preference must not stop mail
                 continue
-        return Settings(values, self.origin)
+        return Settings(values, self.origin, self.groups)
 
     @property
     def storage_url(self) -> str:
@@ -471,10 +483,16 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
     path = explicit or DEFAULT_CONFIG_PATH
     values: dict[str, object] = {}
     origin = "defaults"
+    groups: tuple = ()
     if explicit or os.path.exists(path):
         home_hint = env.get("SPAMSIFT_HOME") or DEFAULT_HOME
         raw = _cached_toml(path, home_hint) if use_cache else _parse_toml(path)
         for key, value in raw.items():
+            if key == "groups":  # site-wide tables, not a setting (docs/groups.md)
+                from spamsift.filter.engine import groups as groups_module
+
+                groups = groups_module.parse(value, path)
+                continue
             if key not in KEYS:
                 raise ConfigError(f"{path}: unknown key {key!r} "
                                   f"(every key: 'spamsift config --defaults')")
@@ -487,4 +505,4 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
         values["home"] = _coerce("home", os.path.abspath(env["SPAMSIFT_HOME"]), "SPAMSIFT_HOME")
     if env.get("SPAMSIFT_STORAGE"):
         values["storage"] = _coerce("storage", env["SPAMSIFT_STORAGE"], "SPAMSIFT_STORAGE")
-    return Settings(values, origin)
+    return Settings(values, origin, groups)
