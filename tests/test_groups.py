@@ -4,14 +4,15 @@ and each type's effect on classification and on exactly what is written and unle
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
 from spamsift.filter.engine import config, groups
 from spamsift.filter.engine.agent import Agent
-from spamsift.filter.engine.errors import ConfigError
+from spamsift.filter.engine.errors import ConfigError, ForeignSignatureError
 from spamsift.filter.engine.groups import Group
-from spamsift.filter.engine.store.base import open_store
+from spamsift.filter.engine.store.base import Signature, open_store
 from spamsift.filter.engine.tokenizer import token_id
 
 HAM = [f"From: Bob <bob{n}@example.com>\nSubject: lunch {n}\n\nHello Alice, lunch at noon "
@@ -143,3 +144,212 @@ mixed:classification:jill,kate,*trainer
 def test_bad_groupconfig_lines_are_errors(line, message):
     with pytest.raises(ConfigError, match=message):
         groups.import_groupconfig(line)
+
+
+# -- merged ------------------------------------------------------------------------------------
+def test_merged_group_counts_are_added_and_nothing_is_written_to_the_group():
+    agent = make_agent([Group("site", "merged", ("*",))])
+    teach(agent, "site")
+    alone = make_agent()
+    alone.store = agent.store  # the same data, no groups
+    assert not alone.process(alone.user(MEMBER), PROBE, classify_only=True).is_spam
+    site_before = rows(agent, "site")
+    site_stats = agent.store.stats(agent.store.uid("site"))
+    outcome = agent.process(agent.user(MEMBER), PROBE)
+    assert outcome.is_spam
+    assert rows(agent, "site") == site_before  # not one token of the member's mail
+    after = agent.store.stats(agent.store.uid("site"))
+    assert after.spam_learned == site_stats.spam_learned
+    # ... but the verdict it decided is counted on the group.
+    assert after.spam_classified == site_stats.spam_classified + 1
+    # The member learned the message as spam, in its own rows only.
+    member = agent.store.uid(MEMBER, create=False)
+    assert all(s == 1 and i == 0 for s, i in probe_counts(agent, MEMBER).values())
+    sig = agent.store.signature(outcome.signature)
+    assert sig.token_uid == member and sig.trained == "spam"
+
+
+def test_correcting_a_merged_verdict_undoes_exactly_the_members_own_training():
+    agent = make_agent([Group("site", "merged", ("*",))])
+    teach(agent, "site")
+    for raw in HAM[40:45]:
+        agent.process(agent.user(MEMBER), raw)
+    member_before = rows(agent, MEMBER)
+    site_before = rows(agent, "site")
+    outcome = agent.process(agent.user(MEMBER), PROBE)
+    assert outcome.is_spam
+    agent.retrain(MEMBER, outcome.signature, "innocent")
+    after = rows(agent, MEMBER)
+    # Every token the message added to spam is gone again, and each was added to innocent
+    # at least once (test-conditional training may add more passes).
+    for key, (spam, innocent, _w) in after.items():
+        before = member_before.get(key, (0, 0, 0.0))
+        assert spam == before[0]
+        assert innocent >= before[1]
+    assert rows(agent, "site") == site_before  # the group's data is never unlearned
+    # The same correction again changes nothing (a drag seen twice).
+    again = agent.retrain(MEMBER, outcome.signature, "innocent")
+    assert again.action == "unchanged" and rows(agent, MEMBER) == after
+
+
+def test_the_groups_own_training_never_touches_a_member():
+    agent = make_agent([Group("site", "merged", ("*",))])
+    teach(agent, "site", spam=20, ham=20)
+    for raw in HAM[40:43] + SPAM[40:43]:
+        agent.process(agent.user(MEMBER), raw)
+    member_before = rows(agent, MEMBER)
+    outcome = agent.process(agent.user("site"), HAM[50])
+    agent.retrain("site", outcome.signature, "spam" if not outcome.is_spam else "innocent")
+    assert rows(agent, MEMBER) == member_before
+
+
+# -- global ------------------------------------------------------------------------------------
+def test_a_global_group_classifies_for_an_immature_member_only():
+    agent = make_agent([Group("world", "global", ("*",))])
+    teach(agent, "world")
+    outcome = agent.process(agent.user(MEMBER), PROBE)
+    assert outcome.is_spam  # the member alone knows nothing: the global group decided
+    world = agent.store.stats(agent.store.uid("world"))
+    assert world.spam_classified == 1
+    assert rows(agent, "world") and probe_counts(agent, MEMBER)
+    # A mature member (DSPAM: 1,000 innocent and 250 spam learned) is on its own.
+    from spamsift.filter.engine.store.base import Batch
+
+    mature = agent.store.uid("mature@example.org")
+    batch = Batch("2026-11-24")
+    batch.add_stat("innocent_learned", groups.GLOBAL_INNOCENT)
+    batch.add_stat("spam_learned", groups.GLOBAL_SPAM)
+    agent.store.commit(mature, batch)
+    assert not agent.process(agent.user("mature@example.org"), PROBE).is_spam
+    # ... unless it never trains (NOTRAIN): then the global group is what it has.
+    ctx = agent.user("mature@example.org")
+    assert agent.process(ctx, PROBE, mode="notrain").is_spam
+
+
+def test_a_global_decision_is_corrected_from_the_members_data_only():
+    agent = make_agent([Group("world", "global", ("*",))])
+    teach(agent, "world")
+    world_before = rows(agent, "world")
+    outcome = agent.process(agent.user(MEMBER), PROBE)
+    agent.retrain(MEMBER, outcome.signature, "innocent")
+    assert rows(agent, "world") == world_before
+    assert all(s == 0 for s, _i in probe_counts(agent, MEMBER).values())
+
+
+# -- classification ----------------------------------------------------------------------------
+def test_an_unsure_member_asks_its_peers_and_a_spam_answer_wins():
+    peers = Group("peers", "classification", ("anna", MEMBER))
+    agent = make_agent([peers], unsure_band=[-1000.0, 0.0])  # every innocent verdict unsure
+    teach(agent, "anna")
+    outcome = agent.process(agent.user(MEMBER), PROBE)
+    assert outcome.is_spam and outcome.score >= 0
+    sig = agent.store.signature(outcome.signature)
+    assert sig.trained == "spam"  # the member learned it as spam
+    assert all(s == 1 for s, _i in probe_counts(agent, MEMBER).values())
+    assert agent.store.stats(agent.store.uid("peers")).spam_classified == 1
+    # A member sure of its innocent verdict asks nobody.
+    sure = make_agent([peers], unsure_band=[-0.001, 0.0])
+    sure.store = agent.store
+    assert not sure.process(sure.user(MEMBER), HAM[0], classify_only=True).is_spam
+
+
+def test_a_peer_answering_innocent_changes_nothing():
+    peers = Group("peers", "classification", ("anna", MEMBER))
+    agent = make_agent([peers], unsure_band=[-1000.0, 0.0])
+    teach(agent, "anna")
+    outcome = agent.process(agent.user(MEMBER), HAM[0])
+    assert not outcome.is_spam
+    assert agent.store.uid("peers", create=False) is None  # no verdict decided, nothing kept
+
+
+# -- inoculation -------------------------------------------------------------------------------
+def test_a_spam_report_inoculates_the_other_members_once():
+    av = Group("av", "inoculation", ("anna", "ben", MEMBER))
+    agent = make_agent([av], test_conditional_training=False)
+    for user in ("anna", "ben"):
+        teach(agent, user, spam=0, ham=3)
+    outcome = agent.process(agent.user(MEMBER), PROBE)
+    assert not outcome.is_spam
+    anna_before = probe_counts(agent, "anna")
+    agent.retrain(MEMBER, outcome.signature, "spam")
+    for peer in ("anna", "ben"):
+        got = probe_counts(agent, peer)
+        # DSPAM's inoculation: a token rare in both classes +5, others +2.
+        assert got and all(s in (2, 5) for s, _i in got.values())
+        assert agent.store.stats(agent.store.uid(peer)).spam_corpusfed == 1
+    assert agent.store.stats(agent.store.uid("av")).spam_classified == 1
+    after = {p: probe_counts(agent, p) for p in ("anna", "ben")}
+    # Taking the report back leaves the peers' inoculation (theirs now), and reporting it
+    # again does not inoculate a second time.
+    agent.retrain(MEMBER, outcome.signature, "innocent")
+    agent.retrain(MEMBER, outcome.signature, "spam")
+    assert {p: probe_counts(agent, p) for p in ("anna", "ben")} == after
+    assert agent.store.signature(outcome.signature).flags & Signature.INOCULATED
+    assert anna_before != after["anna"]
+
+
+def test_an_innocent_report_inoculates_nobody():
+    av = Group("av", "inoculation", ("anna", MEMBER))
+    agent = make_agent([av])
+    teach(agent, "anna", spam=0, ham=3)
+    teach(agent, MEMBER)
+    outcome = agent.process(agent.user(MEMBER), PROBE)
+    assert outcome.is_spam
+    before = rows(agent, "anna")
+    agent.retrain(MEMBER, outcome.signature, "innocent")
+    assert rows(agent, "anna") == before
+
+
+# -- shared ------------------------------------------------------------------------------------
+def test_shared_members_train_one_dictionary_with_private_signatures():
+    office = Group("office", "shared", ("anna", "ben"))
+    agent = make_agent([office])
+    teach(agent, "anna")  # trains the group's dictionary
+    assert not rows(agent, "anna") and rows(agent, "office")
+    assert agent.store.stats(agent.store.uid("office")).spam_learned == 40
+    assert agent.store.stats(agent.store.uid("anna")).spam_learned == 40
+    outcome = agent.process(agent.user("ben"), PROBE)
+    assert outcome.is_spam  # ben reads what anna taught
+    sig = agent.store.signature(outcome.signature)
+    office_uid = agent.store.uid("office")
+    assert sig.uid == agent.store.uid("ben") and sig.token_uid == office_uid
+    with pytest.raises(ForeignSignatureError):
+        agent.retrain("anna", outcome.signature, "innocent")
+    before = probe_counts(agent, "office")
+    agent.retrain("ben", outcome.signature, "innocent")
+    after = probe_counts(agent, "office")
+    for token, (spam, _innocent) in after.items():
+        assert spam == before[token][0] - 1  # exactly the one spam count ben's message added
+    assert not rows(agent, "ben")
+    ben = agent.store.stats(agent.store.uid("ben"))
+    assert (ben.spam_learned, ben.innocent_learned, ben.innocent_misclassified) == (0, 1, 1)
+
+
+def test_a_shared_signature_is_corrected_in_the_group_after_the_member_left():
+    office = Group("office", "shared", ("anna", "ben"))
+    agent = make_agent([office])
+    teach(agent, "anna")
+    outcome = agent.process(agent.user("ben"), PROBE)
+    before = probe_counts(agent, "office")
+    gone = make_agent([])  # the configuration no longer has the group
+    gone.store = agent.store
+    gone.retrain("ben", outcome.signature, "innocent")
+    after = probe_counts(agent, "office")
+    assert all(after[t][0] == before[t][0] - 1 for t in after)
+    assert not rows(agent, "ben")
+
+
+def test_sqlite_and_mysql_take_a_merged_member_as_memory_does(tmp_path):
+    """The same merged run on SQLite gives the member the same rows as on the memory store."""
+    results = []
+    for url in ("memory://", f"sqlite:///{tmp_path}/g.db"):
+        agent = make_agent([Group("site", "merged", ("*",))], store=open_store(url))
+        teach(agent, "site", spam=20, ham=20)
+        outcome = agent.process(agent.user(MEMBER), PROBE)
+        agent.retrain(MEMBER, outcome.signature, "innocent")
+        member = agent.store.uid(MEMBER, create=False)
+        freq = agent.tokenizer(agent.settings).tokenize(PROBE)
+        results.append((outcome.is_spam, agent.store.lookup(member, [token_id(t) for t in freq]),
+                        agent.store.stats(agent.store.uid("site")).spam_classified))
+    assert results[0] == results[1]
+    assert os.path.exists(tmp_path / "g.db")

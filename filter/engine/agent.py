@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from array import array
 
-from spamsift.filter.engine import classifier, logistic, training
+from spamsift.filter.engine import classifier, groups, logistic, training
 from spamsift.filter.engine.days import day_of
 from spamsift.filter.engine.errors import ConflictError, UnknownSignatureError
 from spamsift.filter.engine.signatures import load_owned, new_id
@@ -30,13 +30,20 @@ CAS_RETRIES = 5
 class UserContext:
     """A user as one message sees them: numeric id, stored preferences, effective settings."""
 
-    __slots__ = ("name", "uid", "prefs", "settings")
+    __slots__ = ("name", "uid", "prefs", "settings", "groups", "data_uid")
 
-    def __init__(self, name: str, uid: int | None, prefs: dict[str, str], settings) -> None:
+    def __init__(self, name: str, uid: int | None, prefs: dict[str, str], settings,
+                 membership: groups.Membership = groups.NO_GROUPS,
+                 data_uid: int | None = None) -> None:
         self.name = name
         self.uid = uid
         self.prefs = prefs
         self.settings = settings
+        # The groups that apply (filter/engine/groups.py), and whose token counts, totals and
+        # model weights the user's messages read and train: a shared group's, else the
+        # user's own (`uid`).
+        self.groups = membership
+        self.data_uid = uid if data_uid is None else data_uid
 
 
 WHITELISTED = 1000.0  # subtracted from a whitelisted message's score (see Agent.process)
@@ -79,9 +86,13 @@ class Outcome:
 class Scored:
     """A message scored for a user: its tokens (`message`), their stored (spam, innocent)
     counts, the user's totals, the classifier's verdict, and whether the sender's whitelist
-    entry overrode it."""
+    entry overrode it.
 
-    __slots__ = ("message", "counts", "stats", "verdict", "whitelisted")
+    `counts` and `stats` are the user's own (what training decisions read) even when a merged
+    group's were added for `verdict`; then `alone` is the verdict of the user's own data, and
+    `consulted` the verdict of a global group that was consulted (else None)."""
+
+    __slots__ = ("message", "counts", "stats", "verdict", "whitelisted", "alone", "consulted")
 
     def __init__(self, message: Tokenized, counts: dict[int, tuple[int, int]], stats: Stats,
                  verdict: Verdict, whitelisted: bool) -> None:
@@ -90,6 +101,8 @@ class Scored:
         self.stats = stats
         self.verdict = verdict
         self.whitelisted = whitelisted
+        self.alone: Verdict | None = None
+        self.consulted: Verdict | None = None
 
 
 def _class_delta(klass: str, sign: int) -> tuple[int, int]:
@@ -114,12 +127,64 @@ class Agent:
         self.make_id = make_id
         self.commit_inbound = commit_inbound or store.commit
         self._tokenizers: dict[tuple, Tokenizer] = {}
+        self._group_uids: dict[str, int] = {}
 
     # -- helpers -------------------------------------------------------------------------
     def user(self, name: str, create: bool = True) -> UserContext:
         uid = self.store.uid(name, create)
         prefs = self.store.preferences(uid) if uid is not None else {}
-        return UserContext(name, uid, prefs, self.settings.for_user(prefs))
+        ctx = UserContext(name, uid, prefs, self.settings.for_user(prefs))
+        self._join_groups(ctx, create)
+        return ctx
+
+    def _join_groups(self, ctx: UserContext, create: bool) -> None:
+        """Put the groups that apply to `ctx`'s user into it (and a shared group's data)."""
+        membership = groups.membership(getattr(self.settings, "groups", ()), ctx.name)
+        if not membership:
+            return
+        ctx.groups = membership
+        if membership.shared is not None and ctx.uid is not None:
+            shared = self.group_uid(membership.shared.name, create)
+            if shared is not None:
+                ctx.data_uid = shared
+
+    def group_uid(self, name: str, create: bool = False) -> int | None:
+        """The uid of a group's own data (None: it has none yet and `create` is false)."""
+        uid = self._group_uids.get(name)
+        if uid is None:
+            uid = self.store.uid(name, create)
+            if uid is not None:
+                self._group_uids[name] = uid
+        return uid
+
+    def _data_uid_of(self, name: str, uid: int) -> int:
+        """Whose token data user `name` (`uid`) reads and trains: a shared group's, or own."""
+        shared = groups.membership(getattr(self.settings, "groups", ()), name).shared
+        if shared is None:
+            return uid
+        return self.group_uid(shared.name, create=True) or uid
+
+    def _commit_items(self, items: list[tuple[int, Batch]], inbound: bool = False) -> None:
+        """Write (uid, batch) items in one transaction (one item: as before groups, through
+        `commit_inbound` for inbound mail, which the daemon queues to its writer)."""
+        if len(items) == 1:
+            (self.commit_inbound if inbound else self.store.commit)(*items[0])
+        else:
+            self.store.commit_group(items)
+
+    @staticmethod
+    def _items(uid: int, data_uid: int | None, batch: Batch) -> list[tuple[int, Batch]]:
+        """`batch` of user `uid` as commit items: when the user's token data is a shared
+        group's (`data_uid`), the tokens and weights go to the group, whose totals count the
+        same messages (a copy of the statistics); signature, statistics and sources stay the
+        user's."""
+        if data_uid is None or data_uid == uid:
+            return [(uid, batch)]
+        data = Batch(batch.day)
+        data.tokens, batch.tokens = batch.tokens, {}
+        data.weights, batch.weights = batch.weights, {}
+        data.stats = dict(batch.stats)
+        return [(uid, batch), (data_uid, data)]
 
     def tokenizer(self, settings) -> Tokenizer:
         key = (settings.tokenizer, settings.ignore_headers, settings.header_prefix)
@@ -136,14 +201,20 @@ class Agent:
         settings = ctx.settings
         return tokenize(self.tokenizer(settings), raw, source_relays(settings))
 
-    def score(self, ctx: UserContext, message: Tokenized) -> Scored:
-        """Score a tokenized message for the user (nothing is written)."""
+    def score(self, ctx: UserContext, message: Tokenized, mode: str | None = None,
+              consult: bool = True) -> Scored:
+        """Score a tokenized message for the user (nothing is written). With groups, a merged
+        group's data is added and (`consult`) a global group is consulted for a user in
+        `mode` (default: the user's) whose data is immature."""
         settings = ctx.settings
-        freq, ids = message.freq, message.ids
+        ids = message.ids
         model = logistic.enabled(settings.algorithm)
         feats: list[int] = logistic.features(ids.values()) if model else []
+        if ctx.groups.merged is not None or (consult and ctx.groups.global_ is not None):
+            return self._score_in_groups(ctx, message, mode, consult, model, feats)
         weights: dict[int, float] = {}
-        if ctx.uid is None:
+        uid = ctx.data_uid
+        if uid is None:
             counts: dict[int, tuple[int, int]] = {}
             from spamsift.filter.engine.store.base import Stats
 
@@ -152,43 +223,153 @@ class Agent:
             # Counts and weights in one query (the features are the tokens and the bias).
             # Two queries took 2.90 ms a message against 1.75 for one on a SQLite database
             # of the whole SpamAssassin corpus (927,000 rows), 11.95 against 8.08 on MariaDB.
-            counts, weights = self.store.counts_and_weights(ctx.uid, feats)
-            stats = self.store.stats(ctx.uid)
+            counts, weights = self.store.counts_and_weights(uid, feats)
+            stats = self.store.stats(uid)
         else:
-            counts = self.store.lookup(ctx.uid, ids.values())
-            stats = self.store.stats(ctx.uid)
+            counts = self.store.lookup(uid, ids.values())
+            stats = self.store.stats(uid)
+        verdict = self._verdict(settings, message, counts, stats.spam_learned,
+                                stats.innocent_learned, weights, feats, model)
+        return Scored(message, counts, stats, verdict, self._whitelisted(settings, message,
+                                                                         counts))
+
+    @staticmethod
+    def _verdict(settings, message: Tokenized, counts: dict[int, tuple[int, int]],
+                 spam_learned: int, innocent_learned: int, weights: dict[int, float],
+                 feats: list[int], model: bool) -> Verdict:
+        """The classifier's verdict on `message` from these counts, totals and weights."""
         bayesian = logistic.bayesian(settings.algorithm)
-        verdict = classifier.classify(freq, ids, counts, stats.spam_learned,
-                                      stats.innocent_learned, bayesian or ("graham",),
+        verdict = classifier.classify(message.freq, message.ids, counts, spam_learned,
+                                      innocent_learned, bayesian or ("graham",),
                                       settings.processor_bias, settings.same_counts)
         if model:
             logistic.apply(verdict, logistic.margin(feats, weights),
                            verdict.score if bayesian else 0.0, feats, not bayesian)
-        whitelisted = False
+        return verdict
+
+    @staticmethod
+    def _whitelisted(settings, message: Tokenized, counts: dict[int, tuple[int, int]]) -> bool:
+        """Whether the sender's whitelist entry in `counts` overrides the verdict."""
         if settings.whitelist:
-            sender = next((t for t in freq if t.startswith("wl:")), None)
+            sender = next((t for t in message.freq if t.startswith("wl:")), None)
             if sender is not None:
-                spam, innocent = counts.get(ids[sender], (0, 0))
-                whitelisted = (innocent > settings.whitelist_threshold
-                               and spam <= innocent // 15)
-        return Scored(message, counts, stats, verdict, whitelisted)
+                spam, innocent = counts.get(message.ids[sender], (0, 0))
+                return (innocent > settings.whitelist_threshold
+                        and spam <= innocent // 15)
+        return False
+
+    def _score_in_groups(self, ctx: UserContext, message: Tokenized, mode: str | None,
+                         consult: bool, model: bool, feats: list[int]) -> Scored:
+        """`score` for a member of a merged or global group: the member's rows, the merged
+        group's and a consulted global group's are read in one query."""
+        from spamsift.filter.engine.store.base import Stats
+
+        settings = ctx.settings
+        member = ctx.groups
+        own = ctx.data_uid
+        stats = self.store.stats(own) if own is not None else Stats()
+        merged = self.group_uid(member.merged.name) if member.merged is not None else None
+        consulted = None
+        if consult and member.global_ is not None and (
+                (mode or settings.training_mode) == training.NOTRAIN
+                or groups.immature(stats.spam_learned, stats.innocent_learned)):
+            consulted = self.group_uid(member.global_.name)
+        uids = [u for u in (own, merged, consulted) if u is not None]
+        keys = feats if model else list(message.ids.values())
+        rows = self.store.counts_and_weights_of(uids, keys) if uids else {}
+        counts, weights = rows[own] if own is not None else ({}, {})
+        alone = self._verdict(settings, message, counts, stats.spam_learned,
+                              stats.innocent_learned, weights, feats, model)
+        verdict = alone
+        if merged is not None and merged != own:
+            group_counts, group_weights = rows[merged]
+            totals = self.store.stats(merged)
+            verdict = self._verdict(settings, message, _summed(counts, group_counts),
+                                    stats.spam_learned + totals.spam_learned,
+                                    stats.innocent_learned + totals.innocent_learned,
+                                    _summed_weights(weights, group_weights), feats, model)
+        scored = Scored(message, counts, stats, verdict,
+                        self._whitelisted(settings, message, counts))
+        if verdict is not alone:
+            scored.alone = alone
+        if consulted is not None and consulted != own:
+            global_counts, global_weights = rows[consulted]
+            totals = self.store.stats(consulted)
+            scored.consulted = self._verdict(settings, message, global_counts,
+                                             totals.spam_learned, totals.innocent_learned,
+                                             global_weights, feats, model)
+        return scored
+
+    def _group_verdict(self, ctx: UserContext, scored: Scored
+                       ) -> tuple[Verdict, groups.Group | None]:
+        """The verdict groups make of a scored message, and the group that decided it (None:
+        the member's own data would have said the same)."""
+        verdict = scored.verdict
+        member = ctx.groups
+        if scored.consulted is not None:
+            # DSPAM: an immature user's global group classifies.
+            if scored.consulted.is_spam != verdict.is_spam:
+                return scored.consulted, member.global_
+            return scored.consulted, None
+        decided = None
+        if scored.alone is not None and scored.alone.is_spam != verdict.is_spam:
+            decided = member.merged
+        if member.classification and not verdict.is_spam and _unsure(ctx.settings, verdict):
+            answer = self._ask_peers(ctx, scored.message)
+            if answer is not None:
+                return answer
+        return verdict, decided
+
+    def _ask_peers(self, ctx: UserContext, message: Tokenized
+                   ) -> tuple[Verdict, groups.Group] | None:
+        """Ask the other named members of the user's classification groups (at most
+        `MAX_PEERS`, in one query); the most confident spam answer, or None."""
+        settings = ctx.settings
+        asked: dict[int, groups.Group] = {}
+        for group, name in ctx.groups.peers(ctx.groups.classification, ctx.name):
+            uid = self.store.uid(name, create=False)
+            if uid is None:
+                continue
+            data = self._data_uid_of(name, uid)
+            if data != ctx.data_uid and data not in asked:
+                asked[data] = group
+                if len(asked) >= MAX_PEERS:
+                    break
+        if not asked:
+            return None
+        model = logistic.enabled(settings.algorithm)
+        feats = logistic.features(message.ids.values()) if model else []
+        rows = self.store.counts_and_weights_of(list(asked),
+                                                feats if model else list(message.ids.values()))
+        best: tuple[Verdict, groups.Group] | None = None
+        for uid, group in asked.items():
+            counts, weights = rows[uid]
+            totals = self.store.stats(uid)
+            verdict = self._verdict(settings, message, counts, totals.spam_learned,
+                                    totals.innocent_learned, weights, feats, model)
+            if verdict.is_spam and (best is None or verdict.score > best[0].score):
+                best = (verdict, group)
+        return best
 
     # -- inbound -------------------------------------------------------------------------
     def process(self, ctx: UserContext, raw: bytes, mode: str | None = None,
                 classify_only: bool = False) -> Outcome:
         """Classify an inbound message and, unless told not to, train it by the mode."""
         message = self.tokenize(ctx, raw)
-        scored = self.score(ctx, message)
+        scored = self.score(ctx, message, mode)
         freq, ids, counts, stats = message.freq, message.ids, scored.counts, scored.stats
         verdict, whitelisted = scored.verdict, scored.whitelisted
+        shown, decided = verdict, None  # the verdict the outcome shows; a group deciding it
         if whitelisted:
             result, klass = "Whitelisted", "innocent"
         else:
-            klass = "spam" if verdict.is_spam else "innocent"
+            if ctx.groups:
+                shown, decided = self._group_verdict(ctx, scored)
+            klass = "spam" if shown.is_spam else "innocent"
             result = _label(klass)
-        outcome = Outcome(ctx.name, result, verdict.probability, verdict.confidence,
-                          None, verdict.factors)
-        outcome.score = verdict.score
+        outcome = Outcome(ctx.name, result, shown.probability, shown.confidence,
+                          None, shown.factors)
+        outcome.score = shown.score
         if whitelisted:
             # Below every other message, and below 0 as an Innocent result must be: the
             # sender, not the words, decided (a spam verdict it overrode stays visible in
@@ -201,11 +382,13 @@ class Agent:
         if classify_only or mode == training.NOTRAIN or ctx.uid is None:
             return outcome
         mode = training.effective_mode(mode, stats.spam_learned, stats.innocent_learned)
+        if decided is not None and decided.type == "classification" and mode == training.TOE:
+            mode = training.TEFT  # DSPAM retrains a member its classification group overruled
         tokens = list(freq)
         id_list = [ids[t] for t in tokens]
         hits = [sum(counts.get(i, (0, 0))) for i in id_list]
         wl_index = next((k for k, t in enumerate(tokens) if t.startswith("wl:")), None)
-        applied, counters = training.inbound(mode, klass, hits, verdict.confidence, wl_index)
+        applied, counters = training.inbound(mode, klass, hits, shown.confidence, wl_index)
 
         source_ip = message.source_ip
         batch = self._learning(source_ip, klass, id_list, applied, counters)
@@ -217,14 +400,27 @@ class Agent:
                 step = self._train_model(batch, feats, z, base, klass)
             model = (step, base)
         sig_id = self.make_id()
+        data_uid = ctx.data_uid if ctx.data_uid != ctx.uid else 0
         batch.new_signature = Signature(
             sig_id, ctx.uid, int(self.clock()), result.lower(), klass if counters else "",
             ",".join(counters), source_ip, array("Q", id_list),
-            bytes(min(freq[t], 255) for t in tokens), bytes(applied), model)
-        self.commit_inbound(ctx.uid, batch)
+            bytes(min(freq[t], 255) for t in tokens), bytes(applied), model, data_uid or 0)
+        items = self._items(ctx.uid, ctx.data_uid, batch)
+        if decided is not None:
+            items.append(self._decision(decided, klass))
+        self._commit_items(items, inbound=True)
         outcome.signature = sig_id
         outcome.action = "learned" if any(applied) else "classified"
         return outcome
+
+    def _decision(self, group: groups.Group, klass: str) -> tuple[int, Batch]:
+        """The item counting one verdict `group` decided (as `klass`): its own
+        ``<klass>_classified`` counter, which its report shows (docs/groups.md)."""
+        uid = self.group_uid(group.name, create=True)
+        assert uid is not None  # created
+        batch = Batch(self._day())
+        batch.add_stat(klass + "_classified", 1)
+        return uid, batch
 
     def _learning(self, source_ip: str, klass: str, id_list: list[int], applied,
                   counters: list[str]) -> Batch:
@@ -283,6 +479,8 @@ class Agent:
             ctx = self.user(ctx.name, create=True)
         uid = ctx.uid
         assert uid is not None  # created above
+        data_uid = ctx.data_uid
+        assert data_uid is not None
         source_ip = message.source_ip
         freq = message.freq
         tokens = list(freq)
@@ -290,11 +488,11 @@ class Agent:
         verdict = None
         if logistic.enabled(ctx.settings.algorithm):
             # The model trains beside the Bayes score, so it needs the message scored.
-            scored = self.score(ctx, message)
+            scored = self.score(ctx, message, consult=False)
             verdict, counts = scored.verdict, scored.counts
         if source == "inoculation":
             if verdict is None:
-                counts = self.store.lookup(uid, id_list)
+                counts = self.store.lookup(data_uid, id_list)
             applied, counters = training.inoculation(klass, [counts.get(i, (0, 0))
                                                              for i in id_list])
         else:
@@ -308,8 +506,8 @@ class Agent:
             batch.new_signature = Signature(
                 signature_id, uid, int(self.clock()), klass, klass, ",".join(counters),
                 source_ip, array("Q", id_list), bytes(min(freq[t], 255) for t in tokens),
-                bytes(applied), model)
-        self.store.commit(uid, batch)
+                bytes(applied), model, data_uid if data_uid != uid else 0)
+        self._commit_items(self._items(uid, data_uid, batch))
         return Outcome(ctx.name, _label(klass), 1.0 if klass == "spam" else 0.0, 1.0,
                        signature_id, action="learned")
 
@@ -333,6 +531,10 @@ class Agent:
             ctx = UserContext(name, sig.uid, {}, self.settings)
             ctx.prefs = self.store.preferences(sig.uid)
             ctx.settings = self.settings.for_user(ctx.prefs)
+            self._join_groups(ctx, create=False)
+            # What this message changed is what its signature says, whatever the groups
+            # are now: a shared group's tokens stay the group's.
+            ctx.data_uid = sig.token_uid
             try:
                 return self._retrain_once(ctx, sig, klass, unlearn)
             except ConflictError:
@@ -369,7 +571,7 @@ class Agent:
                 batch.add_weight(f, -old_step)
         model = (0.0, base)
         if target and logistic.enabled(ctx.settings.algorithm):
-            weights = self.store.weights(sig.uid, feats)
+            weights = self._weights_view(ctx, feats)
             z = logistic.margin(feats, weights) - old_step * len(feats)
             model = (self._train_model(batch, feats, z, base, target), base)
         applied = bytearray(len(id_list))
@@ -383,10 +585,17 @@ class Agent:
                 batch.add_stat(counter, 1)
             if sig.source_ip:
                 batch.add_source(sig.source_ip, *_class_delta(target, +1))
+        flags = sig.flags
+        spread: list[tuple[int, Batch]] = []
+        if (target == "spam" and ctx.groups.inoculation
+                and not flags & Signature.INOCULATED):
+            spread = self._inoculations(ctx, sig, id_list)
+            flags |= Signature.INOCULATED  # a report inoculates once, however often repeated
         new = Signature(sig.id, sig.uid, sig.created, sig.result, target, ",".join(counters),
-                        sig.source_ip, sig.tokens, sig.freqs, bytes(applied), model)
+                        sig.source_ip, sig.tokens, sig.freqs, bytes(applied), model,
+                        sig.data_uid, flags)
         batch.signature_update = SignatureUpdate(sig.id, old, target, new.counter, new.pack())
-        self.store.commit(sig.uid, batch)
+        self._commit_items(self._items(sig.uid, sig.token_uid, batch) + spread)
         return Outcome(ctx.name, _label(target or old), signature=sig.id,
                        action="retrained" if target else "unlearned", reclassified=True)
 
@@ -400,9 +609,10 @@ class Agent:
                                           + stats.innocent_classified,
                                           settings.test_conditional_training):
             return
-        counts = self.store.lookup(sig.uid, id_list)
-        ts = stats.spam_learned + batch.stats.get("spam_learned", 0)
-        ti = stats.innocent_learned + batch.stats.get("innocent_learned", 0)
+        totals = stats if sig.token_uid == sig.uid else self.store.stats(sig.token_uid)
+        counts, (group_spam, group_innocent) = self._counts_view(ctx, id_list)
+        ts = totals.spam_learned + group_spam + batch.stats.get("spam_learned", 0)
+        ti = totals.innocent_learned + group_innocent + batch.stats.get("innocent_learned", 0)
         ts += 1 if target == "spam" else 0
         ti += 1 if target == "innocent" else 0
         freq = {i: f for i, f in zip(id_list, sig.freqs)}
@@ -424,3 +634,94 @@ class Agent:
             for k in range(len(applied)):
                 if applied[k] < training.MAX_APPLIED:
                     applied[k] += 1
+
+    # -- groups in corrections -----------------------------------------------------------
+    def _weights_view(self, ctx: UserContext, feats: list[int]) -> dict[int, float]:
+        """The model weights `ctx`'s messages are scored with: a merged group's added."""
+        uid = ctx.data_uid
+        assert uid is not None
+        merged = (self.group_uid(ctx.groups.merged.name)
+                  if ctx.groups.merged is not None else None)
+        if merged is None or merged == uid:
+            return self.store.weights(uid, feats)
+        rows = self.store.counts_and_weights_of((uid, merged), feats)
+        return _summed_weights(rows[uid][1], rows[merged][1])
+
+    def _counts_view(self, ctx: UserContext, id_list: list[int]
+                     ) -> tuple[dict[int, tuple[int, int]], tuple[int, int]]:
+        """The counts `ctx`'s messages are scored with (a merged group's added), and the
+        merged group's (spam, innocent) learned totals ((0, 0) without one)."""
+        uid = ctx.data_uid
+        assert uid is not None
+        merged = (self.group_uid(ctx.groups.merged.name)
+                  if ctx.groups.merged is not None else None)
+        if merged is None or merged == uid:
+            return self.store.lookup(uid, id_list), (0, 0)
+        rows = self.store.counts_and_weights_of((uid, merged), id_list)
+        totals = self.store.stats(merged)
+        return (_summed(rows[uid][0], rows[merged][0]),
+                (totals.spam_learned, totals.innocent_learned))
+
+    def _inoculations(self, ctx: UserContext, sig: Signature,
+                      id_list: list[int]) -> list[tuple[int, Batch]]:
+        """What a member's spam report writes for the other named members of their
+        inoculation groups: the message learned as spam by DSPAM's inoculation rule
+        (`training.inoculation`), each distinct token dictionary once, and one count on each
+        group that spread it."""
+        targets: dict[int, int] = {}  # data uid -> member uid
+        spreading: list[groups.Group] = []
+        for group, name in ctx.groups.peers(ctx.groups.inoculation, ctx.name):
+            uid = self.store.uid(name, create=True)
+            assert uid is not None  # created
+            data = self._data_uid_of(name, uid)
+            if data != sig.token_uid and data not in targets:
+                targets[data] = uid
+                if group not in spreading:
+                    spreading.append(group)
+        if not targets:
+            return []
+        rows = self.store.counts_and_weights_of(list(targets), id_list)
+        items: list[tuple[int, Batch]] = []
+        for data, uid in targets.items():
+            counts = rows[data][0]
+            applied, counters = training.inoculation(
+                "spam", [counts.get(i, (0, 0)) for i in id_list])
+            batch = Batch(self._day())
+            self._apply(batch, id_list, applied, "spam", +1)
+            for counter in counters:
+                batch.add_stat(counter, 1)
+            items += self._items(uid, data, batch)
+        for group in spreading:
+            items.append(self._decision(group, "spam"))
+        return items
+
+
+MAX_PEERS = 20  # members a classification group asks about one message, at most
+
+
+def _unsure(settings, verdict: Verdict) -> bool:
+    """Whether a member is unsure of `verdict`: its score is in the unsure band, or, with no
+    band, DSPAM's confidence below 0.65."""
+    band = settings.unsure_band
+    if band:
+        return band[0] <= verdict.score < band[1]
+    return verdict.confidence < 0.65
+
+
+def _summed(own: dict[int, tuple[int, int]], more: dict[int, tuple[int, int]]
+            ) -> dict[int, tuple[int, int]]:
+    """Per-token (spam, innocent) counts of both tables added."""
+    total = dict(own)
+    get = total.get
+    for token, (spam, innocent) in more.items():
+        mine = get(token)
+        total[token] = (spam, innocent) if mine is None else (mine[0] + spam,
+                                                              mine[1] + innocent)
+    return total
+
+
+def _summed_weights(own: dict[int, float], more: dict[int, float]) -> dict[int, float]:
+    total = dict(own)
+    for token, weight in more.items():
+        total[token] = total.get(token, 0.0) + weight
+    return total
