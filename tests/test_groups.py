@@ -4,6 +4,7 @@ and each type's effect on classification and on exactly what is written and unle
 from __future__ import annotations
 
 import itertools
+import json
 import os
 
 import pytest
@@ -353,3 +354,77 @@ def test_sqlite_and_mysql_take_a_merged_member_as_memory_does(tmp_path):
                         agent.store.stats(agent.store.uid("site")).spam_classified))
     assert results[0] == results[1]
     assert os.path.exists(tmp_path / "g.db")
+
+
+# -- commands ----------------------------------------------------------------------------------
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A configuration with groups on a SQLite home, `site` trained, one member's message
+    decided by the merged group."""
+    home = tmp_path / "home"
+    home.mkdir()
+    conf = tmp_path / "spamsift.toml"
+    conf.write_text(f'home = "{home}"\n\n[groups.site]\ntype = "merged"\nmembers = ["*"]\n\n'
+                    '[groups.office]\ntype = "shared"\nmembers = ["anna", "ben"]\n\n'
+                    '[groups.av]\ntype = "inoculation"\nmembers = ["anna", "carl"]\n')
+    monkeypatch.setenv("SPAMSIFT_CONFIG", str(conf))
+    for name in ("SPAMSIFT_HOME", "SPAMSIFT_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = config.load(str(conf), use_cache=False)
+    agent = make_agent(settings.groups, store=open_store(settings.storage_url))
+    teach(agent, "site")
+    assert agent.process(agent.user(MEMBER), PROBE).is_spam
+    agent.store.close()
+    return conf
+
+
+def test_groups_command_lists_members_and_what_each_decided(site, capsys):
+    from spamsift.filter.admin import groups_main
+
+    assert groups_main(["--config", str(site)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("site (merged; members *): decided 1 verdicts (1 spam, 0 innocent); "
+                      "its data: 40 spam, 40 innocent learned")
+    assert out[1].startswith("office (shared; members anna,ben): no data yet")
+    assert groups_main(["--json", "--config", str(site)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0]["decided_spam"] == 1 and listed[0]["members"] == ["*"]
+    assert groups_main(["show", "anna", "--config", str(site)]) == 0
+    assert capsys.readouterr().out.split("\n")[:3] == ["office (shared)", "site (merged)",
+                                                       "av (inoculation)"]
+
+
+def test_groups_import_prints_tables_the_configuration_loads(tmp_path, capsys):
+    from spamsift.filter.admin import groups_main
+
+    source = tmp_path / "group"
+    source.write_text("site:merged:*,-ceo@example.org\nglobal:classification:*trainer\n"
+                      "office:shared,managed:anna,ben\n")
+    assert groups_main(["import", str(source)]) == 0
+    conf = tmp_path / "spamsift.toml"
+    conf.write_text(capsys.readouterr().out)
+    loaded = config.load(str(conf), {}, use_cache=False).groups
+    assert loaded == (Group("site", "merged", ("*", "-ceo@example.org")),
+                      Group("trainer", "global", ("*",)),
+                      Group("office", "shared", ("anna", "ben")))
+    source.write_text("site:pooled:*\n")
+    assert groups_main(["import", str(source)]) == 78
+    assert groups_main(["import", str(tmp_path / "missing")]) == 66
+
+
+def test_stats_and_report_show_each_group(site, capsys):
+    from spamsift.trainer import report, stats
+
+    assert stats.main(["--groups", "site"], caller=_root()) == 0
+    out = capsys.readouterr().out
+    assert "Group site (merged; members *): decided 1 verdicts" in out
+    assert report.main(["--json"]) == 0
+    groups_json = json.loads(capsys.readouterr().out)["groups"]
+    assert [(g["name"], g["decided"]) for g in groups_json] == [("site", 1), ("office", 0),
+                                                                ("av", 0)]
+
+
+def _root():
+    from spamsift.filter.engine.users import Caller
+
+    return Caller(0, "root")

@@ -188,6 +188,7 @@ class Report:
         # (day, reason, user) -> messages not filtered, the last 7 days (passlog)
         self.passed = passed or {}
         self.passed_problem = passed_problem  # why the passlog could not be read, if so
+        self.groups: list = []  # `groups.Contribution` of each configured group
 
     @property
     def today(self) -> str:
@@ -247,7 +248,13 @@ def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
                   if only is None or key[2] in only}
     except OSError as exc:
         passed, problem = {}, f"{exc.filename}: {exc.strerror or exc}"
-    return Report(ordered, dates, _shown_url(store.url), now, history, passed, problem)
+    report = Report(ordered, dates, _shown_url(store.url), now, history, passed, problem)
+    configured = getattr(settings, "groups", ())
+    if configured:
+        from spamsift.filter.engine.groups import contributions
+
+        report.groups = contributions(store, configured)
+    return report
 
 
 def passed_through(report: Report) -> dict[str, Any]:
@@ -427,6 +434,7 @@ def as_json(report: Report, rows: list[UserRow], view: dict[str, object]) -> dic
         "view": view,
         "summary": summary(report.rows),
         "passed_through": passed_through(report),
+        "groups": [c.as_dict() for c in report.groups],
         "users": [row_dict(r) for r in rows],
     }
 

@@ -244,3 +244,62 @@ def import_groupconfig(text: str, origin: str = "GroupConfig") -> tuple[Group, .
             raise ConfigError(f"{where}: group {name!r} defined twice")
         tables[name] = {"type": kind, "members": plain}
     return parse(tables, origin)
+
+
+# -- what a group contributed ------------------------------------------------------------------
+class Contribution:
+    """What one group did, from its own data's counters: `decided_spam` and
+    `decided_innocent` count the verdicts it decided (a merged, global or classification
+    group's verdict that differed from the member's own data; an inoculation group's spam
+    reports it spread, as spam); `spam_learned` and `innocent_learned` are its data's totals
+    (a shared group's: everything its members learned). All 0 when it has no data yet."""
+
+    __slots__ = ("group", "uid", "decided_spam", "decided_innocent", "spam_learned",
+                 "innocent_learned")
+
+    def __init__(self, group: Group, uid: int | None, stats) -> None:
+        self.group = group
+        self.uid = uid
+        shared = group.type == "shared"  # its counters are its members' messages
+        self.decided_spam = 0 if shared or stats is None else stats.spam_classified
+        self.decided_innocent = 0 if shared or stats is None else stats.innocent_classified
+        self.spam_learned = stats.spam_learned if stats is not None else 0
+        self.innocent_learned = stats.innocent_learned if stats is not None else 0
+
+    @property
+    def decided(self) -> int:
+        return self.decided_spam + self.decided_innocent
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.group.name, "type": self.group.type,
+                "members": list(self.group.members), "has_data": self.uid is not None,
+                "decided": self.decided, "decided_spam": self.decided_spam,
+                "decided_innocent": self.decided_innocent, "spam_learned": self.spam_learned,
+                "innocent_learned": self.innocent_learned}
+
+    def line(self) -> str:
+        """One line for people: type, members, what it decided or holds."""
+        members = ",".join(self.group.members)
+        if self.group.type == "shared":
+            what = (f"one dictionary: {self.spam_learned} spam, {self.innocent_learned} "
+                    "innocent learned")
+        elif self.group.type == "inoculation":
+            what = f"spread {self.decided_spam} spam reports"
+        else:
+            what = (f"decided {self.decided} verdicts ({self.decided_spam} spam, "
+                    f"{self.decided_innocent} innocent); its data: {self.spam_learned} spam, "
+                    f"{self.innocent_learned} innocent learned")
+        if self.uid is None and self.group.type not in ("classification", "inoculation"):
+            what = "no data yet (spamsift train --user " + self.group.name + ")"
+        return f"{self.group.name} ({self.group.type}; members {members}): {what}"
+
+
+def contributions(store, configured: tuple[Group, ...]) -> list[Contribution]:
+    """What each configured group contributed, read from its data's counters (one query for
+    every user's counters)."""
+    every = store.all_stats() if configured else {}
+    out = []
+    for group in configured:
+        uid = store.uid(group.name, create=False)
+        out.append(Contribution(group, uid, every.get(uid) if uid is not None else None))
+    return out
