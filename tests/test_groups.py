@@ -428,3 +428,41 @@ def _root():
     from spamsift.filter.engine.users import Caller
 
     return Caller(0, "root")
+
+
+def test_train_refuses_a_shared_member(site, tmp_path, capsys):
+    from spamsift.trainer import train
+
+    (tmp_path / "m.eml").write_bytes(HAM[0])
+    (tmp_path / "index").write_text("ham m.eml\n")
+    assert train.main(["--user", "ben", "--quiet", str(tmp_path / "index")]) == 64
+    assert "train --user office" in capsys.readouterr().err
+
+
+def test_evaluate_estimates_a_new_user_with_and_without_a_group(site, tmp_path, capsys):
+    from spamsift.trainer import evaluate
+
+    entries = []
+    for k, raw in enumerate(SPAM[40:52] + HAM[40:52]):
+        (tmp_path / f"{k}.eml").write_bytes(raw)
+        entries.append(f"{'spam' if k < 12 else 'ham'} {k}.eml\n")
+    (tmp_path / "index").write_text("".join(entries))
+    before = _site_rows(site)
+    assert evaluate.main(["--user", "newbie", "--group", "site", "--json", "--folds", "0",
+                          "--quiet", str(tmp_path / "index")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    alone, grouped = result["replay"], result["replay_with_group"]
+    assert grouped["spam_misclassified"] < alone["spam_misclassified"]
+    assert _site_rows(site) == before  # the group's data is read, never written
+    assert evaluate.main(["--user", "newbie", "--group", "office", "--folds", "0", "--quiet",
+                          str(tmp_path / "index")]) == 64
+
+
+def _site_rows(conf):
+    settings = config.load(str(conf), use_cache=False)
+    store = open_store(settings.storage_url)
+    try:
+        uid = store.uid("site", create=False)
+        return store.stats(uid), store.has_tokens(uid)
+    finally:
+        store.close()

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replay order: by Date header (default) or as read")
     parser.add_argument("--order-file", metavar="FILE",
                         help="write the replay order ('spam|ham NAME' lines) to FILE")
+    parser.add_argument("--group", metavar="NAME",
+                        help="also replay as a new member of this merged or global group "
+                             "(its data is read from the store, never written): the user "
+                             "with and without the group (docs/groups.md)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--config", help="configuration file")
@@ -199,12 +203,14 @@ def message_date(raw: bytes) -> float | None:
 
 
 # -- the two estimates -----------------------------------------------------------------------
-def replay(settings, spool: Spool, user: str, order, progress) -> list[tuple[bool, bool, float, float]]:
-    """Filter each message as `spamsift filter` would, then report its errors."""
+def replay(settings, spool: Spool, user: str, order, progress,
+           store=None) -> list[tuple[bool, bool, float, float]]:
+    """Filter each message as `spamsift filter` would, then report its errors (on `store`,
+    default a fresh memory store)."""
     from spamsift.filter.engine.agent import Agent
     from spamsift.filter.engine.store.memory import MemoryStore
 
-    agent = Agent(settings, MemoryStore())
+    agent = Agent(settings, store if store is not None else MemoryStore())
     ctx = agent.user(user, create=True)
     results = []
     for entry in order:
@@ -217,6 +223,51 @@ def replay(settings, spool: Spool, user: str, order, progress) -> list[tuple[boo
         results.append(result_of(is_spam, outcome))
         progress()
     return results
+
+
+def group_view(source, group_name: str):
+    """A private memory store in which group `group_name`'s data is read from `source` (the
+    site's store) and never written: a replay as a new member of the group."""
+    from spamsift.filter.engine.store.memory import MemoryStore
+
+    real = source.uid(group_name, create=False)
+    if real is None:
+        raise UsageError(f"group {group_name} has no data yet (spamsift train --user "
+                         f"{group_name})")
+
+    class GroupView(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.group = self.uid(group_name)
+
+        def counts_and_weights_of(self, uids, tokens):
+            tokens = list(tokens)
+            out = super().counts_and_weights_of([u for u in uids if u != self.group], tokens)
+            if self.group in uids:
+                out[self.group] = source.counts_and_weights(real, tokens)
+            return out
+
+        def counts_and_weights(self, uid, tokens):
+            if uid == self.group:
+                return source.counts_and_weights(real, tokens)
+            return super().counts_and_weights(uid, tokens)
+
+        def lookup(self, uid, tokens):
+            return source.lookup(real, tokens) if uid == self.group else super().lookup(
+                uid, tokens)
+
+        def weights(self, uid, tokens):
+            return source.weights(real, tokens) if uid == self.group else super().weights(
+                uid, tokens)
+
+        def stats(self, uid):
+            return source.stats(real) if uid == self.group else super().stats(uid)
+
+        def commit(self, uid, batch) -> None:
+            if uid != self.group:  # the group's own counters (verdicts decided) stay real
+                super().commit(uid, batch)
+
+    return GroupView()
 
 
 class FoldView:
@@ -328,12 +379,15 @@ def fold_runs(settings, k: int) -> int:
 def render(report: dict, console) -> None:
     from rich.table import Table
 
-    for name in ("replay", "cross_validation"):
+    for name in ("replay", "replay_with_group", "cross_validation"):
         fig = report.get(name)
         if fig is None:
             continue
-        title = ("chronological replay" if name == "replay"
-                 else f"{report['folds']}-fold cross-validation ("
+        title = ("chronological replay" + (" without groups" if "group" in report else "")
+                 if name == "replay" else
+                 f"chronological replay as a new member of {report.get('group')}"
+                 if name == "replay_with_group" else
+                 f"{report['folds']}-fold cross-validation ("
                  + " ".join(fig.get("algorithms", ())) + ")")
         table = Table(title=f"{report['user']}: {title} ({fig['messages']} messages, "
                             f"{fig['spam']} spam, {fig['ham']} ham)")
@@ -356,7 +410,7 @@ def render(report: dict, console) -> None:
         for row in fig["histogram"]:
             hist.add_row(f"{row['from']:.1f}-{row['to']:.1f}", str(row["ham"]), str(row["spam"]))
         console.print(hist)
-        if name == "replay":
+        if name.startswith("replay"):
             console.print("learning curve (errors % per 100 messages): "
                           + " ".join(f"{v:g}" for v in fig["learning_curve"]))
     console.print(f"{report['seconds']:.1f} s, {report['ms_per_message']:.2f} ms a message")
@@ -393,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         report: dict = {"user": user, "folds": args.folds, "settings": {
             "tokenizer": settings.tokenizer, "algorithm": list(settings.algorithm),
             "training_mode": settings.training_mode}}
-        runs = (0 if args.no_replay else 1) + (fold_runs(settings, args.folds)
+        if args.group and args.no_replay:
+            raise UsageError("--group needs the replay (not --no-replay)")
+        runs = (0 if args.no_replay else 1 + bool(args.group)) + (fold_runs(settings, args.folds)
                                                 if args.folds else 0)
         progress = Progress(len(spool.entries) * runs, args.quiet)
         try:
@@ -405,8 +461,14 @@ def main(argv: list[str] | None = None) -> int:
                             f.write(("spam" if entry[4] == "spam" else "ham") + " "
                                     + entry[5] + "\n")
                 band = tuple(settings.unsure_band)
-                report["replay"] = figures(replay(settings, spool, user, order,
+                report["replay"] = figures(replay(settings.with_groups(()) if args.group
+                                                  else settings, spool, user, order,
                                                   progress.advance), band)
+                if args.group:
+                    report["group"] = args.group
+                    report["replay_with_group"] = figures(
+                        _replay_in_group(settings, spool, user, order, progress.advance,
+                                         args.group), band)
             if args.folds:
                 report["cross_validation"] = figures(cross_validate(
                     settings, spool, args.folds, progress.advance), tuple(settings.unsure_band))
@@ -426,6 +488,28 @@ def main(argv: list[str] | None = None) -> int:
     except (SpamsiftError, OSError) as exc:
         return command_failed("evaluate", exc)
     return exitcodes.OK
+
+
+def _replay_in_group(settings, spool: Spool, user: str, order, progress,
+                     name: str) -> list[tuple[bool, bool, float, float]]:
+    """The replay of `user` as a new member of group `name` (merged or global), whose data
+    is read from the site's store."""
+    from spamsift.filter.engine import users as users_mod
+    from spamsift.filter.engine.store.base import open_store
+
+    name = users_mod.validate(name)
+    group = next((g for g in settings.groups if g.name == name), None)
+    if group is None or group.type not in ("merged", "global"):
+        raise UsageError(f"--group {name}: not a merged or global group of the configuration")
+    source = open_store(settings.storage_url, settings.storage_timeout, create=False)
+    try:
+        from spamsift.filter.engine.groups import Group
+
+        member = Group(group.name, group.type, ("*",))
+        return replay(settings.with_groups((member,)), spool, user, order, progress,
+                      group_view(source, name))
+    finally:
+        source.close()
 
 
 def _user_settings(settings, user: str):
