@@ -466,3 +466,51 @@ def _site_rows(conf):
         return store.stats(uid), store.has_tokens(uid)
     finally:
         store.close()
+
+
+# -- drags -------------------------------------------------------------------------------------
+def test_drags_with_groups_in_place_train_exactly_once():
+    """A shared member's drags through the watcher pipeline (`watchers.applier.Applier`):
+    each move changes the group's dictionary once, a repeat changes nothing, and the drag
+    into Spam inoculates the inoculation group's other member once, however often it is
+    undone and done again."""
+    from spamsift.watchers.applier import Applier
+    from spamsift.watchers.decide import INNOCENT, SPAM
+
+    office = Group("office", "shared", ("anna", "ben"))
+    av = Group("av", "inoculation", ("ben", "carl"))
+    agent = make_agent([office, av], test_conditional_training=False)
+    teach(agent, "anna", spam=5, ham=40)
+    teach(agent, "carl", spam=0, ham=3)
+    ham_like = (b"From: Bob <bob@example.com>\nSubject: lunch\n\nHello Alice, lunch at noon "
+                b"tomorrow in the garden? casino winner\n")
+    outcome = agent.process(agent.user("ben"), ham_like)
+    assert not outcome.is_spam
+    ben = agent.store.uid("ben")
+    freq = agent.tokenizer(agent.settings).tokenize(ham_like)
+    ids = [token_id(t) for t in freq]
+    office_uid = agent.store.uid("office")
+
+    def office_counts():
+        return agent.store.lookup(office_uid, ids)
+
+    def carl_counts():
+        return agent.store.lookup(agent.store.uid("carl"), ids)
+
+    learned = office_counts()
+    applier = Applier(agent.settings, agent.store, clock=lambda: 1764000000.0)
+    assert applier.apply("ben", ben, outcome.signature, {SPAM}).action == "retrained"
+    as_spam = office_counts()
+    for t in ids:
+        assert as_spam[t][0] == learned.get(t, (0, 0))[0] + 1
+        assert as_spam[t][1] == learned.get(t, (0, 0))[1] - 1
+    inoculated = carl_counts()
+    assert all(inoculated[t][0] in (2, 5) for t in ids)
+    assert applier.apply("ben", ben, outcome.signature, {SPAM}).action == "nothing"
+    assert office_counts() == as_spam and carl_counts() == inoculated
+    assert applier.apply("ben", ben, outcome.signature, {INNOCENT}).action == "retrained"
+    assert office_counts() == learned
+    assert applier.apply("ben", ben, outcome.signature, {SPAM}).action == "retrained"
+    assert office_counts() == as_spam and carl_counts() == inoculated
+    assert not rows(agent, "ben")  # a shared member's tokens are the group's
+    assert agent.store.watch_states(ben, [outcome.signature]) == {outcome.signature: SPAM}

@@ -166,7 +166,10 @@ class Agent:
 
     def _commit_items(self, items: list[tuple[int, Batch]], inbound: bool = False) -> None:
         """Write (uid, batch) items in one transaction (one item: as before groups, through
-        `commit_inbound` for inbound mail, which the daemon queues to its writer)."""
+        `commit_inbound` for inbound mail, which the daemon queues to its writer). The acting
+        user's item is always first: the watchers' record rides with it. Several items are
+        written at once by this process's store, not queued: the member's and the group's
+        rows (a shared group, a decided verdict's counter) must change together."""
         if len(items) == 1:
             (self.commit_inbound if inbound else self.store.commit)(*items[0])
         else:
