@@ -514,3 +514,28 @@ def test_drags_with_groups_in_place_train_exactly_once():
     assert office_counts() == as_spam and carl_counts() == inoculated
     assert not rows(agent, "ben")  # a shared member's tokens are the group's
     assert agent.store.watch_states(ben, [outcome.signature]) == {outcome.signature: SPAM}
+
+
+def test_the_daemon_path_queues_single_commits_and_writes_group_commits_at_once(site):
+    """Through the filter's seams as the daemon uses them: a member's message no group
+    decided goes to the writer's queue (`commit_inbound`); one the merged group decided is
+    written at once, member and group in one transaction."""
+    import io
+
+    from spamsift.filter import cli
+
+    settings = config.load(str(site), use_cache=False)
+    store = open_store(settings.storage_url)
+    queued = []
+    for raw in (HAM[0], PROBE):
+        out = io.BytesIO()
+        assert cli.main(["--user", "zoe@example.org", "--stdout"], stdin=io.BytesIO(raw),
+                        stdout=out, stderr=io.StringIO(), store=store,
+                        commit_inbound=lambda uid, batch: queued.append((uid, batch))) == 0
+    assert len(queued) == 1 and queued[0][1].new_signature is not None
+    assert b"X-DSPAM-Result: Spam" in out.getvalue()
+    site_uid = store.uid("site", create=False)
+    assert store.stats(site_uid).spam_classified == 2  # the fixture's member, and zoe
+    zoe = store.uid("zoe@example.org", create=False)
+    assert store.stats(zoe).spam_learned == 1
+    store.close()
