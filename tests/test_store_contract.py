@@ -548,3 +548,21 @@ def test_a_group_commit_applies_every_batch_in_order_or_none(store):
         store.commit_group([(a, fresh), (b, clash)])
     assert (store.lookup(a, [1, 7]), store.stats(a).spam_learned) == before
     assert store.signature("e" * 30) is None
+
+
+def test_reopenable_says_whether_the_url_reaches_the_same_data(store):
+    """`reopenable` answers what bulk training's writer thread asks: does a connection of its
+    own, opened by `url`, see this store's data?"""
+    uid = store.uid("u")
+    batch = Batch("2026-12-03")
+    batch.add_token(1, 1, 0)
+    store.commit(uid, batch)
+    other = open_store(store.url)
+    try:
+        known = other.uid("u", create=False)
+        seen = other.lookup(known, [1]) if known is not None else {}
+        assert (seen == {1: (1, 0)}) == store.reopenable
+        assert other is not store  # a connection of its own, or a store of its own
+    finally:
+        other.close()
+

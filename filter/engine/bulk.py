@@ -335,8 +335,7 @@ class CorpusLearner:
             fresh = not self.store.has_tokens(self.ctx.uid)
             self._held = WriteBehind(self.store, self.ctx.uid if fresh else None)
             self._learning_agent = Agent(agent.settings, self._held, clock=agent.clock)
-        self.background = (background and not self.per_message
-                           and not self.store.url.startswith("memory"))
+        self.background = background and not self.per_message and self.store.reopenable
         self._writer: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._pool: TokenPool | None = None

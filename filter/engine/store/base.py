@@ -422,6 +422,10 @@ class Store(Scoring, Accounts, Reports, WatchState, Maintenance, Protocol):
     or thread."""
 
     url: str
+    # Whether `open_store(url)` opens a connection of its own to this same data, for another
+    # thread or process to write beside this one (bulk training's writer thread). False for
+    # memory stores: ``memory://`` opens an empty one, ``memory://NAME`` this very object.
+    reopenable: bool
 
     def close(self) -> None:
         ...

@@ -28,6 +28,8 @@ def open(url: str, timeout: float = 0.0) -> MemoryStore:  # noqa: A001 - registr
 class MemoryStore:
     """The `Store` contract in dictionaries."""
 
+    reopenable = False  # see `Store.reopenable`
+
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.uids: dict[str, int] = {}

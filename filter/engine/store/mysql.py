@@ -136,6 +136,8 @@ def _translate(exc: BaseException) -> StorageError:
 class MySQLStore:
     """The `Store` contract on a MySQL/MariaDB database."""
 
+    reopenable = True
+
     def __init__(self, params: dict, timeout: float = 10.0, url: str = "mysql://") -> None:
         self.url = url
         self.params = params

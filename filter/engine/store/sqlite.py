@@ -100,6 +100,8 @@ def _translate(exc: sqlite3.Error, path: str) -> StorageError:
 class SQLiteStore:
     """The `Store` contract on one SQLite file."""
 
+    reopenable = True
+
     def __init__(self, path: str, timeout: float = 10.0) -> None:
         self.path = path
         self.url = "sqlite://" + path
