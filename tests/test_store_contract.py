@@ -566,3 +566,14 @@ def test_reopenable_says_whether_the_url_reaches_the_same_data(store):
     finally:
         other.close()
 
+
+def test_without_create_a_missing_sqlite_file_is_no_database(tmp_path):
+    """The registry leaves it to the backend what `create=False` means: for SQLite a file
+    that does not exist is NoDatabaseError, and none is made."""
+    from spamsift.filter.engine.errors import NoDatabaseError
+
+    with pytest.raises(NoDatabaseError, match="no database at"):
+        open_store(f"sqlite:///{tmp_path}/absent.db", create=False)
+    assert not (tmp_path / "absent.db").exists()
+    open_store(f"sqlite:///{tmp_path}/made.db").close()
+    open_store(f"sqlite:///{tmp_path}/made.db", create=False).close()

@@ -431,7 +431,8 @@ class Store(Scoring, Accounts, Reports, WatchState, Maintenance, Protocol):
         ...
 
 
-# The registry: scheme -> module path of a backend exposing `open(url, timeout) -> Store`.
+# The registry: scheme -> module path of a backend exposing
+# `open(url, timeout, create) -> Store`.
 # Backends are imported only when chosen, so the filter never loads PyMySQL for SQLite.
 BACKENDS = {
     "sqlite": "spamsift.filter.engine.store.sqlite",
@@ -443,20 +444,11 @@ BACKENDS = {
 
 def open_store(url: str, timeout: float = 10.0, create: bool = True) -> Store:
     """Open the backend named by `url` (``sqlite:///path``, ``memory://``, ``mysql://...``).
-    Without `create`, a SQLite file that does not exist is NoDatabaseError, not a new one."""
+    Without `create`, a backend that would make a new database (a SQLite file that does not
+    exist) raises NoDatabaseError instead."""
     from importlib import import_module
 
-    from spamsift.filter.engine.errors import ConfigError, NoDatabaseError
-
-    if not create and url.lower().startswith("sqlite://"):
-        import os
-
-        from spamsift.filter.engine.config import sqlite_path
-
-        path = sqlite_path(url)
-        if path.strip("/") and not os.path.exists(path):
-            raise NoDatabaseError(f"no database at {path} (the first filtered message or "
-                                  "'spamsift db init' creates it)")
+    from spamsift.filter.engine.errors import ConfigError
 
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in BACKENDS:
@@ -466,4 +458,4 @@ def open_store(url: str, timeout: float = 10.0, create: bool = True) -> Store:
         module = import_module(BACKENDS[scheme])
     except ImportError as exc:
         raise ConfigError(f"storage backend {scheme!r} is not available: {exc}") from None
-    return module.open(url, timeout)  # type: ignore[no-any-return]
+    return module.open(url, timeout, create)  # type: ignore[no-any-return]

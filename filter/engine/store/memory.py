@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 _NAMED: dict[str, MemoryStore] = {}
 
 
-def open(url: str, timeout: float = 0.0) -> MemoryStore:  # noqa: A001 - registry entry point
+def open(url: str, timeout: float = 0.0,  # noqa: A001 - registry entry point
+         create: bool = True) -> MemoryStore:
+    """``memory://`` or ``memory://NAME``; `timeout` and `create` have nothing to govern."""
     name = url.split("://", 1)[1]
     if not name:
         return MemoryStore()

@@ -98,7 +98,9 @@ def _without_password(url: str) -> str:
     return f"{scheme}://{rest[:colon]}:***{rest[at:]}"
 
 
-def open(url: str, timeout: float) -> MySQLStore:  # noqa: A001 - the registry's entry point
+def open(url: str, timeout: float, create: bool = True) -> MySQLStore:  # noqa: A001
+    """The registry's entry point. `create` has no say: a MySQL database is made by its
+    administrator (and its tables by 'spamsift db init'), never by opening it."""
     return MySQLStore(parse_url(url), timeout, url)
 
 

@@ -20,7 +20,8 @@ import _sqlite3 as sqlite3
 
 from spamsift.filter.engine.config import sqlite_path
 from spamsift.filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
-                                  StorageError, StorageUnavailableError)
+                                           NoDatabaseError, StorageError,
+                                           StorageUnavailableError)
 from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 
 TYPE_CHECKING = False
@@ -73,12 +74,17 @@ def _from_db(token: int) -> int:
     return token + _WRAP if token < 0 else token
 
 
-def open(url: str, timeout: float) -> SQLiteStore:  # noqa: A001 - the registry's entry point
-    """``sqlite:///abs/path.db`` (or ``sqlite:////abs/path.db``), ``sqlite://rel/path.db``."""
+def open(url: str, timeout: float, create: bool = True) -> SQLiteStore:  # noqa: A001
+    """``sqlite:///abs/path.db`` (or ``sqlite:////abs/path.db``), ``sqlite://rel/path.db``
+    (the registry's entry point). Without `create`, a file that does not exist is
+    NoDatabaseError, not a new database."""
     path = sqlite_path(url)
     if not path.strip("/"):
         # sqlite3 would open a private temporary database, lost with the process.
         raise ConfigError(f"storage URL {url!r} names no database file: use sqlite:///PATH")
+    if not create and not os.path.exists(path):
+        raise NoDatabaseError(f"no database at {path} (the first filtered message or "
+                              "'spamsift db init' creates it)")
     return SQLiteStore(path, timeout)
 
 
