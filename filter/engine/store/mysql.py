@@ -12,6 +12,8 @@ messages lock shared tokens in the same order; deadlocks and lock wait timeouts 
 anyway are retried. Sessions run at READ COMMITTED, which spares the gap locks that make
 concurrent upserts deadlock under REPEATABLE READ. Connect, read and write timeouts are the
 configured `storage_timeout`, so delivery never hangs on a dead server.
+
+Creating, checking and purging the database are in mysql_maintenance.py.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ LOOKUP_CHUNK = 10000         # token ids per SELECT: ~210 KB of SQL, max_allowed
 INSERT_CHUNK = 5000          # rows per INSERT: ~250 KB
 KEY_CHUNK = 500              # message keys / signature ids per IN (...) of the watcher's reads
 RETRIES = 5                  # deadlock / lock wait timeout retries per commit
-_RETRY_CODES = (1205, 1213)  # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
+RETRY_CODES = (1205, 1213)   # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
 _GONE_CODES = (2003, 2006, 2013, 2055, 1045, 1044, 1049)  # cannot reach / not allowed / no db
-_NO_TABLE = 1146             # ER_NO_SUCH_TABLE
+NO_TABLE = 1146              # ER_NO_SUCH_TABLE
 _NO_COLUMN = 1054            # ER_BAD_FIELD_ERROR
 
 
@@ -118,15 +120,17 @@ def token_lists(tokens, size: int = LOOKUP_CHUNK):
             yield ",".join(map(str, ids[i:i + size]))
 
 
-def _code(exc: BaseException) -> int:
+def error_code(exc: BaseException) -> int:
+    """The server's error number of a PyMySQL exception (0 when it has none)."""
     return exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
 
 
-def _translate(exc: BaseException) -> StorageError:
-    code = _code(exc)
+def translate(exc: BaseException) -> StorageError:
+    """The `StorageError` that says what `exc`, a PyMySQL exception, means."""
+    code = error_code(exc)
     if isinstance(exc, pymysql.IntegrityError):
         return StorageError(f"MySQL: {exc.args[-1] if exc.args else exc}")
-    if code == _NO_TABLE:
+    if code == NO_TABLE:
         return CorruptDatabaseError(f"spamsift tables missing ({exc.args[-1]}): run "
                                     "'spamsift db init'")
     if code == _NO_COLUMN:  # an older schema, e.g. 1 without the weight column
@@ -172,7 +176,7 @@ class MySQLStore:
             return rows
         except pymysql.MySQLError as exc:
             self._rollback()
-            raise _translate(exc) from None
+            raise translate(exc) from None
 
     def _rollback(self) -> None:
         try:
@@ -192,7 +196,7 @@ class MySQLStore:
             self.db.commit()
         except pymysql.MySQLError as exc:
             self._rollback()
-            raise _translate(exc) from None
+            raise translate(exc) from None
         return self.uid(username, create=False)
 
     def username(self, uid: int) -> str | None:
@@ -218,7 +222,7 @@ class MySQLStore:
             self.db.commit()
         except pymysql.MySQLError as exc:
             self._rollback()
-            raise _translate(exc) from None
+            raise translate(exc) from None
         return found
 
     def weights(self, uid: int, tokens) -> dict[int, float]:
@@ -233,7 +237,7 @@ class MySQLStore:
             self.db.commit()
         except pymysql.MySQLError as exc:
             self._rollback()
-            raise _translate(exc) from None
+            raise translate(exc) from None
         return found
 
     def counts_and_weights(self, uid: int, tokens):
@@ -253,7 +257,7 @@ class MySQLStore:
             self.db.commit()
         except pymysql.MySQLError as exc:
             self._rollback()
-            raise _translate(exc) from None
+            raise translate(exc) from None
         return counts, weights
 
     def stats(self, uid: int) -> Stats:
@@ -354,7 +358,7 @@ class MySQLStore:
             self.db.commit()
         except pymysql.MySQLError as exc:
             self._rollback()
-            raise _translate(exc) from None
+            raise translate(exc) from None
 
     def commit(self, uid: int, batch: Batch) -> None:
         self.commit_group([(uid, batch)])
@@ -372,9 +376,9 @@ class MySQLStore:
                 raise
             except pymysql.MySQLError as exc:
                 self._rollback()
-                if _code(exc) in _RETRY_CODES and attempt < RETRIES:
+                if error_code(exc) in RETRY_CODES and attempt < RETRIES:
                     continue  # the whole batch again: InnoDB rolled back our statements
-                raise _translate(exc) from None
+                raise translate(exc) from None
 
     def _write(self, cur, uid: int, batch: Batch) -> None:
         day = batch.day
@@ -495,123 +499,22 @@ class MySQLStore:
             cur.execute("INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, "
                         f"last_hit, weight) VALUES {values} {tail}")
 
-    # -- purging -------------------------------------------------------------------------
-    # Purge walks the date index (last_hit, created_on, last_seen) from the oldest row,
-    # keyset-paginated on (date, primary key): each batch starts where the last one ended,
-    # so rows that are old but do not match (a busy token under the hapax rule) are read
-    # once, not once per batch as a repeated "DELETE ... ORDER BY last_hit LIMIT n" would.
-    _PURGE_KEYS = {"dspam_token_data": ("last_hit", "uid", "token"),
-                   "dspam_signature_data": ("created_on", "signature"),
-                   "spamsift_sources": ("last_seen", "uid", "ip"),
-                   "spamsift_watch_messages": ("updated_at", "uid", "message_key")}
-
-    def _purge_where(self, rule) -> tuple[str, list]:
-        date = self._PURGE_KEYS[rule.table][0]
-        where = f"{date} < %s AND ({rule.condition})"
-        params: list = [rule.before]
-        if rule.uids is not None:
-            where += " AND uid IN (" + ",".join(str(int(u)) for u in rule.uids) + ")"
-        return where, params
-
-    @staticmethod
-    def _after(keys: tuple[str, ...], cursor: tuple) -> tuple[str, list]:
-        """(k1, k2, ...) > cursor, spelled out so that the range optimizer uses the index."""
-        clauses, params = [], []
-        for n in range(len(keys)):
-            equal = [f"{k} = %s" for k in keys[:n]]
-            clauses.append("(" + " AND ".join(equal + [f"{keys[n]} > %s"]) + ")")
-            params += list(cursor[:n]) + [cursor[n]]
-        return "(" + " OR ".join(clauses) + ")", params
-
+    # -- maintenance: mysql_maintenance.py, imported only when one of these is called (the
+    # per-message filter never does) ----------------------------------------------------
     def purge_step(self, rule, limit: int, cursor):
-        keys = self._PURGE_KEYS[rule.table]
-        where, params = self._purge_where(rule)
-        where_rule, rule_params = where, list(params)
-        if cursor is not None:
-            after, more = self._after(keys, cursor)
-            where += " AND " + after
-            params += more
-        rows = self._read(f"SELECT {', '.join(keys)} FROM {rule.table} WHERE {where} "
-                          f"ORDER BY {', '.join(keys)} LIMIT {int(limit)}", params)
-        if not rows:
-            return 0, None
-        # Each DELETE repeats the rule: a row a delivery or a training touched since the
-        # SELECT no longer matches it and must stay (deleting it lost those new hits).
-        still = f" AND {where_rule}"
-        for attempt in range(RETRIES + 1):
-            deleted = 0
-            try:
-                with self.db.cursor() as cur:
-                    if rule.table == "dspam_signature_data":
-                        marks = ",".join(["%s"] * len(rows))
-                        deleted += cur.execute(
-                            f"DELETE FROM dspam_signature_data WHERE signature IN ({marks})"
-                            + still, [*(r[1] for r in rows), *rule_params])
-                    else:
-                        by_uid: dict[int, list] = {}
-                        for row in rows:
-                            by_uid.setdefault(row[1], []).append(row[2])
-                        for uid, keys_of_uid in by_uid.items():
-                            if rule.table == "dspam_token_data":
-                                for in_list in token_lists(keys_of_uid):
-                                    deleted += cur.execute(
-                                        "DELETE FROM dspam_token_data WHERE uid = %s "
-                                        f"AND token IN ({in_list})" + still,
-                                        (uid, *rule_params))
-                            else:
-                                column = ("ip" if rule.table == "spamsift_sources"
-                                          else "message_key")
-                                marks = ",".join(["%s"] * len(keys_of_uid))
-                                deleted += cur.execute(
-                                    f"DELETE FROM {rule.table} WHERE uid = %s AND "
-                                    f"{column} IN ({marks})" + still,
-                                    [uid, *keys_of_uid, *rule_params])
-                self.db.commit()
-                break
-            except pymysql.MySQLError as exc:
-                self._rollback()
-                if _code(exc) in _RETRY_CODES and attempt < RETRIES:
-                    continue  # a delivery holds the rows: try this batch again
-                raise _translate(exc) from None
-        last = rows[-1]
-        return deleted, (tuple(str(v) if i == 0 else v for i, v in enumerate(last))
-                         if len(rows) == limit else None)
+        from spamsift.filter.engine.store import mysql_maintenance
+
+        return mysql_maintenance.purge_step(self, rule, limit, cursor)
 
     def purge_count(self, rule) -> int:
-        where, params = self._purge_where(rule)
-        return int(self._read(f"SELECT count(*) FROM {rule.table} WHERE {where}", params)[0][0])
+        from spamsift.filter.engine.store import mysql_maintenance
 
-    # -- administration ------------------------------------------------------------------
+        return mysql_maintenance.purge_count(self, rule)
+
     def initialize(self) -> list[str]:
-        """Create missing tables (idempotent) and record the schema version."""
-        from spamsift import sql
+        from spamsift.filter.engine.store import mysql_maintenance
 
-        done = []
-        try:
-            with self.db.cursor() as cur:
-                cur.execute("SHOW TABLES")
-                existing = {r[0] for r in cur.fetchall()}
-                for statement in sql.statements("mysql"):
-                    cur.execute(statement)
-                for table in sql.tables("mysql"):
-                    if table not in existing:
-                        done.append(f"created {table}")
-                # Schema 1 -> 2: the logistic model's weight column (idempotent).
-                cur.execute("SELECT count(*) FROM information_schema.columns WHERE "
-                            "table_schema = DATABASE() AND table_name = 'dspam_token_data' "
-                            "AND column_name = 'weight'")
-                if not cur.fetchone()[0]:
-                    cur.execute("ALTER TABLE dspam_token_data ADD COLUMN weight DOUBLE "
-                                "NOT NULL DEFAULT 0 AFTER last_hit")
-                    done.append("added dspam_token_data.weight")
-                cur.execute("INSERT INTO spamsift_meta (name, value) VALUES "
-                            "('schema_version', %s) ON DUPLICATE KEY UPDATE value = "
-                            "VALUES(value)", (SCHEMA_VERSION,))
-            self.db.commit()
-        except pymysql.MySQLError as exc:
-            self._rollback()
-            raise _translate(exc) from None
-        return done
+        return mysql_maintenance.initialize(self)
 
     def check(self) -> list[str]:
         """What is wrong with this database: missing tables or columns, engine, version, and
@@ -619,52 +522,14 @@ class MySQLStore:
         return self.schema_problems() + self.write_problems()
 
     def schema_problems(self) -> list[str]:
-        """Missing tables or columns, engines other than InnoDB, the schema version."""
-        from spamsift import sql
+        from spamsift.filter.engine.store import mysql_maintenance
 
-        problems = []
-        database = self.params.get("database")
-        rows = self._read("SELECT table_name, column_name FROM information_schema.columns "
-                          "WHERE table_schema = %s", (database,))
-        have: dict[str, set[str]] = {}
-        for table, column in rows:
-            have.setdefault(table, set()).add(column)
-        for table, columns in sql.tables("mysql").items():
-            if table not in have:
-                problems.append(f"table {table} is missing (run 'spamsift db init')")
-                continue
-            missing = [c for c in columns if c not in have[table]]
-            if missing:
-                problems.append(f"table {table} lacks columns {', '.join(missing)}")
-        engines = self._read("SELECT table_name, engine FROM information_schema.tables "
-                             "WHERE table_schema = %s", (database,))
-        for table, engine in engines:
-            if table in sql.tables("mysql") and (engine or "").lower() != "innodb":
-                problems.append(f"table {table} uses {engine}, not InnoDB (no transactions)")
-        if "spamsift_meta" in have:
-            version = self._read("SELECT value FROM spamsift_meta WHERE name = "
-                                 "'schema_version'")
-            if not version:
-                problems.append("no schema version recorded (run 'spamsift db init')")
-            elif version[0][0] != SCHEMA_VERSION:
-                problems.append(f"schema version {version[0][0]}, this spamsift uses "
-                                f"{SCHEMA_VERSION}")
-        return problems
+        return mysql_maintenance.schema_problems(self)
 
     def write_problems(self) -> list[str]:
-        """Whether this account may write: privileges are checked when a statement runs,
-        even one that changes no row (a missing table is schema_problems' to say)."""
-        try:
-            with self.db.cursor() as cur:
-                cur.execute("UPDATE dspam_token_data SET spam_hits = spam_hits WHERE 1 = 0")
-            self._rollback()
-        except pymysql.MySQLError as exc:
-            self._rollback()
-            if _code(exc) == _NO_TABLE:
-                return []
-            return [f"cannot write dspam_token_data as {self.params.get('user')}: "
-                    f"{exc.args[-1]}"]
-        return []
+        from spamsift.filter.engine.store import mysql_maintenance
+
+        return mysql_maintenance.write_problems(self)
 
     def close(self) -> None:
         try:

@@ -7,6 +7,8 @@ corrupt the file. Each `commit` is ``BEGIN IMMEDIATE`` ... ``COMMIT``: taking th
 up front means two writers wait for each other (busy timeout) instead of deadlocking on a
 read-to-write upgrade. SQLite on NFS is unsafe (its locks are advisory and NFS's are not
 reliable): use MySQL on a shared store.
+
+Creating, checking and purging the database are in sqlite_maintenance.py.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ _SIGN = 1 << 63
 _WRAP = 1 << 64
 
 
-class _WriteLock:
-    """``with _WriteLock(db):`` -- BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+class WriteLock:
+    """``with WriteLock(db):`` -- BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
 
     The write lock is taken up front (see the module docstring). A class, not
     contextlib.contextmanager: the filter opens this store on every message and contextlib
@@ -88,7 +90,8 @@ def open(url: str, timeout: float, create: bool = True) -> SQLiteStore:  # noqa:
     return SQLiteStore(path, timeout)
 
 
-def _translate(exc: sqlite3.Error, path: str) -> StorageError:
+def translate(exc: sqlite3.Error, path: str) -> StorageError:
+    """The `StorageError` that says what `exc`, raised on the database at `path`, means."""
     text = str(exc)
     if isinstance(exc, sqlite3.IntegrityError):
         return StorageError(f"{path}: {text}")  # a constraint, not a damaged file
@@ -121,9 +124,13 @@ class SQLiteStore:
             self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
-                self._create()
+                from spamsift.filter.engine.store import sqlite_maintenance
+
+                sqlite_maintenance.create(self)
             elif version < SCHEMA_VERSION:
-                self._upgrade()
+                from spamsift.filter.engine.store import sqlite_maintenance
+
+                sqlite_maintenance.upgrade(self)
             elif version > SCHEMA_VERSION:
                 raise CorruptDatabaseError(
                     f"{path}: schema version {version} is newer than this spamsift ({SCHEMA_VERSION})")
@@ -135,38 +142,9 @@ class SQLiteStore:
             self.db.execute("PRAGMA cache_size = -65536")
             self.timeout_ms = int(timeout * 1000)
         except sqlite3.Error as exc:
-            raise _translate(exc, path) from None
+            raise translate(exc, path) from None
         except OSError as exc:
             raise StorageUnavailableError(f"{path}: {exc.strerror}") from None
-
-    def _create(self) -> None:
-        from spamsift import sql
-
-        with _WriteLock(self.db):
-            # Re-check under the write lock: another process may have created it meanwhile.
-            if self.db.execute("PRAGMA user_version").fetchone()[0] != 0:
-                self.db.execute("ROLLBACK")
-                return
-            names = [r[0] for r in self.db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")]
-            if names:
-                raise CorruptDatabaseError(
-                    f"{self.path}: holds tables ({', '.join(names[:3])}) but is not a spamsift "
-                    "database; refusing to touch it")
-            for statement in sql.read("sqlite", "schema.sql").split(";\n"):
-                if statement.strip() and not statement.strip().startswith("PRAGMA"):
-                    self.db.execute(statement)
-            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        if self.path != ":memory:":
-            self.db.execute("PRAGMA journal_mode = WAL")
-
-    def _upgrade(self) -> None:
-        """Schema 1 -> 2: add the weight column (under the write lock, once)."""
-        with _WriteLock(self.db):
-            if self.db.execute("PRAGMA user_version").fetchone()[0] == 1:
-                self.db.execute("ALTER TABLE dspam_token_data ADD COLUMN "
-                                "weight REAL NOT NULL DEFAULT 0")
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- users ---------------------------------------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:
@@ -179,7 +157,7 @@ class SQLiteStore:
                 row = self.db.execute("SELECT uid FROM dspam_virtual_uids WHERE username = ?",
                                       (username,)).fetchone()
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
         return None if row is None else row[0]
 
     # Names are read as bytes and decoded with replacement: one name that is not UTF-8
@@ -198,7 +176,7 @@ class SQLiteStore:
         try:
             return self.db.execute(sql_text, params).fetchall()
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
 
     # -- reading -------------------------------------------------------------------------
     def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
@@ -213,7 +191,7 @@ class SQLiteStore:
                         f"WHERE uid = ? AND token IN ({marks})", [uid, *chunk]):
                     found[_from_db(token)] = (spam, innocent)
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
         return found
 
     def weights(self, uid: int, tokens) -> dict[int, float]:
@@ -228,7 +206,7 @@ class SQLiteStore:
                         f"WHERE uid = ? AND token IN ({marks}) AND weight <> 0", [uid, *chunk]):
                     found[_from_db(token)] = weight
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
         return found
 
     def counts_and_weights(self, uid: int, tokens):
@@ -247,7 +225,7 @@ class SQLiteStore:
                     if weight:
                         weights[token] = weight
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
         return counts, weights
 
     def stats(self, uid: int) -> Stats:
@@ -333,7 +311,7 @@ class SQLiteStore:
                     "ON CONFLICT (uid, preference) DO UPDATE SET value = excluded.value",
                     (uid, key, value))
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
 
     def commit(self, uid: int, batch: Batch) -> None:
         self.commit_group([(uid, batch)])
@@ -341,11 +319,11 @@ class SQLiteStore:
     def commit_group(self, items: list[tuple[int, Batch]]) -> None:
         db = self.db
         try:
-            with _WriteLock(db):
+            with WriteLock(db):
                 for uid, batch in items:
                     self._write(uid, batch)
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
         self._maybe_checkpoint()
 
     def _maybe_checkpoint(self) -> None:
@@ -367,114 +345,42 @@ class SQLiteStore:
             except sqlite3.Error:
                 pass
 
-    # SQLite has no last_hit index (see the schema): purge walks the primary key instead, one
-    # pass over the table whatever the ages, and deletes each batch by key.
-    _PURGE_KEYS = {"dspam_token_data": ("uid", "token"), "dspam_signature_data": ("signature",),
-                   "spamsift_sources": ("uid", "ip"),
-                   "spamsift_watch_messages": ("uid", "message_key")}
-
-    def _purge_where(self, rule) -> tuple[str, list]:
-        from spamsift.filter.engine.purging import DATE_COLUMN
-
-        where = f"{DATE_COLUMN[rule.table]} < ? AND ({rule.condition})"
-        params: list = [rule.before]
-        if rule.uids is not None:
-            where += f" AND uid IN ({','.join('?' * len(rule.uids))})"
-            params += list(rule.uids)
-        return where, params
-
+    # -- maintenance: sqlite_maintenance.py, imported only when one of these is called (the
+    # per-message filter never does) ----------------------------------------------------
     def purge_step(self, rule, limit: int, cursor):
-        keys = self._PURGE_KEYS[rule.table]
-        where, params = self._purge_where(rule)
-        # The DELETE repeats the rule: a row a delivery or a training touched since the
-        # SELECT no longer matches it and must stay (deleting it lost those new hits).
-        still, still_params = where, list(params)
-        if cursor is not None:
-            where += f" AND ({', '.join(keys)}) > ({', '.join('?' * len(keys))})"
-            params += list(cursor)
-        rows = self._query(f"SELECT {', '.join(keys)} FROM {rule.table} WHERE {where} "
-                           f"ORDER BY {', '.join(keys)} LIMIT {int(limit)}", tuple(params))
-        if not rows:
-            return 0, None
-        match = " AND ".join(f"{k} = ?" for k in keys)
-        try:
-            with _WriteLock(self.db):
-                deleted = self.db.executemany(
-                    f"DELETE FROM {rule.table} WHERE {match} AND {still}",
-                    [(*row, *still_params) for row in rows]).rowcount
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-        return deleted, (tuple(rows[-1]) if len(rows) == limit else None)
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.purge_step(self, rule, limit, cursor)
 
     def purge_count(self, rule) -> int:
-        where, params = self._purge_where(rule)
-        return self._query(f"SELECT count(*) FROM {rule.table} WHERE {where}",
-                           tuple(params))[0][0]
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.purge_count(self, rule)
 
     def initialize(self) -> list[str]:
-        """Create tables the file lacks (a new file got them all when it was opened)."""
-        from spamsift import sql
+        from spamsift.filter.engine.store import sqlite_maintenance
 
-        done = []
-        have = {r[0] for r in self._query("SELECT name FROM sqlite_master", ())}
-        for statement in sql.statements("sqlite"):
-            words = statement.split()
-            if words[:2] == ["CREATE", "TABLE"] and words[2] not in have:
-                self._query(statement, ())
-                done.append(f"created {words[2]}")
-            elif words[:2] == ["CREATE", "INDEX"] and words[2] not in have:
-                self._query(statement, ())
-        return done
+        return sqlite_maintenance.initialize(self)
 
     def check(self) -> list[str]:
         return self.schema_problems() + self.write_problems()
 
     def schema_problems(self) -> list[str]:
-        """What is wrong with the database itself: integrity, tables, columns, version."""
-        from spamsift import sql
+        from spamsift.filter.engine.store import sqlite_maintenance
 
-        problems = [f"integrity: {row[0]}" for row in self._query("PRAGMA quick_check", ())
-                    if row[0] != "ok"]
-        for table, columns in sql.tables("sqlite").items():
-            have = [row[1] for row in self._query(f'PRAGMA table_info("{table}")', ())]
-            if not have:
-                problems.append(f"table {table} is missing")
-            elif [c for c in columns if c not in have]:
-                problems.append(f"table {table} lacks columns "
-                                + ", ".join(c for c in columns if c not in have))
-        version = self._query("PRAGMA user_version", ())[0][0]
-        if version != SCHEMA_VERSION:
-            problems.append(f"schema version {version}, this spamsift uses {SCHEMA_VERSION}")
-        return problems
+        return sqlite_maintenance.schema_problems(self)
 
     def write_problems(self) -> list[str]:
-        """What keeps this process from writing the database (a delivery that cannot write
-        passes mail through unfiltered): the file, its folder (SQLite makes -wal and -shm
-        there), an existing -wal or -shm, and the write lock itself."""
-        who = f"uid {os.geteuid()}"
-        problems = []
-        folder = os.path.dirname(os.path.abspath(self.path))
-        for path in (self.path, self.path + "-wal", self.path + "-shm"):
-            if os.path.exists(path) and not os.access(path, os.W_OK):
-                problems.append(f"{path}: not writable by {who} (fix: the spamsift user owns "
-                                "the database; deliveries go through the daemon)")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            problems.append(f"{folder}: {who} cannot create files here (SQLite's -wal and "
-                            "-shm)")
-        if not problems:
-            try:
-                with _WriteLock(self.db):
-                    pass
-            except sqlite3.Error as exc:
-                problems.append(f"{self.path}: cannot take the write lock as {who}: {exc}")
-        return problems
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.write_problems(self)
 
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy the whole WAL into the database and empty it (waits for readers)."""
         try:
             return tuple(self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
 
     def _write(self, uid: int, batch: Batch) -> None:
         db, day = self.db, batch.day
