@@ -13,7 +13,8 @@ anyway are retried. Sessions run at READ COMMITTED, which spares the gap locks t
 concurrent upserts deadlock under REPEATABLE READ. Connect, read and write timeouts are the
 configured `storage_timeout`, so delivery never hangs on a dead server.
 
-Creating, checking and purging the database are in mysql_maintenance.py.
+The reads and compare-and-sets it shares with SQLite are in sqlstore.py; creating, checking
+and purging the database in mysql_maintenance.py.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from spamsift.filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
-                                  StorageError, StorageUnavailableError)
-from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+                                           StorageError, StorageUnavailableError)
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch
+from spamsift.filter.engine.store.sqlstore import SQLStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from spamsift.filter.engine.store.base import Store
 
 SCHEMA_VERSION = "2"  # 2: dspam_token_data.weight (the logistic model)
 LOOKUP_CHUNK = 10000         # token ids per SELECT: ~210 KB of SQL, max_allowed_packet >= 1 MB
 INSERT_CHUNK = 5000          # rows per INSERT: ~250 KB
-KEY_CHUNK = 500              # message keys / signature ids per IN (...) of the watcher's reads
 RETRIES = 5                  # deadlock / lock wait timeout retries per commit
 RETRY_CODES = (1205, 1213)   # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
 _GONE_CODES = (2003, 2006, 2013, 2055, 1045, 1044, 1049)  # cannot reach / not allowed / no db
@@ -139,9 +142,15 @@ def translate(exc: BaseException) -> StorageError:
     return StorageUnavailableError(f"MySQL: {exc.args[-1] if exc.args else exc}")
 
 
-class MySQLStore:
+class MySQLStore(SQLStore):
     """The `Store` contract on a MySQL/MariaDB database."""
 
+    MARK = "%s"
+    WATCH_SET = ("INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
+                 "updated_at) VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE folder_class = "
+                 "VALUES(folder_class), updated_at = VALUES(updated_at)")
+    WATCH_INSERT_NEW = ("INSERT IGNORE INTO spamsift_watch_messages (uid, message_key, "
+                        "folder_class, updated_at) VALUES (%s, %s, %s, %s)")
     reopenable = True
 
     def __init__(self, params: dict, timeout: float = 10.0, url: str = "mysql://") -> None:
@@ -166,8 +175,8 @@ class MySQLStore:
                 f"MySQL {params.get('host', params.get('unix_socket'))}: "
                 f"{exc.args[-1] if exc.args else exc}") from None
 
-    # -- plumbing ------------------------------------------------------------------------
-    def _read(self, sql_text: str, params=()) -> tuple:
+    # -- the dialect (sqlstore.py) -------------------------------------------------------
+    def _query(self, sql_text: str, params=()) -> tuple:
         try:
             with self.db.cursor() as cur:
                 cur.execute(sql_text, params)
@@ -184,9 +193,29 @@ class MySQLStore:
         except pymysql.MySQLError:
             pass
 
+    def _token_row_lists(self, uid: int, tokens, columns: str,
+                         condition: str) -> Iterator[tuple]:
+        try:
+            with self.db.cursor() as cur:
+                # Ids are ints we computed: formatting them is safe and halves the
+                # client-side cost of escaping thousands of parameters.
+                for in_list in token_lists(tokens):
+                    cur.execute(f"SELECT token, {columns} FROM dspam_token_data WHERE uid = %s "
+                                f"AND token IN ({in_list}){condition}", (uid,))
+                    yield cur.fetchall()
+            self.db.commit()
+        except pymysql.MySQLError as exc:
+            self._rollback()
+            raise translate(exc) from None
+
+    @staticmethod
+    def _from_db(token: int) -> int:
+        return int(token)  # stored as it is: bigint unsigned
+
     # -- users ---------------------------------------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:
-        rows = self._read("SELECT uid FROM dspam_virtual_uids WHERE username = %s", (username,))
+        rows = self._query("SELECT uid FROM dspam_virtual_uids WHERE username = %s",
+                           (username,))
         if rows or not create:
             return rows[0][0] if rows else None
         try:
@@ -200,151 +229,13 @@ class MySQLStore:
         return self.uid(username, create=False)
 
     def username(self, uid: int) -> str | None:
-        rows = self._read("SELECT username FROM dspam_virtual_uids WHERE uid = %s", (uid,))
+        rows = self._query("SELECT username FROM dspam_virtual_uids WHERE uid = %s", (uid,))
         return rows[0][0] if rows else None
 
     def users(self) -> list[tuple[int, str]]:
-        return [(r[0], r[1]) for r in self._read(
+        return [(r[0], r[1]) for r in self._query(
             "SELECT uid, username FROM dspam_virtual_uids ORDER BY username")]
 
-    # -- reading -------------------------------------------------------------------------
-    def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
-        found: dict[int, tuple[int, int]] = {}
-        try:
-            with self.db.cursor() as cur:
-                # Ids are ints we computed: formatting them is safe and halves the
-                # client-side cost of escaping thousands of parameters.
-                for in_list in token_lists(tokens):
-                    cur.execute("SELECT token, spam_hits, innocent_hits FROM dspam_token_data "
-                                f"WHERE uid = %s AND token IN ({in_list})", (uid,))
-                    for token, spam, innocent in cur.fetchall():
-                        found[int(token)] = (int(spam), int(innocent))
-            self.db.commit()
-        except pymysql.MySQLError as exc:
-            self._rollback()
-            raise translate(exc) from None
-        return found
-
-    def weights(self, uid: int, tokens) -> dict[int, float]:
-        found: dict[int, float] = {}
-        try:
-            with self.db.cursor() as cur:
-                for in_list in token_lists(tokens):
-                    cur.execute("SELECT token, weight FROM dspam_token_data WHERE uid = %s "
-                                f"AND token IN ({in_list}) AND weight <> 0", (uid,))
-                    for token, weight in cur.fetchall():
-                        found[int(token)] = float(weight)
-            self.db.commit()
-        except pymysql.MySQLError as exc:
-            self._rollback()
-            raise translate(exc) from None
-        return found
-
-    def counts_and_weights(self, uid: int, tokens):
-        counts: dict[int, tuple[int, int]] = {}
-        weights: dict[int, float] = {}
-        try:
-            with self.db.cursor() as cur:
-                for in_list in token_lists(tokens):
-                    cur.execute("SELECT token, spam_hits, innocent_hits, weight FROM "
-                                f"dspam_token_data WHERE uid = %s AND token IN ({in_list})",
-                                (uid,))
-                    for token, spam, innocent, weight in cur.fetchall():
-                        token = int(token)
-                        counts[token] = (int(spam), int(innocent))
-                        if weight:
-                            weights[token] = float(weight)
-            self.db.commit()
-        except pymysql.MySQLError as exc:
-            self._rollback()
-            raise translate(exc) from None
-        return counts, weights
-
-    def stats(self, uid: int) -> Stats:
-        rows = self._read(f"SELECT {', '.join(STAT_FIELDS)} FROM dspam_stats WHERE uid = %s",
-                          (uid,))
-        return Stats(*rows[0]) if rows else Stats()
-
-    def has_tokens(self, uid: int) -> bool:
-        return bool(self._read("SELECT 1 FROM dspam_token_data WHERE uid = %s LIMIT 1", (uid,)))
-
-    def signature(self, signature_id: str) -> Signature | None:
-        rows = self._read(f"SELECT {Signature.COLUMNS} FROM dspam_signature_data "
-                          "WHERE signature = %s", (signature_id,))
-        return Signature.from_row(signature_id, rows[0]) if rows else None
-
-    def preferences(self, uid: int) -> dict[str, str]:
-        return dict(self._read(
-            "SELECT preference, value FROM dspam_preferences WHERE uid = %s", (uid,)))
-
-    def sources(self, uid: int | None = None, since: str | None = None):
-        where: list[str] = []
-        params: list[object] = []
-        if uid is not None:
-            where.append("uid = %s")
-            params.append(uid)
-        if since is not None:
-            where.append("last_seen >= %s")
-            params.append(since)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        return [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in self._read(
-            "SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources"
-            + clause + " ORDER BY uid, ip", tuple(params))]
-
-    def all_stats(self) -> dict[int, Stats]:
-        return {int(r[0]): Stats(*r[1:]) for r in self._read(
-            f"SELECT uid, {', '.join(STAT_FIELDS)} FROM dspam_stats", ())}
-
-    def daily_stats(self, since: str) -> list[tuple[int, str, tuple[int, ...]]]:
-        return [(int(r[0]), str(r[1]), tuple(int(v) for v in r[2:])) for r in self._read(
-            f"SELECT uid, day, {', '.join(STAT_FIELDS)} FROM spamsift_stats_daily "
-            "WHERE day >= %s ORDER BY uid, day", (since,))]
-
-    def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
-        from spamsift.filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
-
-        # One row per user with the days packed into a string: PyMySQL converts every field
-        # in Python, and 231,000 rows x 4 fields took 0.8 s to fetch against 0.17 s for
-        # 10,000 packed rows (10,000 users x 30 days on the 2-core reference machine).
-        self._read("SET SESSION group_concat_max_len = 16777216")
-        out = []
-        for uid, packed in self._read(
-                f"SELECT uid, GROUP_CONCAT(CONCAT_WS(' ', day, {DAILY_MESSAGES}, "
-                f"{DAILY_ERRORS}) ORDER BY day SEPARATOR ',') FROM spamsift_stats_daily "
-                "WHERE day >= %s GROUP BY uid ORDER BY uid", (since,)):
-            uid = int(uid)
-            text = packed.decode() if isinstance(packed, bytes) else packed
-            for item in text.split(","):
-                day, messages, errors = item.split(" ")
-                out.append((uid, day, int(messages), int(errors)))
-        return out
-
-    def preference_values(self, key: str) -> dict[int, str]:
-        return {int(r[0]): r[1] for r in self._read(
-            "SELECT uid, value FROM dspam_preferences WHERE preference = %s", (key,))}
-
-    def watch_states(self, uid: int, keys) -> dict[str, str]:
-        keys = list(keys)
-        found: dict[str, str] = {}
-        for i in range(0, len(keys), KEY_CHUNK):
-            chunk = keys[i:i + KEY_CHUNK]
-            found.update((str(k), str(c)) for k, c in self._read(
-                "SELECT message_key, folder_class FROM spamsift_watch_messages WHERE uid = %s "
-                f"AND message_key IN ({','.join(['%s'] * len(chunk))})", (uid, *chunk)))
-        return found
-
-    def signature_states(self, ids) -> dict[str, tuple[int, str, str]]:
-        ids = list(ids)
-        found: dict[str, tuple[int, str, str]] = {}
-        for i in range(0, len(ids), KEY_CHUNK):
-            chunk = ids[i:i + KEY_CHUNK]
-            for sig_id, uid, result, trained in self._read(
-                    "SELECT signature, uid, result, trained FROM dspam_signature_data "
-                    f"WHERE signature IN ({','.join(['%s'] * len(chunk))})", tuple(chunk)):
-                found[str(sig_id)] = (int(uid), result, trained)
-        return found
-
-    # -- writing -------------------------------------------------------------------------
     def set_preference(self, uid: int, key: str, value: str | None) -> None:
         try:
             with self.db.cursor() as cur:
@@ -360,6 +251,54 @@ class MySQLStore:
             self._rollback()
             raise translate(exc) from None
 
+    # -- reports -------------------------------------------------------------------------
+    def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
+        from spamsift.filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
+
+        # One row per user with the days packed into a string: PyMySQL converts every field
+        # in Python, and 231,000 rows x 4 fields took 0.8 s to fetch against 0.17 s for
+        # 10,000 packed rows (10,000 users x 30 days on the 2-core reference machine).
+        self._query("SET SESSION group_concat_max_len = 16777216")
+        out = []
+        for uid, packed in self._query(
+                f"SELECT uid, GROUP_CONCAT(CONCAT_WS(' ', day, {DAILY_MESSAGES}, "
+                f"{DAILY_ERRORS}) ORDER BY day SEPARATOR ',') FROM spamsift_stats_daily "
+                "WHERE day >= %s GROUP BY uid ORDER BY uid", (since,)):
+            uid = int(uid)
+            text = packed.decode() if isinstance(packed, bytes) else packed
+            for item in text.split(","):
+                day, messages, errors = item.split(" ")
+                out.append((uid, day, int(messages), int(errors)))
+        return out
+
+    # -- maintenance: mysql_maintenance.py, imported only when one of these is called (the
+    # per-message filter never does) ----------------------------------------------------
+    def purge_step(self, rule, limit: int, cursor):
+        from spamsift.filter.engine.store import mysql_maintenance
+
+        return mysql_maintenance.purge_step(self, rule, limit, cursor)
+
+    def initialize(self) -> list[str]:
+        from spamsift.filter.engine.store import mysql_maintenance
+
+        return mysql_maintenance.initialize(self)
+
+    def check(self) -> list[str]:
+        """What is wrong with this database: missing tables or columns, engine, version, and
+        what keeps this account from writing it."""
+        return self.schema_problems() + self.write_problems()
+
+    def schema_problems(self) -> list[str]:
+        from spamsift.filter.engine.store import mysql_maintenance
+
+        return mysql_maintenance.schema_problems(self)
+
+    def write_problems(self) -> list[str]:
+        from spamsift.filter.engine.store import mysql_maintenance
+
+        return mysql_maintenance.write_problems(self)
+
+    # -- writing -------------------------------------------------------------------------
     def commit(self, uid: int, batch: Batch) -> None:
         self.commit_group([(uid, batch)])
 
@@ -382,35 +321,7 @@ class MySQLStore:
 
     def _write(self, cur, uid: int, batch: Batch) -> None:
         day = batch.day
-        update = batch.signature_update
-        if update is not None:
-            cur.execute("UPDATE dspam_signature_data SET trained = %s, counter = %s, data = %s "
-                        "WHERE signature = %s AND uid = %s AND trained = %s",
-                        (update.trained, update.counter, update.data, update.id, uid,
-                         update.expected))
-            if cur.rowcount != 1:
-                raise ConflictError(f"signature {update.id} changed under us")
-        # Watcher state, in key order (two watchers lock rows in the same order). Under READ
-        # COMMITTED the conditional UPDATE reads the latest committed row and locks it, so
-        # of two watchers making the same change exactly one matches.
-        for watch in sorted(batch.watch, key=lambda w: w.key):
-            if watch.expected == watch.ANY:
-                cur.execute("INSERT INTO spamsift_watch_messages (uid, message_key, "
-                            "folder_class, updated_at) VALUES (%s, %s, %s, %s) ON DUPLICATE "
-                            "KEY UPDATE folder_class = VALUES(folder_class), updated_at = "
-                            "VALUES(updated_at)", (uid, watch.key, watch.klass, watch.at))
-                continue
-            if watch.expected is None:
-                cur.execute("INSERT IGNORE INTO spamsift_watch_messages (uid, message_key, "
-                            "folder_class, updated_at) VALUES (%s, %s, %s, %s)",
-                            (uid, watch.key, watch.klass, watch.at))
-            else:
-                cur.execute("UPDATE spamsift_watch_messages SET folder_class = %s, "
-                            "updated_at = %s WHERE uid = %s AND message_key = %s AND "
-                            "folder_class = %s",
-                            (watch.klass, watch.at, uid, watch.key, watch.expected))
-            if cur.rowcount != 1:
-                raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
+        self._write_compare_and_sets(cur.execute, uid, batch)
         grow: list[tuple[int, int, int, float]] = []
         shrink: dict[tuple[int, int], list[int]] = {}
         weights = dict(batch.weights)  # a growing token's weight rides in its count upsert
@@ -458,13 +369,8 @@ class MySQLStore:
             cur.execute(f"INSERT INTO spamsift_stats_daily (uid, day, {cols}) VALUES "
                         f"(%s, %s{', %s' * 8}) ON DUPLICATE KEY UPDATE {dsets}",
                         [uid, day, *deltas])
-        sig = batch.new_signature
-        if sig is not None:
-            cur.execute("INSERT INTO dspam_signature_data (uid, signature, data, length, "
-                        "created_on, created_at, result, trained, counter, source_ip) VALUES "
-                        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        (uid, sig.id, sig.pack(), len(sig.tokens), day, sig.created,
-                         sig.result, sig.trained, sig.counter, sig.source_ip))
+        if batch.new_signature is not None:
+            self._insert_signature(cur.execute, uid, day, batch.new_signature)
         for ip, (spam, innocent) in sorted(batch.sources.items()):
             cur.execute("INSERT INTO spamsift_sources (uid, ip, spam_hits, innocent_hits, "
                         "last_seen) VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
@@ -498,38 +404,6 @@ class MySQLStore:
                               f"{float(w)!r})" for t, s, n, w in rows[i:i + INSERT_CHUNK])
             cur.execute("INSERT INTO dspam_token_data (uid, token, spam_hits, innocent_hits, "
                         f"last_hit, weight) VALUES {values} {tail}")
-
-    # -- maintenance: mysql_maintenance.py, imported only when one of these is called (the
-    # per-message filter never does) ----------------------------------------------------
-    def purge_step(self, rule, limit: int, cursor):
-        from spamsift.filter.engine.store import mysql_maintenance
-
-        return mysql_maintenance.purge_step(self, rule, limit, cursor)
-
-    def purge_count(self, rule) -> int:
-        from spamsift.filter.engine.store import mysql_maintenance
-
-        return mysql_maintenance.purge_count(self, rule)
-
-    def initialize(self) -> list[str]:
-        from spamsift.filter.engine.store import mysql_maintenance
-
-        return mysql_maintenance.initialize(self)
-
-    def check(self) -> list[str]:
-        """What is wrong with this database: missing tables or columns, engine, version, and
-        what keeps this account from writing it."""
-        return self.schema_problems() + self.write_problems()
-
-    def schema_problems(self) -> list[str]:
-        from spamsift.filter.engine.store import mysql_maintenance
-
-        return mysql_maintenance.schema_problems(self)
-
-    def write_problems(self) -> list[str]:
-        from spamsift.filter.engine.store import mysql_maintenance
-
-        return mysql_maintenance.write_problems(self)
 
     def close(self) -> None:
         try:

@@ -51,7 +51,7 @@ def schema_problems(store: MySQLStore) -> list[str]:
 
     problems = []
     database = store.params.get("database")
-    rows = store._read("SELECT table_name, column_name FROM information_schema.columns "
+    rows = store._query("SELECT table_name, column_name FROM information_schema.columns "
                         "WHERE table_schema = %s", (database,))
     have: dict[str, set[str]] = {}
     for table, column in rows:
@@ -63,13 +63,13 @@ def schema_problems(store: MySQLStore) -> list[str]:
         missing = [c for c in columns if c not in have[table]]
         if missing:
             problems.append(f"table {table} lacks columns {', '.join(missing)}")
-    engines = store._read("SELECT table_name, engine FROM information_schema.tables "
+    engines = store._query("SELECT table_name, engine FROM information_schema.tables "
                            "WHERE table_schema = %s", (database,))
     for table, engine in engines:
         if table in sql.tables("mysql") and (engine or "").lower() != "innodb":
             problems.append(f"table {table} uses {engine}, not InnoDB (no transactions)")
     if "spamsift_meta" in have:
-        version = store._read("SELECT value FROM spamsift_meta WHERE name = "
+        version = store._query("SELECT value FROM spamsift_meta WHERE name = "
                                "'schema_version'")
         if not version:
             problems.append("no schema version recorded (run 'spamsift db init')")
@@ -115,24 +115,15 @@ def _after(keys: tuple[str, ...], cursor: tuple) -> tuple[str, list]:
     return "(" + " OR ".join(clauses) + ")", params
 
 
-def _purge_where(rule) -> tuple[str, list]:
-    date = PURGE_KEYS[rule.table][0]
-    where = f"{date} < %s AND ({rule.condition})"
-    params: list = [rule.before]
-    if rule.uids is not None:
-        where += " AND uid IN (" + ",".join(str(int(u)) for u in rule.uids) + ")"
-    return where, params
-
-
 def purge_step(store: MySQLStore, rule, limit: int, cursor) -> tuple[int, tuple | None]:
     keys = PURGE_KEYS[rule.table]
-    where, params = _purge_where(rule)
+    where, params = store._purge_where(rule)
     where_rule, rule_params = where, list(params)
     if cursor is not None:
         after, more = _after(keys, cursor)
         where += " AND " + after
         params += more
-    rows = store._read(f"SELECT {', '.join(keys)} FROM {rule.table} WHERE {where} "
+    rows = store._query(f"SELECT {', '.join(keys)} FROM {rule.table} WHERE {where} "
                         f"ORDER BY {', '.join(keys)} LIMIT {int(limit)}", params)
     if not rows:
         return 0, None
@@ -177,8 +168,3 @@ def purge_step(store: MySQLStore, rule, limit: int, cursor) -> tuple[int, tuple 
     last = rows[-1]
     return deleted, (tuple(str(v) if i == 0 else v for i, v in enumerate(last))
                      if len(rows) == limit else None)
-
-
-def purge_count(store: MySQLStore, rule) -> int:
-    where, params = _purge_where(rule)
-    return int(store._read(f"SELECT count(*) FROM {rule.table} WHERE {where}", params)[0][0])

@@ -8,7 +8,8 @@ up front means two writers wait for each other (busy timeout) instead of deadloc
 read-to-write upgrade. SQLite on NFS is unsafe (its locks are advisory and NFS's are not
 reliable): use MySQL on a shared store.
 
-Creating, checking and purging the database are in sqlite_maintenance.py.
+The reads and compare-and-sets it shares with MySQL are in sqlstore.py; creating, checking
+and purging the database in sqlite_maintenance.py.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from itertools import chain, islice
 import _sqlite3 as sqlite3
 
 from spamsift.filter.engine.config import sqlite_path
-from spamsift.filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
-                                           NoDatabaseError, StorageError,
-                                           StorageUnavailableError)
-from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+from spamsift.filter.engine.errors import (ConfigError, CorruptDatabaseError, NoDatabaseError,
+                                           StorageError, StorageUnavailableError)
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch
+from spamsift.filter.engine.store.sqlstore import SQLStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
 # 4 MB (about ten messages) keeps recovery cheap and spreads the copy over several messages.
 CHECKPOINT_BYTES = 4 << 20
 _CHUNK = 30000  # host parameters per IN (...): below SQLite's 32766 limit
-_KEY_CHUNK = 500  # message keys / signature ids per IN (...) of the watcher's bulk reads
 _BULK_ROWS = 2000  # token rows from which a commit writes them as JSON statements
 _JSON_ROWS = 50000  # rows per JSON statement: bounds the transient lists and text
 _SIGN = 1 << 63
@@ -69,11 +69,8 @@ class WriteLock:
 
 
 def _to_db(token: int) -> int:
+    """A token id as SQLite stores it: signed (see the schema)."""
     return token - _WRAP if token >= _SIGN else token
-
-
-def _from_db(token: int) -> int:
-    return token + _WRAP if token < 0 else token
 
 
 def open(url: str, timeout: float, create: bool = True) -> SQLiteStore:  # noqa: A001
@@ -106,9 +103,16 @@ def translate(exc: sqlite3.Error, path: str) -> StorageError:
     return StorageUnavailableError(f"{path}: {text}")
 
 
-class SQLiteStore:
+class SQLiteStore(SQLStore):
     """The `Store` contract on one SQLite file."""
 
+    MARK = "?"
+    WATCH_SET = ("INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
+                 "updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (uid, message_key) DO "
+                 "UPDATE SET folder_class = ?3, updated_at = ?4")
+    WATCH_INSERT_NEW = ("INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
+                        "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (uid, message_key) DO "
+                        "NOTHING")
     reopenable = True
 
     def __init__(self, path: str, timeout: float = 10.0) -> None:
@@ -146,6 +150,33 @@ class SQLiteStore:
         except OSError as exc:
             raise StorageUnavailableError(f"{path}: {exc.strerror}") from None
 
+    # -- the dialect (sqlstore.py) -------------------------------------------------------
+    def _query(self, sql_text: str, params=()) -> list[tuple]:
+        try:
+            return self.db.execute(sql_text, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    def _token_row_lists(self, uid: int, tokens, columns: str,
+                         condition: str) -> Iterator[list[tuple]]:
+        ids = [_to_db(t) for t in tokens]
+        try:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i:i + _CHUNK]
+                yield self.db.execute(
+                    f"SELECT token, {columns} FROM dspam_token_data WHERE uid = ? AND token "
+                    f"IN ({','.join('?' * len(chunk))}){condition}", [uid, *chunk]).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    @staticmethod
+    def _from_db(token: int) -> int:
+        return token + _WRAP if token < 0 else token
+
+    def _execute(self, sql_text: str, params: tuple) -> int:
+        """Run one statement of an open transaction; the rows it matched."""
+        return self.db.execute(sql_text, params).rowcount
+
     # -- users ---------------------------------------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:
         try:
@@ -172,134 +203,6 @@ class SQLiteStore:
             "SELECT uid, CAST(username AS BLOB) FROM dspam_virtual_uids ORDER BY username",
             ())]
 
-    def _query(self, sql_text: str, params: tuple) -> list[tuple]:
-        try:
-            return self.db.execute(sql_text, params).fetchall()
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
-
-    # -- reading -------------------------------------------------------------------------
-    def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
-        ids = [_to_db(t) for t in tokens]
-        found: dict[int, tuple[int, int]] = {}
-        try:
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for token, spam, innocent in self.db.execute(
-                        "SELECT token, spam_hits, innocent_hits FROM dspam_token_data "
-                        f"WHERE uid = ? AND token IN ({marks})", [uid, *chunk]):
-                    found[_from_db(token)] = (spam, innocent)
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
-        return found
-
-    def weights(self, uid: int, tokens) -> dict[int, float]:
-        ids = [_to_db(t) for t in tokens]
-        found: dict[int, float] = {}
-        try:
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for token, weight in self.db.execute(
-                        "SELECT token, weight FROM dspam_token_data "
-                        f"WHERE uid = ? AND token IN ({marks}) AND weight <> 0", [uid, *chunk]):
-                    found[_from_db(token)] = weight
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
-        return found
-
-    def counts_and_weights(self, uid: int, tokens):
-        ids = [_to_db(t) for t in tokens]
-        counts: dict[int, tuple[int, int]] = {}
-        weights: dict[int, float] = {}
-        try:
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for token, spam, innocent, weight in self.db.execute(
-                        "SELECT token, spam_hits, innocent_hits, weight FROM dspam_token_data "
-                        f"WHERE uid = ? AND token IN ({marks})", [uid, *chunk]):
-                    token = _from_db(token)
-                    counts[token] = (spam, innocent)
-                    if weight:
-                        weights[token] = weight
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
-        return counts, weights
-
-    def stats(self, uid: int) -> Stats:
-        rows = self._query(f"SELECT {', '.join(STAT_FIELDS)} FROM dspam_stats WHERE uid = ?",
-                           (uid,))
-        return Stats(*rows[0]) if rows else Stats()
-
-    def has_tokens(self, uid: int) -> bool:
-        return bool(self._query("SELECT 1 FROM dspam_token_data WHERE uid = ? LIMIT 1", (uid,)))
-
-    def signature(self, signature_id: str) -> Signature | None:
-        rows = self._query(f"SELECT {Signature.COLUMNS} FROM dspam_signature_data "
-                          "WHERE signature = ?", (signature_id,))
-        return Signature.from_row(signature_id, rows[0]) if rows else None
-
-    def preferences(self, uid: int) -> dict[str, str]:
-        return dict(self._query(
-            "SELECT preference, value FROM dspam_preferences WHERE uid = ?", (uid,)))
-
-    def sources(self, uid: int | None = None, since: str | None = None):
-        where: list[str] = []
-        params: list[object] = []
-        if uid is not None:
-            where.append("uid = ?")
-            params.append(uid)
-        if since is not None:
-            where.append("last_seen >= ?")
-            params.append(since)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        return [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in self._query(
-            "SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources"
-            + clause + " ORDER BY uid, ip", tuple(params))]
-
-    def all_stats(self) -> dict[int, Stats]:
-        return {int(r[0]): Stats(*r[1:]) for r in self._query(
-            f"SELECT uid, {', '.join(STAT_FIELDS)} FROM dspam_stats", ())}
-
-    def daily_stats(self, since: str) -> list[tuple[int, str, tuple[int, ...]]]:
-        return [(int(r[0]), str(r[1]), tuple(int(v) for v in r[2:])) for r in self._query(
-            f"SELECT uid, day, {', '.join(STAT_FIELDS)} FROM spamsift_stats_daily "
-            "WHERE day >= ? ORDER BY uid, day", (since,))]
-
-    def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
-        from spamsift.filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
-
-        return self._query(f"SELECT uid, day, {DAILY_MESSAGES}, {DAILY_ERRORS} FROM "
-                           "spamsift_stats_daily WHERE day >= ? ORDER BY uid, day", (since,))
-
-    def preference_values(self, key: str) -> dict[int, str]:
-        return {int(r[0]): r[1] for r in self._query(
-            "SELECT uid, value FROM dspam_preferences WHERE preference = ?", (key,))}
-
-    def watch_states(self, uid: int, keys) -> dict[str, str]:
-        keys = list(keys)
-        found: dict[str, str] = {}
-        for i in range(0, len(keys), _KEY_CHUNK):
-            chunk = keys[i:i + _KEY_CHUNK]
-            found.update(self._query(
-                "SELECT message_key, folder_class FROM spamsift_watch_messages WHERE uid = ? "
-                f"AND message_key IN ({','.join('?' * len(chunk))})", (uid, *chunk)))
-        return found
-
-    def signature_states(self, ids) -> dict[str, tuple[int, str, str]]:
-        ids = list(ids)
-        found: dict[str, tuple[int, str, str]] = {}
-        for i in range(0, len(ids), _KEY_CHUNK):
-            chunk = ids[i:i + _KEY_CHUNK]
-            for sig_id, uid, result, trained in self._query(
-                    "SELECT signature, uid, result, trained FROM dspam_signature_data "
-                    f"WHERE signature IN ({','.join('?' * len(chunk))})", tuple(chunk)):
-                found[sig_id] = (int(uid), result, trained)
-        return found
-
-    # -- writing -------------------------------------------------------------------------
     def set_preference(self, uid: int, key: str, value: str | None) -> None:
         try:
             if value is None:
@@ -313,6 +216,46 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
 
+    # -- reports -------------------------------------------------------------------------
+    def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
+        from spamsift.filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
+
+        return self._query(f"SELECT uid, day, {DAILY_MESSAGES}, {DAILY_ERRORS} FROM "
+                           "spamsift_stats_daily WHERE day >= ? ORDER BY uid, day", (since,))
+
+    # -- maintenance: sqlite_maintenance.py, imported only when one of these is called (the
+    # per-message filter never does) ----------------------------------------------------
+    def purge_step(self, rule, limit: int, cursor):
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.purge_step(self, rule, limit, cursor)
+
+    def initialize(self) -> list[str]:
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.initialize(self)
+
+    def check(self) -> list[str]:
+        return self.schema_problems() + self.write_problems()
+
+    def schema_problems(self) -> list[str]:
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.schema_problems(self)
+
+    def write_problems(self) -> list[str]:
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.write_problems(self)
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the whole WAL into the database and empty it (waits for readers)."""
+        try:
+            return tuple(self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    # -- writing -------------------------------------------------------------------------
     def commit(self, uid: int, batch: Batch) -> None:
         self.commit_group([(uid, batch)])
 
@@ -345,72 +288,9 @@ class SQLiteStore:
             except sqlite3.Error:
                 pass
 
-    # -- maintenance: sqlite_maintenance.py, imported only when one of these is called (the
-    # per-message filter never does) ----------------------------------------------------
-    def purge_step(self, rule, limit: int, cursor):
-        from spamsift.filter.engine.store import sqlite_maintenance
-
-        return sqlite_maintenance.purge_step(self, rule, limit, cursor)
-
-    def purge_count(self, rule) -> int:
-        from spamsift.filter.engine.store import sqlite_maintenance
-
-        return sqlite_maintenance.purge_count(self, rule)
-
-    def initialize(self) -> list[str]:
-        from spamsift.filter.engine.store import sqlite_maintenance
-
-        return sqlite_maintenance.initialize(self)
-
-    def check(self) -> list[str]:
-        return self.schema_problems() + self.write_problems()
-
-    def schema_problems(self) -> list[str]:
-        from spamsift.filter.engine.store import sqlite_maintenance
-
-        return sqlite_maintenance.schema_problems(self)
-
-    def write_problems(self) -> list[str]:
-        from spamsift.filter.engine.store import sqlite_maintenance
-
-        return sqlite_maintenance.write_problems(self)
-
-    def checkpoint(self) -> tuple[int, int, int]:
-        """Copy the whole WAL into the database and empty it (waits for readers)."""
-        try:
-            return tuple(self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
-
     def _write(self, uid: int, batch: Batch) -> None:
         db, day = self.db, batch.day
-        update = batch.signature_update
-        if update is not None:
-            cur = db.execute(
-                "UPDATE dspam_signature_data SET trained = ?, counter = ?, data = ? "
-                "WHERE signature = ? AND uid = ? AND trained = ?",
-                (update.trained, update.counter, update.data, update.id, uid, update.expected))
-            if cur.rowcount != 1:
-                raise ConflictError(f"signature {update.id} changed under us")
-        for watch in sorted(batch.watch, key=lambda w: w.key):
-            if watch.expected == watch.ANY:
-                cur = db.execute(
-                    "INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
-                    "updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (uid, message_key) DO "
-                    "UPDATE SET folder_class = ?3, updated_at = ?4",
-                    (uid, watch.key, watch.klass, watch.at))
-            elif watch.expected is None:
-                cur = db.execute(
-                    "INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
-                    "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (uid, message_key) DO NOTHING",
-                    (uid, watch.key, watch.klass, watch.at))
-            else:
-                cur = db.execute(
-                    "UPDATE spamsift_watch_messages SET folder_class = ?, updated_at = ? "
-                    "WHERE uid = ? AND message_key = ? AND folder_class = ?",
-                    (watch.klass, watch.at, uid, watch.key, watch.expected))
-            if cur.rowcount != 1:
-                raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
+        self._write_compare_and_sets(self._execute, uid, batch)
         tokens, weights = batch.tokens, batch.weights
         if (len(tokens) + len(weights) >= _BULK_ROWS
                 and min((min(d) for d in tokens.values()), default=0) >= 0):
@@ -498,13 +378,8 @@ class SQLiteStore:
             dsets = ", ".join(f"{f} = {f} + ?{i + 3}" for i, f in enumerate(STAT_FIELDS))
             db.execute(f"INSERT INTO spamsift_stats_daily (uid, day, {cols}) VALUES (?1, ?2, {plain}) "
                        f"ON CONFLICT (uid, day) DO UPDATE SET {dsets}", [uid, day, *deltas])
-        sig = batch.new_signature
-        if sig is not None:
-            db.execute(
-                "INSERT INTO dspam_signature_data (uid, signature, data, length, created_on, "
-                "created_at, result, trained, counter, source_ip) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (uid, sig.id, sig.pack(), len(sig.tokens), day, sig.created, sig.result,
-                 sig.trained, sig.counter, sig.source_ip))
+        if batch.new_signature is not None:
+            self._insert_signature(self._execute, uid, day, batch.new_signature)
         for ip, (spam, innocent) in batch.sources.items():
             db.execute(
                 "INSERT INTO spamsift_sources (uid, ip, spam_hits, innocent_hits, last_seen) "

@@ -111,20 +111,9 @@ PURGE_KEYS = {"dspam_token_data": ("uid", "token"), "dspam_signature_data": ("si
               "spamsift_watch_messages": ("uid", "message_key")}
 
 
-def _purge_where(rule) -> tuple[str, list]:
-    from spamsift.filter.engine.purging import DATE_COLUMN
-
-    where = f"{DATE_COLUMN[rule.table]} < ? AND ({rule.condition})"
-    params: list = [rule.before]
-    if rule.uids is not None:
-        where += f" AND uid IN ({','.join('?' * len(rule.uids))})"
-        params += list(rule.uids)
-    return where, params
-
-
 def purge_step(store: SQLiteStore, rule, limit: int, cursor) -> tuple[int, tuple | None]:
     keys = PURGE_KEYS[rule.table]
-    where, params = _purge_where(rule)
+    where, params = store._purge_where(rule)
     # The DELETE repeats the rule: a row a delivery or a training touched since the
     # SELECT no longer matches it and must stay (deleting it lost those new hits).
     still, still_params = where, list(params)
@@ -144,9 +133,3 @@ def purge_step(store: SQLiteStore, rule, limit: int, cursor) -> tuple[int, tuple
     except sqlite3.Error as exc:
         raise translate(exc, store.path) from None
     return deleted, (tuple(rows[-1]) if len(rows) == limit else None)
-
-
-def purge_count(store: SQLiteStore, rule) -> int:
-    where, params = _purge_where(rule)
-    return store._query(f"SELECT count(*) FROM {rule.table} WHERE {where}",
-                        tuple(params))[0][0]
