@@ -297,7 +297,8 @@ class Scoring(Protocol):
         ...
 
     def commit(self, uid: int, batch: Batch) -> None:
-        """Apply `batch` atomically (see the module docstring for the rules)."""
+        """Apply `batch` atomically (see the module docstring for the rules). A new signature
+        whose id is stored already raises `DuplicateSignatureError` and writes nothing."""
         ...
 
     def commit_group(self, items: list[tuple[int, Batch]]) -> None:

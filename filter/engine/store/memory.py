@@ -6,7 +6,7 @@ within the process (so a test can open it twice, as two filter runs would).
 
 from __future__ import annotations
 
-from spamsift.filter.engine.errors import ConflictError
+from spamsift.filter.engine.errors import ConflictError, DuplicateSignatureError
 from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 
 TYPE_CHECKING = False
@@ -167,9 +167,7 @@ class MemoryStore:
                 raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
         sig = batch.new_signature
         if sig is not None and sig.id in self.signatures:
-            from spamsift.filter.engine.errors import StorageError
-
-            raise StorageError(f"signature {sig.id} exists already")
+            raise DuplicateSignatureError(f"signature {sig.id} exists already")
         # Validation is done: from here on nothing can fail, so the batch is atomic.
         if update is not None:
             old = self.signatures[update.id][2]

@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlsplit
 import pymysql
 from pymysql.constants import CLIENT
 
-from spamsift.filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
-                                           StorageError, StorageUnavailableError)
+from spamsift.filter.engine.errors import (ConfigError, CorruptDatabaseError, StorageError,
+                                           StorageUnavailableError)
 from spamsift.filter.engine.store.base import STAT_FIELDS, Batch
 from spamsift.filter.engine.store.sqlstore import SQLStore
 
@@ -44,6 +44,7 @@ RETRY_CODES = (1205, 1213)   # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
 _GONE_CODES = (2003, 2006, 2013, 2055, 1045, 1044, 1049)  # cannot reach / not allowed / no db
 NO_TABLE = 1146              # ER_NO_SUCH_TABLE
 _NO_COLUMN = 1054            # ER_BAD_FIELD_ERROR
+_DUPLICATE_KEY = 1062        # ER_DUP_ENTRY
 
 
 def parse_datafile(path: str) -> dict:
@@ -151,6 +152,7 @@ class MySQLStore(SQLStore):
                  "VALUES(folder_class), updated_at = VALUES(updated_at)")
     WATCH_INSERT_NEW = ("INSERT IGNORE INTO spamsift_watch_messages (uid, message_key, "
                         "folder_class, updated_at) VALUES (%s, %s, %s, %s)")
+    INTEGRITY_ERROR = pymysql.IntegrityError
     reopenable = True
 
     def __init__(self, params: dict, timeout: float = 10.0, url: str = "mysql://") -> None:
@@ -211,6 +213,10 @@ class MySQLStore(SQLStore):
     @staticmethod
     def _from_db(token: int) -> int:
         return int(token)  # stored as it is: bigint unsigned
+
+    @staticmethod
+    def _duplicate_key(exc: Exception) -> bool:
+        return error_code(exc) == _DUPLICATE_KEY
 
     # -- users ---------------------------------------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:
@@ -310,7 +316,7 @@ class MySQLStore(SQLStore):
                         self._write(cur, uid, batch)
                 self.db.commit()
                 return
-            except ConflictError:
+            except StorageError:  # a lost compare-and-set, a signature stored already
                 self._rollback()
                 raise
             except pymysql.MySQLError as exc:

@@ -113,6 +113,7 @@ class SQLiteStore(SQLStore):
     WATCH_INSERT_NEW = ("INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
                         "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (uid, message_key) DO "
                         "NOTHING")
+    INTEGRITY_ERROR = sqlite3.IntegrityError
     reopenable = True
 
     def __init__(self, path: str, timeout: float = 10.0) -> None:
@@ -172,6 +173,11 @@ class SQLiteStore(SQLStore):
     @staticmethod
     def _from_db(token: int) -> int:
         return token + _WRAP if token < 0 else token
+
+    @staticmethod
+    def _duplicate_key(exc: Exception) -> bool:
+        return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_PRIMARYKEY",
+                                                        "SQLITE_CONSTRAINT_UNIQUE")
 
     def _execute(self, sql_text: str, params: tuple) -> int:
         """Run one statement of an open transaction; the rows it matched."""

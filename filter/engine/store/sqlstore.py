@@ -9,7 +9,8 @@ it and supplies its dialect:
 * `_token_row_lists(uid, tokens, columns, condition)`, the rows of many tokens (how ids
   are stored and how many fit in one statement are the backend's), and `_from_db`, which
   turns a stored id back into the unsigned 64-bit token id;
-* `WATCH_SET` and `WATCH_INSERT_NEW`, its upserts of a watcher record.
+* `WATCH_SET` and `WATCH_INSERT_NEW`, its upserts of a watcher record, and
+  `INTEGRITY_ERROR` with `_duplicate_key`, to tell a signature inserted twice.
 
 What differs beyond that (token upserts, transactions, purge walks, the schema) stays in the
 backend's own module.
@@ -17,7 +18,7 @@ backend's own module.
 
 from __future__ import annotations
 
-from spamsift.filter.engine.errors import ConflictError
+from spamsift.filter.engine.errors import ConflictError, DuplicateSignatureError
 from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 
 TYPE_CHECKING = False
@@ -36,6 +37,7 @@ class SQLStore:
     MARK: str
     WATCH_SET: str         # (uid, key, class, at): insert, or overwrite the class
     WATCH_INSERT_NEW: str  # (uid, key, class, at): insert, or nothing when the row exists
+    INTEGRITY_ERROR: type[Exception]
 
     # -- the dialect (see the module docstring) -------------------------------------------
     def _query(self, sql_text: str, params: Sequence = ()) -> Sequence[tuple]:
@@ -49,6 +51,11 @@ class SQLStore:
 
     @staticmethod
     def _from_db(token: int) -> int:
+        raise NotImplementedError
+
+    @staticmethod
+    def _duplicate_key(exc: Exception) -> bool:
+        """Whether `exc`, an `INTEGRITY_ERROR`, says a unique key exists already."""
         raise NotImplementedError
 
     # -- scoring ---------------------------------------------------------------------------
@@ -185,12 +192,18 @@ class SQLStore:
                 raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
 
     def _insert_signature(self, execute: Execute, uid: int, day: str, sig: Signature) -> None:
-        """Insert `sig` (an id stored already fails the statement, and so the commit)."""
-        execute("INSERT INTO dspam_signature_data (uid, signature, data, length, created_on, "
-                "created_at, result, trained, counter, source_ip) VALUES ("
-                + ", ".join([self.MARK] * 10) + ")",
-                (uid, sig.id, sig.pack(), len(sig.tokens), day, sig.created, sig.result,
-                 sig.trained, sig.counter, sig.source_ip))
+        """Insert `sig`; `DuplicateSignatureError` when its id is stored already (two
+        watchers deriving the same id, say); other constraint failures stay the backend's."""
+        try:
+            execute("INSERT INTO dspam_signature_data (uid, signature, data, length, "
+                    "created_on, created_at, result, trained, counter, source_ip) VALUES ("
+                    + ", ".join([self.MARK] * 10) + ")",
+                    (uid, sig.id, sig.pack(), len(sig.tokens), day, sig.created, sig.result,
+                     sig.trained, sig.counter, sig.source_ip))
+        except self.INTEGRITY_ERROR as exc:
+            if self._duplicate_key(exc):
+                raise DuplicateSignatureError(f"signature {sig.id} exists already") from None
+            raise
 
     # -- maintenance -----------------------------------------------------------------------
     def _purge_where(self, rule) -> tuple[str, list]:
