@@ -158,7 +158,7 @@ class Counters:
                 try:
                     return write(self, *args, **kwargs)
                 except mysql.pymysql.MySQLError as exc:
-                    if mysql._code(exc) in mysql._RETRY_CODES:
+                    if mysql.error_code(exc) in mysql.RETRY_CODES:
                         cls.deadlocks += 1
                     raise
 

@@ -430,17 +430,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_settings(settings, user: str):
     """The user's effective settings: their stored preferences when the store can say."""
-    from spamsift.filter.engine.errors import StorageError
+    from spamsift.filter.engine.errors import NoDatabaseError, StorageError
     from spamsift.filter.engine.store.base import open_store
 
-    import os
-
-    url = settings.storage_url
-    if url.startswith("sqlite://") and not os.path.exists(url[len("sqlite://"):]):
-        return settings  # no database yet: do not create one just to read preferences
     try:
-        store = open_store(url, settings.storage_timeout)
-    except StorageError:
+        # Without create: no database yet is no preferences, not a new database.
+        store = open_store(settings.storage_url, settings.storage_timeout, create=False)
+    except (NoDatabaseError, StorageError):
         return settings
     try:
         uid = store.uid(user, create=False)
