@@ -5,8 +5,10 @@ Model: bogofilter's ``datastore.h``. Everything is batch-first: a message costs 
 statistics counters, the per-day history, the signature and the source address).
 
 `Store` is the union of five roles, each a small Protocol saying who uses it: `Scoring`,
-`Accounts`, `Reports`, `WatchState` and `Maintenance`. Type a caller or a wrapper (a cache in
-front of a store, a view of one) against the role it serves, not the whole `Store`.
+`Accounts`, `Reports`, `WatchState` and `Maintenance` (the first two with their read-only
+parts, `Counts` and `Profiles`). Type a caller or a wrapper (a cache in front of a store, a
+view of one) against the role it serves, not the whole `Store`: `AgentStore` is what an
+`agent.Agent` uses.
 
 Conventions every backend keeps:
 
@@ -261,13 +263,10 @@ class Batch:
                     or any(self.weights.values()))
 
 
-class Scoring(Protocol):
-    """What scoring and learning a message reads and writes: token counts and weights, the
-    counters, signatures, and the transaction every write of a store goes through.
+class Counts(Protocol):
+    """What scoring a message reads: token counts and weights, and the user's counters.
 
-    Used by `agent.Agent` (classify, learn, retrain), bulk training (`bulk.CorpusLearner`)
-    and the daemon's group commit. A wrapper handed to an `Agent` in place of its store (a
-    write-behind cache, a watch-state carrier) serves this role (and `Accounts`)."""
+    The reads of `Scoring`; a read-only view (evaluate's folds) serves this alone."""
 
     def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
         """(spam_hits, innocent_hits) of those `tokens` the user has; absent ones are left out."""
@@ -288,6 +287,15 @@ class Scoring(Protocol):
         """The user's counters; all zero for a user with none."""
         ...
 
+
+
+class Scoring(Counts, Protocol):
+    """What scoring and learning a message reads and writes: token counts and weights, the
+    counters, signatures, and the transaction every write of a store goes through.
+
+    Used by `agent.Agent` (classify, learn, retrain), corpus training
+    (`trainer.learner.CorpusLearner`) and the daemon's group commit."""
+
     def has_tokens(self, uid: int) -> bool:
         """Whether the user has any token row (one indexed probe)."""
         ...
@@ -307,11 +315,8 @@ class Scoring(Protocol):
         ...
 
 
-class Accounts(Protocol):
-    """Users and their preferences.
-
-    Used by `Agent.user` (every message), ``spamsift prefs``, the reports (names, the
-    ``stats --reset`` snapshot) and purging (per-user retention preferences)."""
+class Profiles(Protocol):
+    """A user's id, name and preferences: what `agent.Agent` asks of `Accounts`."""
 
     def uid(self, username: str, create: bool = True) -> int | None:
         """The numeric id of a user, creating one when `create`; None if unknown."""
@@ -321,16 +326,37 @@ class Accounts(Protocol):
         """The name of a numeric id, or None."""
         ...
 
-    def users(self) -> list[tuple[int, str]]:
-        """All (uid, name) pairs, ordered by name."""
-        ...
-
     def preferences(self, uid: int) -> dict[str, str]:
         """The user's stored preferences (site-wide defaults live in the configuration)."""
         ...
 
+
+class Accounts(Profiles, Protocol):
+    """Users and their preferences.
+
+    Used by `Agent.user` (every message), ``spamsift prefs``, the reports (names, the
+    ``stats --reset`` snapshot) and purging (per-user retention preferences)."""
+
+    def users(self) -> list[tuple[int, str]]:
+        """All (uid, name) pairs, ordered by name."""
+        ...
+
     def set_preference(self, uid: int, key: str, value: str | None) -> None:
         """Set a preference, or delete it when `value` is None."""
+        ...
+
+
+class AgentStore(Counts, Profiles, Protocol):
+    """Exactly what an `agent.Agent` calls on its store. A wrapper handed to an Agent in
+    place of a store (the corpus learner's write-behind cache, the watchers' state carrier,
+    evaluate's fold view) implements this, and mypy holds it to it."""
+
+    def signature(self, signature_id: str) -> Signature | None:
+        """As `Scoring.signature` (a retrain loads the signature it corrects)."""
+        ...
+
+    def commit(self, uid: int, batch: Batch) -> None:
+        """As `Scoring.commit`."""
         ...
 
 
