@@ -25,9 +25,10 @@ from urllib.parse import unquote, urlsplit
 import pymysql
 from pymysql.constants import CLIENT
 
-from spamsift.filter.engine.errors import (ConfigError, CorruptDatabaseError, StorageError,
-                                           StorageUnavailableError)
+from spamsift.filter.engine.errors import ConfigError, StorageError, StorageUnavailableError
 from spamsift.filter.engine.store.base import STAT_FIELDS, Batch
+from spamsift.filter.engine.store.mysql_txn import (DUPLICATE_KEY, RETRIES, RETRY_CODES,
+                                                    error_code, token_lists, translate)
 from spamsift.filter.engine.store.sqlstore import SQLStore
 
 TYPE_CHECKING = False
@@ -36,15 +37,7 @@ if TYPE_CHECKING:
 
     from spamsift.filter.engine.store.base import Store
 
-SCHEMA_VERSION = "2"  # 2: dspam_token_data.weight (the logistic model)
-LOOKUP_CHUNK = 10000         # token ids per SELECT: ~210 KB of SQL, max_allowed_packet >= 1 MB
 INSERT_CHUNK = 5000          # rows per INSERT: ~250 KB
-RETRIES = 5                  # deadlock / lock wait timeout retries per commit
-RETRY_CODES = (1205, 1213)   # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
-_GONE_CODES = (2003, 2006, 2013, 2055, 1045, 1044, 1049)  # cannot reach / not allowed / no db
-NO_TABLE = 1146              # ER_NO_SUCH_TABLE
-_NO_COLUMN = 1054            # ER_BAD_FIELD_ERROR
-_DUPLICATE_KEY = 1062        # ER_DUP_ENTRY
 
 
 def parse_datafile(path: str) -> dict:
@@ -108,39 +101,6 @@ def open(url: str, timeout: float, create: bool = True) -> MySQLStore:  # noqa: 
     """The registry's entry point. `create` has no say: a MySQL database is made by its
     administrator (and its tables by 'spamsift db init'), never by opening it."""
     return MySQLStore(parse_url(url), timeout, url)
-
-
-def token_lists(tokens, size: int = LOOKUP_CHUNK):
-    """Token ids as SQL IN-list texts, each holding ids of one half of the 64-bit range only.
-
-    MariaDB 10.11 stops using the (uid, token) index for a long IN list that mixes ids below
-    and above 2^63 (the literals are then of different types) and reads every row of the
-    user instead: 6 s a message on a 1.2M-row table, measured. Lists of one kind use it.
-    """
-    low = sorted(int(t) for t in tokens if int(t) < 1 << 63)
-    high = sorted(int(t) for t in tokens if int(t) >= 1 << 63)
-    for ids in (low, high):
-        for i in range(0, len(ids), size):
-            yield ",".join(map(str, ids[i:i + size]))
-
-
-def error_code(exc: BaseException) -> int:
-    """The server's error number of a PyMySQL exception (0 when it has none)."""
-    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-
-
-def translate(exc: BaseException) -> StorageError:
-    """The `StorageError` that says what `exc`, a PyMySQL exception, means."""
-    code = error_code(exc)
-    if isinstance(exc, pymysql.IntegrityError):
-        return StorageError(f"MySQL: {exc.args[-1] if exc.args else exc}")
-    if code == NO_TABLE:
-        return CorruptDatabaseError(f"spamsift tables missing ({exc.args[-1]}): run "
-                                    "'spamsift db init'")
-    if code == _NO_COLUMN:  # an older schema, e.g. 1 without the weight column
-        return CorruptDatabaseError(f"spamsift schema is older than this spamsift "
-                                    f"({exc.args[-1]}): run 'spamsift db init'")
-    return StorageUnavailableError(f"MySQL: {exc.args[-1] if exc.args else exc}")
 
 
 class MySQLStore(SQLStore):
@@ -216,7 +176,7 @@ class MySQLStore(SQLStore):
 
     @staticmethod
     def _duplicate_key(exc: Exception) -> bool:
-        return error_code(exc) == _DUPLICATE_KEY
+        return error_code(exc) == DUPLICATE_KEY
 
     # -- users ---------------------------------------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:

@@ -1,6 +1,6 @@
 """MySQL / MariaDB maintenance: creating and upgrading the schema, checking it, purging.
 
-Functions of an open `MySQLStore`, which delegates its `Maintenance` methods here. A module
+Functions of an open `mysql.MySQLStore`, which delegates its `Maintenance` methods here. A module
 of its own so that the inline filter, which opens the store on every message and never
 purges or checks, does not load it.
 """
@@ -9,11 +9,31 @@ from __future__ import annotations
 
 import pymysql
 
-from spamsift.filter.engine.store.mysql import (NO_TABLE, RETRIES, RETRY_CODES, SCHEMA_VERSION,
-                                                MySQLStore, error_code, token_lists, translate)
+from spamsift.filter.engine.store.mysql_txn import (NO_TABLE, RETRIES, RETRY_CODES,
+                                                    SCHEMA_VERSION, error_code, token_lists,
+                                                    translate)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object
 
 
-def initialize(store: MySQLStore) -> list[str]:
+class OpenMySQL(Protocol):
+    """What these functions use of an open `mysql.MySQLStore` (which passes itself)."""
+
+    db: pymysql.connections.Connection
+    params: dict
+
+    def _query(self, sql_text: str, params=()) -> tuple: ...
+
+    def _rollback(self) -> None: ...
+
+    def _purge_where(self, rule) -> tuple[str, list]: ...
+
+
+def initialize(store: OpenMySQL) -> list[str]:
     """Create missing tables (idempotent) and record the schema version."""
     from spamsift import sql
 
@@ -45,7 +65,7 @@ def initialize(store: MySQLStore) -> list[str]:
     return done
 
 
-def schema_problems(store: MySQLStore) -> list[str]:
+def schema_problems(store: OpenMySQL) -> list[str]:
     """Missing tables or columns, engines other than InnoDB, the schema version."""
     from spamsift import sql
 
@@ -79,7 +99,7 @@ def schema_problems(store: MySQLStore) -> list[str]:
     return problems
 
 
-def write_problems(store: MySQLStore) -> list[str]:
+def write_problems(store: OpenMySQL) -> list[str]:
     """Whether this account may write: privileges are checked when a statement runs,
     even one that changes no row (a missing table is schema_problems' to say)."""
     try:
@@ -115,7 +135,7 @@ def _after(keys: tuple[str, ...], cursor: tuple) -> tuple[str, list]:
     return "(" + " OR ".join(clauses) + ")", params
 
 
-def purge_step(store: MySQLStore, rule, limit: int, cursor) -> tuple[int, tuple | None]:
+def purge_step(store: OpenMySQL, rule, limit: int, cursor) -> tuple[int, tuple | None]:
     keys = PURGE_KEYS[rule.table]
     where, params = store._purge_where(rule)
     where_rule, rule_params = where, list(params)

@@ -23,8 +23,9 @@ import _sqlite3 as sqlite3
 
 from spamsift.filter.engine.config import sqlite_path
 from spamsift.filter.engine.errors import (ConfigError, CorruptDatabaseError, NoDatabaseError,
-                                           StorageError, StorageUnavailableError)
+                                           StorageUnavailableError)
 from spamsift.filter.engine.store.base import STAT_FIELDS, Batch
+from spamsift.filter.engine.store.sqlite_txn import SCHEMA_VERSION, WriteLock, translate
 from spamsift.filter.engine.store.sqlstore import SQLStore
 
 TYPE_CHECKING = False
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
     from spamsift.filter.engine.store.base import Store
 
-SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
 # Checkpoint the WAL into the database once it is this large. Why by hand: the inline filter
 # ends its process without closing (see spamsift.filter.cli.FAST_EXIT), and a database whose last
 # user did not close is "recovered" by the next opener, which forgets how much of the WAL was
@@ -46,26 +46,6 @@ _BULK_ROWS = 2000  # token rows from which a commit writes them as JSON statemen
 _JSON_ROWS = 50000  # rows per JSON statement: bounds the transient lists and text
 _SIGN = 1 << 63
 _WRAP = 1 << 64
-
-
-class WriteLock:
-    """``with WriteLock(db):`` -- BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
-
-    The write lock is taken up front (see the module docstring). A class, not
-    contextlib.contextmanager: the filter opens this store on every message and contextlib
-    would be one more import at its start."""
-
-    __slots__ = ("db",)
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind, exc, tb) -> None:
-        if self.db.in_transaction:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
 def _to_db(token: int) -> int:
@@ -85,22 +65,6 @@ def open(url: str, timeout: float, create: bool = True) -> SQLiteStore:  # noqa:
         raise NoDatabaseError(f"no database at {path} (the first filtered message or "
                               "'spamsift db init' creates it)")
     return SQLiteStore(path, timeout)
-
-
-def translate(exc: sqlite3.Error, path: str) -> StorageError:
-    """The `StorageError` that says what `exc`, raised on the database at `path`, means."""
-    text = str(exc)
-    if isinstance(exc, sqlite3.IntegrityError):
-        return StorageError(f"{path}: {text}")  # a constraint, not a damaged file
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text
-                                                      or "unable to open" in text
-                                                      or "readonly" in text or "disk" in text):
-        return StorageUnavailableError(f"{path}: {text}")
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-        return CorruptDatabaseError(f"{path}: {text}")
-    if "malformed" in text or "not a database" in text:
-        return CorruptDatabaseError(f"{path}: {text}")
-    return StorageUnavailableError(f"{path}: {text}")
 
 
 class SQLiteStore(SQLStore):

@@ -1,6 +1,6 @@
 """SQLite maintenance: creating and upgrading the schema, checking it, purging.
 
-Functions of an open `SQLiteStore`, which delegates its `Maintenance` methods here. A module
+Functions of an open `sqlite.SQLiteStore`, which delegates its `Maintenance` methods here. A module
 of its own so that the inline filter, which opens the store on every message and never
 purges or checks, does not load it.
 """
@@ -12,10 +12,27 @@ import os
 import _sqlite3 as sqlite3
 
 from spamsift.filter.engine.errors import CorruptDatabaseError
-from spamsift.filter.engine.store.sqlite import SCHEMA_VERSION, SQLiteStore, WriteLock, translate
+from spamsift.filter.engine.store.sqlite_txn import SCHEMA_VERSION, WriteLock, translate
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object
 
 
-def create(store: SQLiteStore) -> None:
+class OpenSQLite(Protocol):
+    """What these functions use of an open `sqlite.SQLiteStore` (which passes itself)."""
+
+    db: sqlite3.Connection
+    path: str
+
+    def _query(self, sql_text: str, params=()) -> list[tuple]: ...
+
+    def _purge_where(self, rule) -> tuple[str, list]: ...
+
+
+def create(store: OpenSQLite) -> None:
     """Create the schema in an empty file (a file holding other tables is refused)."""
     from spamsift import sql
 
@@ -38,7 +55,7 @@ def create(store: SQLiteStore) -> None:
         db.execute("PRAGMA journal_mode = WAL")
 
 
-def upgrade(store: SQLiteStore) -> None:
+def upgrade(store: OpenSQLite) -> None:
     """Schema 1 -> 2: add the weight column (under the write lock, once)."""
     db = store.db
     with WriteLock(db):
@@ -47,7 +64,7 @@ def upgrade(store: SQLiteStore) -> None:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def initialize(store: SQLiteStore) -> list[str]:
+def initialize(store: OpenSQLite) -> list[str]:
     """Create tables the file lacks (a new file got them all when it was opened)."""
     from spamsift import sql
 
@@ -63,7 +80,7 @@ def initialize(store: SQLiteStore) -> list[str]:
     return done
 
 
-def schema_problems(store: SQLiteStore) -> list[str]:
+def schema_problems(store: OpenSQLite) -> list[str]:
     """What is wrong with the database itself: integrity, tables, columns, version."""
     from spamsift import sql
 
@@ -82,7 +99,7 @@ def schema_problems(store: SQLiteStore) -> list[str]:
     return problems
 
 
-def write_problems(store: SQLiteStore) -> list[str]:
+def write_problems(store: OpenSQLite) -> list[str]:
     """What keeps this process from writing the database (a delivery that cannot write
     passes mail through unfiltered): the file, its folder (SQLite makes -wal and -shm
     there), an existing -wal or -shm, and the write lock itself."""
@@ -111,7 +128,7 @@ PURGE_KEYS = {"dspam_token_data": ("uid", "token"), "dspam_signature_data": ("si
               "spamsift_watch_messages": ("uid", "message_key")}
 
 
-def purge_step(store: SQLiteStore, rule, limit: int, cursor) -> tuple[int, tuple | None]:
+def purge_step(store: OpenSQLite, rule, limit: int, cursor) -> tuple[int, tuple | None]:
     keys = PURGE_KEYS[rule.table]
     where, params = store._purge_where(rule)
     # The DELETE repeats the rule: a row a delivery or a training touched since the
