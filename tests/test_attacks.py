@@ -577,6 +577,13 @@ def test_the_configuration_cache_is_no_more_readable_than_the_configuration(evil
         assert done.returncode != 0 and "s3cret" not in done.stdout + done.stderr
         assert f"{conf}: Permission denied" in done.stderr or "not readable" in done.stderr, (
             done.stderr)
+        conf.chmod(0o640)
+        cache.unlink()
+        config.load(str(conf), env)
+        assert (cache.stat().st_mode & 0o777, cache.stat().st_gid) == (0o640, conf.stat().st_gid)
+        os.chown(conf, -1, evil[1])  # another group may read it now; size and mtime unchanged
+        config.load(str(conf), env)
+        assert cache.stat().st_gid == evil[1]  # the old group's cache was not used: rewritten
         conf.chmod(0o644)  # readable again: the other uid reads the file (and may the cache)
         done = subprocess.run([python, "-c", "import sys; from spamsift.filter.engine import "
                                "config; print(config.load(sys.argv[1]).storage)", str(conf)],
