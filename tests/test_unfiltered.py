@@ -197,3 +197,23 @@ def test_hostile_lines_in_a_uids_own_file_neither_crash_nor_flood_the_counts(tmp
     users = {user for (_day, _reason, user) in found}
     assert len(users) == passlog.MAX_USERS + 1 and passlog.OTHER_USERS in users
     assert {k[2] for k in found if k[1] == "error"} == {"alice"}
+
+
+def test_a_count_file_made_for_another_uid_is_reported_not_silent(system_user, tmp_path):
+    """A uid that makes uid-<victim>.log first keeps the victim from counting anything
+    (record never writes into another's file). That was silent; the report names it now."""
+    uid, gid = system_user(USER)
+    passlog.prepare(str(tmp_path))
+    forged = tmp_path / "passthrough" / f"uid-{os.geteuid()}.log"
+    forged.write_text("")
+    os.chown(forged, uid, gid)  # made by USER, named for root
+    assert not passlog.record(str(tmp_path), "alice", "error")
+    assert passlog.forged(str(tmp_path)) == [str(forged)]
+    assert passlog.forged(str(tmp_path / "nowhere")) == []
+    from spamsift.filter.engine import config
+    from spamsift.filter.engine.store.base import open_store
+    from spamsift.trainer import report_data
+
+    settings = config.Settings({}).replace(home=str(tmp_path), storage="memory://")
+    report = report_data.load(open_store("memory://"), settings)
+    assert report_data.passed_through(report)["forged"] == [str(forged)]

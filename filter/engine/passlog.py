@@ -110,6 +110,33 @@ def counts(home: str, since: float) -> dict[tuple[str, str, str], int]:
     return found
 
 
+def forged(home: str) -> list[str]:
+    """The files named for another uid than their owner's. Counts in them are not read, and
+    the uid they are named for cannot count at all (`record` never writes into another's
+    file): a uid that made one first hides that uid's unfiltered mail. Only root and the
+    folder's owner (the site user) may remove them."""
+    import stat
+
+    folder = os.path.join(home, FOLDER)
+    found: list[str] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return found
+    for name in sorted(names):
+        number = name[4:-4]
+        if not (name.startswith("uid-") and name.endswith(".log") and number.isascii()
+                and number.isdigit()):
+            continue
+        try:
+            info = os.lstat(os.path.join(folder, name))
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != int(number):
+            found.append(os.path.join(folder, name))
+    return found
+
+
 def _count_lines(data: bytes, since: float, found: dict[tuple[str, str, str], int]) -> None:
     """Add one file's well-formed lines at or after `since` to `found`."""
     known = KNOWN_REASONS
