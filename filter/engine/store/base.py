@@ -17,7 +17,9 @@ Conventions every backend keeps:
   match the stored one, nothing is written and `ConflictError` is raised (compare-and-set:
   this is what makes retraining exactly-once across processes and cluster nodes). The same
   holds for each `WatchUpdate` in `Batch.watch` (the watchers' record of where a message was
-  last seen), so a watcher's training and its record change together or not at all.
+  last seen), so a watcher's training and its record change together or not at all, and for
+  each `LearnedChange` in `Batch.learned` that takes a learning away (the record of what
+  corpus training learned, so a correction of it happens once).
 * Failures raise `StorageUnavailableError` (cannot connect, locked too long) or
   `CorruptDatabaseError` (damaged, not ours); a backend never recreates data silently.
 
@@ -209,6 +211,31 @@ class WatchUpdate:
         return f"WatchUpdate({self.key[:20]!r}, {self.expected!r} -> {self.klass!r})"
 
 
+class LearnedChange:
+    """A change of the record of what corpus training learned (``spamsift_learned_messages``).
+
+    The row is (uid, `key`, `klass`): message `key` (`mailfolders.message_key`) learned as
+    `klass` ("spam" or "innocent"), `copies` times (the same bytes can be learned twice), with
+    the logistic model's steps of those learnings summed (`step`, 0.0 without the model).
+    `copies` is added and `step` added to the row, which is inserted when missing (stamped
+    `at`, unix time); a row left with no copies is deleted. A negative `copies` is a
+    compare-and-set: it applies only while the row holds at least that many copies, else
+    `ConflictError` (so one correction of a learned message happens exactly once).
+    """
+
+    __slots__ = ("key", "klass", "copies", "step", "at")
+
+    def __init__(self, key: str, klass: str, copies: int, step: float, at: int) -> None:
+        self.key = key
+        self.klass = klass
+        self.copies = copies
+        self.step = step
+        self.at = int(at)
+
+    def __repr__(self) -> str:
+        return f"LearnedChange({self.key[:20]!r}, {self.klass!r}, {self.copies:+d})"
+
+
 class Batch:
     """Everything one message writes, applied by `Store.commit` in one transaction.
 
@@ -216,11 +243,12 @@ class Batch:
     a delta; the same deltas go into the per-day history row for `day` (YYYY-MM-DD). `sources`
     maps an IP to [spam delta, innocent delta]. `watch` holds watcher-state updates, each a
     compare-and-set checked before anything is written. `weights` maps token id -> weight
-    delta (the logistic model; added unclamped, see the module docstring).
+    delta (the logistic model; added unclamped, see the module docstring). `learned` holds
+    changes of the record of what corpus training learned (`LearnedChange`).
     """
 
     __slots__ = ("tokens", "stats", "day", "new_signature", "signature_update", "sources",
-                 "watch", "weights")
+                 "watch", "weights", "learned")
 
     def __init__(self, day: str) -> None:
         self.tokens: dict[int, list[int]] = {}
@@ -231,6 +259,7 @@ class Batch:
         self.sources: dict[str, list[int]] = {}
         self.watch: list[WatchUpdate] = []
         self.weights: dict[int, float] = {}
+        self.learned: list[LearnedChange] = []
 
     def add_weight(self, token: int, delta: float) -> None:
         self.weights[token] = self.weights.get(token, 0.0) + delta
@@ -254,7 +283,7 @@ class Batch:
     def is_empty(self) -> bool:
         return not (self.tokens or any(self.stats.values()) or self.new_signature
                     or self.signature_update or self.sources or self.watch
-                    or any(self.weights.values()))
+                    or any(self.weights.values()) or self.learned)
 
 
 class Store(Protocol):
@@ -348,6 +377,12 @@ class Store(Protocol):
     def watch_states(self, uid: int, keys: Collection[str]) -> dict[str, str]:
         """key -> recorded class ("spam"/"innocent") of those `keys` the user has a watcher
         record for (one query per few hundred keys)."""
+        ...
+
+    def learned_records(self, uid: int, keys: Collection[str]
+                        ) -> dict[str, dict[str, tuple[int, float]]]:
+        """key -> {class: (copies, summed model step)} of those message `keys` corpus training
+        learned for the user (`LearnedChange`; one query per few hundred keys)."""
         ...
 
     def signature_states(self, ids: Collection[str]) -> dict[str, tuple[int, str, str]]:

@@ -26,7 +26,7 @@ from spamsift.filter.engine.errors import (ConfigError, ConflictError, CorruptDa
                                   StorageError, StorageUnavailableError)
 from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
 
-SCHEMA_VERSION = "2"  # 2: dspam_token_data.weight (the logistic model)
+SCHEMA_VERSION = "3"  # 2: dspam_token_data.weight (the logistic model); 3: learned messages
 LOOKUP_CHUNK = 10000         # token ids per SELECT: ~210 KB of SQL, max_allowed_packet >= 1 MB
 INSERT_CHUNK = 5000          # rows per INSERT: ~250 KB
 KEY_CHUNK = 500              # message keys / signature ids per IN (...) of the watcher's reads
@@ -321,6 +321,18 @@ class MySQLStore:
                 f"AND message_key IN ({','.join(['%s'] * len(chunk))})", (uid, *chunk)))
         return found
 
+    def learned_records(self, uid: int, keys) -> dict[str, dict[str, tuple[int, float]]]:
+        keys = list(keys)
+        found: dict[str, dict[str, tuple[int, float]]] = {}
+        for i in range(0, len(keys), KEY_CHUNK):
+            chunk = keys[i:i + KEY_CHUNK]
+            for key, klass, copies, step in self._read(
+                    "SELECT message_key, learned_class, copies, step FROM "
+                    "spamsift_learned_messages WHERE uid = %s AND message_key IN "
+                    f"({','.join(['%s'] * len(chunk))}) AND copies > 0", (uid, *chunk)):
+                found.setdefault(str(key), {})[str(klass)] = (int(copies), float(step))
+        return found
+
     def signature_states(self, ids) -> dict[str, tuple[int, str, str]]:
         ids = list(ids)
         found: dict[str, tuple[int, str, str]] = {}
@@ -399,6 +411,8 @@ class MySQLStore:
                             (watch.klass, watch.at, uid, watch.key, watch.expected))
             if cur.rowcount != 1:
                 raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
+        if batch.learned:
+            self._write_learned(cur, uid, batch)
         grow: list[tuple[int, int, int, float]] = []
         shrink: dict[tuple[int, int], list[int]] = {}
         weights = dict(batch.weights)  # a growing token's weight rides in its count upsert
@@ -460,6 +474,35 @@ class MySQLStore:
                         "innocent_hits = GREATEST(CAST(innocent_hits AS SIGNED) + %s, 0), "
                         "last_seen = VALUES(last_seen)",
                         (uid, ip, max(spam, 0), max(innocent, 0), day, spam, innocent))
+
+    @staticmethod
+    def _write_learned(cur, uid: int, batch: Batch) -> None:
+        """`Batch.learned`: takings first, each a compare-and-set (a locking UPDATE under
+        READ COMMITTED, so of two correctors exactly one matches), then the additions."""
+        for change in sorted(batch.learned, key=lambda c: (c.key, c.klass)):
+            if change.copies >= 0:
+                continue
+            cur.execute("UPDATE spamsift_learned_messages SET copies = copies + %s, "
+                        "step = step + %s WHERE uid = %s AND message_key = %s AND "
+                        "learned_class = %s AND copies >= %s",
+                        (change.copies, change.step, uid, change.key, change.klass,
+                         -change.copies))
+            if cur.rowcount != 1:
+                raise ConflictError(f"learned record of {change.key[:40]} changed under us")
+            cur.execute("DELETE FROM spamsift_learned_messages WHERE uid = %s AND "
+                        "message_key = %s AND learned_class = %s AND copies <= 0",
+                        (uid, change.key, change.klass))
+        added = sorted((c.key, c.klass, c.copies, c.step, c.at) for c in batch.learned
+                       if c.copies > 0)
+        for i in range(0, len(added), INSERT_CHUNK):
+            part = added[i:i + INSERT_CHUNK]
+            cur.execute("INSERT INTO spamsift_learned_messages (uid, message_key, "
+                        "learned_class, copies, step, learned_at) VALUES "
+                        + ",".join(["(%s, %s, %s, %s, %s, %s)"] * len(part))
+                        + " ON DUPLICATE KEY UPDATE copies = copies + VALUES(copies), "
+                        "step = step + VALUES(step)",
+                        [v for key, klass, n, step, at in part
+                         for v in (uid, key, klass, n, step, at)])
 
     @staticmethod
     def _insert_tokens(cur, uid: int, day: str, rows, deltas: tuple[int, int] | None = None):

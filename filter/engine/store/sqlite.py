@@ -27,7 +27,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
+SCHEMA_VERSION = 3  # 2: dspam_token_data.weight (the logistic model); 3: learned messages
 # Checkpoint the WAL into the database once it is this large. Why by hand: the inline filter
 # ends its process without closing (see spamsift.filter.cli.FAST_EXIT), and a database whose last
 # user did not close is "recovered" by the next opener, which forgets how much of the WAL was
@@ -151,12 +151,22 @@ class SQLiteStore:
             self.db.execute("PRAGMA journal_mode = WAL")
 
     def _upgrade(self) -> None:
-        """Schema 1 -> 2: add the weight column (under the write lock, once)."""
+        """Schema 1 -> 2: add the weight column; 2 -> 3: add spamsift_learned_messages (under
+        the write lock, once)."""
+        from spamsift import sql
+
         with _WriteLock(self.db):
-            if self.db.execute("PRAGMA user_version").fetchone()[0] == 1:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
+                return
+            if version == 1:
                 self.db.execute("ALTER TABLE dspam_token_data ADD COLUMN "
                                 "weight REAL NOT NULL DEFAULT 0")
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            for statement in sql.statements("sqlite"):
+                if statement.split()[:3] == ["CREATE", "TABLE", "spamsift_learned_messages"]:
+                    self.db.execute(statement.replace("CREATE TABLE", "CREATE TABLE IF NOT "
+                                                      "EXISTS", 1))
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- users ---------------------------------------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:
@@ -298,6 +308,18 @@ class SQLiteStore:
             found.update(self._query(
                 "SELECT message_key, folder_class FROM spamsift_watch_messages WHERE uid = ? "
                 f"AND message_key IN ({','.join('?' * len(chunk))})", (uid, *chunk)))
+        return found
+
+    def learned_records(self, uid: int, keys) -> dict[str, dict[str, tuple[int, float]]]:
+        keys = list(keys)
+        found: dict[str, dict[str, tuple[int, float]]] = {}
+        for i in range(0, len(keys), _KEY_CHUNK):
+            chunk = keys[i:i + _KEY_CHUNK]
+            for key, klass, copies, step in self._query(
+                    "SELECT message_key, learned_class, copies, step FROM "
+                    "spamsift_learned_messages WHERE uid = ? AND message_key IN "
+                    f"({','.join('?' * len(chunk))}) AND copies > 0", (uid, *chunk)):
+                found.setdefault(key, {})[klass] = (int(copies), float(step))
         return found
 
     def signature_states(self, ids) -> dict[str, tuple[int, str, str]]:
@@ -495,6 +517,8 @@ class SQLiteStore:
                     (watch.klass, watch.at, uid, watch.key, watch.expected))
             if cur.rowcount != 1:
                 raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
+        if batch.learned:
+            self._write_learned(uid, batch)
         tokens, weights = batch.tokens, batch.weights
         if (len(tokens) + len(weights) >= _BULK_ROWS
                 and min((min(d) for d in tokens.values()), default=0) >= 0):
@@ -534,6 +558,30 @@ class SQLiteStore:
         else:
             self._write_tokens(uid, day, batch)
         self._write_counters(uid, day, batch)
+
+    def _write_learned(self, uid: int, batch: Batch) -> None:
+        """`Batch.learned`: takings first, each a compare-and-set, then the additions."""
+        db = self.db
+        for change in sorted(batch.learned, key=lambda c: (c.key, c.klass)):
+            if change.copies >= 0:
+                continue
+            cur = db.execute(
+                "UPDATE spamsift_learned_messages SET copies = copies + ?1, step = step + ?2 "
+                "WHERE uid = ?3 AND message_key = ?4 AND learned_class = ?5 "
+                "AND copies >= -?1", (change.copies, change.step, uid, change.key,
+                                      change.klass))
+            if cur.rowcount != 1:
+                raise ConflictError(f"learned record of {change.key[:40]} changed under us")
+            db.execute("DELETE FROM spamsift_learned_messages WHERE uid = ? AND message_key = ? "
+                       "AND learned_class = ? AND copies <= 0", (uid, change.key, change.klass))
+        added = [(uid, c.key, c.klass, c.copies, c.step, c.at) for c in batch.learned
+                 if c.copies > 0]
+        if added:
+            db.executemany(
+                "INSERT INTO spamsift_learned_messages (uid, message_key, learned_class, "
+                "copies, step, learned_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (uid, "
+                "message_key, learned_class) DO UPDATE SET copies = copies + ?4, "
+                "step = step + ?5", added)
 
     def _write_tokens(self, uid: int, day: str, batch: Batch) -> None:
         db = self.db
