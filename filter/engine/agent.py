@@ -15,7 +15,7 @@ from spamsift.filter.engine import classifier, logistic, training
 from spamsift.filter.engine.days import day_of
 from spamsift.filter.engine.errors import ConflictError, UnknownSignatureError
 from spamsift.filter.engine.signatures import load_owned, new_id
-from spamsift.filter.engine.store.base import Batch, Signature, SignatureUpdate
+from spamsift.filter.engine.store.base import Batch, LearnedChange, Signature, SignatureUpdate
 from spamsift.filter.engine.learning import Tokenized, source_relays, tokenize
 from spamsift.filter.engine.tokenizer import Tokenizer
 
@@ -277,8 +277,11 @@ class Agent:
         return self.learn_tokenized(ctx, self.tokenize(ctx, raw), klass, source, signature_id)
 
     def learn_tokenized(self, ctx: UserContext, message: Tokenized, klass: str,
-                        source: str = "corpus", signature_id: str | None = None) -> Outcome:
-        """`learn` a message tokenized already (by a helper process, say)."""
+                        source: str = "corpus", signature_id: str | None = None,
+                        record: str | None = None) -> Outcome:
+        """`learn` a message tokenized already (by a helper process, say). `record`: the
+        message's key (`mailfolders.message_key`), to record in the same commit that corpus
+        training learned it, with the model's step (`store.base.LearnedChange`)."""
         if ctx.uid is None:
             ctx = self.user(ctx.name, create=True)
         uid = ctx.uid
@@ -304,6 +307,8 @@ class Agent:
         if verdict is not None and verdict.model is not None:
             z, base, feats = verdict.model
             model = (self._train_model(batch, feats, z, base, klass), base)
+        if record is not None:
+            batch.learned.append(LearnedChange(record, klass, 1, model[0], int(self.clock())))
         if signature_id is not None:
             batch.new_signature = Signature(
                 signature_id, uid, int(self.clock()), klass, klass, ",".join(counters),
