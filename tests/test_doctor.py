@@ -296,7 +296,7 @@ def test_a_database_no_one_can_use_is_a_problem_while_the_daemon_serves(site, do
             db = sqlite3.connect(site.db)
             db.execute("PRAGMA user_version = 99")
             db.close()
-            from spamsift.filter.engine.store.sqlite import SCHEMA_VERSION
+            from spamsift.filter.engine.store.sqlite_txn import SCHEMA_VERSION
 
             why = f"{site.db}: schema version 99 is newer than this spamsift ({SCHEMA_VERSION})"
         else:

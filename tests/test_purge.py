@@ -59,10 +59,11 @@ def test_a_row_touched_between_select_and_delete_stays(backend, request, tmp_pat
     # that touches one of them in between makes it fresh: the DELETE must not take it (and
     # its new hits) along. (The memory store selects and deletes in one step of one process.)
     if backend == "sqlite":
-        store, reader = open_store(f"sqlite:///{tmp_path}/store.db"), "_query"
+        store = open_store(f"sqlite:///{tmp_path}/store.db")
     else:
-        store, reader = open_store(request.getfixturevalue("mysql_url")), "_read"
+        store = open_store(request.getfixturevalue("mysql_url"))
         store.initialize()
+    reader = "_query"  # both run the purge's SELECT through it (sqlstore.SQLStore)
     request.addfinalizer(store.close)
     uid = store.uid("u")
     put(store, uid, 40, [(1, 1, 1), (2, 1, 1)])  # two stale hapaxes

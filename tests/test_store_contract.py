@@ -630,3 +630,78 @@ def test_mysql_init_adds_the_learned_messages_table(mysql_url):
         assert store.check() == []
     finally:
         store.close()
+
+
+def test_a_signature_stored_twice_is_a_duplicate_signature_error(store):
+    """Two processes inserting one id (two watchers deriving it from the same message): every
+    backend raises DuplicateSignatureError, so callers catch the class, and the losing batch,
+    alone or in a group, writes nothing."""
+    from spamsift.filter.engine.errors import DuplicateSignatureError
+
+    uid = store.uid("u")
+    first = Batch("2026-12-03")
+    first.new_signature = _signature("f" * 30, uid)
+    store.commit(uid, first)
+    again = Batch("2026-12-03")
+    again.add_token(1, 1, 0)
+    again.add_stat("spam_learned", 1)
+    again.new_signature = _signature("f" * 30, uid)
+    with pytest.raises(DuplicateSignatureError, match="f" * 30):
+        store.commit(uid, again)
+    other = Batch("2026-12-03")
+    other.add_token(2, 0, 1)
+    with pytest.raises(DuplicateSignatureError):
+        store.commit_group([(uid, other), (uid, again)])
+    assert store.lookup(uid, [1, 2]) == {} and store.stats(uid).spam_learned == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
+def test_other_constraint_failures_stay_plain_storage_errors(backend, request, tmp_path):
+    """Only a stored signature id is a DuplicateSignatureError: a signature the table refuses
+    for another reason (here a missing result) stays a plain StorageError."""
+    from spamsift.filter.engine.errors import DuplicateSignatureError, StorageError
+
+    if backend == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path}/store.db")
+    else:
+        store = open_store(request.getfixturevalue("mysql_url"))
+        store.initialize()
+    request.addfinalizer(store.close)
+    uid = store.uid("u")
+    batch = Batch("2026-12-03")
+    batch.new_signature = _signature("0f" * 15, uid)
+    batch.new_signature.result = None  # type: ignore[assignment]
+    with pytest.raises(StorageError) as info:
+        store.commit(uid, batch)
+    assert type(info.value) is StorageError and "result" in str(info.value)
+    assert not isinstance(info.value, DuplicateSignatureError)
+    assert store.signature("0f" * 15) is None
+
+
+def test_reopenable_says_whether_the_url_reaches_the_same_data(store):
+    """`reopenable` answers what bulk training's writer thread asks: does a connection of its
+    own, opened by `url`, see this store's data?"""
+    uid = store.uid("u")
+    batch = Batch("2026-12-03")
+    batch.add_token(1, 1, 0)
+    store.commit(uid, batch)
+    other = open_store(store.url)
+    try:
+        known = other.uid("u", create=False)
+        seen = other.lookup(known, [1]) if known is not None else {}
+        assert (seen == {1: (1, 0)}) == store.reopenable
+        assert other is not store  # a connection of its own, or a store of its own
+    finally:
+        other.close()
+
+
+def test_without_create_a_missing_sqlite_file_is_no_database(tmp_path):
+    """The registry leaves it to the backend what `create=False` means: for SQLite a file
+    that does not exist is NoDatabaseError, and none is made."""
+    from spamsift.filter.engine.errors import NoDatabaseError
+
+    with pytest.raises(NoDatabaseError, match="no database at"):
+        open_store(f"sqlite:///{tmp_path}/absent.db", create=False)
+    assert not (tmp_path / "absent.db").exists()
+    open_store(f"sqlite:///{tmp_path}/made.db").close()
+    open_store(f"sqlite:///{tmp_path}/made.db", create=False).close()

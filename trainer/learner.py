@@ -68,8 +68,8 @@ class CorpusLearner:
 
     def __init__(self, agent, user: str, flush_every: int = 2000,
                  background: bool = True, jobs: int | None = 0, chunk: int = 0) -> None:
-        """`background`: write flushes from a writer thread (not for memory:// stores, which
-        a second connection would not see). `jobs`: helper processes that tokenize
+        """`background`: write flushes from a writer thread on a connection of its own (not
+        for a store that reopening its URL would not reach: memory://). `jobs`: helper processes that tokenize
         (`tokenpool`; 0: tokenize in this process; None: `tokenpool.default_jobs`), handed
         `chunk` messages at a time (0: `CHUNK_COUNTS` or `CHUNK_MESSAGES`)."""
         self.agent = agent
@@ -97,8 +97,7 @@ class CorpusLearner:
             fresh = not self.store.has_tokens(self.ctx.uid)
             self._held = WriteBehind(self.store, self.ctx.uid if fresh else None)
             self._learning_agent = Agent(agent.settings, self._held, clock=agent.clock)
-        self.background = (background and not self.per_message
-                           and not self.store.url.startswith("memory"))
+        self.background = background and not self.per_message and self.store.reopenable
         self._writer: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._pool: TokenPool | None = None

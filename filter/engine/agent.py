@@ -22,7 +22,7 @@ from spamsift.filter.engine.tokenizer import Tokenizer
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from spamsift.filter.engine.classifier import Verdict
-    from spamsift.filter.engine.store.base import Stats
+    from spamsift.filter.engine.store.base import AgentStore, Stats
 
 CAS_RETRIES = 5
 
@@ -104,7 +104,7 @@ def _label(klass: str) -> str:
 class Agent:
     """Classifies, learns and retrains messages for users of one store."""
 
-    def __init__(self, settings, store, clock=time.time, make_id=new_id,
+    def __init__(self, settings, store: AgentStore, clock=time.time, make_id=new_id,
                  commit_inbound=None) -> None:
         """`commit_inbound(uid, batch)`, when given, replaces ``store.commit`` for what
         `process` writes: the daemon queues it to a writer thread and answers at once."""

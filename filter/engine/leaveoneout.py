@@ -32,14 +32,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from spamsift.filter.engine.store.base import Stats
+    from spamsift.filter.engine.store.base import AgentStore, Batch, Signature, Stats
 
 
 class Without:
-    """A read-only view of a store: everything, minus the part of the message left out
-    (`leave_out`), for the reads `Agent.score` makes."""
+    """A read-only `AgentStore`: a store's data minus the part of the message left out
+    (`leave_out`), for the reads `Agent.score` makes; the rest of `AgentStore` reads through,
+    and a write is a bug."""
 
-    def __init__(self, store) -> None:
+    def __init__(self, store: AgentStore) -> None:
         self.store = store
         self._stats: dict[int, Stats] = {}  # read once: nothing is written during a scan
         self.keep()
@@ -69,8 +70,14 @@ class Without:
     def uid(self, username: str, create: bool = True) -> int | None:
         return self.store.uid(username, False)
 
+    def username(self, uid: int) -> str | None:
+        return self.store.username(uid)
+
     def preferences(self, uid: int) -> dict[str, str]:
         return self.store.preferences(uid)
+
+    def signature(self, signature_id: str) -> Signature | None:
+        return self.store.signature(signature_id)
 
     def stats(self, uid: int) -> Stats:
         from spamsift.filter.engine.store.base import STAT_FIELDS, Stats
@@ -122,5 +129,5 @@ class Without:
         counts, weights = self.store.counts_and_weights(uid, tokens)
         return self._counts(counts), self._weights(tokens, weights)
 
-    def commit(self, uid: int, batch) -> None:
+    def commit(self, uid: int, batch: Batch) -> None:
         raise AssertionError("a leave-one-out view only scores")

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from spamsift.filter.engine.store.base import Batch, Stats, Store
+    from collections.abc import Collection
+
+    from spamsift.filter.engine.store.base import Batch, Signature, Stats, Store
 
 _NOT_CACHED = (-1, -1)  # a sentinel, told apart by identity
 
 
 class WriteBehind:
-    """A store wrapper for one user's training run: commits are merged in memory and written
+    """An `AgentStore` for one user's training run: commits are merged in memory and written
     by `flush` as one transaction; reads see the store plus what is pending.
 
     Reads are cached: a token's counts and weight are read from the store once and kept up to
@@ -77,19 +79,25 @@ class WriteBehind:
         self.known_weights = {}
         self.known_stats = None
 
-    # -- what an Agent learning on this wrapper asks besides counts ---------------------------
+    # -- the rest of `AgentStore`, read through: nothing of it is held back ------------------
     def uid(self, username: str, create: bool = True) -> int | None:
         return self.store.uid(username, create)
 
+    def username(self, uid: int) -> str | None:
+        return self.store.username(uid)
+
     def preferences(self, uid: int) -> dict[str, str]:
         return self.store.preferences(uid)
+
+    def signature(self, signature_id: str) -> Signature | None:
+        return self.store.signature(signature_id)
 
     def _cache_for(self, uid: int) -> None:
         if uid != self.cache_uid:
             self.forget()
             self.cache_uid = uid
 
-    def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
+    def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
         """As `Store.lookup`; while the cache is complete for `uid`, the cache itself (a
         superset: every row of the user), for reading only."""
         self._cache_for(uid)
@@ -104,7 +112,7 @@ class WriteBehind:
             self._cache_counts(uid, missing, self.store.lookup(uid, missing))
         return {t: row for t in tokens if (row := known[t]) is not None}
 
-    def weights(self, uid: int, tokens) -> dict[int, float]:
+    def weights(self, uid: int, tokens: Collection[int]) -> dict[int, float]:
         """As `Store.weights`; while the cache is complete for `uid`, the cache itself."""
         self._cache_for(uid)
         known = self.known_weights
@@ -116,13 +124,14 @@ class WriteBehind:
             self._cache_weights(uid, missing, self.store.weights(uid, missing))
         return {t: w for t in tokens if (w := known[t])}
 
-    def counts_and_weights(self, uid: int, tokens):
+    def counts_and_weights(self, uid: int, tokens: Collection[int]
+                           ) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
         """As `Store.counts_and_weights`: one store query for the tokens whose counts or weight
         are not cached; while the cache is complete for `uid`, the cache itself."""
         self._cache_for(uid)
         known, known_weights = self.known, self.known_weights
         if uid == self.complete_uid:
-            return known, known_weights
+            return known, known_weights  # type: ignore[return-value]  # as in lookup
         tokens = list(tokens)
         missing = [t for t in tokens if t not in known or t not in known_weights]
         if missing:

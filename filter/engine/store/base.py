@@ -4,6 +4,12 @@ Model: bogofilter's ``datastore.h``. Everything is batch-first: a message costs 
 (one ``SELECT ... IN``) and one `commit` (one transaction holding the token upserts, the
 statistics counters, the per-day history, the signature and the source address).
 
+`Store` is the union of six roles, each a small Protocol saying who uses it: `Scoring`,
+`Accounts`, `Reports`, `WatchState`, `LearnedRecords` and `Maintenance` (the first two with
+their read-only parts, `Counts` and `Profiles`). Type a caller or a wrapper (a cache in front
+of a store, a view of one) against the role it serves, not the whole `Store`: `AgentStore` is
+what an `agent.Agent` uses.
+
 Conventions every backend keeps:
 
 * Token ids are unsigned 64-bit ints (`tokenizer.token_id`); a backend may store them signed.
@@ -286,22 +292,10 @@ class Batch:
                     or any(self.weights.values()) or self.learned)
 
 
-class Store(Protocol):
-    """A storage backend. Instances are used by one thread; open one per process or thread."""
+class Counts(Protocol):
+    """What scoring a message reads: token counts and weights, and the user's counters.
 
-    url: str
-
-    def uid(self, username: str, create: bool = True) -> int | None:
-        """The numeric id of a user, creating one when `create`; None if unknown."""
-        ...
-
-    def username(self, uid: int) -> str | None:
-        """The name of a numeric id, or None."""
-        ...
-
-    def users(self) -> list[tuple[int, str]]:
-        """All (uid, name) pairs, ordered by name."""
-        ...
+    The reads of `Scoring`; a read-only view (evaluate's folds) serves this alone."""
 
     def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
         """(spam_hits, innocent_hits) of those `tokens` the user has; absent ones are left out."""
@@ -322,6 +316,15 @@ class Store(Protocol):
         """The user's counters; all zero for a user with none."""
         ...
 
+
+
+class Scoring(Counts, Protocol):
+    """What scoring and learning a message reads and writes: token counts and weights, the
+    counters, signatures, and the transaction every write of a store goes through.
+
+    Used by `agent.Agent` (classify, learn, retrain), corpus training
+    (`trainer.learner.CorpusLearner`) and the daemon's group commit."""
+
     def has_tokens(self, uid: int) -> bool:
         """Whether the user has any token row (one indexed probe)."""
         ...
@@ -331,7 +334,8 @@ class Store(Protocol):
         ...
 
     def commit(self, uid: int, batch: Batch) -> None:
-        """Apply `batch` atomically (see the module docstring for the rules)."""
+        """Apply `batch` atomically (see the module docstring for the rules). A new signature
+        whose id is stored already raises `DuplicateSignatureError` and writes nothing."""
         ...
 
     def commit_group(self, items: list[tuple[int, Batch]]) -> None:
@@ -339,13 +343,57 @@ class Store(Protocol):
         A page that several batches change is written once (the daemon's group commit)."""
         ...
 
+
+class Profiles(Protocol):
+    """A user's id, name and preferences: what `agent.Agent` asks of `Accounts`."""
+
+    def uid(self, username: str, create: bool = True) -> int | None:
+        """The numeric id of a user, creating one when `create`; None if unknown."""
+        ...
+
+    def username(self, uid: int) -> str | None:
+        """The name of a numeric id, or None."""
+        ...
+
     def preferences(self, uid: int) -> dict[str, str]:
         """The user's stored preferences (site-wide defaults live in the configuration)."""
+        ...
+
+
+class Accounts(Profiles, Protocol):
+    """Users and their preferences.
+
+    Used by `Agent.user` (every message), ``spamsift prefs``, the reports (names, the
+    ``stats --reset`` snapshot) and purging (per-user retention preferences)."""
+
+    def users(self) -> list[tuple[int, str]]:
+        """All (uid, name) pairs, ordered by name."""
         ...
 
     def set_preference(self, uid: int, key: str, value: str | None) -> None:
         """Set a preference, or delete it when `value` is None."""
         ...
+
+
+class AgentStore(Counts, Profiles, Protocol):
+    """Exactly what an `agent.Agent` calls on its store. A wrapper handed to an Agent in
+    place of a store (the corpus learner's write-behind cache, the watchers' state carrier,
+    evaluate's fold view, reclassify's leave-one-out view) implements this, and mypy holds
+    it to it."""
+
+    def signature(self, signature_id: str) -> Signature | None:
+        """As `Scoring.signature` (a retrain loads the signature it corrects)."""
+        ...
+
+    def commit(self, uid: int, batch: Batch) -> None:
+        """As `Scoring.commit`."""
+        ...
+
+
+class Reports(Protocol):
+    """Reads over every user at once, each one query however many users there are.
+
+    Used by the trainer's report, ``stats`` and ``sources`` commands."""
 
     def sources(self, uid: int | None = None,
                 since: str | None = None) -> Iterable[tuple[int, str, int, int]]:
@@ -374,10 +422,33 @@ class Store(Protocol):
         """uid -> value of one preference for every user that has it."""
         ...
 
+
+class WatchState(Protocol):
+    """The watchers' bulk reads: where each message was last seen, and what the stored
+    signatures say. Changes to the record are `WatchUpdate`s in a `Batch`, written by
+    `Scoring.commit` together with the training they belong to.
+
+    Used by `watchstate` (the Maildir and IMAP watchers, ``spamsift reclassify --move``)."""
+
     def watch_states(self, uid: int, keys: Collection[str]) -> dict[str, str]:
         """key -> recorded class ("spam"/"innocent") of those `keys` the user has a watcher
         record for (one query per few hundred keys)."""
         ...
+
+    def signature_states(self, ids: Collection[str]) -> dict[str, tuple[int, str, str]]:
+        """id -> (uid, result, trained) of those signature `ids` that are stored, without
+        their token data: what a watcher needs to decide about many messages at once."""
+        ...
+
+
+class LearnedRecords(Protocol):
+    """The record of what corpus training learned, per message (``spamsift_learned_messages``):
+    its bulk read. The record changes by `LearnedChange`s in a `Batch`, written by
+    `Scoring.commit` in the transaction of the learning or correction they record.
+
+    Used by ``spamsift reclassify`` (judging each message without its own learning,
+    `leaveoneout`, and correcting it with ``--retrain``). A role of its own, not part of
+    `WatchState`: the watchers never read it, and what serves them need not provide it."""
 
     def learned_records(self, uid: int, keys: Collection[str]
                         ) -> dict[str, dict[str, tuple[int, float]]]:
@@ -385,10 +456,11 @@ class Store(Protocol):
         learned for the user (`LearnedChange`; one query per few hundred keys)."""
         ...
 
-    def signature_states(self, ids: Collection[str]) -> dict[str, tuple[int, str, str]]:
-        """id -> (uid, result, trained) of those signature `ids` that are stored, without
-        their token data: what a watcher needs to decide about many messages at once."""
-        ...
+
+class Maintenance(Protocol):
+    """Purging old rows, and the schema: creating, upgrading and checking it.
+
+    Used by ``spamsift purge`` (`purging`), ``spamsift db`` and ``spamsift doctor``."""
 
     def purge_step(self, rule, limit: int, cursor: tuple | None) -> tuple[int, tuple | None]:
         """Delete at most `limit` rows matching `rule` (a `purging.Rule`) after `cursor`, in
@@ -405,14 +477,36 @@ class Store(Protocol):
         ...
 
     def check(self) -> list[str]:
-        """What is wrong with the database, one line each; empty when all is well."""
+        """What is wrong with the database, one line each; empty when all is well
+        (`schema_problems` and `write_problems` together)."""
         ...
+
+    def schema_problems(self) -> list[str]:
+        """What is wrong with the database itself: tables, columns, schema version."""
+        ...
+
+    def write_problems(self) -> list[str]:
+        """What keeps this process from writing the database."""
+        ...
+
+
+class Store(Scoring, Accounts, Reports, WatchState, LearnedRecords, Maintenance,
+            Protocol):
+    """A storage backend: every role. Instances are used by one thread; open one per process
+    or thread."""
+
+    url: str
+    # Whether `open_store(url)` opens a connection of its own to this same data, for another
+    # thread or process to write beside this one (bulk training's writer thread). False for
+    # memory stores: ``memory://`` opens an empty one, ``memory://NAME`` this very object.
+    reopenable: bool
 
     def close(self) -> None:
         ...
 
 
-# The registry: scheme -> module path of a backend exposing `open(url, timeout) -> Store`.
+# The registry: scheme -> module path of a backend exposing
+# `open(url, timeout, create) -> Store`.
 # Backends are imported only when chosen, so the filter never loads PyMySQL for SQLite.
 BACKENDS = {
     "sqlite": "spamsift.filter.engine.store.sqlite",
@@ -424,20 +518,11 @@ BACKENDS = {
 
 def open_store(url: str, timeout: float = 10.0, create: bool = True) -> Store:
     """Open the backend named by `url` (``sqlite:///path``, ``memory://``, ``mysql://...``).
-    Without `create`, a SQLite file that does not exist is NoDatabaseError, not a new one."""
+    Without `create`, a backend that would make a new database (a SQLite file that does not
+    exist) raises NoDatabaseError instead."""
     from importlib import import_module
 
-    from spamsift.filter.engine.errors import ConfigError, NoDatabaseError
-
-    if not create and url.lower().startswith("sqlite://"):
-        import os
-
-        from spamsift.filter.engine.config import sqlite_path
-
-        path = sqlite_path(url)
-        if path.strip("/") and not os.path.exists(path):
-            raise NoDatabaseError(f"no database at {path} (the first filtered message or "
-                                  "'spamsift db init' creates it)")
+    from spamsift.filter.engine.errors import ConfigError
 
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in BACKENDS:
@@ -447,4 +532,4 @@ def open_store(url: str, timeout: float = 10.0, create: bool = True) -> Store:
         module = import_module(BACKENDS[scheme])
     except ImportError as exc:
         raise ConfigError(f"storage backend {scheme!r} is not available: {exc}") from None
-    return module.open(url, timeout)  # type: ignore[no-any-return]
+    return module.open(url, timeout, create)  # type: ignore[no-any-return]

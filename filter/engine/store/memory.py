@@ -6,13 +6,19 @@ within the process (so a test can open it twice, as two filter runs would).
 
 from __future__ import annotations
 
-from spamsift.filter.engine.errors import ConflictError
+from spamsift.filter.engine.errors import ConflictError, DuplicateSignatureError
 from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from spamsift.filter.engine.store.base import Store
 
 _NAMED: dict[str, MemoryStore] = {}
 
 
-def open(url: str, timeout: float = 0.0) -> MemoryStore:  # noqa: A001 - registry entry point
+def open(url: str, timeout: float = 0.0,  # noqa: A001 - registry entry point
+         create: bool = True) -> MemoryStore:
+    """``memory://`` or ``memory://NAME``; `timeout` and `create` have nothing to govern."""
     name = url.split("://", 1)[1]
     if not name:
         return MemoryStore()
@@ -23,6 +29,8 @@ def open(url: str, timeout: float = 0.0) -> MemoryStore:  # noqa: A001 - registr
 
 class MemoryStore:
     """The `Store` contract in dictionaries."""
+
+    reopenable = False  # see `Store.reopenable`
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -179,9 +187,7 @@ class MemoryStore:
                     raise ConflictError(f"learned record of {change.key[:40]} changed under us")
         sig = batch.new_signature
         if sig is not None and sig.id in self.signatures:
-            from spamsift.filter.engine.errors import StorageError
-
-            raise StorageError(f"signature {sig.id} exists already")
+            raise DuplicateSignatureError(f"signature {sig.id} exists already")
         # Validation is done: from here on nothing can fail, so the batch is atomic.
         if update is not None:
             old = self.signatures[update.id][2]
@@ -270,5 +276,16 @@ class MemoryStore:
     def check(self) -> list[str]:
         return []
 
+    def schema_problems(self) -> list[str]:
+        return []
+
+    def write_problems(self) -> list[str]:
+        return []
+
     def close(self) -> None:
         pass
+
+
+if TYPE_CHECKING:
+    def _is_a_store(store: MemoryStore) -> Store:  # mypy checks the whole contract here
+        return store
