@@ -7,8 +7,8 @@ from array import array
 import pytest
 
 from spamsift.filter.engine.errors import ConflictError, CorruptDatabaseError, ConfigError
-from spamsift.filter.engine.store.base import (STAT_FIELDS, Batch, Signature, SignatureUpdate,
-                                      open_store)
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, SignatureUpdate, open_store
+from spamsift.filter.engine.store.signature import Signature
 
 BIG = (1 << 64) - 5          # token ids above 2^63 must survive signed storage
 MID = 1 << 63

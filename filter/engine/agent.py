@@ -15,7 +15,8 @@ from spamsift.filter.engine import classifier, logistic, training
 from spamsift.filter.engine.days import day_of
 from spamsift.filter.engine.errors import ConflictError, UnknownSignatureError
 from spamsift.filter.engine.signatures import load_owned, new_id
-from spamsift.filter.engine.store.base import Batch, LearnedChange, Signature, SignatureUpdate
+from spamsift.filter.engine.store.base import Batch, LearnedChange, SignatureUpdate
+from spamsift.filter.engine.store.signature import Signature
 from spamsift.filter.engine.learning import Tokenized, source_relays, tokenize
 from spamsift.filter.engine.tokenizer import Tokenizer
 

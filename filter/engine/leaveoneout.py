@@ -32,7 +32,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from spamsift.filter.engine.store.base import AgentStore, Batch, Signature, Stats
+    from spamsift.filter.engine.store.base import AgentStore, Batch, Stats
+    from spamsift.filter.engine.store.signature import Signature
 
 
 class Without:

@@ -12,7 +12,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from spamsift.filter.engine.store.base import Batch, Signature, Stats, Store
+    from spamsift.filter.engine.store.base import Batch, Stats, Store
+    from spamsift.filter.engine.store.signature import Signature
 
 _NOT_CACHED = (-1, -1)  # a sentinel, told apart by identity
 

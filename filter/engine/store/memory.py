@@ -7,7 +7,8 @@ within the process (so a test can open it twice, as two filter runs would).
 from __future__ import annotations
 
 from spamsift.filter.engine.errors import ConflictError, DuplicateSignatureError
-from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Stats
+from spamsift.filter.engine.store.signature import Signature
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -20,7 +20,8 @@ backend's own module.
 from __future__ import annotations
 
 from spamsift.filter.engine.errors import ConflictError, DuplicateSignatureError
-from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Stats
+from spamsift.filter.engine.store.signature import Signature
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
