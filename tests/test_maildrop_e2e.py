@@ -786,7 +786,7 @@ def _signature_counts(world: World, sig: bytes) -> dict[int, tuple[int, int]]:
     """Token id -> (spam, innocent) counts, for the tokens a signature recorded."""
     import sqlite3
 
-    from spamsift.filter.engine.store.base import Signature
+    from spamsift.filter.engine.store.signature import Signature
 
     db = sqlite3.connect(world.state / "spamsift.db")
     try:

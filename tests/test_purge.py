@@ -91,7 +91,7 @@ def test_a_row_touched_between_select_and_delete_stays(backend, request, tmp_pat
 def test_signatures_and_sources_expire(store):
     from array import array
 
-    from spamsift.filter.engine.store.base import Signature
+    from spamsift.filter.engine.store.signature import Signature
 
     uid = store.uid("u")
     for n, days_ago in ((1, 20), (2, 3)):
@@ -116,7 +116,8 @@ def test_watch_records_go_when_old_and_their_signature_is_gone(store):
     message with the signature's verdict again) and while it is younger than purge_unused."""
     from array import array
 
-    from spamsift.filter.engine.store.base import Signature, WatchUpdate
+    from spamsift.filter.engine.store.base import WatchUpdate
+    from spamsift.filter.engine.store.signature import Signature
 
     uid = store.uid("w")
     old, fresh = int(NOW - 100 * 86400), int(NOW - 10 * 86400)

@@ -7,8 +7,8 @@ from array import array
 import pytest
 
 from spamsift.filter.engine.errors import ConflictError, CorruptDatabaseError, ConfigError
-from spamsift.filter.engine.store.base import (STAT_FIELDS, Batch, Signature, SignatureUpdate,
-                                      open_store)
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, SignatureUpdate, open_store
+from spamsift.filter.engine.store.signature import Signature
 
 BIG = (1 << 64) - 5          # token ids above 2^63 must survive signed storage
 MID = 1 << 63
@@ -548,6 +548,88 @@ def test_a_group_commit_applies_every_batch_in_order_or_none(store):
         store.commit_group([(a, fresh), (b, clash)])
     assert (store.lookup(a, [1, 7]), store.stats(a).spam_learned) == before
     assert store.signature("e" * 30) is None
+
+
+def test_learned_records_add_up_and_a_taking_is_a_compare_and_set(store):
+    """`Batch.learned`: additions upsert (copies and steps add up, per class), a taking
+    applies only while the row holds that many copies and a conflicting taking writes
+    nothing at all; a row left with no copies is gone; records are per user; reads are bulk."""
+    from spamsift.filter.engine.store.base import LearnedChange
+
+    uid, other = store.uid("u"), store.uid("v")
+    keys = [f"sha256:{i:032x}" for i in range(1200)]  # more than one IN list
+    bulk = Batch("2026-11-24")
+    bulk.learned = [LearnedChange(k, "spam" if i % 3 else "innocent", 1, 0.25, 1700000000)
+                    for i, k in enumerate(keys)]
+    store.commit(uid, bulk)
+    again = Batch("2026-11-24")
+    again.learned = [LearnedChange(keys[1], "spam", 1, 0.5, 1700000001)]
+    store.commit(uid, again)
+    found = store.learned_records(uid, keys + ["sha256:missing"])
+    assert len(found) == 1200
+    assert found[keys[0]] == {"innocent": (1, 0.25)}
+    assert found[keys[1]] == {"spam": (2, 0.75)}
+    assert store.learned_records(other, keys[:3]) == {}
+    # A correction: one copy of keys[0] from innocent to spam, with its token move.
+    fix = Batch("2026-11-25")
+    fix.add_token(7, 1, 0)
+    fix.learned = [LearnedChange(keys[0], "innocent", -1, -0.25, 1700000002),
+                   LearnedChange(keys[0], "spam", 1, 0.125, 1700000002)]
+    store.commit(uid, fix)
+    assert store.learned_records(uid, [keys[0]]) == {keys[0]: {"spam": (1, 0.125)}}
+    # The same correction again (another process, or a second run): nothing is written.
+    with pytest.raises(ConflictError):
+        store.commit(uid, fix)
+    assert store.lookup(uid, [7]) == {7: (1, 0)}
+    assert store.learned_records(uid, [keys[0]]) == {keys[0]: {"spam": (1, 0.125)}}
+    # Two copies taken from a row of two at once apply; a third does not.
+    both = Batch("2026-11-25")
+    both.learned = [LearnedChange(keys[1], "spam", -1, -0.25, 1),
+                    LearnedChange(keys[1], "spam", -1, -0.5, 1)]
+    store.commit(uid, both)
+    assert keys[1] not in store.learned_records(uid, [keys[1]])
+    with pytest.raises(ConflictError):
+        store.commit(other, fix)  # another user's row never matches
+
+
+def test_sqlite_schema_2_is_upgraded_with_the_learned_messages_table(tmp_path):
+    import sqlite3
+
+    from spamsift.filter.engine.store.base import LearnedChange
+
+    path = tmp_path / "old.db"
+    store = open_store(f"sqlite://{path}")
+    uid = store.uid("u")
+    store.close()
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE spamsift_learned_messages; PRAGMA user_version = 2;")
+    db.close()
+    store = open_store(f"sqlite://{path}")
+    try:
+        assert store.check() == []
+        batch = Batch("2026-11-24")
+        batch.learned.append(LearnedChange("k", "spam", 1, 0.0, 1))
+        store.commit(uid, batch)
+        assert store.learned_records(uid, ["k"]) == {"k": {"spam": (1, 0.0)}}
+    finally:
+        store.close()
+
+
+def test_mysql_init_adds_the_learned_messages_table(mysql_url):
+    store = open_store(mysql_url)
+    try:
+        store.initialize()
+        with store.db.cursor() as cur:
+            cur.execute("DROP TABLE spamsift_learned_messages")
+            cur.execute("UPDATE spamsift_meta SET value = '2' WHERE name = 'schema_version'")
+        store.db.commit()
+        assert any("spamsift_learned_messages" in p for p in store.check())
+        with pytest.raises(CorruptDatabaseError, match="db init"):
+            store.learned_records(store.uid("u"), ["k"])
+        assert store.initialize() == ["created spamsift_learned_messages"]
+        assert store.check() == []
+    finally:
+        store.close()
 
 
 def test_a_signature_stored_twice_is_a_duplicate_signature_error(store):

@@ -41,7 +41,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from spamsift.filter.engine.store.base import Batch, Signature, Stats
+    from spamsift.filter.engine.store.base import Batch, Stats
+    from spamsift.filter.engine.store.signature import Signature
 
 FP_TARGET = 0.001  # the threshold report: at most 0.1% of ham called spam
 

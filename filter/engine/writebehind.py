@@ -12,7 +12,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from spamsift.filter.engine.store.base import Batch, Signature, Stats, Store
+    from spamsift.filter.engine.store.base import Batch, Stats, Store
+    from spamsift.filter.engine.store.signature import Signature
 
 _NOT_CACHED = (-1, -1)  # a sentinel, told apart by identity
 
@@ -33,9 +34,9 @@ class WriteBehind:
     until the cache is dropped (every CACHE_TOKENS tokens, and after a commit that bypasses
     it); it changes nothing that is stored, only the scores the run trains from.
 
-    Only plain learning is held back (token counts, weights, counters, sources); a commit that
-    carries a signature or a compare-and-set first flushes and then goes to the store as is,
-    so its checks see everything learned before it."""
+    Only plain learning is held back (token counts, weights, counters, sources, records of
+    learned messages); a commit that carries a signature or a compare-and-set first flushes
+    and then goes to the store as is, so its checks see everything learned before it."""
 
     CACHE_TOKENS = 600_000  # ~80 MB of cached rows (~130 B each); dropped at a flush beyond this
 
@@ -68,6 +69,7 @@ class WriteBehind:
         self.weights_pending: dict[int, float] = {}
         self.stats_pending: dict[str, int] = {}
         self.sources: dict[str, list[int]] = {}
+        self.learned: list = []  # `LearnedChange`s: what corpus training learned, per message
         self.day = ""
 
     def forget(self) -> None:
@@ -177,7 +179,8 @@ class WriteBehind:
 
     def commit(self, uid: int, batch: Batch) -> None:
         if (batch.new_signature is not None or batch.signature_update is not None
-                or batch.watch or (self.uid_pending not in (None, uid))):
+                or batch.watch or any(c.copies < 0 for c in batch.learned)
+                or (self.uid_pending not in (None, uid))):
             self.flush()
             self.store.commit(uid, batch)
             self.forget()
@@ -223,6 +226,7 @@ class WriteBehind:
             entry = self.sources.setdefault(ip, [0, 0])
             entry[0] += spam
             entry[1] += innocent
+        self.learned.extend(batch.learned)
 
     def flush(self) -> None:
         if len(self.known) + len(self.known_weights) > self.CACHE_TOKENS:
@@ -236,6 +240,7 @@ class WriteBehind:
         batch.weights = self.weights_pending
         batch.stats = self.stats_pending
         batch.sources = self.sources
+        batch.learned = self.learned
         uid = self.uid_pending
         self.discard()
         self.store.commit(uid, batch)

@@ -2,13 +2,14 @@
 
 Model: bogofilter's ``datastore.h``. Everything is batch-first: a message costs one `lookup`
 (one ``SELECT ... IN``) and one `commit` (one transaction holding the token upserts, the
-statistics counters, the per-day history, the signature and the source address).
+statistics counters, the per-day history, the signature and the source address). The
+stored signature record (`Signature`, with its packed format) is in signature.py.
 
-`Store` is the union of five roles, each a small Protocol saying who uses it: `Scoring`,
-`Accounts`, `Reports`, `WatchState` and `Maintenance` (the first two with their read-only
-parts, `Counts` and `Profiles`). Type a caller or a wrapper (a cache in front of a store, a
-view of one) against the role it serves, not the whole `Store`: `AgentStore` is what an
-`agent.Agent` uses.
+`Store` is the union of six roles, each a small Protocol saying who uses it: `Scoring`,
+`Accounts`, `Reports`, `WatchState`, `LearnedRecords` and `Maintenance` (the first two with
+their read-only parts, `Counts` and `Profiles`). Type a caller or a wrapper (a cache in front
+of a store, a view of one) against the role it serves, not the whole `Store`: `AgentStore` is
+what an `agent.Agent` uses.
 
 Conventions every backend keeps:
 
@@ -23,7 +24,9 @@ Conventions every backend keeps:
   match the stored one, nothing is written and `ConflictError` is raised (compare-and-set:
   this is what makes retraining exactly-once across processes and cluster nodes). The same
   holds for each `WatchUpdate` in `Batch.watch` (the watchers' record of where a message was
-  last seen), so a watcher's training and its record change together or not at all.
+  last seen), so a watcher's training and its record change together or not at all, and for
+  each `LearnedChange` in `Batch.learned` that takes a learning away (the record of what
+  corpus training learned, so a correction of it happens once).
 * Failures raise `StorageUnavailableError` (cannot connect, locked too long) or
   `CorruptDatabaseError` (damaged, not ours); a backend never recreates data silently.
 
@@ -33,12 +36,13 @@ the inline filter's budget.
 
 from __future__ import annotations
 
-from array import array
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
     from typing import Protocol
+
+    from spamsift.filter.engine.store.signature import Signature
 else:
     Protocol = object
 
@@ -85,97 +89,6 @@ class Stats:
         return "Stats(" + ", ".join(f"{f}={getattr(self, f)}" for f in STAT_FIELDS) + ")"
 
 
-class Signature:
-    """What one classification did, so it can be undone and retrained exactly later.
-
-    `tokens`/`freqs` are the message's token ids and in-message frequencies. `applied` holds,
-    per token, how much was added to the `trained` class's count (0 where nothing was written,
-    e.g. TOE, or TUM for a mature token). `counter` names the statistics counter that was
-    incremented when the message was classified, so a correction decrements the right one.
-    `counter` is a comma-separated list. `trained` is the class the message currently counts as
-    in the token data and statistics, or "" when it counts as nothing (unlearned, NOTRAIN); it is
-    the compare-and-set field.
-    """
-
-    __slots__ = ("id", "uid", "created", "result", "trained", "counter", "source_ip",
-                 "tokens", "freqs", "applied", "model")
-
-    def __init__(self, id: str, uid: int, created: int, result: str, trained: str,
-                 counter: str, source_ip: str, tokens: array, freqs: bytes,
-                 applied: bytes, model: tuple[float, float] = (0.0, 0.0)) -> None:
-        self.id = id
-        self.uid = uid
-        self.created = created
-        self.result = result
-        self.trained = trained
-        self.counter = counter
-        self.source_ip = source_ip
-        self.tokens = tokens
-        self.freqs = freqs
-        self.applied = applied
-        # The logistic model's part (filter/engine/logistic.py): (weight step applied to
-        # every token and the bias, other algorithms' score it was trained beside).
-        self.model = model
-
-    # The columns an SQL backend selects for `from_row`, in that order.
-    COLUMNS = "uid, created_at, result, trained, counter, source_ip, data"
-
-    @classmethod
-    def from_row(cls, signature_id: str, row) -> Signature:
-        """A signature from a row of `COLUMNS`."""
-        uid, created, result, trained, counter, source_ip, blob = row
-        tokens, freqs, applied = cls.unpack_data(bytes(blob))
-        return cls(signature_id, uid, created, result, trained, counter, source_ip,
-                   tokens, freqs, applied, cls.unpack_model(bytes(blob)))
-
-    def pack(self) -> bytes:
-        """The token data as one blob: version, count, ids (u64 LE), freqs (u8), applied (u8);
-        version S2 adds the model's two floats (f64 LE) when they are not zero."""
-        tokens = self.tokens if self.tokens.typecode == "Q" else array("Q", self.tokens)
-        count = len(tokens)
-        if _BIG_ENDIAN:
-            tokens = array("Q", tokens)
-            tokens.byteswap()
-        body = count.to_bytes(4, "little") + tokens.tobytes() + self.freqs + self.applied
-        if self.model == (0.0, 0.0):
-            return b"S1" + body
-        import struct
-
-        return b"S2" + body + struct.pack("<dd", *self.model)
-
-    @staticmethod
-    def unpack_data(blob: bytes) -> tuple[array, bytes, bytes]:
-        from spamsift.filter.engine.errors import CorruptDatabaseError
-
-        if blob[:2] not in (b"S1", b"S2") or len(blob) < 6:
-            raise CorruptDatabaseError("signature data has an unknown format")
-        count = int.from_bytes(blob[2:6], "little")
-        if blob[:2] == b"S2":
-            blob = blob[:-16]
-        if len(blob) != 6 + count * 10:
-            raise CorruptDatabaseError("signature data is truncated")
-        tokens = array("Q")
-        tokens.frombytes(blob[6:6 + count * 8])
-        if _BIG_ENDIAN:
-            tokens.byteswap()
-        freqs = blob[6 + count * 8:6 + count * 9]
-        applied = blob[6 + count * 9:]
-        return tokens, freqs, applied
-
-    @staticmethod
-    def unpack_model(blob: bytes) -> tuple[float, float]:
-        """The model floats of packed data ((0.0, 0.0) for version S1)."""
-        if blob[:2] != b"S2" or len(blob) < 22:
-            return (0.0, 0.0)
-        import struct
-
-        delta, base = struct.unpack("<dd", blob[-16:])
-        return (delta, base)
-
-
-_BIG_ENDIAN = array("H", [1]).tobytes() == b"\x00\x01"
-
-
 class SignatureUpdate:
     """Compare-and-set of a stored signature's training state (used by retraining).
 
@@ -215,6 +128,31 @@ class WatchUpdate:
         return f"WatchUpdate({self.key[:20]!r}, {self.expected!r} -> {self.klass!r})"
 
 
+class LearnedChange:
+    """A change of the record of what corpus training learned (``spamsift_learned_messages``).
+
+    The row is (uid, `key`, `klass`): message `key` (`mailfolders.message_key`) learned as
+    `klass` ("spam" or "innocent"), `copies` times (the same bytes can be learned twice), with
+    the logistic model's steps of those learnings summed (`step`, 0.0 without the model).
+    `copies` is added and `step` added to the row, which is inserted when missing (stamped
+    `at`, unix time); a row left with no copies is deleted. A negative `copies` is a
+    compare-and-set: it applies only while the row holds at least that many copies, else
+    `ConflictError` (so one correction of a learned message happens exactly once).
+    """
+
+    __slots__ = ("key", "klass", "copies", "step", "at")
+
+    def __init__(self, key: str, klass: str, copies: int, step: float, at: int) -> None:
+        self.key = key
+        self.klass = klass
+        self.copies = copies
+        self.step = step
+        self.at = int(at)
+
+    def __repr__(self) -> str:
+        return f"LearnedChange({self.key[:20]!r}, {self.klass!r}, {self.copies:+d})"
+
+
 class Batch:
     """Everything one message writes, applied by `Store.commit` in one transaction.
 
@@ -222,11 +160,12 @@ class Batch:
     a delta; the same deltas go into the per-day history row for `day` (YYYY-MM-DD). `sources`
     maps an IP to [spam delta, innocent delta]. `watch` holds watcher-state updates, each a
     compare-and-set checked before anything is written. `weights` maps token id -> weight
-    delta (the logistic model; added unclamped, see the module docstring).
+    delta (the logistic model; added unclamped, see the module docstring). `learned` holds
+    changes of the record of what corpus training learned (`LearnedChange`).
     """
 
     __slots__ = ("tokens", "stats", "day", "new_signature", "signature_update", "sources",
-                 "watch", "weights")
+                 "watch", "weights", "learned")
 
     def __init__(self, day: str) -> None:
         self.tokens: dict[int, list[int]] = {}
@@ -237,6 +176,7 @@ class Batch:
         self.sources: dict[str, list[int]] = {}
         self.watch: list[WatchUpdate] = []
         self.weights: dict[int, float] = {}
+        self.learned: list[LearnedChange] = []
 
     def add_weight(self, token: int, delta: float) -> None:
         self.weights[token] = self.weights.get(token, 0.0) + delta
@@ -260,7 +200,7 @@ class Batch:
     def is_empty(self) -> bool:
         return not (self.tokens or any(self.stats.values()) or self.new_signature
                     or self.signature_update or self.sources or self.watch
-                    or any(self.weights.values()))
+                    or any(self.weights.values()) or self.learned)
 
 
 class Counts(Protocol):
@@ -349,7 +289,8 @@ class Accounts(Profiles, Protocol):
 class AgentStore(Counts, Profiles, Protocol):
     """Exactly what an `agent.Agent` calls on its store. A wrapper handed to an Agent in
     place of a store (the corpus learner's write-behind cache, the watchers' state carrier,
-    evaluate's fold view) implements this, and mypy holds it to it."""
+    evaluate's fold view, reclassify's leave-one-out view) implements this, and mypy holds
+    it to it."""
 
     def signature(self, signature_id: str) -> Signature | None:
         """As `Scoring.signature` (a retrain loads the signature it corrects)."""
@@ -411,6 +352,22 @@ class WatchState(Protocol):
         ...
 
 
+class LearnedRecords(Protocol):
+    """The record of what corpus training learned, per message (``spamsift_learned_messages``):
+    its bulk read. The record changes by `LearnedChange`s in a `Batch`, written by
+    `Scoring.commit` in the transaction of the learning or correction they record.
+
+    Used by ``spamsift reclassify`` (judging each message without its own learning,
+    `leaveoneout`, and correcting it with ``--retrain``). A role of its own, not part of
+    `WatchState`: the watchers never read it, and what serves them need not provide it."""
+
+    def learned_records(self, uid: int, keys: Collection[str]
+                        ) -> dict[str, dict[str, tuple[int, float]]]:
+        """key -> {class: (copies, summed model step)} of those message `keys` corpus training
+        learned for the user (`LearnedChange`; one query per few hundred keys)."""
+        ...
+
+
 class Maintenance(Protocol):
     """Purging old rows, and the schema: creating, upgrading and checking it.
 
@@ -444,7 +401,8 @@ class Maintenance(Protocol):
         ...
 
 
-class Store(Scoring, Accounts, Reports, WatchState, Maintenance, Protocol):
+class Store(Scoring, Accounts, Reports, WatchState, LearnedRecords, Maintenance,
+            Protocol):
     """A storage backend: every role. Instances are used by one thread; open one per process
     or thread."""
 

@@ -7,7 +7,8 @@ within the process (so a test can open it twice, as two filter runs would).
 from __future__ import annotations
 
 from spamsift.filter.engine.errors import ConflictError, DuplicateSignatureError
-from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Stats
+from spamsift.filter.engine.store.signature import Signature
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class MemoryStore:
         self.prefs: dict[tuple[int, str], str] = {}
         self.source_rows: dict[tuple[int, str], list] = {}
         self.watch_rows: dict[tuple[int, str], tuple[str, int]] = {}  # -> (class, updated_at)
+        # (uid, key, class) -> [copies, step, learned_at]
+        self.learned_rows: dict[tuple[int, str, str], list] = {}
 
     def uid(self, username: str, create: bool = True) -> int | None:
         if username not in self.uids and create:
@@ -133,6 +136,15 @@ class MemoryStore:
                 found[key] = row[0]
         return found
 
+    def learned_records(self, uid: int, keys) -> dict[str, dict[str, tuple[int, float]]]:
+        found: dict[str, dict[str, tuple[int, float]]] = {}
+        for key in keys:
+            for klass in ("spam", "innocent"):
+                row = self.learned_rows.get((uid, key, klass))
+                if row is not None:
+                    found.setdefault(key, {})[klass] = (row[0], row[1])
+        return found
+
     def signature_states(self, ids) -> dict[str, tuple[int, str, str]]:
         found = {}
         for sig_id in ids:
@@ -141,7 +153,8 @@ class MemoryStore:
                 found[sig_id] = (entry[0], entry[2].result, entry[2].trained)
         return found
 
-    _COMMITTED = ("tokens", "stat_rows", "daily", "signatures", "source_rows", "watch_rows")
+    _COMMITTED = ("tokens", "stat_rows", "daily", "signatures", "source_rows", "watch_rows",
+                  "learned_rows")
 
     def commit_group(self, items: list[tuple[int, Batch]]) -> None:
         import copy
@@ -165,6 +178,14 @@ class MemoryStore:
             recorded = self.watch_rows.get((uid, watch.key))
             if watch.expected != watch.ANY and (recorded[0] if recorded else None) != watch.expected:
                 raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
+        taken: dict[tuple[int, str, str], int] = {}
+        for change in batch.learned:
+            if change.copies < 0:
+                row = self.learned_rows.get((uid, change.key, change.klass))
+                ident = (uid, change.key, change.klass)
+                taken[ident] = taken.get(ident, 0) - change.copies
+                if row is None or row[0] < taken[ident]:
+                    raise ConflictError(f"learned record of {change.key[:40]} changed under us")
         sig = batch.new_signature
         if sig is not None and sig.id in self.signatures:
             raise DuplicateSignatureError(f"signature {sig.id} exists already")
@@ -204,6 +225,13 @@ class MemoryStore:
             self.signatures[batch.new_signature.id] = (uid, batch.day, batch.new_signature)
         for watch in batch.watch:
             self.watch_rows[(uid, watch.key)] = (watch.klass, watch.at)
+        for change in batch.learned:
+            ident = (uid, change.key, change.klass)
+            row = self.learned_rows.setdefault(ident, [0, 0.0, change.at])
+            row[0] += change.copies
+            row[1] += change.step
+            if row[0] <= 0:
+                del self.learned_rows[ident]
         for ip, (spam, innocent) in batch.sources.items():
             row = self.source_rows.setdefault((uid, ip), [0, 0, batch.day])
             row[0] = max(row[0] + spam, 0)

@@ -112,6 +112,8 @@ class MySQLStore(SQLStore):
                  "VALUES(folder_class), updated_at = VALUES(updated_at)")
     WATCH_INSERT_NEW = ("INSERT IGNORE INTO spamsift_watch_messages (uid, message_key, "
                         "folder_class, updated_at) VALUES (%s, %s, %s, %s)")
+    LEARNED_ADD = ("ON DUPLICATE KEY UPDATE copies = copies + VALUES(copies), "
+                   "step = step + VALUES(step)")
     INTEGRITY_ERROR = pymysql.IntegrityError
     reopenable = True
 
@@ -288,6 +290,8 @@ class MySQLStore(SQLStore):
     def _write(self, cur, uid: int, batch: Batch) -> None:
         day = batch.day
         self._write_compare_and_sets(cur.execute, uid, batch)
+        if batch.learned:
+            self._write_learned(cur.execute, uid, batch)
         grow: list[tuple[int, int, int, float]] = []
         shrink: dict[tuple[int, int], list[int]] = {}
         weights = dict(batch.weights)  # a growing token's weight rides in its count upsert

@@ -10,7 +10,7 @@ import pymysql
 from spamsift.filter.engine.errors import (CorruptDatabaseError, StorageError,
                                            StorageUnavailableError)
 
-SCHEMA_VERSION = "2"  # 2: dspam_token_data.weight (the logistic model)
+SCHEMA_VERSION = "3"  # 2: dspam_token_data.weight (the logistic model); 3: learned messages
 LOOKUP_CHUNK = 10000         # token ids per SELECT: ~210 KB of SQL, max_allowed_packet >= 1 MB
 RETRIES = 5                  # deadlock / lock wait timeout retries per commit
 RETRY_CODES = (1205, 1213)   # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK

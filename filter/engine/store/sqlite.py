@@ -77,6 +77,8 @@ class SQLiteStore(SQLStore):
     WATCH_INSERT_NEW = ("INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
                         "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (uid, message_key) DO "
                         "NOTHING")
+    LEARNED_ADD = ("ON CONFLICT (uid, message_key, learned_class) DO UPDATE SET "
+                   "copies = copies + excluded.copies, step = step + excluded.step")
     INTEGRITY_ERROR = sqlite3.IntegrityError
     reopenable = True
 
@@ -261,6 +263,8 @@ class SQLiteStore(SQLStore):
     def _write(self, uid: int, batch: Batch) -> None:
         db, day = self.db, batch.day
         self._write_compare_and_sets(self._execute, uid, batch)
+        if batch.learned:
+            self._write_learned(self._execute, uid, batch)
         tokens, weights = batch.tokens, batch.weights
         if (len(tokens) + len(weights) >= _BULK_ROWS
                 and min((min(d) for d in tokens.values()), default=0) >= 0):

@@ -56,12 +56,21 @@ def create(store: OpenSQLite) -> None:
 
 
 def upgrade(store: OpenSQLite) -> None:
-    """Schema 1 -> 2: add the weight column (under the write lock, once)."""
+    """Schema 1 -> 2: add the weight column; 2 -> 3: add spamsift_learned_messages (under
+    the write lock, once)."""
+    from spamsift import sql
+
     db = store.db
     with WriteLock(db):
-        if db.execute("PRAGMA user_version").fetchone()[0] == 1:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return
+        if version == 1:
             db.execute("ALTER TABLE dspam_token_data ADD COLUMN weight REAL NOT NULL DEFAULT 0")
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for statement in sql.statements("sqlite"):
+            if statement.split()[:3] == ["CREATE", "TABLE", "spamsift_learned_messages"]:
+                db.execute(statement.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def initialize(store: OpenSQLite) -> list[str]:

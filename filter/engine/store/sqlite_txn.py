@@ -10,7 +10,7 @@ import _sqlite3 as sqlite3
 from spamsift.filter.engine.errors import (CorruptDatabaseError, StorageError,
                                            StorageUnavailableError)
 
-SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
+SCHEMA_VERSION = 3  # 2: dspam_token_data.weight (the logistic model); 3: learned messages
 
 
 class WriteLock:

@@ -9,8 +9,9 @@ it and supplies its dialect:
 * `_token_row_lists(uid, tokens, columns, condition)`, the rows of many tokens (how ids
   are stored and how many fit in one statement are the backend's), and `_from_db`, which
   turns a stored id back into the unsigned 64-bit token id;
-* `WATCH_SET` and `WATCH_INSERT_NEW`, its upserts of a watcher record, and
-  `INTEGRITY_ERROR` with `_duplicate_key`, to tell a signature inserted twice.
+* `WATCH_SET` and `WATCH_INSERT_NEW`, its upserts of a watcher record, `LEARNED_ADD`, the
+  upsert clause of a record of what corpus training learned, and `INTEGRITY_ERROR` with
+  `_duplicate_key`, to tell a signature inserted twice.
 
 What differs beyond that (token upserts, transactions, purge walks, the schema) stays in the
 backend's own module.
@@ -19,7 +20,8 @@ backend's own module.
 from __future__ import annotations
 
 from spamsift.filter.engine.errors import ConflictError, DuplicateSignatureError
-from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Stats
+from spamsift.filter.engine.store.signature import Signature
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     Execute = Callable[[str, tuple], int]
 
 KEY_CHUNK = 500  # message keys / signature ids per IN (...) of the watcher's bulk reads
+LEARNED_ROWS = 1000  # records of learned messages per INSERT: 6,000 parameters
 
 
 class SQLStore:
@@ -37,6 +40,9 @@ class SQLStore:
     MARK: str
     WATCH_SET: str         # (uid, key, class, at): insert, or overwrite the class
     WATCH_INSERT_NEW: str  # (uid, key, class, at): insert, or nothing when the row exists
+    # What follows INSERT INTO spamsift_learned_messages ... VALUES ...: on a row that exists
+    # already, add the new row's copies and step to it.
+    LEARNED_ADD: str
     INTEGRITY_ERROR: type[Exception]
 
     # -- the dialect (see the module docstring) -------------------------------------------
@@ -160,6 +166,20 @@ class SQLStore:
                 found[str(sig_id)] = (int(uid), result, trained)
         return found
 
+    # -- learned records -------------------------------------------------------------------
+    def learned_records(self, uid: int, keys: Collection[str]
+                        ) -> dict[str, dict[str, tuple[int, float]]]:
+        keys = list(keys)
+        found: dict[str, dict[str, tuple[int, float]]] = {}
+        for i in range(0, len(keys), KEY_CHUNK):
+            chunk = keys[i:i + KEY_CHUNK]
+            for key, klass, copies, step in self._query(
+                    "SELECT message_key, learned_class, copies, step FROM "
+                    f"spamsift_learned_messages WHERE uid = {self.MARK} AND message_key IN "
+                    f"({','.join([self.MARK] * len(chunk))}) AND copies > 0", (uid, *chunk)):
+                found.setdefault(str(key), {})[str(klass)] = (int(copies), float(step))
+        return found
+
     # -- writing: the parts of a commit that are the same SQL ------------------------------
     def _write_compare_and_sets(self, execute: Execute, uid: int, batch: Batch) -> None:
         """Apply the signature update and the watch updates of `batch`, each only when the
@@ -190,6 +210,35 @@ class SQLStore:
                     (watch.klass, watch.at, uid, watch.key, watch.expected))
             if matched != 1:
                 raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
+
+    def _write_learned(self, execute: Execute, uid: int, batch: Batch) -> None:
+        """`Batch.learned`: the takings first, each a compare-and-set (a locking UPDATE, so of
+        two correctors exactly one matches; `ConflictError` when the row holds fewer copies
+        than taken), in key order; then the additions, one upsert per `LEARNED_ROWS`."""
+        m = self.MARK
+        for change in sorted(batch.learned, key=lambda c: (c.key, c.klass)):
+            if change.copies >= 0:
+                continue
+            if execute(
+                    f"UPDATE spamsift_learned_messages SET copies = copies + {m}, "
+                    f"step = step + {m} WHERE uid = {m} AND message_key = {m} AND "
+                    f"learned_class = {m} AND copies >= {m}",
+                    (change.copies, change.step, uid, change.key, change.klass,
+                     -change.copies)) != 1:
+                raise ConflictError(f"learned record of {change.key[:40]} changed under us")
+            execute(f"DELETE FROM spamsift_learned_messages WHERE uid = {m} AND "
+                    f"message_key = {m} AND learned_class = {m} AND copies <= 0",
+                    (uid, change.key, change.klass))
+        added = sorted((c.key, c.klass, c.copies, c.step, c.at) for c in batch.learned
+                       if c.copies > 0)
+        row = "(" + ", ".join([m] * 6) + ")"
+        for i in range(0, len(added), LEARNED_ROWS):
+            part = added[i:i + LEARNED_ROWS]
+            execute("INSERT INTO spamsift_learned_messages (uid, message_key, learned_class, "
+                    "copies, step, learned_at) VALUES " + ", ".join([row] * len(part))
+                    + " " + self.LEARNED_ADD,
+                    tuple(v for key, klass, n, step, at in part
+                          for v in (uid, key, klass, n, step, at)))
 
     def _insert_signature(self, execute: Execute, uid: int, day: str, sig: Signature) -> None:
         """Insert `sig`; `DuplicateSignatureError` when its id is stored already (two
