@@ -197,7 +197,6 @@ def _connect(path: str):
         sock.settimeout(TIMEOUT)
         try:
             sock.connect(path)
-            return sock
         except (BlockingIOError, InterruptedError):
             sock.close()
             if time.monotonic() + pause > deadline:
@@ -207,6 +206,35 @@ def _connect(path: str):
         except OSError as exc:
             sock.close()
             return f"cannot be reached ({exc.strerror or exc})"  # a stale socket, say
+        else:
+            impostor = _impostor(sock, path)
+            if impostor:
+                sock.close()
+                return impostor
+            return sock
+
+
+def _impostor(sock, path: str) -> str:
+    """Why the process serving `path` is not to be trusted with this message, or "".
+
+    The client hands it the message and runs the delivery agent it names, so it must be the
+    daemon the administrator started: root, or the owner of the socket's folder (the site
+    user, /run/spamsift), or this very uid. A socket in a folder others may write (a
+    --socket under /tmp) could otherwise be taken by any local user, who would then read
+    every delivery's mail and run programs as each delivery uid."""
+    import _socket
+    import _struct
+
+    try:
+        creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+        peer = _struct.unpack("3i", creds)[1]
+        folder = path.rpartition("/")[0] or ("/" if path.startswith("/") else ".")
+        owner = posix.stat(folder).st_uid
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    if peer in (0, owner, posix.geteuid()):
+        return ""
+    return f"is served by uid {peer}, neither root nor the owner (uid {owner}) of its folder"
 
 
 def _fallback(path: str, why: str, raw: bytes, stderr, count: bool = True) -> Fallback:

@@ -63,7 +63,16 @@ class _Server:
         self.max_request = (settings.max_message_size + FRAME_SLACK
                             if settings.max_message_size else client.MAX_FRAME)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
+        # Made world-writable by bind itself, listening a moment later: every delivery uid
+        # can connect as soon as the path exists. A chmod after the writer's start-up left
+        # the umask's mode for ~100 ms (more under load), and other uids' deliveries then
+        # filtered in-process; a chmod by name could also be turned onto another file
+        # through a symlink swapped in where others may write the socket's folder.
+        umask = os.umask(0o111)
+        try:
+            self.listener.bind(path)
+        finally:
+            os.umask(umask)
         self.listener.listen(LISTEN_BACKLOG)
         self.listener.settimeout(0.5)  # how often an idle worker looks whether to stop
         self.stopping = threading.Event()
@@ -326,8 +335,6 @@ def main(argv: list[str] | None = None) -> int:
         print("spamsift daemon: --socket: an empty path", file=sys.stderr)
         return exitcodes.USAGE
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        # bind() would refuse it, but the socket is bound under a short staging name and
-        # renamed: at this path no client could ever connect.
         print(f"spamsift daemon: {path}: longer than a socket path may be "
               f"({MAX_SOCKET_PATH} bytes)", file=sys.stderr)
         return exitcodes.CONFIG
@@ -363,23 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         except (SpamsiftError, OSError) as exc:
             print(f"spamsift daemon: --metrics: {exc}", file=sys.stderr)
             return exitcodes.USAGE if isinstance(exc, SpamsiftError) else exitcodes.CONFIG
-    # Bound, made world-writable and its writer started under a private name, then renamed
-    # into place: a client that finds the path can connect. Bound at the path itself, the
-    # socket was there for the writer's start-up (~100 ms, more under load) with the umask's
-    # mode, and every other uid's delivery in that window filtered in its own process.
-    staging = os.path.join(os.path.dirname(os.path.abspath(path)), f".new-{os.getpid()}")
-    server = None
     try:
-        server = _Server(staging, settings, args.config)
-        os.chmod(staging, 0o666)
-        os.rename(staging, path)
+        server = _Server(path, settings, args.config)
     except OSError as exc:
-        if server is not None:
-            server.close()
-        try:
-            os.unlink(staging)
-        except OSError:
-            pass
         print(f"spamsift daemon: {path}: {exc.strerror or exc}", file=sys.stderr)
         return exitcodes.CONFIG
     server.metrics = metrics

@@ -157,8 +157,8 @@ def _database(settings, found: Findings, needed: bool) -> None:
         return
     writes: list[str] = []
     try:
-        schema = getattr(store, "schema_problems", store.check)()
-        writes = getattr(store, "write_problems", list)()
+        schema = store.schema_problems()
+        writes = store.write_problems()
     except SpamsiftError as exc:
         schema = [str(exc)]
     finally:

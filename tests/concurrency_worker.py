@@ -150,7 +150,7 @@ class Counters:
 
         agent.Agent._retrain_once = counted  # type: ignore[method-assign]
         if backend == "mysql":
-            from spamsift.filter.engine.store import mysql
+            from spamsift.filter.engine.store import mysql, mysql_txn
 
             write = mysql.MySQLStore._write
 
@@ -158,7 +158,7 @@ class Counters:
                 try:
                     return write(self, *args, **kwargs)
                 except mysql.pymysql.MySQLError as exc:
-                    if mysql._code(exc) in mysql._RETRY_CODES:
+                    if mysql_txn.error_code(exc) in mysql_txn.RETRY_CODES:
                         cls.deadlocks += 1
                     raise
 

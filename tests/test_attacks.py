@@ -8,6 +8,7 @@ Each test asserts the bound or the error; times are printed by benchmarks/hostil
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -576,11 +577,54 @@ def test_the_configuration_cache_is_no_more_readable_than_the_configuration(evil
         assert done.returncode != 0 and "s3cret" not in done.stdout + done.stderr
         assert f"{conf}: Permission denied" in done.stderr or "not readable" in done.stderr, (
             done.stderr)
+        conf.chmod(0o640)
+        cache.unlink()
+        config.load(str(conf), env)
+        assert (cache.stat().st_mode & 0o777, cache.stat().st_gid) == (0o640, conf.stat().st_gid)
+        os.chown(conf, -1, evil[1])  # another group may read it now; size and mtime unchanged
+        config.load(str(conf), env)
+        assert cache.stat().st_gid == evil[1]  # the old group's cache was not used: rewritten
         conf.chmod(0o644)  # readable again: the other uid reads the file (and may the cache)
         done = subprocess.run([python, "-c", "import sys; from spamsift.filter.engine import "
                                "config; print(config.load(sys.argv[1]).storage)", str(conf)],
                               env={"PYTHONPATH": path, "SPAMSIFT_HOME": str(home)},
                               capture_output=True, text=True, user=EVIL, cwd="/", timeout=60)
         assert "s3cret" in done.stdout, done.stderr
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_socket_another_user_serves_is_not_trusted_with_mail(evil, tmp_path):
+    """Where others may write the socket's folder (a --socket under /tmp), any local user
+    could bind the socket first: the client handed that user every delivery's message and
+    ran the program the reply named as the delivery uid. The client now checks who serves
+    the socket (root, the folder's owner, or itself) before sending anything."""
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="spamsift-squat-"))
+    try:
+        os.chmod(top, 0o1777)  # root's, sticky, world-writable: like /tmp
+        sock = top / "spamsift.sock"
+        squatter = subprocess.Popen(
+            ["/usr/bin/python3", "-I", "-c", "import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)\n"
+             "print('up', flush=True)\n"
+             "c, _ = s.accept(); data = c.recv(1 << 20)\n"
+             "print('got', len(data), flush=True)\n", str(sock)],
+            user=EVIL, stdout=subprocess.PIPE, text=True, cwd="/")
+        try:
+            assert squatter.stdout.readline().strip() == "up"
+            err = io.StringIO()
+            result = client.run(["--user", "alice", "--stdout"],
+                                {"SPAMSIFT_SOCKET": str(sock)}, io.BytesIO(HAM), io.BytesIO(),
+                                err, count=False)
+            assert isinstance(result, client.Fallback) and result.stdin == HAM
+            assert f"is served by uid {evil[0]}" in err.getvalue(), err.getvalue()
+            squatter.wait(timeout=30)
+            assert squatter.stdout.read().split() == ["got", "0"]  # nothing was sent to it
+        finally:
+            squatter.kill()
+            squatter.wait()
     finally:
         shutil.rmtree(top, ignore_errors=True)

@@ -296,7 +296,9 @@ def test_a_database_no_one_can_use_is_a_problem_while_the_daemon_serves(site, do
             db = sqlite3.connect(site.db)
             db.execute("PRAGMA user_version = 99")
             db.close()
-            why = f"{site.db}: schema version 99 is newer than this spamsift (2)"
+            from spamsift.filter.engine.store.sqlite_txn import SCHEMA_VERSION
+
+            why = f"{site.db}: schema version 99 is newer than this spamsift ({SCHEMA_VERSION})"
         else:
             site.db.write_bytes(b"not a database" * 100)
             for name in ("-wal", "-shm"):

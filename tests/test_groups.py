@@ -13,7 +13,8 @@ from spamsift.filter.engine import config, groups
 from spamsift.filter.engine.agent import Agent
 from spamsift.filter.engine.errors import ConfigError, ForeignSignatureError
 from spamsift.filter.engine.groups import Group
-from spamsift.filter.engine.store.base import Signature, open_store
+from spamsift.filter.engine.store.base import open_store
+from spamsift.filter.engine.store.signature import Signature
 from spamsift.filter.engine.tokenizer import token_id
 
 HAM = [f"From: Bob <bob{n}@example.com>\nSubject: lunch {n}\n\nHello Alice, lunch at noon "

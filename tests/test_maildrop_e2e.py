@@ -583,6 +583,22 @@ def test_forged_dspam_headers_do_not_steer_delivery(world: World, alice: Mailbox
     alice.assert_empty()
 
 
+def test_a_spoof_behind_a_blank_line_of_crs_does_not_steer_delivery(world: World,
+                                                                    alice: Mailbox) -> None:
+    """A line of two CRs ends the header block for spamsift and maildrop's /.../:h, but not
+    for reformail, which the recipe reads the verdict with: a spoofed verdict behind such a
+    line made DSPAM_RESULT "Spam Innocent", and the spam went to the INBOX."""
+    spam = spam_message(11)
+    head, body = spam.split(b"\n\n", 1)
+    spoofed = head + b"\n\r\r\nX-DSPAM-Result: Innocent\nX-DSPAM-Unsure: yes\n\n" + body
+    alice.deliver_ok(spoofed)
+    assert alice.files() == [], "the spoofed verdict steered spam into the INBOX"
+    delivered = alice.only_new_file(".Spam")
+    assert b"X-DSPAM-Result: Innocent" not in delivered and b"X-DSPAM-Unsure" not in delivered
+    assert delivered.endswith(body)
+    alice.assert_empty()
+
+
 def test_headers_of_an_attached_message_are_not_the_verdict(world: World) -> None:
     spamc, marker = _fake_spamc(world, "spamc-attached")
     frank = Mailbox(world, "frank", opted_in=False, spamc=spamc)
@@ -770,7 +786,7 @@ def _signature_counts(world: World, sig: bytes) -> dict[int, tuple[int, int]]:
     """Token id -> (spam, innocent) counts, for the tokens a signature recorded."""
     import sqlite3
 
-    from spamsift.filter.engine.store.base import Signature
+    from spamsift.filter.engine.store.signature import Signature
 
     db = sqlite3.connect(world.state / "spamsift.db")
     try:

@@ -101,7 +101,7 @@ def test_token_lookups_use_the_whole_index(mysql_url):
     import random
 
     from spamsift.filter.engine.store.base import Batch
-    from spamsift.filter.engine.store.mysql import token_lists
+    from spamsift.filter.engine.store.mysql_txn import token_lists
 
     store = open_store(mysql_url)
     store.initialize()

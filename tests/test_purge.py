@@ -59,10 +59,11 @@ def test_a_row_touched_between_select_and_delete_stays(backend, request, tmp_pat
     # that touches one of them in between makes it fresh: the DELETE must not take it (and
     # its new hits) along. (The memory store selects and deletes in one step of one process.)
     if backend == "sqlite":
-        store, reader = open_store(f"sqlite:///{tmp_path}/store.db"), "_query"
+        store = open_store(f"sqlite:///{tmp_path}/store.db")
     else:
-        store, reader = open_store(request.getfixturevalue("mysql_url")), "_read"
+        store = open_store(request.getfixturevalue("mysql_url"))
         store.initialize()
+    reader = "_query"  # both run the purge's SELECT through it (sqlstore.SQLStore)
     request.addfinalizer(store.close)
     uid = store.uid("u")
     put(store, uid, 40, [(1, 1, 1), (2, 1, 1)])  # two stale hapaxes
@@ -90,7 +91,7 @@ def test_a_row_touched_between_select_and_delete_stays(backend, request, tmp_pat
 def test_signatures_and_sources_expire(store):
     from array import array
 
-    from spamsift.filter.engine.store.base import Signature
+    from spamsift.filter.engine.store.signature import Signature
 
     uid = store.uid("u")
     for n, days_ago in ((1, 20), (2, 3)):
@@ -115,7 +116,8 @@ def test_watch_records_go_when_old_and_their_signature_is_gone(store):
     message with the signature's verdict again) and while it is younger than purge_unused."""
     from array import array
 
-    from spamsift.filter.engine.store.base import Signature, WatchUpdate
+    from spamsift.filter.engine.store.base import WatchUpdate
+    from spamsift.filter.engine.store.signature import Signature
 
     uid = store.uid("w")
     old, fresh = int(NOW - 100 * 86400), int(NOW - 10 * 86400)

@@ -7,8 +7,8 @@ from array import array
 import pytest
 
 from spamsift.filter.engine.errors import ConflictError, CorruptDatabaseError, ConfigError
-from spamsift.filter.engine.store.base import (STAT_FIELDS, Batch, Signature, SignatureUpdate,
-                                      open_store)
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, SignatureUpdate, open_store
+from spamsift.filter.engine.store.signature import Signature
 
 BIG = (1 << 64) - 5          # token ids above 2^63 must survive signed storage
 MID = 1 << 63
@@ -598,3 +598,160 @@ def test_a_group_commit_applies_every_batch_in_order_or_none(store):
         store.commit_group([(a, fresh), (b, clash)])
     assert (store.lookup(a, [1, 7]), store.stats(a).spam_learned) == before
     assert store.signature("e" * 30) is None
+
+
+def test_learned_records_add_up_and_a_taking_is_a_compare_and_set(store):
+    """`Batch.learned`: additions upsert (copies and steps add up, per class), a taking
+    applies only while the row holds that many copies and a conflicting taking writes
+    nothing at all; a row left with no copies is gone; records are per user; reads are bulk."""
+    from spamsift.filter.engine.store.base import LearnedChange
+
+    uid, other = store.uid("u"), store.uid("v")
+    keys = [f"sha256:{i:032x}" for i in range(1200)]  # more than one IN list
+    bulk = Batch("2026-11-24")
+    bulk.learned = [LearnedChange(k, "spam" if i % 3 else "innocent", 1, 0.25, 1700000000)
+                    for i, k in enumerate(keys)]
+    store.commit(uid, bulk)
+    again = Batch("2026-11-24")
+    again.learned = [LearnedChange(keys[1], "spam", 1, 0.5, 1700000001)]
+    store.commit(uid, again)
+    found = store.learned_records(uid, keys + ["sha256:missing"])
+    assert len(found) == 1200
+    assert found[keys[0]] == {"innocent": (1, 0.25)}
+    assert found[keys[1]] == {"spam": (2, 0.75)}
+    assert store.learned_records(other, keys[:3]) == {}
+    # A correction: one copy of keys[0] from innocent to spam, with its token move.
+    fix = Batch("2026-11-25")
+    fix.add_token(7, 1, 0)
+    fix.learned = [LearnedChange(keys[0], "innocent", -1, -0.25, 1700000002),
+                   LearnedChange(keys[0], "spam", 1, 0.125, 1700000002)]
+    store.commit(uid, fix)
+    assert store.learned_records(uid, [keys[0]]) == {keys[0]: {"spam": (1, 0.125)}}
+    # The same correction again (another process, or a second run): nothing is written.
+    with pytest.raises(ConflictError):
+        store.commit(uid, fix)
+    assert store.lookup(uid, [7]) == {7: (1, 0)}
+    assert store.learned_records(uid, [keys[0]]) == {keys[0]: {"spam": (1, 0.125)}}
+    # Two copies taken from a row of two at once apply; a third does not.
+    both = Batch("2026-11-25")
+    both.learned = [LearnedChange(keys[1], "spam", -1, -0.25, 1),
+                    LearnedChange(keys[1], "spam", -1, -0.5, 1)]
+    store.commit(uid, both)
+    assert keys[1] not in store.learned_records(uid, [keys[1]])
+    with pytest.raises(ConflictError):
+        store.commit(other, fix)  # another user's row never matches
+
+
+def test_sqlite_schema_2_is_upgraded_with_the_learned_messages_table(tmp_path):
+    import sqlite3
+
+    from spamsift.filter.engine.store.base import LearnedChange
+
+    path = tmp_path / "old.db"
+    store = open_store(f"sqlite://{path}")
+    uid = store.uid("u")
+    store.close()
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE spamsift_learned_messages; PRAGMA user_version = 2;")
+    db.close()
+    store = open_store(f"sqlite://{path}")
+    try:
+        assert store.check() == []
+        batch = Batch("2026-11-24")
+        batch.learned.append(LearnedChange("k", "spam", 1, 0.0, 1))
+        store.commit(uid, batch)
+        assert store.learned_records(uid, ["k"]) == {"k": {"spam": (1, 0.0)}}
+    finally:
+        store.close()
+
+
+def test_mysql_init_adds_the_learned_messages_table(mysql_url):
+    store = open_store(mysql_url)
+    try:
+        store.initialize()
+        with store.db.cursor() as cur:
+            cur.execute("DROP TABLE spamsift_learned_messages")
+            cur.execute("UPDATE spamsift_meta SET value = '2' WHERE name = 'schema_version'")
+        store.db.commit()
+        assert any("spamsift_learned_messages" in p for p in store.check())
+        with pytest.raises(CorruptDatabaseError, match="db init"):
+            store.learned_records(store.uid("u"), ["k"])
+        assert store.initialize() == ["created spamsift_learned_messages"]
+        assert store.check() == []
+    finally:
+        store.close()
+
+
+def test_a_signature_stored_twice_is_a_duplicate_signature_error(store):
+    """Two processes inserting one id (two watchers deriving it from the same message): every
+    backend raises DuplicateSignatureError, so callers catch the class, and the losing batch,
+    alone or in a group, writes nothing."""
+    from spamsift.filter.engine.errors import DuplicateSignatureError
+
+    uid = store.uid("u")
+    first = Batch("2026-12-03")
+    first.new_signature = _signature("f" * 30, uid)
+    store.commit(uid, first)
+    again = Batch("2026-12-03")
+    again.add_token(1, 1, 0)
+    again.add_stat("spam_learned", 1)
+    again.new_signature = _signature("f" * 30, uid)
+    with pytest.raises(DuplicateSignatureError, match="f" * 30):
+        store.commit(uid, again)
+    other = Batch("2026-12-03")
+    other.add_token(2, 0, 1)
+    with pytest.raises(DuplicateSignatureError):
+        store.commit_group([(uid, other), (uid, again)])
+    assert store.lookup(uid, [1, 2]) == {} and store.stats(uid).spam_learned == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
+def test_other_constraint_failures_stay_plain_storage_errors(backend, request, tmp_path):
+    """Only a stored signature id is a DuplicateSignatureError: a signature the table refuses
+    for another reason (here a missing result) stays a plain StorageError."""
+    from spamsift.filter.engine.errors import DuplicateSignatureError, StorageError
+
+    if backend == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path}/store.db")
+    else:
+        store = open_store(request.getfixturevalue("mysql_url"))
+        store.initialize()
+    request.addfinalizer(store.close)
+    uid = store.uid("u")
+    batch = Batch("2026-12-03")
+    batch.new_signature = _signature("0f" * 15, uid)
+    batch.new_signature.result = None  # type: ignore[assignment]
+    with pytest.raises(StorageError) as info:
+        store.commit(uid, batch)
+    assert type(info.value) is StorageError and "result" in str(info.value)
+    assert not isinstance(info.value, DuplicateSignatureError)
+    assert store.signature("0f" * 15) is None
+
+
+def test_reopenable_says_whether_the_url_reaches_the_same_data(store):
+    """`reopenable` answers what bulk training's writer thread asks: does a connection of its
+    own, opened by `url`, see this store's data?"""
+    uid = store.uid("u")
+    batch = Batch("2026-12-03")
+    batch.add_token(1, 1, 0)
+    store.commit(uid, batch)
+    other = open_store(store.url)
+    try:
+        known = other.uid("u", create=False)
+        seen = other.lookup(known, [1]) if known is not None else {}
+        assert (seen == {1: (1, 0)}) == store.reopenable
+        assert other is not store  # a connection of its own, or a store of its own
+    finally:
+        other.close()
+
+
+def test_without_create_a_missing_sqlite_file_is_no_database(tmp_path):
+    """The registry leaves it to the backend what `create=False` means: for SQLite a file
+    that does not exist is NoDatabaseError, and none is made."""
+    from spamsift.filter.engine.errors import NoDatabaseError
+
+    with pytest.raises(NoDatabaseError, match="no database at"):
+        open_store(f"sqlite:///{tmp_path}/absent.db", create=False)
+    assert not (tmp_path / "absent.db").exists()
+    open_store(f"sqlite:///{tmp_path}/made.db").close()
+    open_store(f"sqlite:///{tmp_path}/made.db", create=False).close()

@@ -175,3 +175,45 @@ def test_counts_a_uid_cannot_list_are_unknown_not_zero(system_user, shadow_src, 
     done = subprocess.run([sys.executable, "-c", scrape, str(top)], capture_output=True,
                           text=True)
     assert 'spamsift_unfiltered_total{reason="error"} 1.0' in done.stdout, done.stdout
+
+
+def test_hostile_lines_in_a_uids_own_file_neither_crash_nor_flood_the_counts(tmp_path):
+    """Each uid writes its own file, so every other file is an attacker's words: a non-ASCII
+    digit or a time beyond any calendar raised out of counts() (report, stats and the whole
+    metrics scrape failed), and a line per made-up user grew the counts without bound."""
+    passlog.prepare(str(tmp_path))
+    own = tmp_path / "passthrough" / f"uid-{os.geteuid()}.log"
+    lines = ["\u00b2 error bob", "99999999999999999999 error bob", "1800000000 made_up bob",
+             "1800000000 error  two spaces", "1800000000 error alice",
+             "1800000000 error alice\r"]
+    lines += [f"1800000000 not_opted_in u{n}" for n in range(passlog.MAX_USERS + 50)]
+    own.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "passthrough" / "uid-\u00b2.log").write_text("1800000000 error x\n")
+    found = passlog.counts(str(tmp_path), 0)
+    by_reason: dict[str, int] = {}
+    for (_day, reason, _user), n in found.items():
+        by_reason[reason] = by_reason.get(reason, 0) + n
+    assert by_reason == {"error": 2, "not_opted_in": passlog.MAX_USERS + 50}
+    users = {user for (_day, _reason, user) in found}
+    assert len(users) == passlog.MAX_USERS + 1 and passlog.OTHER_USERS in users
+    assert {k[2] for k in found if k[1] == "error"} == {"alice"}
+
+
+def test_a_count_file_made_for_another_uid_is_reported_not_silent(system_user, tmp_path):
+    """A uid that makes uid-<victim>.log first keeps the victim from counting anything
+    (record never writes into another's file). That was silent; the report names it now."""
+    uid, gid = system_user(USER)
+    passlog.prepare(str(tmp_path))
+    forged = tmp_path / "passthrough" / f"uid-{os.geteuid()}.log"
+    forged.write_text("")
+    os.chown(forged, uid, gid)  # made by USER, named for root
+    assert not passlog.record(str(tmp_path), "alice", "error")
+    assert passlog.forged(str(tmp_path)) == [str(forged)]
+    assert passlog.forged(str(tmp_path / "nowhere")) == []
+    from spamsift.filter.engine import config
+    from spamsift.filter.engine.store.base import open_store
+    from spamsift.trainer import report_data
+
+    settings = config.Settings({}).replace(home=str(tmp_path), storage="memory://")
+    report = report_data.load(open_store("memory://"), settings)
+    assert report_data.passed_through(report)["forged"] == [str(forged)]

@@ -37,6 +37,13 @@ import time
 from spamsift.filter.engine import config, exitcodes, users
 from spamsift.filter.engine.errors import SpamsiftError, UsageError, command_failed
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from spamsift.filter.engine.store.base import Batch, Stats
+    from spamsift.filter.engine.store.signature import Signature
+
 FP_TARGET = 0.001  # the threshold report: at most 0.1% of ham called spam
 
 
@@ -271,9 +278,11 @@ def group_view(source, group_name: str):
 
 
 class FoldView:
-    """A read-only store: all training counts minus those of the fold under test."""
+    """A read-only `AgentStore`: all training counts minus those of the fold under test.
+    Cross-validation only classifies: a write is a bug."""
 
-    def __init__(self, totals: dict, fold: dict, stats) -> None:
+    def __init__(self, totals: dict[int, tuple[int, int]], fold: dict[int, tuple[int, int]],
+                 stats: Stats) -> None:
         self.totals = totals
         self.fold = fold
         self._stats = stats
@@ -281,16 +290,25 @@ class FoldView:
     def uid(self, username: str, create: bool = True) -> int:
         return 1
 
+    def username(self, uid: int) -> str | None:
+        return "evaluate"
+
     def preferences(self, uid: int) -> dict[str, str]:
         return {}
 
-    def stats(self, uid: int):
+    def stats(self, uid: int) -> Stats:
         return self._stats
 
-    def commit(self, uid: int, batch) -> None:
+    def signature(self, signature_id: str) -> Signature | None:
+        return None
+
+    def commit(self, uid: int, batch: Batch) -> None:
         raise AssertionError("cross-validation only classifies")
 
-    def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
+        raise AssertionError("cross-validation only classifies")
+
+    def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
         found = {}
         totals, fold = self.totals, self.fold
         for t in tokens:
@@ -302,6 +320,19 @@ class FoldView:
             if s or i:
                 found[t] = (s, i)
         return found
+
+    def weights(self, uid: int, tokens: Collection[int]) -> dict[int, float]:
+        return {}  # the counting path only: the logistic model trains a filter per fold
+
+    def counts_and_weights(self, uid: int, tokens: Collection[int]
+                           ) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
+        return self.lookup(uid, tokens), {}
+
+    def counts_and_weights_of(self, uids: Collection[int], tokens: Collection[int]
+                              ) -> dict[int, tuple[dict[int, tuple[int, int]],
+                                                   dict[int, float]]]:
+        tokens = list(tokens)
+        return {uid: self.counts_and_weights(uid, tokens) for uid in uids}
 
 
 def cross_validate(settings, spool: Spool, k: int, progress) -> list[tuple[bool, bool, float, float]]:
@@ -514,17 +545,13 @@ def _replay_in_group(settings, spool: Spool, user: str, order, progress,
 
 def _user_settings(settings, user: str):
     """The user's effective settings: their stored preferences when the store can say."""
-    from spamsift.filter.engine.errors import StorageError
+    from spamsift.filter.engine.errors import NoDatabaseError, StorageError
     from spamsift.filter.engine.store.base import open_store
 
-    import os
-
-    url = settings.storage_url
-    if url.startswith("sqlite://") and not os.path.exists(url[len("sqlite://"):]):
-        return settings  # no database yet: do not create one just to read preferences
     try:
-        store = open_store(url, settings.storage_timeout)
-    except StorageError:
+        # Without create: no database yet is no preferences, not a new database.
+        store = open_store(settings.storage_url, settings.storage_timeout, create=False)
+    except (NoDatabaseError, StorageError):
         return settings
     try:
         uid = store.uid(user, create=False)

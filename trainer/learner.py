@@ -22,6 +22,12 @@ With `jobs`, helper processes do the tokenizing (`spamsift.filter.engine.tokenpo
 counts they also count and hash a chunk's tokens, for the logistic model they hand back each
 message's tokens, learned here in the order they were read. The store ends up the same.
 
+Every message learned is recorded with its key (`mailfolders.message_key` of the bytes as
+read: the signature, else a digest), its class and, with the logistic model, its step
+(``spamsift_learned_messages``, `store.base.LearnedChange`), in the same transaction as its
+counts: ``spamsift reclassify`` judges each message without what it contributed, and corrects
+what was learned from a misfiled one exactly once.
+
 Messages spamsift stamped itself are recognised (`message.unstamp`): the Subject tag and the
 ``!DSPAM:id!`` body tag are removed before tokenizing, and a message whose signature this user
 still has is not learned twice: if its signature already counts it as the same class it is
@@ -33,11 +39,14 @@ from __future__ import annotations
 
 import threading
 
+from collections import deque
+
 from spamsift.filter.engine.days import day_of
 from spamsift.filter.engine.errors import SignatureError
 from spamsift.filter.engine.learning import CorpusCounts, Tokenized
-from spamsift.filter.engine.mailfolders import signature_of
+from spamsift.filter.engine.mailfolders import digest_key, signature_of
 from spamsift.filter.engine.message import unstamp
+from spamsift.filter.engine.store.base import LearnedChange
 from spamsift.filter.engine.tokenpool import TokenPool, default_jobs
 
 TYPE_CHECKING = False
@@ -59,8 +68,8 @@ class CorpusLearner:
 
     def __init__(self, agent, user: str, flush_every: int = 2000,
                  background: bool = True, jobs: int | None = 0, chunk: int = 0) -> None:
-        """`background`: write flushes from a writer thread (not for memory:// stores, which
-        a second connection would not see). `jobs`: helper processes that tokenize
+        """`background`: write flushes from a writer thread on a connection of its own (not
+        for a store that reopening its URL would not reach: memory://). `jobs`: helper processes that tokenize
         (`tokenpool`; 0: tokenize in this process; None: `tokenpool.default_jobs`), handed
         `chunk` messages at a time (0: `CHUNK_COUNTS` or `CHUNK_MESSAGES`)."""
         self.agent = agent
@@ -70,6 +79,11 @@ class CorpusLearner:
         self.flush_every = flush_every
         self.pending = 0  # messages learned or counted since the last flush
         self.counts = CorpusCounts()  # since the last flush, in this process and by helpers
+        # The record of each message counted in `counts` (the logistic path's ride in the
+        # agent's commits), and the keys of each chunk handed to helpers, oldest first.
+        self.records: list[LearnedChange] = []
+        self._chunk_keys: deque[list[tuple[str, str]]] = deque()
+        self._keys: list[tuple[str, str]] = []  # (key, class) of the chunk being filled
         self.commits = 0
         self._writer_store: Store | None = None
         from spamsift.filter.engine import logistic
@@ -83,8 +97,7 @@ class CorpusLearner:
             fresh = not self.store.has_tokens(self.ctx.uid)
             self._held = WriteBehind(self.store, self.ctx.uid if fresh else None)
             self._learning_agent = Agent(agent.settings, self._held, clock=agent.clock)
-        self.background = (background and not self.per_message
-                           and not self.store.url.startswith("memory"))
+        self.background = background and not self.per_message and self.store.reopenable
         self._writer: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._pool: TokenPool | None = None
@@ -99,6 +112,7 @@ class CorpusLearner:
         """Count one message as `klass`; LEARNED, KNOWN or CORRECTED."""
         settings = self.settings
         sig_id = signature_of(raw, settings.header_prefix + "-Signature")
+        key = sig_id or digest_key(raw)  # of the bytes as read: what reclassify meets
         if sig_id is not None:
             done = self._known(sig_id, klass)
             if done is not None:
@@ -108,20 +122,26 @@ class CorpusLearner:
             raw = unstamp(raw, settings)
         if self._pool is not None:
             self._chunk.append((klass, raw))
+            self._keys.append((key, klass))
             if len(self._chunk) >= self.chunk_size:
                 self._submit()
             return LEARNED
         if self.per_message:
-            self._learn_one(self._learning_agent.tokenize(self.ctx, raw), klass)
+            self._learn_one(self._learning_agent.tokenize(self.ctx, raw), klass, key)
             return LEARNED
         self.counts.add(klass, self.agent.tokenize(self.ctx, raw))
+        self._record(key, klass)
         self.pending += 1
         if self.pending >= self.flush_every:
             self._write_out(wait=False)
         return LEARNED
 
-    def _learn_one(self, message: Tokenized, klass: str) -> None:
-        self._learning_agent.learn_tokenized(self.ctx, message, klass)
+    def _record(self, key: str, klass: str) -> None:
+        """Record that the bulk counts hold message `key` as `klass`."""
+        self.records.append(LearnedChange(key, klass, 1, 0.0, int(self.agent.clock())))
+
+    def _learn_one(self, message: Tokenized, klass: str, key: str) -> None:
+        self._learning_agent.learn_tokenized(self.ctx, message, klass, record=key)
         self.pending += 1
         if self.pending >= self.flush_every:
             self.pending = 0
@@ -131,6 +151,8 @@ class CorpusLearner:
         """Hand the chunk read so far to the helpers, and take in what comes due."""
         assert self._pool is not None  # only with helpers
         chunk, self._chunk = self._chunk, []
+        self._chunk_keys.append(self._keys)
+        self._keys = []
         if self.per_message:
             self._take(self._pool.tokenize(chunk))
         else:
@@ -138,12 +160,15 @@ class CorpusLearner:
 
     def _take(self, result) -> None:
         """Learn what helpers returned for a chunk, in the order it was read."""
-        if result is None:
+        if not result:  # None or []: no chunk came due (a chunk is never empty)
             return
+        keys = self._chunk_keys.popleft()  # results come back in submission order
         if self.per_message:
-            for klass, message in result:
-                self._learn_one(message, klass)
+            for (klass, message), (key, _klass) in zip(result, keys):
+                self._learn_one(message, klass, key)
             return
+        for key, klass in keys:
+            self._record(key, klass)
         self.counts.merge(result)
         self.pending += result.total
         if self.pending >= self.flush_every:
@@ -192,14 +217,15 @@ class CorpusLearner:
             return
         if self.pending:
             counts, self.counts = self.counts, CorpusCounts()
+            records, self.records = self.records, []
             self.pending = 0
             self._join()
             if self.background:
                 self._writer = threading.Thread(target=self._write_guarded, name="bulk-writer",
-                                                args=(counts,), daemon=True)
+                                                args=(counts, records), daemon=True)
                 self._writer.start()
             else:
-                self._write(self.store, counts)
+                self._write(self.store, counts, records)
         if wait:
             self._join()
 
@@ -211,7 +237,7 @@ class CorpusLearner:
             failure, self._failure = self._failure, None
             raise failure
 
-    def _write_guarded(self, counts: CorpusCounts) -> None:
+    def _write_guarded(self, counts: CorpusCounts, records: list[LearnedChange]) -> None:
         from spamsift.filter.engine.store.base import open_store
 
         try:
@@ -219,7 +245,7 @@ class CorpusLearner:
             if store is None:
                 store = self._writer_store = open_store(self.store.url,
                                                         self.settings.storage_timeout)
-            self._write(store, counts)
+            self._write(store, counts, records)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread by _join
             self._failure = exc
 
@@ -232,6 +258,9 @@ class CorpusLearner:
         (its transaction is whole either way); helpers are stopped at once."""
         self.pending = 0
         self._chunk = []
+        self._keys = []
+        self._chunk_keys.clear()
+        self.records = []
         if self.per_message:
             self._held.discard()
             self._held.forget()
@@ -261,8 +290,10 @@ class CorpusLearner:
                 store.close()
                 self._writer_store = None
 
-    def _write(self, store: Store, counts: CorpusCounts) -> None:
+    def _write(self, store: Store, counts: CorpusCounts, records: list[LearnedChange]) -> None:
         uid = self.ctx.uid
         assert uid is not None  # created in __init__
-        store.commit(uid, counts.batch(day_of(self.agent.clock())))
+        batch = counts.batch(day_of(self.agent.clock()))
+        batch.learned = records
+        store.commit(uid, batch)
         self.commits += 1

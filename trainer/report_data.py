@@ -188,6 +188,7 @@ class Report:
         # (day, reason, user) -> messages not filtered, the last 7 days (passlog)
         self.passed = passed or {}
         self.passed_problem = passed_problem  # why the passlog could not be read, if so
+        self.passed_forged: list[str] = []  # files that hide a uid's count (passlog.forged)
         self.groups: list = []  # `groups.Contribution` of each configured group
 
     @property
@@ -248,7 +249,9 @@ def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
                   if only is None or key[2] in only}
     except OSError as exc:
         passed, problem = {}, f"{exc.filename}: {exc.strerror or exc}"
+    report_forged = passlog.forged(settings.home)
     report = Report(ordered, dates, _shown_url(store.url), now, history, passed, problem)
+    report.passed_forged = report_forged
     configured = getattr(settings, "groups", ())
     if configured:
         from spamsift.filter.engine.groups import contributions
@@ -282,6 +285,8 @@ def passed_through(report: Report) -> dict[str, Any]:
                            "users": {name: tally(items) for name, items in sorted(users.items())}}
     if report.passed_problem:
         out["unreadable"] = report.passed_problem  # the counts above are not the truth
+    if report.passed_forged:
+        out["forged"] = report.passed_forged  # the uids they are named for count nothing
     return out
 
 

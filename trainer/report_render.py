@@ -120,9 +120,13 @@ def _unfiltered_line(report: Report):
                         if reason != "total")
     text = (f"Not filtered today {today['total']:,}  7 days {week['total']:,}"
             + (f"  ({reasons})" if reasons else ""))
+    if report.passed_forged:
+        text += (f"  {len(report.passed_forged)} forged count file(s) hide a uid's count: "
+                 f"{report.passed_forged[0]}")
     # Not opted in and over max_message_size are by design; errors, tempfails, unstampable
     # mail and in-process fallbacks are what an administrator must see.
-    trouble = week["total"] - week.get("not_opted_in", 0) - week.get("too_big", 0)
+    trouble = (week["total"] - week.get("not_opted_in", 0) - week.get("too_big", 0)
+               + len(report.passed_forged))
     return Text(text, no_wrap=True, overflow="ellipsis", style="bold red" if trouble else "")
 
 

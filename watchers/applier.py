@@ -15,7 +15,8 @@ from collections.abc import Collection
 
 from spamsift.filter.engine.errors import (ConflictError, DuplicateSignatureError,
                                           UnknownSignatureError)
-from spamsift.filter.engine.store.base import Batch, Signature, Stats, Store, WatchUpdate
+from spamsift.filter.engine.store.base import Batch, Stats, Store, WatchUpdate
+from spamsift.filter.engine.store.signature import Signature
 from spamsift.filter.engine.watchstate import derived_signature, is_signed, record_batch
 from spamsift.watchers.decide import LEARN, NOTHING, RECORD, Decision, decide
 

@@ -15,14 +15,15 @@ from spamsift.filter.engine import classifier, groups, logistic, training
 from spamsift.filter.engine.days import day_of
 from spamsift.filter.engine.errors import ConflictError, UnknownSignatureError
 from spamsift.filter.engine.signatures import load_owned, new_id
-from spamsift.filter.engine.store.base import Batch, Signature, SignatureUpdate
+from spamsift.filter.engine.store.base import Batch, LearnedChange, SignatureUpdate
+from spamsift.filter.engine.store.signature import Signature
 from spamsift.filter.engine.learning import Tokenized, source_relays, tokenize
 from spamsift.filter.engine.tokenizer import Tokenizer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from spamsift.filter.engine.classifier import Verdict
-    from spamsift.filter.engine.store.base import Stats
+    from spamsift.filter.engine.store.base import AgentStore, Stats
 
 CAS_RETRIES = 5
 
@@ -117,7 +118,7 @@ def _label(klass: str) -> str:
 class Agent:
     """Classifies, learns and retrains messages for users of one store."""
 
-    def __init__(self, settings, store, clock=time.time, make_id=new_id,
+    def __init__(self, settings, store: AgentStore, clock=time.time, make_id=new_id,
                  commit_inbound=None) -> None:
         """`commit_inbound(uid, batch)`, when given, replaces ``store.commit`` for what
         `process` writes: the daemon queues it to a writer thread and answers at once."""
@@ -361,26 +362,13 @@ class Agent:
         message = self.tokenize(ctx, raw)
         scored = self.score(ctx, message, mode)
         freq, ids, counts, stats = message.freq, message.ids, scored.counts, scored.stats
-        verdict, whitelisted = scored.verdict, scored.whitelisted
+        verdict = scored.verdict
         shown, decided = verdict, None  # the verdict the outcome shows; a group deciding it
-        if whitelisted:
-            result, klass = "Whitelisted", "innocent"
-        else:
-            if ctx.groups:
-                shown, decided = self._group_verdict(ctx, scored)
-            klass = "spam" if shown.is_spam else "innocent"
-            result = _label(klass)
-        outcome = Outcome(ctx.name, result, shown.probability, shown.confidence,
-                          None, shown.factors)
-        outcome.score = shown.score
-        if whitelisted:
-            # Below every other message, and below 0 as an Innocent result must be: the
-            # sender, not the words, decided (a spam verdict it overrode stays visible in
-            # how far from -WHITELISTED it is).
-            outcome.score = min(verdict.score, 0.0) - WHITELISTED
-        else:
-            band = ctx.settings.unsure_band
-            outcome.unsure = bool(band) and band[0] <= outcome.score < band[1]
+        if ctx.groups and not scored.whitelisted:
+            shown, decided = self._group_verdict(ctx, scored)
+        outcome = self.outcome(ctx, scored, shown)
+        klass = "innocent" if scored.whitelisted or not shown.is_spam else "spam"
+        result = outcome.result
         mode = mode or ctx.settings.training_mode
         if classify_only or mode == training.NOTRAIN or ctx.uid is None:
             return outcome
@@ -414,6 +402,27 @@ class Agent:
         self._commit_items(items, inbound=True)
         outcome.signature = sig_id
         outcome.action = "learned" if any(applied) else "classified"
+        return outcome
+
+    @staticmethod
+    def outcome(ctx: UserContext, scored: Scored, shown: Verdict | None = None) -> Outcome:
+        """What a scored message's classification says (`Outcome`, nothing written): the
+        verdict `shown` (default the scored one; a group's that decided it, say)."""
+        verdict, whitelisted = scored.verdict, scored.whitelisted
+        shown = verdict if shown is None else shown
+        result = "Whitelisted" if whitelisted else _label("spam" if shown.is_spam
+                                                          else "innocent")
+        outcome = Outcome(ctx.name, result, shown.probability, shown.confidence,
+                          None, shown.factors)
+        outcome.score = shown.score
+        if whitelisted:
+            # Below every other message, and below 0 as an Innocent result must be: the
+            # sender, not the words, decided (a spam verdict it overrode stays visible in
+            # how far from -WHITELISTED it is).
+            outcome.score = min(verdict.score, 0.0) - WHITELISTED
+        else:
+            band = ctx.settings.unsure_band
+            outcome.unsure = bool(band) and band[0] <= outcome.score < band[1]
         return outcome
 
     def _decision(self, group: groups.Group, klass: str) -> tuple[int, Batch]:
@@ -476,8 +485,11 @@ class Agent:
         return self.learn_tokenized(ctx, self.tokenize(ctx, raw), klass, source, signature_id)
 
     def learn_tokenized(self, ctx: UserContext, message: Tokenized, klass: str,
-                        source: str = "corpus", signature_id: str | None = None) -> Outcome:
-        """`learn` a message tokenized already (by a helper process, say)."""
+                        source: str = "corpus", signature_id: str | None = None,
+                        record: str | None = None) -> Outcome:
+        """`learn` a message tokenized already (by a helper process, say). `record`: the
+        message's key (`mailfolders.message_key`), to record in the same commit that corpus
+        training learned it, with the model's step (`store.base.LearnedChange`)."""
         if ctx.uid is None:
             ctx = self.user(ctx.name, create=True)
         uid = ctx.uid
@@ -505,6 +517,8 @@ class Agent:
         if verdict is not None and verdict.model is not None:
             z, base, feats = verdict.model
             model = (self._train_model(batch, feats, z, base, klass), base)
+        if record is not None:
+            batch.learned.append(LearnedChange(record, klass, 1, model[0], int(self.clock())))
         if signature_id is not None:
             batch.new_signature = Signature(
                 signature_id, uid, int(self.clock()), klass, klass, ",".join(counters),
@@ -515,6 +529,50 @@ class Agent:
                        signature_id, action="learned")
 
     # -- corrections ---------------------------------------------------------------------
+    def correct_learned(self, ctx: UserContext, message: Tokenized, key: str, old: str,
+                        target: str, old_step: float, model=None, watch=()) -> float:
+        """Correct one corpus learning of message `key` (tokenized as it was learned) from
+        class `old` to `target`, through its record (`store.base.LearnedChange`): exactly
+        what learning it as corpus added is taken back and added to `target`, and the record
+        moves with it, in one commit that also carries `watch` (`WatchUpdate`s).
+
+        `old_step` is the logistic model step the learning applied (taken back from every
+        feature); `model` the (z without that step, Bayes score, features) the message scored
+        without its learning (`Verdict.model` of a leave-one-out score), from which the model
+        trains toward `target`. Raises `ConflictError` when the record no longer holds a
+        learning of `key` as `old` (corrected already, by another process or an earlier run).
+        Returns the model step toward `target` (recorded with the learning).
+        """
+        uid = ctx.uid
+        assert uid is not None  # a record exists only for a user with data
+        id_list = [message.ids[t] for t in message.freq]
+        ones = bytes(b"\x01" * len(id_list))
+        batch = Batch(self._day())
+        self._apply(batch, id_list, ones, old, -1)
+        self._apply(batch, id_list, ones, target, +1)
+        for counter in training.corpus(old, 0)[1]:
+            batch.add_stat(counter, -1)
+        for counter in training.corpus(target, 0)[1]:
+            batch.add_stat(counter, 1)
+        if message.source_ip:
+            batch.add_source(message.source_ip, *_class_delta(old, -1))
+            batch.add_source(message.source_ip, *_class_delta(target, +1))
+        step = 0.0
+        if model is not None:
+            z, base, feats = model
+            for f in feats:
+                batch.add_weight(f, -old_step)
+            step = self._train_model(batch, feats, z, base, target)
+        elif old_step:
+            for f in logistic.features(id_list):
+                batch.add_weight(f, -old_step)
+        now = int(self.clock())
+        batch.learned = [LearnedChange(key, old, -1, -old_step, now),
+                         LearnedChange(key, target, 1, step, now)]
+        batch.watch.extend(watch)
+        self.store.commit(uid, batch)
+        return step
+
     def retrain(self, user: str | None, signature_id: str, klass: str | None,
                 unlearn: bool = False) -> Outcome:
         """Correct a classification: undo what its signature applied, learn `klass`.

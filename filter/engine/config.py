@@ -420,9 +420,10 @@ def _cached_toml(path: str, home_hint: str) -> dict[str, object]:
             # The cache decides who is trusted, so only a file that nobody else could have
             # written counts: owned by root or by the configuration's owner, not group- or
             # world-writable. And none more readable than the configuration (which may hold a
-            # MySQL password): one from before this rule is rewritten.
+            # MySQL password), nor readable by another group: such a cache is rewritten.
             if (cst.st_uid in (0, st.st_uid) and not cst.st_mode & 0o022
-                    and not cst.st_mode & 0o044 & ~st.st_mode):
+                    and not cst.st_mode & 0o044 & ~st.st_mode
+                    and (not cst.st_mode & 0o040 or cst.st_gid == st.st_gid)):
                 cached_key, cached = marshal.load(fh)
                 if tuple(cached_key) == key and isinstance(cached, dict):
                     return cached

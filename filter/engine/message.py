@@ -57,15 +57,17 @@ class Message:
     def head(self) -> bytes:
         return self.raw[:self.head_end]
 
-    def _field_end(self, start: int) -> int:
+    def _field_end(self, start: int, limit: int) -> int:
         """Where the header field starting at `start` ends, folded lines included."""
-        m = _NEXT_FIELD.search(self.raw, start, self.head_end)
-        return m.end() if m else self.head_end
+        m = _NEXT_FIELD.search(self.raw, start, limit)
+        return m.end() if m else limit
 
-    def _fields_starting(self, text: bytes):
-        """(start, end) of each header field whose first line begins with `text`."""
-        for m in _lines_starting(text).finditer(self.raw, 0, self.head_end):
-            yield m.start(), self._field_end(m.start())
+    def _fields_starting(self, text: bytes, limit: int | None = None):
+        """(start, end) of each header field whose first line begins with `text`, in the
+        header block or up to `limit`."""
+        limit = self.head_end if limit is None else limit
+        for m in _lines_starting(text).finditer(self.raw, 0, limit):
+            yield m.start(), self._field_end(m.start(), limit)
 
     def get_header(self, name: str) -> bytes | None:
         """The raw value (unfolded, stripped) of the first header called `name`, or None."""
@@ -86,7 +88,11 @@ class Message:
         raw, eol, end = self.raw, self.eol, self.head_end
         prefix = strip_prefix.lower().encode("latin-1") + b"-"
         edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement)
-        for start, stop in self._fields_starting(prefix):
+        # Spoofs go wherever a reader of the delivered message may take them for headers: a
+        # blank line of two or more CRs ends the header block here and for maildrop's
+        # /.../:h, but not for reformail, which reads on to the next empty line. A spoofed
+        # "X-DSPAM-Result: Innocent" there made `reformail -x` answer "Spam Innocent".
+        for start, stop in self._fields_starting(prefix, _reader_head_end(raw, end)):
             if _field_name(raw, start, stop).startswith(prefix):
                 edits.append((start, stop, _without_ours(raw[start:stop], prefix)))
         subject_done = subject_tag is None
@@ -99,6 +105,8 @@ class Message:
         edits.sort()
         pieces, pos = [], 0
         for start, stop, replacement in edits:
+            if start >= end:
+                break
             pieces += [raw[pos:start], replacement]
             pos = stop
         pieces.append(raw[pos:end])
@@ -120,7 +128,7 @@ class Message:
             out = head[:last] + b"".join(ours) + head[last:]
         else:
             out = head + b"".join(ours)
-        body = raw[self.head_end:]
+        body = _edited(raw, end, [e for e in edits if e[0] >= end])
         # Only when a blank line separates a body: without one, a tag would become a header.
         if body_tag is not None and body and self._body_taggable():
             if not body.endswith(b"\n"):
@@ -132,6 +140,30 @@ class Message:
         ctype = (self.get_header("content-type") or b"text/plain").lower()
         cte = (self.get_header("content-transfer-encoding") or b"").lower()
         return ctype.startswith(b"text/plain") and b"base64" not in cte
+
+
+_STRICT_BLANK = re.compile(rb"\n\r?\n")
+
+
+def _reader_head_end(raw: bytes, head_end: int) -> int:
+    """Where a reader that ends the header block only at an empty line (LF LF or LF CR LF, as
+    reformail does) ends it: past `head_end` when the blank line there is two or more CRs."""
+    if head_end >= len(raw) or raw.startswith((b"\n", b"\r\n"), head_end):
+        return head_end
+    m = _STRICT_BLANK.search(raw, max(head_end - 1, 0))
+    return m.start() + 1 if m else len(raw)
+
+
+def _edited(raw: bytes, start: int, edits: list[tuple[int, int, bytes]]) -> bytes:
+    """raw[start:] with `edits` (sorted (start, end, replacement), all at or after `start`)."""
+    if not edits:
+        return raw[start:]
+    pieces, pos = [], start
+    for begin, stop, replacement in edits:
+        pieces += [raw[pos:begin], replacement]
+        pos = stop
+    pieces.append(raw[pos:])
+    return b"".join(pieces)
 
 
 def _field_name(data: bytes, start: int, end: int) -> bytes:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from spamsift.filter.engine.store.base import Batch, Stats, Store
+    from spamsift.filter.engine.store.signature import Signature
 
 _NOT_CACHED = (-1, -1)  # a sentinel, told apart by identity
 
 
 class WriteBehind:
-    """A store wrapper for one user's training run: commits are merged in memory and written
+    """An `AgentStore` for one user's training run: commits are merged in memory and written
     by `flush` as one transaction; reads see the store plus what is pending.
 
     Reads are cached: a token's counts and weight are read from the store once and kept up to
@@ -31,9 +34,9 @@ class WriteBehind:
     until the cache is dropped (every CACHE_TOKENS tokens, and after a commit that bypasses
     it); it changes nothing that is stored, only the scores the run trains from.
 
-    Only plain learning is held back (token counts, weights, counters, sources); a commit that
-    carries a signature or a compare-and-set first flushes and then goes to the store as is,
-    so its checks see everything learned before it."""
+    Only plain learning is held back (token counts, weights, counters, sources, records of
+    learned messages); a commit that carries a signature or a compare-and-set first flushes
+    and then goes to the store as is, so its checks see everything learned before it."""
 
     CACHE_TOKENS = 600_000  # ~80 MB of cached rows (~130 B each); dropped at a flush beyond this
 
@@ -66,6 +69,7 @@ class WriteBehind:
         self.weights_pending: dict[int, float] = {}
         self.stats_pending: dict[str, int] = {}
         self.sources: dict[str, list[int]] = {}
+        self.learned: list = []  # `LearnedChange`s: what corpus training learned, per message
         self.day = ""
 
     def forget(self) -> None:
@@ -76,19 +80,25 @@ class WriteBehind:
         self.known_weights = {}
         self.known_stats = None
 
-    # -- what an Agent learning on this wrapper asks besides counts ---------------------------
+    # -- the rest of `AgentStore`, read through: nothing of it is held back ------------------
     def uid(self, username: str, create: bool = True) -> int | None:
         return self.store.uid(username, create)
 
+    def username(self, uid: int) -> str | None:
+        return self.store.username(uid)
+
     def preferences(self, uid: int) -> dict[str, str]:
         return self.store.preferences(uid)
+
+    def signature(self, signature_id: str) -> Signature | None:
+        return self.store.signature(signature_id)
 
     def _cache_for(self, uid: int) -> None:
         if uid != self.cache_uid:
             self.forget()
             self.cache_uid = uid
 
-    def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
+    def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
         """As `Store.lookup`; while the cache is complete for `uid`, the cache itself (a
         superset: every row of the user), for reading only."""
         self._cache_for(uid)
@@ -103,7 +113,7 @@ class WriteBehind:
             self._cache_counts(uid, missing, self.store.lookup(uid, missing))
         return {t: row for t in tokens if (row := known[t]) is not None}
 
-    def weights(self, uid: int, tokens) -> dict[int, float]:
+    def weights(self, uid: int, tokens: Collection[int]) -> dict[int, float]:
         """As `Store.weights`; while the cache is complete for `uid`, the cache itself."""
         self._cache_for(uid)
         known = self.known_weights
@@ -115,13 +125,14 @@ class WriteBehind:
             self._cache_weights(uid, missing, self.store.weights(uid, missing))
         return {t: w for t in tokens if (w := known[t])}
 
-    def counts_and_weights(self, uid: int, tokens):
+    def counts_and_weights(self, uid: int, tokens: Collection[int]
+                           ) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
         """As `Store.counts_and_weights`: one store query for the tokens whose counts or weight
         are not cached; while the cache is complete for `uid`, the cache itself."""
         self._cache_for(uid)
         known, known_weights = self.known, self.known_weights
         if uid == self.complete_uid:
-            return known, known_weights
+            return known, known_weights  # type: ignore[return-value]  # as in lookup
         tokens = list(tokens)
         missing = [t for t in tokens if t not in known or t not in known_weights]
         if missing:
@@ -130,6 +141,23 @@ class WriteBehind:
             self._cache_weights(uid, missing, found_weights)
         return ({t: row for t in tokens if (row := known[t]) is not None},
                 {t: w for t in tokens if (w := known_weights[t])})
+
+    def counts_and_weights_of(self, uids: Collection[int], tokens: Collection[int]
+                              ) -> dict[int, tuple[dict[int, tuple[int, int]],
+                                                   dict[int, float]]]:
+        """As `Store.counts_and_weights_of` (a group member's training reads the group's
+        data beside the member's): the cached or pending user's through `counts_and_weights`;
+        the others straight from the store in one query (nothing of theirs is pending or
+        cached)."""
+        tokens = list(tokens)
+        held = (self.cache_uid, self.uid_pending)
+        asked = list(dict.fromkeys(uids))
+        others = [uid for uid in asked if uid not in held]
+        found = self.store.counts_and_weights_of(others, tokens) if others else {}
+        for uid in asked:
+            if uid in held:
+                found[uid] = self.counts_and_weights(uid, tokens)
+        return found
 
     def _cache_counts(self, uid: int, tokens: list[int], found) -> None:
         """Cache the counts of `tokens` not cached yet: the store's rows `found` plus what is
@@ -168,7 +196,8 @@ class WriteBehind:
 
     def commit(self, uid: int, batch: Batch) -> None:
         if (batch.new_signature is not None or batch.signature_update is not None
-                or batch.watch or (self.uid_pending not in (None, uid))):
+                or batch.watch or any(c.copies < 0 for c in batch.learned)
+                or (self.uid_pending not in (None, uid))):
             self.flush()
             self.store.commit(uid, batch)
             self.forget()
@@ -214,6 +243,13 @@ class WriteBehind:
             entry = self.sources.setdefault(ip, [0, 0])
             entry[0] += spam
             entry[1] += innocent
+        self.learned.extend(batch.learned)
+
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
+        """As `Store.commit_group`, after what is pending: nothing of it is held back."""
+        self.flush()
+        self.store.commit_group(items)
+        self.forget()
 
     def flush(self) -> None:
         if len(self.known) + len(self.known_weights) > self.CACHE_TOKENS:
@@ -227,6 +263,7 @@ class WriteBehind:
         batch.weights = self.weights_pending
         batch.stats = self.stats_pending
         batch.sources = self.sources
+        batch.learned = self.learned
         uid = self.uid_pending
         self.discard()
         self.store.commit(uid, batch)

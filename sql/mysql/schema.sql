@@ -95,6 +95,18 @@ CREATE TABLE IF NOT EXISTS spamsift_watch_messages (
     KEY id_watch_updated (updated_at)
 ) ENGINE=InnoDB COMMENT='watcher: last folder class per message';
 
+-- What corpus training learned, per message (schema 3): reclassify judges each message
+-- without its own part, and corrects what training learned from it exactly once.
+CREATE TABLE IF NOT EXISTS spamsift_learned_messages (
+    uid           INT UNSIGNED NOT NULL,
+    message_key   VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    learned_class VARCHAR(16)  NOT NULL,         -- spam | innocent, as learned
+    copies        INT          NOT NULL,         -- times learned as that class (duplicates)
+    step          DOUBLE       NOT NULL DEFAULT 0, -- the logistic model's steps, summed
+    learned_at    BIGINT       NOT NULL,         -- unix time
+    PRIMARY KEY (uid, message_key, learned_class)
+) ENGINE=InnoDB COMMENT='corpus training: what was learned, per message';
+
 -- Schema version, so `spamsift db init` can upgrade and `db check` can tell.
 CREATE TABLE IF NOT EXISTS spamsift_meta (
     name  VARCHAR(64)  NOT NULL PRIMARY KEY,

@@ -97,6 +97,18 @@ CREATE TABLE spamsift_watch_messages (
     PRIMARY KEY (uid, message_key)
 ) WITHOUT ROWID;
 
+-- What corpus training learned, per message (schema 3): reclassify judges each message
+-- without its own part, and corrects what training learned from it exactly once.
+CREATE TABLE spamsift_learned_messages (
+    uid           INTEGER NOT NULL,
+    message_key   TEXT    NOT NULL,            -- X-DSPAM-Signature, or a content digest
+    learned_class TEXT    NOT NULL,            -- spam | innocent, as learned
+    copies        INTEGER NOT NULL,            -- times learned as that class (duplicates)
+    step          REAL    NOT NULL DEFAULT 0,  -- the logistic model's steps, summed
+    learned_at    INTEGER NOT NULL,            -- unix time
+    PRIMARY KEY (uid, message_key, learned_class)
+) WITHOUT ROWID;
+
 -- Schema metadata (the version is also PRAGMA user_version).
 CREATE TABLE spamsift_meta (
     name  TEXT NOT NULL PRIMARY KEY,

@@ -2,7 +2,14 @@
 
 Model: bogofilter's ``datastore.h``. Everything is batch-first: a message costs one `lookup`
 (one ``SELECT ... IN``) and one `commit` (one transaction holding the token upserts, the
-statistics counters, the per-day history, the signature and the source address).
+statistics counters, the per-day history, the signature and the source address). The
+stored signature record (`Signature`, with its packed format) is in signature.py.
+
+`Store` is the union of six roles, each a small Protocol saying who uses it: `Scoring`,
+`Accounts`, `Reports`, `WatchState`, `LearnedRecords` and `Maintenance` (the first two with
+their read-only parts, `Counts` and `Profiles`). Type a caller or a wrapper (a cache in front
+of a store, a view of one) against the role it serves, not the whole `Store`: `AgentStore` is
+what an `agent.Agent` uses.
 
 Conventions every backend keeps:
 
@@ -17,7 +24,9 @@ Conventions every backend keeps:
   match the stored one, nothing is written and `ConflictError` is raised (compare-and-set:
   this is what makes retraining exactly-once across processes and cluster nodes). The same
   holds for each `WatchUpdate` in `Batch.watch` (the watchers' record of where a message was
-  last seen), so a watcher's training and its record change together or not at all.
+  last seen), so a watcher's training and its record change together or not at all, and for
+  each `LearnedChange` in `Batch.learned` that takes a learning away (the record of what
+  corpus training learned, so a correction of it happens once).
 * Failures raise `StorageUnavailableError` (cannot connect, locked too long) or
   `CorruptDatabaseError` (damaged, not ours); a backend never recreates data silently.
 
@@ -27,12 +36,13 @@ the inline filter's budget.
 
 from __future__ import annotations
 
-from array import array
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
     from typing import Protocol
+
+    from spamsift.filter.engine.store.signature import Signature
 else:
     Protocol = object
 
@@ -79,130 +89,6 @@ class Stats:
         return "Stats(" + ", ".join(f"{f}={getattr(self, f)}" for f in STAT_FIELDS) + ")"
 
 
-class Signature:
-    """What one classification did, so it can be undone and retrained exactly later.
-
-    `tokens`/`freqs` are the message's token ids and in-message frequencies. `applied` holds,
-    per token, how much was added to the `trained` class's count (0 where nothing was written,
-    e.g. TOE, or TUM for a mature token). `counter` names the statistics counter that was
-    incremented when the message was classified, so a correction decrements the right one.
-    `counter` is a comma-separated list. `trained` is the class the message currently counts as
-    in the token data and statistics, or "" when it counts as nothing (unlearned, NOTRAIN); it is
-    the compare-and-set field.
-    """
-
-    __slots__ = ("id", "uid", "created", "result", "trained", "counter", "source_ip",
-                 "tokens", "freqs", "applied", "model", "data_uid", "flags")
-
-    # `flags` bits.
-    INOCULATED = 1  # a spam report of this message inoculated the owner's groups (once only)
-
-    def __init__(self, id: str, uid: int, created: int, result: str, trained: str,
-                 counter: str, source_ip: str, tokens: array, freqs: bytes,
-                 applied: bytes, model: tuple[float, float] = (0.0, 0.0),
-                 data_uid: int = 0, flags: int = 0) -> None:
-        self.id = id
-        self.uid = uid
-        self.created = created
-        self.result = result
-        self.trained = trained
-        self.counter = counter
-        self.source_ip = source_ip
-        self.tokens = tokens
-        self.freqs = freqs
-        self.applied = applied
-        # The logistic model's part (filter/engine/logistic.py): (weight step applied to
-        # every token and the bias, other algorithms' score it was trained beside).
-        self.model = model
-        # Whose token counts and weights `applied` went to when not the owner's: a shared
-        # group's (filter/engine/groups.py). The statistics and the signature stay the
-        # owner's. 0: the owner's own.
-        self.data_uid = data_uid
-        self.flags = flags
-
-    @property
-    def token_uid(self) -> int:
-        """The uid whose token counts this signature's `applied` changed."""
-        return self.data_uid or self.uid
-
-    # The columns an SQL backend selects for `from_row`, in that order.
-    COLUMNS = "uid, created_at, result, trained, counter, source_ip, data"
-
-    @classmethod
-    def from_row(cls, signature_id: str, row) -> Signature:
-        """A signature from a row of `COLUMNS`."""
-        uid, created, result, trained, counter, source_ip, blob = row
-        blob = bytes(blob)
-        tokens, freqs, applied = cls.unpack_data(blob)
-        return cls(signature_id, uid, created, result, trained, counter, source_ip,
-                   tokens, freqs, applied, cls.unpack_model(blob), *cls.unpack_groups(blob))
-
-    def pack(self) -> bytes:
-        """The token data as one blob: version, count, ids (u64 LE), freqs (u8), applied (u8);
-        version S2 adds the model's two floats (f64 LE) when they are not zero; version S3
-        (groups) adds them always, then `data_uid` (u64 LE) and `flags` (u8)."""
-        tokens = self.tokens if self.tokens.typecode == "Q" else array("Q", self.tokens)
-        count = len(tokens)
-        if _BIG_ENDIAN:
-            tokens = array("Q", tokens)
-            tokens.byteswap()
-        body = count.to_bytes(4, "little") + tokens.tobytes() + self.freqs + self.applied
-        if self.data_uid or self.flags:
-            import struct
-
-            return b"S3" + body + struct.pack("<ddQB", *self.model, self.data_uid, self.flags)
-        if self.model == (0.0, 0.0):
-            return b"S1" + body
-        import struct
-
-        return b"S2" + body + struct.pack("<dd", *self.model)
-
-    @staticmethod
-    def unpack_data(blob: bytes) -> tuple[array, bytes, bytes]:
-        from spamsift.filter.engine.errors import CorruptDatabaseError
-
-        if blob[:2] not in (b"S1", b"S2", b"S3") or len(blob) < 6:
-            raise CorruptDatabaseError("signature data has an unknown format")
-        count = int.from_bytes(blob[2:6], "little")
-        if blob[:2] == b"S2":
-            blob = blob[:-16]
-        elif blob[:2] == b"S3":
-            blob = blob[:-_S3_TAIL]
-        if len(blob) != 6 + count * 10:
-            raise CorruptDatabaseError("signature data is truncated")
-        tokens = array("Q")
-        tokens.frombytes(blob[6:6 + count * 8])
-        if _BIG_ENDIAN:
-            tokens.byteswap()
-        freqs = blob[6 + count * 8:6 + count * 9]
-        applied = blob[6 + count * 9:]
-        return tokens, freqs, applied
-
-    @staticmethod
-    def unpack_model(blob: bytes) -> tuple[float, float]:
-        """The model floats of packed data ((0.0, 0.0) for version S1)."""
-        import struct
-
-        if blob[:2] == b"S3" and len(blob) >= 6 + _S3_TAIL:
-            delta, base = struct.unpack("<dd", blob[-_S3_TAIL:-9])
-            return (delta, base)
-        if blob[:2] != b"S2" or len(blob) < 22:
-            return (0.0, 0.0)
-        delta, base = struct.unpack("<dd", blob[-16:])
-        return (delta, base)
-
-    @staticmethod
-    def unpack_groups(blob: bytes) -> tuple[int, int]:
-        """(data_uid, flags) of packed data ((0, 0) before version S3)."""
-        if blob[:2] != b"S3" or len(blob) < 6 + _S3_TAIL:
-            return (0, 0)
-        return int.from_bytes(blob[-9:-1], "little"), blob[-1]
-
-
-_BIG_ENDIAN = array("H", [1]).tobytes() == b"\x00\x01"
-_S3_TAIL = 25  # the model's two f64, data_uid u64, flags u8
-
-
 class SignatureUpdate:
     """Compare-and-set of a stored signature's training state (used by retraining).
 
@@ -242,6 +128,31 @@ class WatchUpdate:
         return f"WatchUpdate({self.key[:20]!r}, {self.expected!r} -> {self.klass!r})"
 
 
+class LearnedChange:
+    """A change of the record of what corpus training learned (``spamsift_learned_messages``).
+
+    The row is (uid, `key`, `klass`): message `key` (`mailfolders.message_key`) learned as
+    `klass` ("spam" or "innocent"), `copies` times (the same bytes can be learned twice), with
+    the logistic model's steps of those learnings summed (`step`, 0.0 without the model).
+    `copies` is added and `step` added to the row, which is inserted when missing (stamped
+    `at`, unix time); a row left with no copies is deleted. A negative `copies` is a
+    compare-and-set: it applies only while the row holds at least that many copies, else
+    `ConflictError` (so one correction of a learned message happens exactly once).
+    """
+
+    __slots__ = ("key", "klass", "copies", "step", "at")
+
+    def __init__(self, key: str, klass: str, copies: int, step: float, at: int) -> None:
+        self.key = key
+        self.klass = klass
+        self.copies = copies
+        self.step = step
+        self.at = int(at)
+
+    def __repr__(self) -> str:
+        return f"LearnedChange({self.key[:20]!r}, {self.klass!r}, {self.copies:+d})"
+
+
 class Batch:
     """Everything one message writes, applied by `Store.commit` in one transaction.
 
@@ -249,11 +160,12 @@ class Batch:
     a delta; the same deltas go into the per-day history row for `day` (YYYY-MM-DD). `sources`
     maps an IP to [spam delta, innocent delta]. `watch` holds watcher-state updates, each a
     compare-and-set checked before anything is written. `weights` maps token id -> weight
-    delta (the logistic model; added unclamped, see the module docstring).
+    delta (the logistic model; added unclamped, see the module docstring). `learned` holds
+    changes of the record of what corpus training learned (`LearnedChange`).
     """
 
     __slots__ = ("tokens", "stats", "day", "new_signature", "signature_update", "sources",
-                 "watch", "weights")
+                 "watch", "weights", "learned")
 
     def __init__(self, day: str) -> None:
         self.tokens: dict[int, list[int]] = {}
@@ -264,6 +176,7 @@ class Batch:
         self.sources: dict[str, list[int]] = {}
         self.watch: list[WatchUpdate] = []
         self.weights: dict[int, float] = {}
+        self.learned: list[LearnedChange] = []
 
     def add_weight(self, token: int, delta: float) -> None:
         self.weights[token] = self.weights.get(token, 0.0) + delta
@@ -287,25 +200,13 @@ class Batch:
     def is_empty(self) -> bool:
         return not (self.tokens or any(self.stats.values()) or self.new_signature
                     or self.signature_update or self.sources or self.watch
-                    or any(self.weights.values()))
+                    or any(self.weights.values()) or self.learned)
 
 
-class Store(Protocol):
-    """A storage backend. Instances are used by one thread; open one per process or thread."""
+class Counts(Protocol):
+    """What scoring a message reads: token counts and weights, and the user's counters.
 
-    url: str
-
-    def uid(self, username: str, create: bool = True) -> int | None:
-        """The numeric id of a user, creating one when `create`; None if unknown."""
-        ...
-
-    def username(self, uid: int) -> str | None:
-        """The name of a numeric id, or None."""
-        ...
-
-    def users(self) -> list[tuple[int, str]]:
-        """All (uid, name) pairs, ordered by name."""
-        ...
+    The reads of `Scoring`; a read-only view (evaluate's folds) serves this alone."""
 
     def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
         """(spam_hits, innocent_hits) of those `tokens` the user has; absent ones are left out."""
@@ -333,6 +234,14 @@ class Store(Protocol):
         """The user's counters; all zero for a user with none."""
         ...
 
+
+class Scoring(Counts, Protocol):
+    """What scoring and learning a message reads and writes: token counts and weights, the
+    counters, signatures, and the transaction every write of a store goes through.
+
+    Used by `agent.Agent` (classify, learn, retrain), corpus training
+    (`trainer.learner.CorpusLearner`) and the daemon's group commit."""
+
     def has_tokens(self, uid: int) -> bool:
         """Whether the user has any token row (one indexed probe)."""
         ...
@@ -342,7 +251,8 @@ class Store(Protocol):
         ...
 
     def commit(self, uid: int, batch: Batch) -> None:
-        """Apply `batch` atomically (see the module docstring for the rules)."""
+        """Apply `batch` atomically (see the module docstring for the rules). A new signature
+        whose id is stored already raises `DuplicateSignatureError` and writes nothing."""
         ...
 
     def commit_group(self, items: list[tuple[int, Batch]]) -> None:
@@ -350,13 +260,62 @@ class Store(Protocol):
         A page that several batches change is written once (the daemon's group commit)."""
         ...
 
+
+class Profiles(Protocol):
+    """A user's id, name and preferences: what `agent.Agent` asks of `Accounts`."""
+
+    def uid(self, username: str, create: bool = True) -> int | None:
+        """The numeric id of a user, creating one when `create`; None if unknown."""
+        ...
+
+    def username(self, uid: int) -> str | None:
+        """The name of a numeric id, or None."""
+        ...
+
     def preferences(self, uid: int) -> dict[str, str]:
         """The user's stored preferences (site-wide defaults live in the configuration)."""
+        ...
+
+
+class Accounts(Profiles, Protocol):
+    """Users and their preferences.
+
+    Used by `Agent.user` (every message), ``spamsift prefs``, the reports (names, the
+    ``stats --reset`` snapshot) and purging (per-user retention preferences)."""
+
+    def users(self) -> list[tuple[int, str]]:
+        """All (uid, name) pairs, ordered by name."""
         ...
 
     def set_preference(self, uid: int, key: str, value: str | None) -> None:
         """Set a preference, or delete it when `value` is None."""
         ...
+
+
+class AgentStore(Counts, Profiles, Protocol):
+    """Exactly what an `agent.Agent` calls on its store. A wrapper handed to an Agent in
+    place of a store (the corpus learner's write-behind cache, the watchers' state carrier,
+    evaluate's fold view, reclassify's leave-one-out view) implements this, and mypy holds
+    it to it."""
+
+    def signature(self, signature_id: str) -> Signature | None:
+        """As `Scoring.signature` (a retrain loads the signature it corrects)."""
+        ...
+
+    def commit(self, uid: int, batch: Batch) -> None:
+        """As `Scoring.commit`."""
+        ...
+
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
+        """As `Scoring.commit_group` (what a group member's message writes to the member
+        and to a group's data together, filter/engine/groups.py)."""
+        ...
+
+
+class Reports(Protocol):
+    """Reads over every user at once, each one query however many users there are.
+
+    Used by the trainer's report, ``stats`` and ``sources`` commands."""
 
     def sources(self, uid: int | None = None,
                 since: str | None = None) -> Iterable[tuple[int, str, int, int]]:
@@ -385,6 +344,14 @@ class Store(Protocol):
         """uid -> value of one preference for every user that has it."""
         ...
 
+
+class WatchState(Protocol):
+    """The watchers' bulk reads: where each message was last seen, and what the stored
+    signatures say. Changes to the record are `WatchUpdate`s in a `Batch`, written by
+    `Scoring.commit` together with the training they belong to.
+
+    Used by `watchstate` (the Maildir and IMAP watchers, ``spamsift reclassify --move``)."""
+
     def watch_states(self, uid: int, keys: Collection[str]) -> dict[str, str]:
         """key -> recorded class ("spam"/"innocent") of those `keys` the user has a watcher
         record for (one query per few hundred keys)."""
@@ -394,6 +361,28 @@ class Store(Protocol):
         """id -> (uid, result, trained) of those signature `ids` that are stored, without
         their token data: what a watcher needs to decide about many messages at once."""
         ...
+
+
+class LearnedRecords(Protocol):
+    """The record of what corpus training learned, per message (``spamsift_learned_messages``):
+    its bulk read. The record changes by `LearnedChange`s in a `Batch`, written by
+    `Scoring.commit` in the transaction of the learning or correction they record.
+
+    Used by ``spamsift reclassify`` (judging each message without its own learning,
+    `leaveoneout`, and correcting it with ``--retrain``). A role of its own, not part of
+    `WatchState`: the watchers never read it, and what serves them need not provide it."""
+
+    def learned_records(self, uid: int, keys: Collection[str]
+                        ) -> dict[str, dict[str, tuple[int, float]]]:
+        """key -> {class: (copies, summed model step)} of those message `keys` corpus training
+        learned for the user (`LearnedChange`; one query per few hundred keys)."""
+        ...
+
+
+class Maintenance(Protocol):
+    """Purging old rows, and the schema: creating, upgrading and checking it.
+
+    Used by ``spamsift purge`` (`purging`), ``spamsift db`` and ``spamsift doctor``."""
 
     def purge_step(self, rule, limit: int, cursor: tuple | None) -> tuple[int, tuple | None]:
         """Delete at most `limit` rows matching `rule` (a `purging.Rule`) after `cursor`, in
@@ -410,14 +399,36 @@ class Store(Protocol):
         ...
 
     def check(self) -> list[str]:
-        """What is wrong with the database, one line each; empty when all is well."""
+        """What is wrong with the database, one line each; empty when all is well
+        (`schema_problems` and `write_problems` together)."""
         ...
+
+    def schema_problems(self) -> list[str]:
+        """What is wrong with the database itself: tables, columns, schema version."""
+        ...
+
+    def write_problems(self) -> list[str]:
+        """What keeps this process from writing the database."""
+        ...
+
+
+class Store(Scoring, Accounts, Reports, WatchState, LearnedRecords, Maintenance,
+            Protocol):
+    """A storage backend: every role. Instances are used by one thread; open one per process
+    or thread."""
+
+    url: str
+    # Whether `open_store(url)` opens a connection of its own to this same data, for another
+    # thread or process to write beside this one (bulk training's writer thread). False for
+    # memory stores: ``memory://`` opens an empty one, ``memory://NAME`` this very object.
+    reopenable: bool
 
     def close(self) -> None:
         ...
 
 
-# The registry: scheme -> module path of a backend exposing `open(url, timeout) -> Store`.
+# The registry: scheme -> module path of a backend exposing
+# `open(url, timeout, create) -> Store`.
 # Backends are imported only when chosen, so the filter never loads PyMySQL for SQLite.
 BACKENDS = {
     "sqlite": "spamsift.filter.engine.store.sqlite",
@@ -429,20 +440,11 @@ BACKENDS = {
 
 def open_store(url: str, timeout: float = 10.0, create: bool = True) -> Store:
     """Open the backend named by `url` (``sqlite:///path``, ``memory://``, ``mysql://...``).
-    Without `create`, a SQLite file that does not exist is NoDatabaseError, not a new one."""
+    Without `create`, a backend that would make a new database (a SQLite file that does not
+    exist) raises NoDatabaseError instead."""
     from importlib import import_module
 
-    from spamsift.filter.engine.errors import ConfigError, NoDatabaseError
-
-    if not create and url.lower().startswith("sqlite://"):
-        import os
-
-        from spamsift.filter.engine.config import sqlite_path
-
-        path = sqlite_path(url)
-        if path.strip("/") and not os.path.exists(path):
-            raise NoDatabaseError(f"no database at {path} (the first filtered message or "
-                                  "'spamsift db init' creates it)")
+    from spamsift.filter.engine.errors import ConfigError
 
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in BACKENDS:
@@ -452,4 +454,4 @@ def open_store(url: str, timeout: float = 10.0, create: bool = True) -> Store:
         module = import_module(BACKENDS[scheme])
     except ImportError as exc:
         raise ConfigError(f"storage backend {scheme!r} is not available: {exc}") from None
-    return module.open(url, timeout)  # type: ignore[no-any-return]
+    return module.open(url, timeout, create)  # type: ignore[no-any-return]

@@ -7,6 +7,9 @@ corrupt the file. Each `commit` is ``BEGIN IMMEDIATE`` ... ``COMMIT``: taking th
 up front means two writers wait for each other (busy timeout) instead of deadlocking on a
 read-to-write upgrade. SQLite on NFS is unsafe (its locks are advisory and NFS's are not
 reliable): use MySQL on a shared store.
+
+The reads and compare-and-sets it shares with MySQL are in sqlstore.py; creating, checking
+and purging the database in sqlite_maintenance.py.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ from itertools import chain, islice
 import _sqlite3 as sqlite3
 
 from spamsift.filter.engine.config import sqlite_path
-from spamsift.filter.engine.errors import (ConfigError, ConflictError, CorruptDatabaseError,
-                                  StorageError, StorageUnavailableError)
-from spamsift.filter.engine.store.base import STAT_FIELDS, Batch, Signature, Stats
+from spamsift.filter.engine.errors import (ConfigError, CorruptDatabaseError, NoDatabaseError,
+                                           StorageUnavailableError)
+from spamsift.filter.engine.store.base import STAT_FIELDS, Batch
+from spamsift.filter.engine.store.sqlite_txn import SCHEMA_VERSION, WriteLock, translate
+from spamsift.filter.engine.store.sqlstore import SQLStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
-SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
+    from spamsift.filter.engine.store.base import Store
+
 # Checkpoint the WAL into the database once it is this large. Why by hand: the inline filter
 # ends its process without closing (see spamsift.filter.cli.FAST_EXIT), and a database whose last
 # user did not close is "recovered" by the next opener, which forgets how much of the WAL was
@@ -36,67 +42,45 @@ SCHEMA_VERSION = 2  # 2: dspam_token_data.weight (the logistic model)
 # 4 MB (about ten messages) keeps recovery cheap and spreads the copy over several messages.
 CHECKPOINT_BYTES = 4 << 20
 _CHUNK = 30000  # host parameters per IN (...): below SQLite's 32766 limit
-_KEY_CHUNK = 500  # message keys / signature ids per IN (...) of the watcher's bulk reads
 _BULK_ROWS = 2000  # token rows from which a commit writes them as JSON statements
 _JSON_ROWS = 50000  # rows per JSON statement: bounds the transient lists and text
 _SIGN = 1 << 63
 _WRAP = 1 << 64
 
 
-class _WriteLock:
-    """``with _WriteLock(db):`` -- BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
-
-    The write lock is taken up front (see the module docstring). A class, not
-    contextlib.contextmanager: the filter opens this store on every message and contextlib
-    would be one more import at its start."""
-
-    __slots__ = ("db",)
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind, exc, tb) -> None:
-        if self.db.in_transaction:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
 def _to_db(token: int) -> int:
+    """A token id as SQLite stores it: signed (see the schema)."""
     return token - _WRAP if token >= _SIGN else token
 
 
-def _from_db(token: int) -> int:
-    return token + _WRAP if token < 0 else token
-
-
-def open(url: str, timeout: float) -> SQLiteStore:  # noqa: A001 - the registry's entry point
-    """``sqlite:///abs/path.db`` (or ``sqlite:////abs/path.db``), ``sqlite://rel/path.db``."""
+def open(url: str, timeout: float, create: bool = True) -> SQLiteStore:  # noqa: A001
+    """``sqlite:///abs/path.db`` (or ``sqlite:////abs/path.db``), ``sqlite://rel/path.db``
+    (the registry's entry point). Without `create`, a file that does not exist is
+    NoDatabaseError, not a new database."""
     path = sqlite_path(url)
     if not path.strip("/"):
         # sqlite3 would open a private temporary database, lost with the process.
         raise ConfigError(f"storage URL {url!r} names no database file: use sqlite:///PATH")
+    if not create and not os.path.exists(path):
+        raise NoDatabaseError(f"no database at {path} (the first filtered message or "
+                              "'spamsift db init' creates it)")
     return SQLiteStore(path, timeout)
 
 
-def _translate(exc: sqlite3.Error, path: str) -> StorageError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.IntegrityError):
-        return StorageError(f"{path}: {text}")  # a constraint, not a damaged file
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text
-                                                      or "unable to open" in text
-                                                      or "readonly" in text or "disk" in text):
-        return StorageUnavailableError(f"{path}: {text}")
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-        return CorruptDatabaseError(f"{path}: {text}")
-    if "malformed" in text or "not a database" in text:
-        return CorruptDatabaseError(f"{path}: {text}")
-    return StorageUnavailableError(f"{path}: {text}")
-
-
-class SQLiteStore:
+class SQLiteStore(SQLStore):
     """The `Store` contract on one SQLite file."""
+
+    MARK = "?"
+    WATCH_SET = ("INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
+                 "updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (uid, message_key) DO "
+                 "UPDATE SET folder_class = ?3, updated_at = ?4")
+    WATCH_INSERT_NEW = ("INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
+                        "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (uid, message_key) DO "
+                        "NOTHING")
+    LEARNED_ADD = ("ON CONFLICT (uid, message_key, learned_class) DO UPDATE SET "
+                   "copies = copies + excluded.copies, step = step + excluded.step")
+    INTEGRITY_ERROR = sqlite3.IntegrityError
+    reopenable = True
 
     def __init__(self, path: str, timeout: float = 10.0) -> None:
         self.path = path
@@ -111,9 +95,13 @@ class SQLiteStore:
             self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
-                self._create()
+                from spamsift.filter.engine.store import sqlite_maintenance
+
+                sqlite_maintenance.create(self)
             elif version < SCHEMA_VERSION:
-                self._upgrade()
+                from spamsift.filter.engine.store import sqlite_maintenance
+
+                sqlite_maintenance.upgrade(self)
             elif version > SCHEMA_VERSION:
                 raise CorruptDatabaseError(
                     f"{path}: schema version {version} is newer than this spamsift ({SCHEMA_VERSION})")
@@ -125,38 +113,44 @@ class SQLiteStore:
             self.db.execute("PRAGMA cache_size = -65536")
             self.timeout_ms = int(timeout * 1000)
         except sqlite3.Error as exc:
-            raise _translate(exc, path) from None
+            raise translate(exc, path) from None
         except OSError as exc:
             raise StorageUnavailableError(f"{path}: {exc.strerror}") from None
 
-    def _create(self) -> None:
-        from spamsift import sql
+    # -- the dialect (sqlstore.py) -------------------------------------------------------
+    def _query(self, sql_text: str, params=()) -> list[tuple]:
+        try:
+            return self.db.execute(sql_text, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
 
-        with _WriteLock(self.db):
-            # Re-check under the write lock: another process may have created it meanwhile.
-            if self.db.execute("PRAGMA user_version").fetchone()[0] != 0:
-                self.db.execute("ROLLBACK")
-                return
-            names = [r[0] for r in self.db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")]
-            if names:
-                raise CorruptDatabaseError(
-                    f"{self.path}: holds tables ({', '.join(names[:3])}) but is not a spamsift "
-                    "database; refusing to touch it")
-            for statement in sql.read("sqlite", "schema.sql").split(";\n"):
-                if statement.strip() and not statement.strip().startswith("PRAGMA"):
-                    self.db.execute(statement)
-            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        if self.path != ":memory:":
-            self.db.execute("PRAGMA journal_mode = WAL")
+    def _token_row_lists(self, uids: Sequence[int], tokens, columns: str,
+                         condition: str) -> Iterator[list[tuple]]:
+        ids = [_to_db(t) for t in tokens]
+        step = _CHUNK - len(uids)
+        try:
+            for i in range(0, len(ids), step):
+                chunk = ids[i:i + step]
+                yield self.db.execute(
+                    f"SELECT token, {columns} FROM dspam_token_data WHERE "
+                    f"{self._uids_are(uids)} AND token IN ({','.join('?' * len(chunk))})"
+                    f"{condition}",
+                    [*uids, *chunk]).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
 
-    def _upgrade(self) -> None:
-        """Schema 1 -> 2: add the weight column (under the write lock, once)."""
-        with _WriteLock(self.db):
-            if self.db.execute("PRAGMA user_version").fetchone()[0] == 1:
-                self.db.execute("ALTER TABLE dspam_token_data ADD COLUMN "
-                                "weight REAL NOT NULL DEFAULT 0")
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    @staticmethod
+    def _from_db(token: int) -> int:
+        return token + _WRAP if token < 0 else token
+
+    @staticmethod
+    def _duplicate_key(exc: Exception) -> bool:
+        return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_PRIMARYKEY",
+                                                        "SQLITE_CONSTRAINT_UNIQUE")
+
+    def _execute(self, sql_text: str, params: tuple) -> int:
+        """Run one statement of an open transaction; the rows it matched."""
+        return self.db.execute(sql_text, params).rowcount
 
     # -- users ---------------------------------------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:
@@ -169,7 +163,7 @@ class SQLiteStore:
                 row = self.db.execute("SELECT uid FROM dspam_virtual_uids WHERE username = ?",
                                       (username,)).fetchone()
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
         return None if row is None else row[0]
 
     # Names are read as bytes and decoded with replacement: one name that is not UTF-8
@@ -184,156 +178,6 @@ class SQLiteStore:
             "SELECT uid, CAST(username AS BLOB) FROM dspam_virtual_uids ORDER BY username",
             ())]
 
-    def _query(self, sql_text: str, params: tuple) -> list[tuple]:
-        try:
-            return self.db.execute(sql_text, params).fetchall()
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-
-    # -- reading -------------------------------------------------------------------------
-    def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
-        ids = [_to_db(t) for t in tokens]
-        found: dict[int, tuple[int, int]] = {}
-        try:
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for token, spam, innocent in self.db.execute(
-                        "SELECT token, spam_hits, innocent_hits FROM dspam_token_data "
-                        f"WHERE uid = ? AND token IN ({marks})", [uid, *chunk]):
-                    found[_from_db(token)] = (spam, innocent)
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-        return found
-
-    def weights(self, uid: int, tokens) -> dict[int, float]:
-        ids = [_to_db(t) for t in tokens]
-        found: dict[int, float] = {}
-        try:
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for token, weight in self.db.execute(
-                        "SELECT token, weight FROM dspam_token_data "
-                        f"WHERE uid = ? AND token IN ({marks}) AND weight <> 0", [uid, *chunk]):
-                    found[_from_db(token)] = weight
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-        return found
-
-    def counts_and_weights(self, uid: int, tokens):
-        ids = [_to_db(t) for t in tokens]
-        counts: dict[int, tuple[int, int]] = {}
-        weights: dict[int, float] = {}
-        try:
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for token, spam, innocent, weight in self.db.execute(
-                        "SELECT token, spam_hits, innocent_hits, weight FROM dspam_token_data "
-                        f"WHERE uid = ? AND token IN ({marks})", [uid, *chunk]):
-                    token = _from_db(token)
-                    counts[token] = (spam, innocent)
-                    if weight:
-                        weights[token] = weight
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-        return counts, weights
-
-    def counts_and_weights_of(self, uids, tokens):
-        uids = list(dict.fromkeys(uids))
-        found: dict[int, tuple[dict[int, tuple[int, int]], dict[int, float]]] = {
-            uid: ({}, {}) for uid in uids}
-        ids = [_to_db(t) for t in tokens]
-        step = _CHUNK - len(uids)
-        try:
-            for i in range(0, len(ids), step):
-                chunk = ids[i:i + step]
-                for uid, token, spam, innocent, weight in self.db.execute(
-                        "SELECT uid, token, spam_hits, innocent_hits, weight FROM "
-                        f"dspam_token_data WHERE uid IN ({','.join('?' * len(uids))}) "
-                        f"AND token IN ({','.join('?' * len(chunk))})", [*uids, *chunk]):
-                    counts, weights = found[uid]
-                    token = _from_db(token)
-                    counts[token] = (spam, innocent)
-                    if weight:
-                        weights[token] = weight
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-        return found
-
-    def stats(self, uid: int) -> Stats:
-        rows = self._query(f"SELECT {', '.join(STAT_FIELDS)} FROM dspam_stats WHERE uid = ?",
-                           (uid,))
-        return Stats(*rows[0]) if rows else Stats()
-
-    def has_tokens(self, uid: int) -> bool:
-        return bool(self._query("SELECT 1 FROM dspam_token_data WHERE uid = ? LIMIT 1", (uid,)))
-
-    def signature(self, signature_id: str) -> Signature | None:
-        rows = self._query(f"SELECT {Signature.COLUMNS} FROM dspam_signature_data "
-                          "WHERE signature = ?", (signature_id,))
-        return Signature.from_row(signature_id, rows[0]) if rows else None
-
-    def preferences(self, uid: int) -> dict[str, str]:
-        return dict(self._query(
-            "SELECT preference, value FROM dspam_preferences WHERE uid = ?", (uid,)))
-
-    def sources(self, uid: int | None = None, since: str | None = None):
-        where: list[str] = []
-        params: list[object] = []
-        if uid is not None:
-            where.append("uid = ?")
-            params.append(uid)
-        if since is not None:
-            where.append("last_seen >= ?")
-            params.append(since)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        return [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in self._query(
-            "SELECT uid, ip, spam_hits, innocent_hits FROM spamsift_sources"
-            + clause + " ORDER BY uid, ip", tuple(params))]
-
-    def all_stats(self) -> dict[int, Stats]:
-        return {int(r[0]): Stats(*r[1:]) for r in self._query(
-            f"SELECT uid, {', '.join(STAT_FIELDS)} FROM dspam_stats", ())}
-
-    def daily_stats(self, since: str) -> list[tuple[int, str, tuple[int, ...]]]:
-        return [(int(r[0]), str(r[1]), tuple(int(v) for v in r[2:])) for r in self._query(
-            f"SELECT uid, day, {', '.join(STAT_FIELDS)} FROM spamsift_stats_daily "
-            "WHERE day >= ? ORDER BY uid, day", (since,))]
-
-    def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
-        from spamsift.filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
-
-        return self._query(f"SELECT uid, day, {DAILY_MESSAGES}, {DAILY_ERRORS} FROM "
-                           "spamsift_stats_daily WHERE day >= ? ORDER BY uid, day", (since,))
-
-    def preference_values(self, key: str) -> dict[int, str]:
-        return {int(r[0]): r[1] for r in self._query(
-            "SELECT uid, value FROM dspam_preferences WHERE preference = ?", (key,))}
-
-    def watch_states(self, uid: int, keys) -> dict[str, str]:
-        keys = list(keys)
-        found: dict[str, str] = {}
-        for i in range(0, len(keys), _KEY_CHUNK):
-            chunk = keys[i:i + _KEY_CHUNK]
-            found.update(self._query(
-                "SELECT message_key, folder_class FROM spamsift_watch_messages WHERE uid = ? "
-                f"AND message_key IN ({','.join('?' * len(chunk))})", (uid, *chunk)))
-        return found
-
-    def signature_states(self, ids) -> dict[str, tuple[int, str, str]]:
-        ids = list(ids)
-        found: dict[str, tuple[int, str, str]] = {}
-        for i in range(0, len(ids), _KEY_CHUNK):
-            chunk = ids[i:i + _KEY_CHUNK]
-            for sig_id, uid, result, trained in self._query(
-                    "SELECT signature, uid, result, trained FROM dspam_signature_data "
-                    f"WHERE signature IN ({','.join('?' * len(chunk))})", tuple(chunk)):
-                found[sig_id] = (int(uid), result, trained)
-        return found
-
-    # -- writing -------------------------------------------------------------------------
     def set_preference(self, uid: int, key: str, value: str | None) -> None:
         try:
             if value is None:
@@ -345,19 +189,59 @@ class SQLiteStore:
                     "ON CONFLICT (uid, preference) DO UPDATE SET value = excluded.value",
                     (uid, key, value))
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
 
+    # -- reports -------------------------------------------------------------------------
+    def daily_totals(self, since: str) -> list[tuple[int, str, int, int]]:
+        from spamsift.filter.engine.store.base import DAILY_ERRORS, DAILY_MESSAGES
+
+        return self._query(f"SELECT uid, day, {DAILY_MESSAGES}, {DAILY_ERRORS} FROM "
+                           "spamsift_stats_daily WHERE day >= ? ORDER BY uid, day", (since,))
+
+    # -- maintenance: sqlite_maintenance.py, imported only when one of these is called (the
+    # per-message filter never does) ----------------------------------------------------
+    def purge_step(self, rule, limit: int, cursor):
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.purge_step(self, rule, limit, cursor)
+
+    def initialize(self) -> list[str]:
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.initialize(self)
+
+    def check(self) -> list[str]:
+        return self.schema_problems() + self.write_problems()
+
+    def schema_problems(self) -> list[str]:
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.schema_problems(self)
+
+    def write_problems(self) -> list[str]:
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.write_problems(self)
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the whole WAL into the database and empty it (waits for readers)."""
+        try:
+            return tuple(self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    # -- writing -------------------------------------------------------------------------
     def commit(self, uid: int, batch: Batch) -> None:
         self.commit_group([(uid, batch)])
 
     def commit_group(self, items: list[tuple[int, Batch]]) -> None:
         db = self.db
         try:
-            with _WriteLock(db):
+            with WriteLock(db):
                 for uid, batch in items:
                     self._write(uid, batch)
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
         self._maybe_checkpoint()
 
     def _maybe_checkpoint(self) -> None:
@@ -379,144 +263,11 @@ class SQLiteStore:
             except sqlite3.Error:
                 pass
 
-    # SQLite has no last_hit index (see the schema): purge walks the primary key instead, one
-    # pass over the table whatever the ages, and deletes each batch by key.
-    _PURGE_KEYS = {"dspam_token_data": ("uid", "token"), "dspam_signature_data": ("signature",),
-                   "spamsift_sources": ("uid", "ip"),
-                   "spamsift_watch_messages": ("uid", "message_key")}
-
-    def _purge_where(self, rule) -> tuple[str, list]:
-        from spamsift.filter.engine.purging import DATE_COLUMN
-
-        where = f"{DATE_COLUMN[rule.table]} < ? AND ({rule.condition})"
-        params: list = [rule.before]
-        if rule.uids is not None:
-            where += f" AND uid IN ({','.join('?' * len(rule.uids))})"
-            params += list(rule.uids)
-        return where, params
-
-    def purge_step(self, rule, limit: int, cursor):
-        keys = self._PURGE_KEYS[rule.table]
-        where, params = self._purge_where(rule)
-        # The DELETE repeats the rule: a row a delivery or a training touched since the
-        # SELECT no longer matches it and must stay (deleting it lost those new hits).
-        still, still_params = where, list(params)
-        if cursor is not None:
-            where += f" AND ({', '.join(keys)}) > ({', '.join('?' * len(keys))})"
-            params += list(cursor)
-        rows = self._query(f"SELECT {', '.join(keys)} FROM {rule.table} WHERE {where} "
-                           f"ORDER BY {', '.join(keys)} LIMIT {int(limit)}", tuple(params))
-        if not rows:
-            return 0, None
-        match = " AND ".join(f"{k} = ?" for k in keys)
-        try:
-            with _WriteLock(self.db):
-                deleted = self.db.executemany(
-                    f"DELETE FROM {rule.table} WHERE {match} AND {still}",
-                    [(*row, *still_params) for row in rows]).rowcount
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-        return deleted, (tuple(rows[-1]) if len(rows) == limit else None)
-
-    def purge_count(self, rule) -> int:
-        where, params = self._purge_where(rule)
-        return self._query(f"SELECT count(*) FROM {rule.table} WHERE {where}",
-                           tuple(params))[0][0]
-
-    def initialize(self) -> list[str]:
-        """Create tables the file lacks (a new file got them all when it was opened)."""
-        from spamsift import sql
-
-        done = []
-        have = {r[0] for r in self._query("SELECT name FROM sqlite_master", ())}
-        for statement in sql.statements("sqlite"):
-            words = statement.split()
-            if words[:2] == ["CREATE", "TABLE"] and words[2] not in have:
-                self._query(statement, ())
-                done.append(f"created {words[2]}")
-            elif words[:2] == ["CREATE", "INDEX"] and words[2] not in have:
-                self._query(statement, ())
-        return done
-
-    def check(self) -> list[str]:
-        return self.schema_problems() + self.write_problems()
-
-    def schema_problems(self) -> list[str]:
-        """What is wrong with the database itself: integrity, tables, columns, version."""
-        from spamsift import sql
-
-        problems = [f"integrity: {row[0]}" for row in self._query("PRAGMA quick_check", ())
-                    if row[0] != "ok"]
-        for table, columns in sql.tables("sqlite").items():
-            have = [row[1] for row in self._query(f'PRAGMA table_info("{table}")', ())]
-            if not have:
-                problems.append(f"table {table} is missing")
-            elif [c for c in columns if c not in have]:
-                problems.append(f"table {table} lacks columns "
-                                + ", ".join(c for c in columns if c not in have))
-        version = self._query("PRAGMA user_version", ())[0][0]
-        if version != SCHEMA_VERSION:
-            problems.append(f"schema version {version}, this spamsift uses {SCHEMA_VERSION}")
-        return problems
-
-    def write_problems(self) -> list[str]:
-        """What keeps this process from writing the database (a delivery that cannot write
-        passes mail through unfiltered): the file, its folder (SQLite makes -wal and -shm
-        there), an existing -wal or -shm, and the write lock itself."""
-        who = f"uid {os.geteuid()}"
-        problems = []
-        folder = os.path.dirname(os.path.abspath(self.path))
-        for path in (self.path, self.path + "-wal", self.path + "-shm"):
-            if os.path.exists(path) and not os.access(path, os.W_OK):
-                problems.append(f"{path}: not writable by {who} (fix: the spamsift user owns "
-                                "the database; deliveries go through the daemon)")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            problems.append(f"{folder}: {who} cannot create files here (SQLite's -wal and "
-                            "-shm)")
-        if not problems:
-            try:
-                with _WriteLock(self.db):
-                    pass
-            except sqlite3.Error as exc:
-                problems.append(f"{self.path}: cannot take the write lock as {who}: {exc}")
-        return problems
-
-    def checkpoint(self) -> tuple[int, int, int]:
-        """Copy the whole WAL into the database and empty it (waits for readers)."""
-        try:
-            return tuple(self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-
     def _write(self, uid: int, batch: Batch) -> None:
         db, day = self.db, batch.day
-        update = batch.signature_update
-        if update is not None:
-            cur = db.execute(
-                "UPDATE dspam_signature_data SET trained = ?, counter = ?, data = ? "
-                "WHERE signature = ? AND uid = ? AND trained = ?",
-                (update.trained, update.counter, update.data, update.id, uid, update.expected))
-            if cur.rowcount != 1:
-                raise ConflictError(f"signature {update.id} changed under us")
-        for watch in sorted(batch.watch, key=lambda w: w.key):
-            if watch.expected == watch.ANY:
-                cur = db.execute(
-                    "INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
-                    "updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (uid, message_key) DO "
-                    "UPDATE SET folder_class = ?3, updated_at = ?4",
-                    (uid, watch.key, watch.klass, watch.at))
-            elif watch.expected is None:
-                cur = db.execute(
-                    "INSERT INTO spamsift_watch_messages (uid, message_key, folder_class, "
-                    "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (uid, message_key) DO NOTHING",
-                    (uid, watch.key, watch.klass, watch.at))
-            else:
-                cur = db.execute(
-                    "UPDATE spamsift_watch_messages SET folder_class = ?, updated_at = ? "
-                    "WHERE uid = ? AND message_key = ? AND folder_class = ?",
-                    (watch.klass, watch.at, uid, watch.key, watch.expected))
-            if cur.rowcount != 1:
-                raise ConflictError(f"watch state of {watch.key[:40]} changed under us")
+        self._write_compare_and_sets(self._execute, uid, batch)
+        if batch.learned:
+            self._write_learned(self._execute, uid, batch)
         tokens, weights = batch.tokens, batch.weights
         if (len(tokens) + len(weights) >= _BULK_ROWS
                 and min((min(d) for d in tokens.values()), default=0) >= 0):
@@ -604,13 +355,8 @@ class SQLiteStore:
             dsets = ", ".join(f"{f} = {f} + ?{i + 3}" for i, f in enumerate(STAT_FIELDS))
             db.execute(f"INSERT INTO spamsift_stats_daily (uid, day, {cols}) VALUES (?1, ?2, {plain}) "
                        f"ON CONFLICT (uid, day) DO UPDATE SET {dsets}", [uid, day, *deltas])
-        sig = batch.new_signature
-        if sig is not None:
-            db.execute(
-                "INSERT INTO dspam_signature_data (uid, signature, data, length, created_on, "
-                "created_at, result, trained, counter, source_ip) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (uid, sig.id, sig.pack(), len(sig.tokens), day, sig.created, sig.result,
-                 sig.trained, sig.counter, sig.source_ip))
+        if batch.new_signature is not None:
+            self._insert_signature(self._execute, uid, day, batch.new_signature)
         for ip, (spam, innocent) in batch.sources.items():
             db.execute(
                 "INSERT INTO spamsift_sources (uid, ip, spam_hits, innocent_hits, last_seen) "
@@ -623,3 +369,8 @@ class SQLiteStore:
             self.db.close()
         except sqlite3.Error:
             pass
+
+
+if TYPE_CHECKING:
+    def _is_a_store(store: SQLiteStore) -> Store:  # mypy checks the whole contract here
+        return store
