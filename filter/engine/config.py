@@ -7,8 +7,8 @@ Precedence, lowest first: the defaults in `KEYS`, the TOML file (``--config``, e
 
 `tomllib` costs ~20 ms to import on the 2-core reference machine, more than the whole
 per-message budget allows, so the parsed file is kept in a marshal cache beside the database
-(``home/config.cache``) keyed by the file's path, size and mtime; a stale or unreadable cache is
-simply re-parsed.
+(``home/config.cache``, configfile.py) keyed by the file's path, size and mtime; a stale or
+unreadable cache is simply re-parsed.
 """
 
 from __future__ import annotations
@@ -387,68 +387,6 @@ class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _
         return self.storage or "sqlite://" + os.path.join(self.home, "spamsift.db")
 
 
-def _parse_toml(path: str) -> dict[str, object]:
-    from spamsift.filter.engine.errors import ConfigError
-
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
-    import tomllib
-
-    try:
-        parsed = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parsed
-
-
-def _cached_toml(path: str, home_hint: str) -> dict[str, object]:
-    """Parse `path`, going through a marshal cache in `home_hint` when one is usable."""
-    import marshal
-
-    try:
-        st = os.stat(path)
-    except OSError:
-        return _parse_toml(path)  # raises a clear ConfigError
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    cache = os.path.join(home_hint, "config.cache")
-    try:
-        with open(cache, "rb") as fh:
-            cst = os.fstat(fh.fileno())
-            # The cache decides who is trusted, so only a file that nobody else could have
-            # written counts: owned by root or by the configuration's owner, not group- or
-            # world-writable. And none more readable than the configuration (which may hold a
-            # MySQL password), nor readable by another group: such a cache is rewritten.
-            if (cst.st_uid in (0, st.st_uid) and not cst.st_mode & 0o022
-                    and not cst.st_mode & 0o044 & ~st.st_mode
-                    and (not cst.st_mode & 0o040 or cst.st_gid == st.st_gid)):
-                cached_key, cached = marshal.load(fh)
-                if tuple(cached_key) == key and isinstance(cached, dict):
-                    return cached
-    except (OSError, EOFError, ValueError, TypeError):
-        pass
-    parsed = _parse_toml(path)
-    try:
-        tmp = f"{cache}.{os.getpid()}"
-        # Readable by exactly whom the configuration is readable by: its read bits and its
-        # group. (A cache of 0644 let every local user read a configuration kept at 0600.)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            try:  # root hands it to the configuration's owner, who may then read it too
-                os.fchown(fh.fileno(), st.st_uid if os.geteuid() == 0 else -1, st.st_gid)
-            except OSError:
-                pass  # not a group of ours: owner-only below is then all it gets
-            else:
-                os.fchmod(fh.fileno(), 0o600 | (st.st_mode & 0o044))
-            marshal.dump((key, parsed), fh)
-        os.replace(tmp, cache)
-    except (OSError, ValueError):
-        pass  # no cache is only slower: the home may not be ours to write
-    return parsed
-
-
 def sqlite_path(url: str) -> str:
     """The file a ``sqlite://`` URL names: ``sqlite:///abs/x.db`` (or ``sqlite:////abs/x.db``)
     -> /abs/x.db, ``sqlite://rel/x.db`` -> rel/x.db; empty when it names none."""
@@ -487,7 +425,9 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
     groups: tuple = ()
     if explicit or os.path.exists(path):
         home_hint = env.get("SPAMSIFT_HOME") or DEFAULT_HOME
-        raw = _cached_toml(path, home_hint) if use_cache else _parse_toml(path)
+        from spamsift.filter.engine.configfile import cached_toml, parse_toml
+
+        raw = cached_toml(path, home_hint) if use_cache else parse_toml(path)
         for key, value in raw.items():
             if key == "groups":  # site-wide tables, not a setting (docs/groups.md)
                 from spamsift.filter.engine import groups as groups_module
