@@ -232,51 +232,6 @@ def replay(settings, spool: Spool, user: str, order, progress,
     return results
 
 
-def group_view(source, group_name: str):
-    """A private memory store in which group `group_name`'s data is read from `source` (the
-    site's store) and never written: a replay as a new member of the group."""
-    from spamsift.filter.engine.store.memory import MemoryStore
-
-    real = source.uid(group_name, create=False)
-    if real is None:
-        raise UsageError(f"group {group_name} has no data yet (spamsift train --user "
-                         f"{group_name})")
-
-    class GroupView(MemoryStore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.group = self.uid(group_name)
-
-        def counts_and_weights_of(self, uids, tokens):
-            tokens = list(tokens)
-            out = super().counts_and_weights_of([u for u in uids if u != self.group], tokens)
-            if self.group in uids:
-                out[self.group] = source.counts_and_weights(real, tokens)
-            return out
-
-        def counts_and_weights(self, uid, tokens):
-            if uid == self.group:
-                return source.counts_and_weights(real, tokens)
-            return super().counts_and_weights(uid, tokens)
-
-        def lookup(self, uid, tokens):
-            return source.lookup(real, tokens) if uid == self.group else super().lookup(
-                uid, tokens)
-
-        def weights(self, uid, tokens):
-            return source.weights(real, tokens) if uid == self.group else super().weights(
-                uid, tokens)
-
-        def stats(self, uid):
-            return source.stats(real) if uid == self.group else super().stats(uid)
-
-        def commit(self, uid, batch) -> None:
-            if uid != self.group:  # the group's own counters (verdicts decided) stay real
-                super().commit(uid, batch)
-
-    return GroupView()
-
-
 class FoldView:
     """A read-only `AgentStore`: all training counts minus those of the fold under test.
     Cross-validation only classifies: a write is a bug."""
@@ -495,11 +450,13 @@ def main(argv: list[str] | None = None) -> int:
                 report["replay"] = figures(replay(settings.with_groups(()) if args.group
                                                   else settings, spool, user, order,
                                                   progress.advance), band)
-                if args.group:
+                if args.group:  # the replay again, as a new member of the group
+                    from spamsift.trainer.evaluate_group import as_member
+
                     report["group"] = args.group
-                    report["replay_with_group"] = figures(
-                        _replay_in_group(settings, spool, user, order, progress.advance,
-                                         args.group), band)
+                    with as_member(settings, args.group) as (member, store):
+                        report["replay_with_group"] = figures(replay(
+                            member, spool, user, order, progress.advance, store), band)
             if args.folds:
                 report["cross_validation"] = figures(cross_validate(
                     settings, spool, args.folds, progress.advance), tuple(settings.unsure_band))
@@ -519,28 +476,6 @@ def main(argv: list[str] | None = None) -> int:
     except (SpamsiftError, OSError) as exc:
         return command_failed("evaluate", exc)
     return exitcodes.OK
-
-
-def _replay_in_group(settings, spool: Spool, user: str, order, progress,
-                     name: str) -> list[tuple[bool, bool, float, float]]:
-    """The replay of `user` as a new member of group `name` (merged or global), whose data
-    is read from the site's store."""
-    from spamsift.filter.engine import users as users_mod
-    from spamsift.filter.engine.store.base import open_store
-
-    name = users_mod.validate(name)
-    group = next((g for g in settings.groups if g.name == name), None)
-    if group is None or group.type not in ("merged", "global"):
-        raise UsageError(f"--group {name}: not a merged or global group of the configuration")
-    source = open_store(settings.storage_url, settings.storage_timeout, create=False)
-    try:
-        from spamsift.filter.engine.groups import Group
-
-        member = Group(group.name, group.type, ("*",))
-        return replay(settings.with_groups((member,)), spool, user, order, progress,
-                      group_view(source, name))
-    finally:
-        source.close()
 
 
 def _user_settings(settings, user: str):
