@@ -148,3 +148,77 @@ def db_main(argv: list[str] | None = None) -> int:
         return exitcodes.DATAERR
     print("ok")
     return exitcodes.OK
+
+
+def groups_main(argv: list[str] | None = None) -> int:
+    """``spamsift groups [list|show USER|import FILE]``: DSPAM's groups (docs/groups.md)."""
+    parser = argparse.ArgumentParser(
+        prog="spamsift groups",
+        description="List the configured groups and what each contributed (list, the "
+                    "default), the groups that apply to one user (show USER), or print DSPAM's "
+                    "GroupConfig file as [groups.NAME] tables for the configuration (import "
+                    "FILE; - reads standard input).")
+    parser.add_argument("action", nargs="?", default="list", choices=("list", "show", "import"))
+    parser.add_argument("argument", nargs="?", metavar="USER|FILE")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--config")
+    args = parser.parse_args(argv)
+    from spamsift.filter.engine import groups
+
+    try:
+        if args.action == "import":
+            if not args.argument:
+                parser.error("import needs a GroupConfig file (- for standard input)")
+            if args.argument == "-":
+                text, origin = sys.stdin.read(), "<stdin>"
+            else:
+                try:
+                    with open(args.argument, encoding="utf-8", errors="replace") as fh:
+                        text = fh.read()
+                except OSError as exc:
+                    print(f"spamsift groups: cannot read {args.argument}: {exc.strerror}",
+                          file=sys.stderr)
+                    return exitcodes.NOINPUT
+                origin = args.argument
+            imported = groups.import_groupconfig(text, origin)
+            if args.json:
+                print(json.dumps([{"name": g.name, "type": g.type, "members": list(g.members)}
+                                  for g in imported], indent=2))
+            else:
+                print(f"# DSPAM groups from {origin}: add these tables to the configuration")
+                print("\n".join(g.as_toml() for g in imported), end="")
+            return exitcodes.OK
+        settings = config.load(args.config)
+        if args.action == "show":
+            from spamsift.filter.engine import users
+
+            if not args.argument:
+                parser.error("show needs a USER")
+            name = users.validate(args.argument)
+            found = groups.membership(settings.groups, name).all()
+            if args.json:
+                print(json.dumps({"user": name, "groups": [
+                    {"name": g.name, "type": g.type} for g in found]}, indent=2))
+            else:
+                for g in found:
+                    print(f"{g.name} ({g.type})")
+                if not found:
+                    print(f"{name}: no group applies")
+            return exitcodes.OK
+        from spamsift.filter.engine.store.base import open_store
+
+        store = open_store(settings.storage_url, settings.storage_timeout, create=False)
+        try:
+            done = groups.contributions(store, settings.groups)
+        finally:
+            store.close()
+    except SpamsiftError as exc:
+        return command_failed("groups", exc)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in done], indent=2))
+    else:
+        for c in done:
+            print(c.line())
+        if not done:
+            print(f"no groups in {settings.origin} ([groups.NAME] tables, docs/groups.md)")
+    return exitcodes.OK

@@ -15,6 +15,8 @@ COMMANDS = {
                "classify/train one message (DSPAM's command line)"),
     "config": ("spamsift.filter.admin", "config_main", "print the effective configuration"),
     "prefs": ("spamsift.filter.admin", "prefs_main", "show or set a user's preferences"),
+    "groups": ("spamsift.filter.admin", "groups_main",
+               "DSPAM's groups: list, show a user's, import a GroupConfig"),
     "daemon": ("spamsift.filter.daemon", "main", "serve `spamsift filter` from a resident process"),
     "db": ("spamsift.filter.admin", "db_main",
            "create/upgrade the schema (init) or check a database"),

@@ -73,6 +73,56 @@ def test_counts_and_weights_read_both_in_one_go(store):
     assert store.counts_and_weights(store.uid("v"), asked) == ({}, {})
 
 
+def test_counts_and_weights_of_reads_several_users_in_one_go(store):
+    """`counts_and_weights_of` answers per uid exactly what `counts_and_weights` answers for
+    each alone (a group member's message reads the member's and the group's rows at once),
+    across both halves of the 64-bit range and more tokens than one statement takes."""
+    a, b, c = store.uid("member"), store.uid("site"), store.uid("nobody")
+    ids = list(range(10, 20010))
+    for uid, spam in ((a, 1), (b, 3)):
+        batch = Batch("2026-11-24")
+        for t in ids[::2] if uid == a else ids:
+            batch.add_token(t, spam, 1)
+        batch.add_token(BIG, spam, 0)
+        batch.add_weight(MID, 0.5 * spam)
+        store.commit(uid, batch)
+    asked = [1, BIG, MID, *ids]
+    got = store.counts_and_weights_of([a, b, c], asked)
+    assert set(got) == {a, b, c}
+    assert got[a] == store.counts_and_weights(a, asked)
+    assert got[b] == store.counts_and_weights(b, asked)
+    assert got[c] == ({}, {})
+    assert got[a][0][BIG] == (1, 0) and got[b][0][BIG] == (3, 0)
+    assert got[a][1] == {MID: 0.5} and got[b][1] == {MID: 1.5}
+    assert len(got[a][0]) == len(ids) // 2 + 2 and len(got[b][0]) == len(ids) + 2
+
+
+def test_signature_keeps_whose_data_it_changed_and_its_flags(store):
+    """A shared group member's signature records the group's uid as `data_uid` and survives
+    the round trip and a compare-and-set; without groups the blob is the old format."""
+    uid, group = store.uid("member"), store.uid("site")
+    plain = _signature("d" * 30, uid)
+    assert plain.pack()[:2] in (b"S1", b"S2") and plain.token_uid == uid
+    sig = _signature("e" * 30, uid)
+    sig.data_uid, sig.model = group, (0.25, -1.5)
+    batch = Batch("2026-11-24")
+    batch.new_signature = sig
+    store.commit(uid, batch)
+    back = store.signature("e" * 30)
+    assert (back.data_uid, back.flags, back.token_uid) == (group, 0, group)
+    assert back.model == (0.25, -1.5) and list(back.tokens) == [1, BIG, 3]
+    assert back.applied == bytes([1, 1, 0]) and back.freqs == bytes([1, 2, 255])
+    back.trained, back.flags = "spam", Signature.INOCULATED
+    update = Batch("2026-11-24")
+    update.signature_update = SignatureUpdate("e" * 30, "innocent", "spam", "spam_learned",
+                                              back.pack())
+    store.commit(uid, update)
+    again = store.signature("e" * 30)
+    assert (again.data_uid, again.flags, again.trained) == (group, Signature.INOCULATED,
+                                                              "spam")
+    assert again.model == (0.25, -1.5) and again.applied == bytes([1, 1, 0])
+
+
 def test_counts_never_go_below_zero_and_pure_decrements_insert_nothing(store):
     uid = store.uid("u")
     batch = Batch("2026-11-24")

@@ -41,11 +41,33 @@ def test_the_state_carrier_commits_the_record_with_the_batch():
 def test_the_state_carrier_offers_exactly_what_the_agent_reads():
     # Agent.user, Agent.learn (scoring with the logistic model) and Agent.retrain; anything
     # else would reach the store around the record, so it must fail instead.
+    # A group member's training is one group commit and reads several users' rows at once
+    # (filter/engine/groups.py); the record rides with it (next test).
     public = {name for name in vars(StateCarrier) if not name.startswith("_")}
-    assert public == {"commit", "uid", "username", "preferences", "stats", "signature",
-                      "lookup", "weights", "counts_and_weights"}
+    assert public == {"commit", "commit_group", "uid", "username", "preferences", "stats",
+                      "signature", "lookup", "weights", "counts_and_weights",
+                      "counts_and_weights_of"}
     with pytest.raises(AttributeError):
-        StateCarrier(open_store("memory://")).commit_group  # noqa: B018
+        StateCarrier(open_store("memory://")).all_stats  # noqa: B018
+
+
+def test_the_state_carrier_commits_the_record_with_a_group_commit():
+    """The record rides with the first item (the acting user's, as the agent orders them):
+    written with the whole group, or, when it is not what was expected, nothing is."""
+    store = open_store("memory://")
+    carrier = StateCarrier(store, [WatchUpdate("k", None, "spam", 1)])
+    member, group = carrier.uid("u"), carrier.uid("site")
+    assert member is not None and group is not None
+    shared = record_batch(0.0)
+    shared.add_token(7, 1, 0)
+    carrier.commit_group([(member, record_batch(0.0)), (group, shared)])
+    assert store.watch_states(member, ["k"]) == {"k": "spam"} and carrier.commits == 1
+    assert store.lookup(group, [7]) == {7: (1, 0)}
+    again = record_batch(0.0)
+    again.add_token(7, 1, 0)
+    with pytest.raises(ConflictError):
+        carrier.commit_group([(member, record_batch(0.0)), (group, again)])
+    assert store.lookup(group, [7]) == {7: (1, 0)} and carrier.commits == 1
 
 
 class RacingStore:

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replay order: by Date header (default) or as read")
     parser.add_argument("--order-file", metavar="FILE",
                         help="write the replay order ('spam|ham NAME' lines) to FILE")
+    parser.add_argument("--group", metavar="NAME",
+                        help="also replay as a new member of this merged or global group "
+                             "(its data is read from the store, never written): the user "
+                             "with and without the group (docs/groups.md)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--config", help="configuration file")
@@ -206,12 +210,14 @@ def message_date(raw: bytes) -> float | None:
 
 
 # -- the two estimates -----------------------------------------------------------------------
-def replay(settings, spool: Spool, user: str, order, progress) -> list[tuple[bool, bool, float, float]]:
-    """Filter each message as `spamsift filter` would, then report its errors."""
+def replay(settings, spool: Spool, user: str, order, progress,
+           store=None) -> list[tuple[bool, bool, float, float]]:
+    """Filter each message as `spamsift filter` would, then report its errors (on `store`,
+    default a fresh memory store)."""
     from spamsift.filter.engine.agent import Agent
     from spamsift.filter.engine.store.memory import MemoryStore
 
-    agent = Agent(settings, MemoryStore())
+    agent = Agent(settings, store if store is not None else MemoryStore())
     ctx = agent.user(user, create=True)
     results = []
     for entry in order:
@@ -254,6 +260,9 @@ class FoldView:
     def commit(self, uid: int, batch: Batch) -> None:
         raise AssertionError("cross-validation only classifies")
 
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
+        raise AssertionError("cross-validation only classifies")
+
     def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
         found = {}
         totals, fold = self.totals, self.fold
@@ -273,6 +282,12 @@ class FoldView:
     def counts_and_weights(self, uid: int, tokens: Collection[int]
                            ) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
         return self.lookup(uid, tokens), {}
+
+    def counts_and_weights_of(self, uids: Collection[int], tokens: Collection[int]
+                              ) -> dict[int, tuple[dict[int, tuple[int, int]],
+                                                   dict[int, float]]]:
+        tokens = list(tokens)
+        return {uid: self.counts_and_weights(uid, tokens) for uid in uids}
 
 
 def cross_validate(settings, spool: Spool, k: int, progress) -> list[tuple[bool, bool, float, float]]:
@@ -350,12 +365,15 @@ def fold_runs(settings, k: int) -> int:
 def render(report: dict, console) -> None:
     from rich.table import Table
 
-    for name in ("replay", "cross_validation"):
+    for name in ("replay", "replay_with_group", "cross_validation"):
         fig = report.get(name)
         if fig is None:
             continue
-        title = ("chronological replay" if name == "replay"
-                 else f"{report['folds']}-fold cross-validation ("
+        title = ("chronological replay" + (" without groups" if "group" in report else "")
+                 if name == "replay" else
+                 f"chronological replay as a new member of {report.get('group')}"
+                 if name == "replay_with_group" else
+                 f"{report['folds']}-fold cross-validation ("
                  + " ".join(fig.get("algorithms", ())) + ")")
         table = Table(title=f"{report['user']}: {title} ({fig['messages']} messages, "
                             f"{fig['spam']} spam, {fig['ham']} ham)")
@@ -378,7 +396,7 @@ def render(report: dict, console) -> None:
         for row in fig["histogram"]:
             hist.add_row(f"{row['from']:.1f}-{row['to']:.1f}", str(row["ham"]), str(row["spam"]))
         console.print(hist)
-        if name == "replay":
+        if name.startswith("replay"):
             console.print("learning curve (errors % per 100 messages): "
                           + " ".join(f"{v:g}" for v in fig["learning_curve"]))
     console.print(f"{report['seconds']:.1f} s, {report['ms_per_message']:.2f} ms a message")
@@ -415,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         report: dict = {"user": user, "folds": args.folds, "settings": {
             "tokenizer": settings.tokenizer, "algorithm": list(settings.algorithm),
             "training_mode": settings.training_mode}}
-        runs = (0 if args.no_replay else 1) + (fold_runs(settings, args.folds)
+        if args.group and args.no_replay:
+            raise UsageError("--group needs the replay (not --no-replay)")
+        runs = (0 if args.no_replay else 1 + bool(args.group)) + (fold_runs(settings, args.folds)
                                                 if args.folds else 0)
         progress = Progress(len(spool.entries) * runs, args.quiet)
         try:
@@ -427,8 +447,16 @@ def main(argv: list[str] | None = None) -> int:
                             f.write(("spam" if entry[4] == "spam" else "ham") + " "
                                     + entry[5] + "\n")
                 band = tuple(settings.unsure_band)
-                report["replay"] = figures(replay(settings, spool, user, order,
+                report["replay"] = figures(replay(settings.with_groups(()) if args.group
+                                                  else settings, spool, user, order,
                                                   progress.advance), band)
+                if args.group:  # the replay again, as a new member of the group
+                    from spamsift.trainer.evaluate_group import as_member
+
+                    report["group"] = args.group
+                    with as_member(settings, args.group) as (member, store):
+                        report["replay_with_group"] = figures(replay(
+                            member, spool, user, order, progress.advance, store), band)
             if args.folds:
                 report["cross_validation"] = figures(cross_validate(
                     settings, spool, args.folds, progress.advance), tuple(settings.unsure_band))

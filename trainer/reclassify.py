@@ -185,14 +185,15 @@ def _leave_out(view, store, uid: int, kind: str, key: str, record, message):
         klass = kind if kind in record else next(iter(record))
         copies, step = record[klass]
         view.leave_out(klass, dict.fromkeys(message.ids.values(), copies),
-                       corpus_counters(klass, copies), step)
+                       corpus_counters(klass, copies), step, data_uid=uid)
         return klass, CORPUS, step / copies, copies
     if not key.startswith(mailfolders.DIGEST_PREFIX):
         sig = store.signature(key)
         if sig is not None and sig.uid == uid and sig.trained:
             amounts = {t: a for t, a in zip(sig.tokens, sig.applied) if a}
             counters = dict.fromkeys(filter(None, sig.counter.split(",")), 1)
-            view.leave_out(sig.trained, amounts, counters, sig.model[0], sig.tokens)
+            view.leave_out(sig.trained, amounts, counters, sig.model[0], sig.tokens,
+                           sig.token_uid)
             return sig.trained, SIGNATURE, sig.model[0], 1
     view.keep()
     return "", NONE, 0.0, 0
@@ -272,7 +273,8 @@ class Corrector:
             view = self.judge.store
             copies = finding.copies
             view.leave_out(finding.learned_as, dict.fromkeys(message.ids.values(), copies),
-                           corpus_counters(finding.learned_as, copies), finding.step * copies)
+                           corpus_counters(finding.learned_as, copies), finding.step * copies,
+                           data_uid=ctx.uid)
             model = self.judge.score(ctx, message).verdict.model
             try:
                 step = agent.correct_learned(

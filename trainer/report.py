@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
 
         console = Console(width=args.width) if args.width else Console()
     console.print(summary_text(report))
+    for contribution in report.groups:  # DSPAM's groups (docs/groups.md)
+        console.print("Group " + contribution.line(), markup=False, highlight=False)
     title = view_title(args, len(rows))
     if console.is_terminal or console.record:
         console.print(user_table(rows, report, console.width, title), crop=False)

@@ -189,6 +189,7 @@ class Report:
         self.passed = passed or {}
         self.passed_problem = passed_problem  # why the passlog could not be read, if so
         self.passed_forged: list[str] = []  # files that hide a uid's count (passlog.forged)
+        self.groups: list = []  # `groups.Contribution` of each configured group
 
     @property
     def today(self) -> str:
@@ -251,6 +252,11 @@ def load(store, settings, only: set[str] | None = None, days: int = TREND_DAYS,
     report_forged = passlog.forged(settings.home)
     report = Report(ordered, dates, _shown_url(store.url), now, history, passed, problem)
     report.passed_forged = report_forged
+    configured = getattr(settings, "groups", ())
+    if configured:
+        from spamsift.filter.engine.groups import contributions
+
+        report.groups = contributions(store, configured)
     return report
 
 
@@ -433,6 +439,7 @@ def as_json(report: Report, rows: list[UserRow], view: dict[str, object]) -> dic
         "view": view,
         "summary": summary(report.rows),
         "passed_through": passed_through(report),
+        "groups": [c.as_dict() for c in report.groups],
         "users": [row_dict(r) for r in rows],
     }
 

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "or the last N days (Nd)")
     parser.add_argument("-t", "--total", action="store_true",
                         help="add a TOTAL of the users shown")
+    parser.add_argument("--groups", action="store_true",
+                        help="add a line per configured group: its type, members and what it "
+                             "contributed (docs/groups.md)")
     parser.add_argument("--config", help="configuration file")
     parser.add_argument("--storage", help="storage URL (default: the configuration's)")
     return parser
@@ -228,6 +231,10 @@ def main(argv: list[str] | None = None, caller: users.Caller | None = None,
             if args.total:
                 lines += (long_lines("TOTAL", total, training_left(tuple(total_counters)))
                           if args.human else short_lines("TOTAL", total, args.rates))
+            if args.groups:
+                from spamsift.filter.engine.groups import contributions
+
+                lines += ["Group " + c.line() for c in contributions(store, settings.groups)]
         finally:
             store.close()
     except SpamsiftError as exc:

@@ -199,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(args.config)
         user = users.acting_for(args.user, settings)
+        from spamsift.filter.engine import groups
+
+        shared = groups.membership(settings.groups, user).shared
+        if shared is not None:
+            # Bulk training writes one user's rows; a shared member's are the group's.
+            raise UsageError(f"{user} shares the dictionary of group {shared.name}: train "
+                             f"--user {shared.name}")
         from spamsift.trainer.corpus import batch_gc, planned_streams, require_sources
 
         require_sources(args, "train")

@@ -44,6 +44,14 @@ class StateCarrier:
         self.store.commit(uid, batch)
         self.commits += 1
 
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
+        """What the agent writes for a group member (filter/engine/groups.py) in one
+        transaction: the record rides with the first item, the acting user's own (the
+        agent puts it first), so it changes with the training or not at all."""
+        items[0][1].watch.extend(self.pending)
+        self.store.commit_group(items)
+        self.commits += 1
+
     def uid(self, username: str, create: bool = True) -> int | None:
         return self.store.uid(username, create)
 
@@ -68,6 +76,11 @@ class StateCarrier:
     def counts_and_weights(self, uid: int, tokens: Collection[int]
                            ) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
         return self.store.counts_and_weights(uid, tokens)
+
+    def counts_and_weights_of(self, uids: Collection[int], tokens: Collection[int]
+                              ) -> dict[int, tuple[dict[int, tuple[int, int]],
+                                                   dict[int, float]]]:
+        return self.store.counts_and_weights_of(uids, tokens)
 
 
 class Applied:

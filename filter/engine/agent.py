@@ -12,85 +12,24 @@ import time
 from array import array
 
 from spamsift.filter.engine import classifier, logistic, training
+from spamsift.filter.engine.context import WHITELISTED, Outcome, Scored, UserContext
 from spamsift.filter.engine.days import day_of
 from spamsift.filter.engine.errors import ConflictError, UnknownSignatureError
+from spamsift.filter.engine.groupscore import GroupParts
+from spamsift.filter.engine.learning import Tokenized, source_relays, tokenize
 from spamsift.filter.engine.signatures import load_owned, new_id
 from spamsift.filter.engine.store.base import Batch, LearnedChange, SignatureUpdate
 from spamsift.filter.engine.store.signature import Signature
-from spamsift.filter.engine.learning import Tokenized, source_relays, tokenize
 from spamsift.filter.engine.tokenizer import Tokenizer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from spamsift.filter.engine.classifier import Verdict
-    from spamsift.filter.engine.store.base import AgentStore, Stats
+    from spamsift.filter.engine.store.base import AgentStore
 
 CAS_RETRIES = 5
 
-
-class UserContext:
-    """A user as one message sees them: numeric id, stored preferences, effective settings."""
-
-    __slots__ = ("name", "uid", "prefs", "settings")
-
-    def __init__(self, name: str, uid: int | None, prefs: dict[str, str], settings) -> None:
-        self.name = name
-        self.uid = uid
-        self.prefs = prefs
-        self.settings = settings
-
-
-WHITELISTED = 1000.0  # subtracted from a whitelisted message's score (see Agent.process)
-
-
-class Outcome:
-    """What happened to one message for one user.
-
-    `result` is "Spam", "Innocent" or "Whitelisted"; `action` one of "classified" (nothing
-    written), "learned", "retrained", "unlearned" or "unchanged" (a correction that was
-    already in effect, e.g. the same report twice). `score` is the classifier's unsaturated
-    spamminess (`classifier.Verdict.score`), >= 0 exactly when the result is Spam; a
-    whitelisted message's is below -`WHITELISTED`. It is X-DSPAM-Score, for ranking and
-    thresholds.
-    """
-
-    __slots__ = ("user", "result", "probability", "confidence", "signature", "factors",
-                 "action", "reclassified", "score", "unsure")
-
-    def __init__(self, user: str, result: str, probability: float = 0.0,
-                 confidence: float = 0.0, signature: str | None = None,
-                 factors: list[tuple[str, float]] | None = None, action: str = "classified",
-                 reclassified: bool = False) -> None:
-        self.user = user
-        self.result = result
-        self.probability = probability
-        self.confidence = confidence
-        self.signature = signature
-        self.factors = factors or []
-        self.action = action
-        self.reclassified = reclassified
-        self.score = 0.0
-        self.unsure = False  # the score is in the user's unsure_band
-
-    @property
-    def is_spam(self) -> bool:
-        return self.result == "Spam"
-
-
-class Scored:
-    """A message scored for a user: its tokens (`message`), their stored (spam, innocent)
-    counts, the user's totals, the classifier's verdict, and whether the sender's whitelist
-    entry overrode it."""
-
-    __slots__ = ("message", "counts", "stats", "verdict", "whitelisted")
-
-    def __init__(self, message: Tokenized, counts: dict[int, tuple[int, int]], stats: Stats,
-                 verdict: Verdict, whitelisted: bool) -> None:
-        self.message = message
-        self.counts = counts
-        self.stats = stats
-        self.verdict = verdict
-        self.whitelisted = whitelisted
+__all__ = ["WHITELISTED", "Agent", "Outcome", "Scored", "UserContext"]
 
 
 def _class_delta(klass: str, sign: int) -> tuple[int, int]:
@@ -102,8 +41,9 @@ def _label(klass: str) -> str:
     return "Spam" if klass == "spam" else "Innocent"
 
 
-class Agent:
-    """Classifies, learns and retrains messages for users of one store."""
+class Agent(GroupParts):
+    """Classifies, learns and retrains messages for users of one store (its group parts:
+    `groupscore.GroupParts`)."""
 
     def __init__(self, settings, store: AgentStore, clock=time.time, make_id=new_id,
                  commit_inbound=None) -> None:
@@ -115,12 +55,15 @@ class Agent:
         self.make_id = make_id
         self.commit_inbound = commit_inbound or store.commit
         self._tokenizers: dict[tuple, Tokenizer] = {}
+        self._group_uids: dict[str, int] = {}
 
     # -- helpers -------------------------------------------------------------------------
     def user(self, name: str, create: bool = True) -> UserContext:
         uid = self.store.uid(name, create)
         prefs = self.store.preferences(uid) if uid is not None else {}
-        return UserContext(name, uid, prefs, self.settings.for_user(prefs))
+        ctx = UserContext(name, uid, prefs, self.settings.for_user(prefs))
+        self._join_groups(ctx, create)
+        return ctx
 
     def tokenizer(self, settings) -> Tokenizer:
         key = (settings.tokenizer, settings.ignore_headers, settings.header_prefix)
@@ -137,14 +80,20 @@ class Agent:
         settings = ctx.settings
         return tokenize(self.tokenizer(settings), raw, source_relays(settings))
 
-    def score(self, ctx: UserContext, message: Tokenized) -> Scored:
-        """Score a tokenized message for the user (nothing is written)."""
+    def score(self, ctx: UserContext, message: Tokenized, mode: str | None = None,
+              consult: bool = True) -> Scored:
+        """Score a tokenized message for the user (nothing is written). With groups, a merged
+        group's data is added and (`consult`) a global group is consulted for a user in
+        `mode` (default: the user's) whose data is immature."""
         settings = ctx.settings
-        freq, ids = message.freq, message.ids
+        ids = message.ids
         model = logistic.enabled(settings.algorithm)
         feats: list[int] = logistic.features(ids.values()) if model else []
+        if ctx.groups.merged is not None or (consult and ctx.groups.global_ is not None):
+            return self._score_in_groups(ctx, message, mode, consult, model, feats)
         weights: dict[int, float] = {}
-        if ctx.uid is None:
+        uid = ctx.data_uid
+        if uid is None:
             counts: dict[int, tuple[int, int]] = {}
             from spamsift.filter.engine.store.base import Stats
 
@@ -153,47 +102,66 @@ class Agent:
             # Counts and weights in one query (the features are the tokens and the bias).
             # Two queries took 2.90 ms a message against 1.75 for one on a SQLite database
             # of the whole SpamAssassin corpus (927,000 rows), 11.95 against 8.08 on MariaDB.
-            counts, weights = self.store.counts_and_weights(ctx.uid, feats)
-            stats = self.store.stats(ctx.uid)
+            counts, weights = self.store.counts_and_weights(uid, feats)
+            stats = self.store.stats(uid)
         else:
-            counts = self.store.lookup(ctx.uid, ids.values())
-            stats = self.store.stats(ctx.uid)
+            counts = self.store.lookup(uid, ids.values())
+            stats = self.store.stats(uid)
+        verdict = self._verdict(settings, message, counts, stats.spam_learned,
+                                stats.innocent_learned, weights, feats, model)
+        return Scored(message, counts, stats, verdict, self._whitelisted(settings, message,
+                                                                         counts))
+
+    @staticmethod
+    def _verdict(settings, message: Tokenized, counts: dict[int, tuple[int, int]],
+                 spam_learned: int, innocent_learned: int, weights: dict[int, float],
+                 feats: list[int], model: bool) -> Verdict:
+        """The classifier's verdict on `message` from these counts, totals and weights."""
         bayesian = logistic.bayesian(settings.algorithm)
-        verdict = classifier.classify(freq, ids, counts, stats.spam_learned,
-                                      stats.innocent_learned, bayesian or ("graham",),
+        verdict = classifier.classify(message.freq, message.ids, counts, spam_learned,
+                                      innocent_learned, bayesian or ("graham",),
                                       settings.processor_bias, settings.same_counts)
         if model:
             logistic.apply(verdict, logistic.margin(feats, weights),
                            verdict.score if bayesian else 0.0, feats, not bayesian)
-        whitelisted = False
+        return verdict
+
+    @staticmethod
+    def _whitelisted(settings, message: Tokenized, counts: dict[int, tuple[int, int]]) -> bool:
+        """Whether the sender's whitelist entry in `counts` overrides the verdict."""
         if settings.whitelist:
-            sender = next((t for t in freq if t.startswith("wl:")), None)
+            sender = next((t for t in message.freq if t.startswith("wl:")), None)
             if sender is not None:
-                spam, innocent = counts.get(ids[sender], (0, 0))
-                whitelisted = (innocent > settings.whitelist_threshold
-                               and spam <= innocent // 15)
-        return Scored(message, counts, stats, verdict, whitelisted)
+                spam, innocent = counts.get(message.ids[sender], (0, 0))
+                return (innocent > settings.whitelist_threshold
+                        and spam <= innocent // 15)
+        return False
 
     # -- inbound -------------------------------------------------------------------------
     def process(self, ctx: UserContext, raw: bytes, mode: str | None = None,
                 classify_only: bool = False) -> Outcome:
         """Classify an inbound message and, unless told not to, train it by the mode."""
         message = self.tokenize(ctx, raw)
-        scored = self.score(ctx, message)
+        scored = self.score(ctx, message, mode)
         freq, ids, counts, stats = message.freq, message.ids, scored.counts, scored.stats
         verdict = scored.verdict
-        outcome = self.outcome(ctx, scored)
-        klass = "innocent" if scored.whitelisted or not verdict.is_spam else "spam"
+        shown, decided = verdict, None  # the verdict the outcome shows; a group deciding it
+        if ctx.groups and not scored.whitelisted:
+            shown, decided = self._group_verdict(ctx, scored)
+        outcome = self.outcome(ctx, scored, shown)
+        klass = "innocent" if scored.whitelisted or not shown.is_spam else "spam"
         result = outcome.result
         mode = mode or ctx.settings.training_mode
         if classify_only or mode == training.NOTRAIN or ctx.uid is None:
             return outcome
         mode = training.effective_mode(mode, stats.spam_learned, stats.innocent_learned)
+        if decided is not None and decided.type == "classification" and mode == training.TOE:
+            mode = training.TEFT  # DSPAM retrains a member its classification group overruled
         tokens = list(freq)
         id_list = [ids[t] for t in tokens]
         hits = [sum(counts.get(i, (0, 0))) for i in id_list]
         wl_index = next((k for k, t in enumerate(tokens) if t.startswith("wl:")), None)
-        applied, counters = training.inbound(mode, klass, hits, verdict.confidence, wl_index)
+        applied, counters = training.inbound(mode, klass, hits, shown.confidence, wl_index)
 
         source_ip = message.source_ip
         batch = self._learning(source_ip, klass, id_list, applied, counters)
@@ -205,24 +173,30 @@ class Agent:
                 step = self._train_model(batch, feats, z, base, klass)
             model = (step, base)
         sig_id = self.make_id()
+        data_uid = ctx.data_uid if ctx.data_uid != ctx.uid else 0
         batch.new_signature = Signature(
             sig_id, ctx.uid, int(self.clock()), result.lower(), klass if counters else "",
             ",".join(counters), source_ip, array("Q", id_list),
-            bytes(min(freq[t], 255) for t in tokens), bytes(applied), model)
-        self.commit_inbound(ctx.uid, batch)
+            bytes(min(freq[t], 255) for t in tokens), bytes(applied), model, data_uid or 0)
+        items = self._items(ctx.uid, ctx.data_uid, batch)
+        if decided is not None:
+            items.append(self._decision(decided, klass))
+        self._commit_items(items, inbound=True)
         outcome.signature = sig_id
         outcome.action = "learned" if any(applied) else "classified"
         return outcome
 
     @staticmethod
-    def outcome(ctx: UserContext, scored: Scored) -> Outcome:
-        """What a scored message's classification says (`Outcome`, nothing written)."""
+    def outcome(ctx: UserContext, scored: Scored, shown: Verdict | None = None) -> Outcome:
+        """What a scored message's classification says (`Outcome`, nothing written): the
+        verdict `shown` (default the scored one; a group's that decided it, say)."""
         verdict, whitelisted = scored.verdict, scored.whitelisted
-        result = "Whitelisted" if whitelisted else _label("spam" if verdict.is_spam
+        shown = verdict if shown is None else shown
+        result = "Whitelisted" if whitelisted else _label("spam" if shown.is_spam
                                                           else "innocent")
-        outcome = Outcome(ctx.name, result, verdict.probability, verdict.confidence,
-                          None, verdict.factors)
-        outcome.score = verdict.score
+        outcome = Outcome(ctx.name, result, shown.probability, shown.confidence,
+                          None, shown.factors)
+        outcome.score = shown.score
         if whitelisted:
             # Below every other message, and below 0 as an Innocent result must be: the
             # sender, not the words, decided (a spam verdict it overrode stays visible in
@@ -293,6 +267,8 @@ class Agent:
             ctx = self.user(ctx.name, create=True)
         uid = ctx.uid
         assert uid is not None  # created above
+        data_uid = ctx.data_uid
+        assert data_uid is not None
         source_ip = message.source_ip
         freq = message.freq
         tokens = list(freq)
@@ -300,11 +276,11 @@ class Agent:
         verdict = None
         if logistic.enabled(ctx.settings.algorithm):
             # The model trains beside the Bayes score, so it needs the message scored.
-            scored = self.score(ctx, message)
+            scored = self.score(ctx, message, consult=False)
             verdict, counts = scored.verdict, scored.counts
         if source == "inoculation":
             if verdict is None:
-                counts = self.store.lookup(uid, id_list)
+                counts = self.store.lookup(data_uid, id_list)
             applied, counters = training.inoculation(klass, [counts.get(i, (0, 0))
                                                              for i in id_list])
         else:
@@ -320,8 +296,8 @@ class Agent:
             batch.new_signature = Signature(
                 signature_id, uid, int(self.clock()), klass, klass, ",".join(counters),
                 source_ip, array("Q", id_list), bytes(min(freq[t], 255) for t in tokens),
-                bytes(applied), model)
-        self.store.commit(uid, batch)
+                bytes(applied), model, data_uid if data_uid != uid else 0)
+        self._commit_items(self._items(uid, data_uid, batch))
         return Outcome(ctx.name, _label(klass), 1.0 if klass == "spam" else 0.0, 1.0,
                        signature_id, action="learned")
 
@@ -389,6 +365,10 @@ class Agent:
             ctx = UserContext(name, sig.uid, {}, self.settings)
             ctx.prefs = self.store.preferences(sig.uid)
             ctx.settings = self.settings.for_user(ctx.prefs)
+            self._join_groups(ctx, create=False)
+            # What this message changed is what its signature says, whatever the groups
+            # are now: a shared group's tokens stay the group's.
+            ctx.data_uid = sig.token_uid
             try:
                 return self._retrain_once(ctx, sig, klass, unlearn)
             except ConflictError:
@@ -425,7 +405,7 @@ class Agent:
                 batch.add_weight(f, -old_step)
         model = (0.0, base)
         if target and logistic.enabled(ctx.settings.algorithm):
-            weights = self.store.weights(sig.uid, feats)
+            weights = self._weights_view(ctx, feats)
             z = logistic.margin(feats, weights) - old_step * len(feats)
             model = (self._train_model(batch, feats, z, base, target), base)
         applied = bytearray(len(id_list))
@@ -439,10 +419,17 @@ class Agent:
                 batch.add_stat(counter, 1)
             if sig.source_ip:
                 batch.add_source(sig.source_ip, *_class_delta(target, +1))
+        flags = sig.flags
+        spread: list[tuple[int, Batch]] = []
+        if (target == "spam" and ctx.groups.inoculation
+                and not flags & Signature.INOCULATED):
+            spread = self._inoculations(ctx, sig, id_list)
+            flags |= Signature.INOCULATED  # a report inoculates once, however often repeated
         new = Signature(sig.id, sig.uid, sig.created, sig.result, target, ",".join(counters),
-                        sig.source_ip, sig.tokens, sig.freqs, bytes(applied), model)
+                        sig.source_ip, sig.tokens, sig.freqs, bytes(applied), model,
+                        sig.data_uid, flags)
         batch.signature_update = SignatureUpdate(sig.id, old, target, new.counter, new.pack())
-        self.store.commit(sig.uid, batch)
+        self._commit_items(self._items(sig.uid, sig.token_uid, batch) + spread)
         return Outcome(ctx.name, _label(target or old), signature=sig.id,
                        action="retrained" if target else "unlearned", reclassified=True)
 
@@ -456,9 +443,10 @@ class Agent:
                                           + stats.innocent_classified,
                                           settings.test_conditional_training):
             return
-        counts = self.store.lookup(sig.uid, id_list)
-        ts = stats.spam_learned + batch.stats.get("spam_learned", 0)
-        ti = stats.innocent_learned + batch.stats.get("innocent_learned", 0)
+        totals = stats if sig.token_uid == sig.uid else self.store.stats(sig.token_uid)
+        counts, (group_spam, group_innocent) = self._counts_view(ctx, id_list)
+        ts = totals.spam_learned + group_spam + batch.stats.get("spam_learned", 0)
+        ti = totals.innocent_learned + group_innocent + batch.stats.get("innocent_learned", 0)
         ts += 1 if target == "spam" else 0
         ti += 1 if target == "innocent" else 0
         freq = {i: f for i, f in zip(id_list, sig.freqs)}

@@ -7,8 +7,8 @@ Precedence, lowest first: the defaults in `KEYS`, the TOML file (``--config``, e
 
 `tomllib` costs ~20 ms to import on the 2-core reference machine, more than the whole
 per-message budget allows, so the parsed file is kept in a marshal cache beside the database
-(``home/config.cache``) keyed by the file's path, size and mtime; a stale or unreadable cache is
-simply re-parsed.
+(``home/config.cache``, configfile.py) keyed by the file's path, size and mtime; a stale or
+unreadable cache is simply re-parsed.
 """
 
 from __future__ import annotations
@@ -333,16 +333,24 @@ class _WatchKeys:
 class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _WatchKeys):
     """The effective, immutable configuration; attributes are the names in `KEYS`."""
 
-    __slots__ = tuple(KEYS) + ("origin",)
+    __slots__ = tuple(KEYS) + ("origin", "_groups")
     origin: str  # where the values were read from: a file's path, or "defaults"
 
-    def __init__(self, values: dict[str, object], origin: str = "defaults") -> None:
+    def __init__(self, values: dict[str, object], origin: str = "defaults",
+                 groups: tuple = ()) -> None:
         for key, (default, kind, _c, _d) in KEYS.items():
             value = values.get(key, default)
             if kind in ("list", "algorithms") and isinstance(value, list):
                 value = tuple(value)
             object.__setattr__(self, key, value)
         object.__setattr__(self, "origin", origin)
+        object.__setattr__(self, "_groups", tuple(groups))
+
+    @property
+    def groups(self) -> tuple:
+        """The [groups.NAME] tables (`groups.Group`), site-wide, in file order: not a key
+        (tables, not values), so not in `KEYS`."""
+        return self._groups  # type: ignore[attr-defined]  # a slot, not a declared key
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Settings are frozen; use replace()")
@@ -354,7 +362,11 @@ class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _
         values = self.as_dict()
         for key, value in changes.items():
             values[key] = _coerce(key, value, "setting")
-        return Settings(values, self.origin)
+        return Settings(values, self.origin, self.groups)
+
+    def with_groups(self, groups: tuple) -> Settings:
+        """These settings with `groups` (`groups.Group`) in place of the configured ones."""
+        return Settings(self.as_dict(), self.origin, tuple(groups))
 
     def for_user(self, preferences: dict[str, str]) -> Settings:
         """These settings with a user's stored preferences applied (allowed keys only)."""
@@ -367,74 +379,12 @@ class Settings(_PlaceKeys, _FilterKeys, _LearningKeys, _StampKeys, _PurgeKeys, _
                 values[key] = _coerce(key, value, "preference")
             except Exception:  # noqa: BLE001 - a bad stored preference must not stop mail
                 continue
-        return Settings(values, self.origin)
+        return Settings(values, self.origin, self.groups)
 
     @property
     def storage_url(self) -> str:
         # sqlite://PATH: an absolute PATH gives the usual three slashes (sqlite:///var/...).
         return self.storage or "sqlite://" + os.path.join(self.home, "spamsift.db")
-
-
-def _parse_toml(path: str) -> dict[str, object]:
-    from spamsift.filter.engine.errors import ConfigError
-
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
-    import tomllib
-
-    try:
-        parsed = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parsed
-
-
-def _cached_toml(path: str, home_hint: str) -> dict[str, object]:
-    """Parse `path`, going through a marshal cache in `home_hint` when one is usable."""
-    import marshal
-
-    try:
-        st = os.stat(path)
-    except OSError:
-        return _parse_toml(path)  # raises a clear ConfigError
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    cache = os.path.join(home_hint, "config.cache")
-    try:
-        with open(cache, "rb") as fh:
-            cst = os.fstat(fh.fileno())
-            # The cache decides who is trusted, so only a file that nobody else could have
-            # written counts: owned by root or by the configuration's owner, not group- or
-            # world-writable. And none more readable than the configuration (which may hold a
-            # MySQL password), nor readable by another group: such a cache is rewritten.
-            if (cst.st_uid in (0, st.st_uid) and not cst.st_mode & 0o022
-                    and not cst.st_mode & 0o044 & ~st.st_mode
-                    and (not cst.st_mode & 0o040 or cst.st_gid == st.st_gid)):
-                cached_key, cached = marshal.load(fh)
-                if tuple(cached_key) == key and isinstance(cached, dict):
-                    return cached
-    except (OSError, EOFError, ValueError, TypeError):
-        pass
-    parsed = _parse_toml(path)
-    try:
-        tmp = f"{cache}.{os.getpid()}"
-        # Readable by exactly whom the configuration is readable by: its read bits and its
-        # group. (A cache of 0644 let every local user read a configuration kept at 0600.)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            try:  # root hands it to the configuration's owner, who may then read it too
-                os.fchown(fh.fileno(), st.st_uid if os.geteuid() == 0 else -1, st.st_gid)
-            except OSError:
-                pass  # not a group of ours: owner-only below is then all it gets
-            else:
-                os.fchmod(fh.fileno(), 0o600 | (st.st_mode & 0o044))
-            marshal.dump((key, parsed), fh)
-        os.replace(tmp, cache)
-    except (OSError, ValueError):
-        pass  # no cache is only slower: the home may not be ours to write
-    return parsed
 
 
 def sqlite_path(url: str) -> str:
@@ -472,10 +422,18 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
     path = explicit or DEFAULT_CONFIG_PATH
     values: dict[str, object] = {}
     origin = "defaults"
+    groups: tuple = ()
     if explicit or os.path.exists(path):
         home_hint = env.get("SPAMSIFT_HOME") or DEFAULT_HOME
-        raw = _cached_toml(path, home_hint) if use_cache else _parse_toml(path)
+        from spamsift.filter.engine.configfile import cached_toml, parse_toml
+
+        raw = cached_toml(path, home_hint) if use_cache else parse_toml(path)
         for key, value in raw.items():
+            if key == "groups":  # site-wide tables, not a setting (docs/groups.md)
+                from spamsift.filter.engine import groups as groups_module
+
+                groups = groups_module.parse(value, path)
+                continue
             if key not in KEYS:
                 raise ConfigError(f"{path}: unknown key {key!r} "
                                   f"(every key: 'spamsift config --defaults')")
@@ -488,4 +446,4 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
         values["home"] = _coerce("home", os.path.abspath(env["SPAMSIFT_HOME"]), "SPAMSIFT_HOME")
     if env.get("SPAMSIFT_STORAGE"):
         values["storage"] = _coerce("storage", env["SPAMSIFT_STORAGE"], "SPAMSIFT_STORAGE")
-    return Settings(values, origin)
+    return Settings(values, origin, groups)

@@ -53,13 +53,17 @@ class Without:
         self.counters: dict[str, int] = {}
         self.step = 0.0
         self.features: frozenset[int] = frozenset()
+        self.data_uid: int | None = None
 
     def leave_out(self, klass: str, amounts: dict[int, int], counters: dict[str, int],
-                  step: float, tokens: Collection[int] | None = None) -> None:
+                  step: float, tokens: Collection[int] | None = None,
+                  data_uid: int | None = None) -> None:
         """Leave out a learning as `klass`: `amounts` (token id -> how much was added to the
         class's count), what was added to `counters` (``<klass>_learned``, ...), and the
         model `step` added to the weight of each of the message's `tokens` (default: those
-        of `amounts`) and the bias."""
+        of `amounts`) and the bias. `data_uid`: whose data the learning went to (a shared
+        group's, `Signature.token_uid`); None: every uid read (one user's data)."""
+        self.data_uid = data_uid
         self.klass = klass
         self.amounts = amounts
         self.counters = counters
@@ -87,6 +91,8 @@ class Without:
         if stats is None:
             stats = self._stats[uid] = self.store.stats(uid)
         out = Stats(*(getattr(stats, f) for f in STAT_FIELDS))
+        if not self._holds(uid):
+            return out
         for field, n in self.counters.items():
             setattr(out, field, max(getattr(out, field) - n, 0))
         return out
@@ -117,18 +123,42 @@ class Without:
                 found[token] = found.get(token, 0.0) - step
         return found
 
+    def _holds(self, uid: int) -> bool:
+        """Whether `uid`'s data holds the learning left out."""
+        return self.data_uid is None or uid == self.data_uid
+
     def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
-        return self._counts(self.store.lookup(uid, tokens))
+        found = self.store.lookup(uid, tokens)
+        return self._counts(found) if self._holds(uid) else found
 
     def weights(self, uid: int, tokens: Collection[int]) -> dict[int, float]:
         tokens = list(tokens)
-        return self._weights(tokens, self.store.weights(uid, tokens))
+        found = self.store.weights(uid, tokens)
+        return self._weights(tokens, found) if self._holds(uid) else found
 
     def counts_and_weights(self, uid: int, tokens: Collection[int]
                            ) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
         tokens = list(tokens)
         counts, weights = self.store.counts_and_weights(uid, tokens)
+        if not self._holds(uid):
+            return counts, weights
         return self._counts(counts), self._weights(tokens, weights)
 
+    def counts_and_weights_of(self, uids: Collection[int], tokens: Collection[int]
+                              ) -> dict[int, tuple[dict[int, tuple[int, int]],
+                                                   dict[int, float]]]:
+        """As the store's; the learning left out of the data that holds it (`data_uid`: a
+        merged or global group's data read beside a member's never held the member's
+        message)."""
+        tokens = list(tokens)
+        found = self.store.counts_and_weights_of(uids, tokens)
+        for uid, (counts, weights) in found.items():
+            if self._holds(uid):
+                found[uid] = (self._counts(counts), self._weights(tokens, weights))
+        return found
+
     def commit(self, uid: int, batch: Batch) -> None:
+        raise AssertionError("a leave-one-out view only scores")
+
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
         raise AssertionError("a leave-one-out view only scores")

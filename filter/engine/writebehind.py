@@ -142,6 +142,23 @@ class WriteBehind:
         return ({t: row for t in tokens if (row := known[t]) is not None},
                 {t: w for t in tokens if (w := known_weights[t])})
 
+    def counts_and_weights_of(self, uids: Collection[int], tokens: Collection[int]
+                              ) -> dict[int, tuple[dict[int, tuple[int, int]],
+                                                   dict[int, float]]]:
+        """As `Store.counts_and_weights_of` (a group member's training reads the group's
+        data beside the member's): the cached or pending user's through `counts_and_weights`;
+        the others straight from the store in one query (nothing of theirs is pending or
+        cached)."""
+        tokens = list(tokens)
+        held = (self.cache_uid, self.uid_pending)
+        asked = list(dict.fromkeys(uids))
+        others = [uid for uid in asked if uid not in held]
+        found = self.store.counts_and_weights_of(others, tokens) if others else {}
+        for uid in asked:
+            if uid in held:
+                found[uid] = self.counts_and_weights(uid, tokens)
+        return found
+
     def _cache_counts(self, uid: int, tokens: list[int], found) -> None:
         """Cache the counts of `tokens` not cached yet: the store's rows `found` plus what is
         pending for them."""
@@ -227,6 +244,12 @@ class WriteBehind:
             entry[0] += spam
             entry[1] += innocent
         self.learned.extend(batch.learned)
+
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
+        """As `Store.commit_group`, after what is pending: nothing of it is held back."""
+        self.flush()
+        self.store.commit_group(items)
+        self.forget()
 
     def flush(self) -> None:
         if len(self.known) + len(self.known_weights) > self.CACHE_TOKENS:

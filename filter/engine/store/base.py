@@ -223,10 +223,16 @@ class Counts(Protocol):
         the logistic model reads."""
         ...
 
+    def counts_and_weights_of(self, uids: Collection[int], tokens: Collection[int]
+                              ) -> dict[int, tuple[dict[int, tuple[int, int]],
+                                                   dict[int, float]]]:
+        """`counts_and_weights` of several users in one query: uid -> (counts, weights), an
+        entry for every uid asked (groups: a member and the group data its message reads)."""
+        ...
+
     def stats(self, uid: int) -> Stats:
         """The user's counters; all zero for a user with none."""
         ...
-
 
 
 class Scoring(Counts, Protocol):
@@ -298,6 +304,11 @@ class AgentStore(Counts, Profiles, Protocol):
 
     def commit(self, uid: int, batch: Batch) -> None:
         """As `Scoring.commit`."""
+        ...
+
+    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
+        """As `Scoring.commit_group` (what a group member's message writes to the member
+        and to a group's data together, filter/engine/groups.py)."""
         ...
 
 

@@ -33,7 +33,7 @@ from spamsift.filter.engine.store.sqlstore import SQLStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from spamsift.filter.engine.store.base import Store
 
@@ -157,15 +157,16 @@ class MySQLStore(SQLStore):
         except pymysql.MySQLError:
             pass
 
-    def _token_row_lists(self, uid: int, tokens, columns: str,
+    def _token_row_lists(self, uids: Sequence[int], tokens, columns: str,
                          condition: str) -> Iterator[tuple]:
         try:
             with self.db.cursor() as cur:
                 # Ids are ints we computed: formatting them is safe and halves the
                 # client-side cost of escaping thousands of parameters.
                 for in_list in token_lists(tokens):
-                    cur.execute(f"SELECT token, {columns} FROM dspam_token_data WHERE uid = %s "
-                                f"AND token IN ({in_list}){condition}", (uid,))
+                    cur.execute(f"SELECT token, {columns} FROM dspam_token_data WHERE "
+                                f"{self._uids_are(uids)} AND token IN ({in_list}){condition}",
+                                tuple(uids))
                     yield cur.fetchall()
             self.db.commit()
         except pymysql.MySQLError as exc:

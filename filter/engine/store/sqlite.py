@@ -30,7 +30,7 @@ from spamsift.filter.engine.store.sqlstore import SQLStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from spamsift.filter.engine.store.base import Store
 
@@ -124,15 +124,18 @@ class SQLiteStore(SQLStore):
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
 
-    def _token_row_lists(self, uid: int, tokens, columns: str,
+    def _token_row_lists(self, uids: Sequence[int], tokens, columns: str,
                          condition: str) -> Iterator[list[tuple]]:
         ids = [_to_db(t) for t in tokens]
+        step = _CHUNK - len(uids)
         try:
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
+            for i in range(0, len(ids), step):
+                chunk = ids[i:i + step]
                 yield self.db.execute(
-                    f"SELECT token, {columns} FROM dspam_token_data WHERE uid = ? AND token "
-                    f"IN ({','.join('?' * len(chunk))}){condition}", [uid, *chunk]).fetchall()
+                    f"SELECT token, {columns} FROM dspam_token_data WHERE "
+                    f"{self._uids_are(uids)} AND token IN ({','.join('?' * len(chunk))})"
+                    f"{condition}",
+                    [*uids, *chunk]).fetchall()
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
 

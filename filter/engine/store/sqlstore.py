@@ -6,8 +6,9 @@ it and supplies its dialect:
 
 * `MARK`, its placeholder (``?`` or ``%s``);
 * `_query(sql, params)`, one statement's rows, its errors translated to `StorageError`;
-* `_token_row_lists(uid, tokens, columns, condition)`, the rows of many tokens (how ids
-  are stored and how many fit in one statement are the backend's), and `_from_db`, which
+* `_token_row_lists(uids, tokens, columns, condition)`, the rows of many tokens of one user
+  or several (how ids are stored and how many fit in one statement are the backend's; the
+  uids' condition is `_uids_are`), and `_from_db`, which
   turns a stored id back into the unsigned 64-bit token id;
 * `WATCH_SET` and `WATCH_INSERT_NEW`, its upserts of a watcher record, `LEARNED_ADD`, the
   upsert clause of a record of what corpus training learned, and `INTEGRITY_ERROR` with
@@ -49,11 +50,18 @@ class SQLStore:
     def _query(self, sql_text: str, params: Sequence = ()) -> Sequence[tuple]:
         raise NotImplementedError
 
-    def _token_row_lists(self, uid: int, tokens: Iterable[int], columns: str,
+    def _token_row_lists(self, uids: Sequence[int], tokens: Iterable[int], columns: str,
                          condition: str) -> Iterable[Sequence[tuple]]:
-        """The rows (stored token id, *`columns`) of the user's `tokens` that match
-        `condition` (SQL beginning with `` AND``, or empty), a list per statement."""
+        """The rows (stored token id, *`columns`) of the `uids`' `tokens` that match
+        `condition` (SQL beginning with `` AND``, or empty), a list per statement; the
+        statement's parameters are the `uids`, in `_uids_are`."""
         raise NotImplementedError
+
+    def _uids_are(self, uids: Sequence[int]) -> str:
+        """The WHERE condition on the uid column for `uids` (one placeholder each)."""
+        if len(uids) == 1:
+            return f"uid = {self.MARK}"
+        return f"uid IN ({', '.join([self.MARK] * len(uids))})"
 
     @staticmethod
     def _from_db(token: int) -> int:
@@ -71,7 +79,7 @@ class SQLStore:
     def lookup(self, uid: int, tokens) -> dict[int, tuple[int, int]]:
         from_db = self._from_db
         found: dict[int, tuple[int, int]] = {}
-        for rows in self._token_row_lists(uid, tokens, "spam_hits, innocent_hits", ""):
+        for rows in self._token_row_lists((uid,), tokens, "spam_hits, innocent_hits", ""):
             for token, spam, innocent in rows:
                 found[from_db(token)] = (spam, innocent)
         return found
@@ -79,7 +87,7 @@ class SQLStore:
     def weights(self, uid: int, tokens) -> dict[int, float]:
         from_db = self._from_db
         found: dict[int, float] = {}
-        for rows in self._token_row_lists(uid, tokens, "weight", " AND weight <> 0"):
+        for rows in self._token_row_lists((uid,), tokens, "weight", " AND weight <> 0"):
             for token, weight in rows:
                 found[from_db(token)] = weight
         return found
@@ -88,13 +96,32 @@ class SQLStore:
         from_db = self._from_db
         counts: dict[int, tuple[int, int]] = {}
         weights: dict[int, float] = {}
-        for rows in self._token_row_lists(uid, tokens, "spam_hits, innocent_hits, weight", ""):
+        for rows in self._token_row_lists((uid,), tokens, "spam_hits, innocent_hits, weight", ""):
             for token, spam, innocent, weight in rows:
                 token = from_db(token)
                 counts[token] = (spam, innocent)
                 if weight:
                     weights[token] = weight
         return counts, weights
+
+    def counts_and_weights_of(self, uids: Collection[int], tokens: Collection[int]
+                              ) -> dict[int, tuple[dict[int, tuple[int, int]],
+                                                   dict[int, float]]]:
+        asked = [int(uid) for uid in dict.fromkeys(uids)]
+        found: dict[int, tuple[dict[int, tuple[int, int]], dict[int, float]]] = {
+            uid: ({}, {}) for uid in asked}
+        if not asked:
+            return found
+        from_db = self._from_db
+        for rows in self._token_row_lists(asked, tokens,
+                                          "uid, spam_hits, innocent_hits, weight", ""):
+            for token, uid, spam, innocent, weight in rows:
+                counts, weights = found[int(uid)]
+                token = from_db(token)
+                counts[token] = (spam, innocent)
+                if weight:
+                    weights[token] = weight
+        return found
 
     def stats(self, uid: int) -> Stats:
         rows = self._query(f"SELECT {', '.join(STAT_FIELDS)} FROM dspam_stats "
