@@ -628,3 +628,26 @@ def test_a_socket_another_user_serves_is_not_trusted_with_mail(evil, tmp_path):
             squatter.wait()
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_trust_grant_is_checked_on_the_file_read_not_the_path_later(evil, tmp_path,
+                                                                       monkeypatch):
+    """The trust check stat()ed the path after the file had been read: a symlink flipped in
+    between (from the caller's file to root's) let the caller's own grant of trusted_users
+    pass as root's. The check now looks at the file actually read (fstat)."""
+    from spamsift.filter.engine import config
+    from spamsift.filter.engine.errors import ConfigError
+
+    mine = tmp_path / "mine.toml"
+    mine.write_text(f'trusted_users = ["root", "{EVIL}"]\n')
+    os.chown(mine, evil[0], evil[1])
+    roots = tmp_path / "root.toml"
+    roots.write_text("")
+    real_stat = os.stat
+
+    def flipped(path, *args, **kwargs):  # by now the path names root's file
+        return real_stat(roots if str(path) == str(mine) else path, *args, **kwargs)
+
+    monkeypatch.setattr(config.os, "stat", flipped)
+    with pytest.raises(ConfigError, match="only a file owned and writable by root"):
+        config.load(str(mine), {"SPAMSIFT_HOME": str(tmp_path)}, use_cache=False)

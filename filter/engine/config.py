@@ -396,8 +396,9 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def _check_trust_grant(path: str, trusted: tuple[str, ...]) -> None:
-    """A file that trusts OS users beyond the defaults must be root's alone.
+def _check_trust_grant(path: str, trusted: tuple[str, ...], st: os.stat_result) -> None:
+    """A file that trusts OS users beyond the defaults must be root's alone (`st`: the status
+    of the very file whose contents were read, not of whatever the path names by now).
 
     Otherwise any local user could write such a file, point --config or $SPAMSIFT_CONFIG at
     it and act for everyone: trust is granted by the administrator, never by the caller."""
@@ -406,7 +407,6 @@ def _check_trust_grant(path: str, trusted: tuple[str, ...]) -> None:
     added = sorted(set(trusted) - set(KEYS["trusted_users"][0]))  # type: ignore[call-overload]
     if not added:
         return
-    st = os.stat(path)
     if st.st_uid != 0 or st.st_mode & 0o022:
         raise ConfigError(f"{path}: trusted_users adds {', '.join(added)}, which only a file "
                           "owned and writable by root alone may do")
@@ -427,7 +427,7 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
         home_hint = env.get("SPAMSIFT_HOME") or DEFAULT_HOME
         from spamsift.filter.engine.configfile import cached_toml, parse_toml
 
-        raw = cached_toml(path, home_hint) if use_cache else parse_toml(path)
+        raw, read = cached_toml(path, home_hint) if use_cache else parse_toml(path)
         for key, value in raw.items():
             if key == "groups":  # site-wide tables, not a setting (docs/groups.md)
                 from spamsift.filter.engine import groups as groups_module
@@ -439,7 +439,7 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
                                   f"(every key: 'spamsift config --defaults')")
             values[key] = _coerce(key, value, path)
         if "trusted_users" in values:
-            _check_trust_grant(path, values["trusted_users"])  # type: ignore[arg-type]
+            _check_trust_grant(path, values["trusted_users"], read)  # type: ignore[arg-type]
         origin = path
     if env.get("SPAMSIFT_HOME"):
         # Relative to where the command was typed (the file's `home` must be absolute).

@@ -12,11 +12,14 @@ import os
 from spamsift.filter.engine.errors import ConfigError
 
 
-def parse_toml(path: str) -> dict[str, object]:
-    """The TOML file at `path` (a ConfigError when it cannot be read or parsed)."""
+def parse_toml(path: str) -> tuple[dict[str, object], os.stat_result]:
+    """The TOML file at `path`, and the status of the very file read (what the trust check
+    must look at: a stat of the path afterwards may find another file swapped in). A
+    ConfigError when it cannot be read or parsed."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
+            st = os.fstat(fh.fileno())
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
     import tomllib
@@ -25,11 +28,12 @@ def parse_toml(path: str) -> dict[str, object]:
         parsed = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parsed
+    return parsed, st
 
 
-def cached_toml(path: str, home_hint: str) -> dict[str, object]:
-    """Parse `path`, going through a marshal cache in `home_hint` when one is usable."""
+def cached_toml(path: str, home_hint: str) -> tuple[dict[str, object], os.stat_result]:
+    """`parse_toml`, going through a marshal cache in `home_hint` when one is usable (the
+    status is then the one the cache entry was keyed by)."""
     import marshal
 
     try:
@@ -50,10 +54,11 @@ def cached_toml(path: str, home_hint: str) -> dict[str, object]:
                     and (not cst.st_mode & 0o040 or cst.st_gid == st.st_gid)):
                 cached_key, cached = marshal.load(fh)
                 if tuple(cached_key) == key and isinstance(cached, dict):
-                    return cached
+                    return cached, st
     except (OSError, EOFError, ValueError, TypeError):
         pass
-    parsed = parse_toml(path)
+    parsed, st = parse_toml(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
     try:
         tmp = f"{cache}.{os.getpid()}"
         # Readable by exactly whom the configuration is readable by: its read bits and its
@@ -70,4 +75,4 @@ def cached_toml(path: str, home_hint: str) -> dict[str, object]:
         os.replace(tmp, cache)
     except (OSError, ValueError):
         pass  # no cache is only slower: the home may not be ours to write
-    return parsed
+    return parsed, st
