@@ -11,31 +11,31 @@ watchers and training and record change together or not at all.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
 
 from spamsift.filter.engine.errors import (ConflictError, DuplicateSignatureError,
                                           UnknownSignatureError)
-from spamsift.filter.engine.store.base import Batch, Stats, Store, WatchUpdate
-from spamsift.filter.engine.store.signature import Signature
+from spamsift.filter.engine.store.base import Batch, Store, WatchUpdate
+from spamsift.filter.engine.store.passthrough import PassThrough
 from spamsift.filter.engine.watchstate import derived_signature, is_signed, record_batch
 from spamsift.watchers.decide import LEARN, NOTHING, RECORD, Decision, decide
 
 ATTEMPTS = 4  # re-read and decide again after a lost compare-and-set (another watcher)
 
 
-class StateCarrier:
+class StateCarrier(PassThrough):
     """A store for an `Agent` whose commits also carry `pending` watch updates.
 
     Give it to an `Agent` as its store: whatever the agent commits (a retrain, a learned
     message) then changes the watcher record in the same transaction, or fails with
-    `ConflictError` when the record is not what was expected. Besides `commit` it has
-    exactly the reads `Agent.user`, `Agent.learn` and `Agent.retrain` make, passed through:
+    `ConflictError` when the record is not what was expected. Besides the commits it has
+    exactly the reads `Agent.user`, `Agent.learn` and `Agent.retrain` make, passed through
+    (`PassThrough`):
     an agent path that needs another method fails loudly here instead of reaching the store
     around the record.
     """
 
     def __init__(self, store: Store, pending: list[WatchUpdate] | None = None) -> None:
-        self.store = store
+        super().__init__(store)
         self.pending = list(pending or [])
         self.commits = 0
 
@@ -51,36 +51,6 @@ class StateCarrier:
         items[0][1].watch.extend(self.pending)
         self.store.commit_group(items)
         self.commits += 1
-
-    def uid(self, username: str, create: bool = True) -> int | None:
-        return self.store.uid(username, create)
-
-    def username(self, uid: int) -> str | None:
-        return self.store.username(uid)
-
-    def preferences(self, uid: int) -> dict[str, str]:
-        return self.store.preferences(uid)
-
-    def stats(self, uid: int) -> Stats:
-        return self.store.stats(uid)
-
-    def signature(self, signature_id: str) -> Signature | None:
-        return self.store.signature(signature_id)
-
-    def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
-        return self.store.lookup(uid, tokens)
-
-    def weights(self, uid: int, tokens: Collection[int]) -> dict[int, float]:
-        return self.store.weights(uid, tokens)
-
-    def counts_and_weights(self, uid: int, tokens: Collection[int]
-                           ) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
-        return self.store.counts_and_weights(uid, tokens)
-
-    def counts_and_weights_of(self, uids: Collection[int], tokens: Collection[int]
-                              ) -> dict[int, tuple[dict[int, tuple[int, int]],
-                                                   dict[int, float]]]:
-        return self.store.counts_and_weights_of(uids, tokens)
 
 
 class Applied:

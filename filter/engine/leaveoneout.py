@@ -27,22 +27,22 @@ Nothing is written through the view.
 from __future__ import annotations
 
 from spamsift.filter.engine import logistic
+from spamsift.filter.engine.store.passthrough import PassThrough
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection
 
     from spamsift.filter.engine.store.base import AgentStore, Batch, Stats
-    from spamsift.filter.engine.store.signature import Signature
 
 
-class Without:
+class Without(PassThrough):
     """A read-only `AgentStore`: a store's data minus the part of the message left out
     (`leave_out`), for the reads `Agent.score` makes; the rest of `AgentStore` reads through,
     and a write is a bug."""
 
     def __init__(self, store: AgentStore) -> None:
-        self.store = store
+        super().__init__(store)
         self._stats: dict[int, Stats] = {}  # read once: nothing is written during a scan
         self.keep()
 
@@ -74,15 +74,6 @@ class Without:
     # -- what Agent.user and Agent.score read --------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:
         return self.store.uid(username, False)
-
-    def username(self, uid: int) -> str | None:
-        return self.store.username(uid)
-
-    def preferences(self, uid: int) -> dict[str, str]:
-        return self.store.preferences(uid)
-
-    def signature(self, signature_id: str) -> Signature | None:
-        return self.store.signature(signature_id)
 
     def stats(self, uid: int) -> Stats:
         from spamsift.filter.engine.store.base import STAT_FIELDS, Stats

@@ -8,17 +8,18 @@ step depends on everything learned before) runs its agent on a `WriteBehind` ins
 
 from __future__ import annotations
 
+from spamsift.filter.engine.store.passthrough import PassThrough
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection
 
     from spamsift.filter.engine.store.base import Batch, Stats, Store
-    from spamsift.filter.engine.store.signature import Signature
 
 _NOT_CACHED = (-1, -1)  # a sentinel, told apart by identity
 
 
-class WriteBehind:
+class WriteBehind(PassThrough):
     """An `AgentStore` for one user's training run: commits are merged in memory and written
     by `flush` as one transaction; reads see the store plus what is pending.
 
@@ -56,7 +57,8 @@ class WriteBehind:
         """`empty_uid`: a user known to have no token rows yet (a new user's bootstrap). Until
         the cache is first dropped, what it lacks for that user is known to be absent, and
         the store is not asked at all."""
-        self.store = store
+        super().__init__(store)
+        self.store: Store = store
         self.pairs = {}
         self.discard()
         self.forget()
@@ -79,19 +81,6 @@ class WriteBehind:
         self.known = {}
         self.known_weights = {}
         self.known_stats = None
-
-    # -- the rest of `AgentStore`, read through: nothing of it is held back ------------------
-    def uid(self, username: str, create: bool = True) -> int | None:
-        return self.store.uid(username, create)
-
-    def username(self, uid: int) -> str | None:
-        return self.store.username(uid)
-
-    def preferences(self, uid: int) -> dict[str, str]:
-        return self.store.preferences(uid)
-
-    def signature(self, signature_id: str) -> Signature | None:
-        return self.store.signature(signature_id)
 
     def _cache_for(self, uid: int) -> None:
         if uid != self.cache_uid:
