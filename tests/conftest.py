@@ -66,6 +66,17 @@ def mysql_url():
         admin.close()
 
 
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A spamsift home of the test's own (SQLite), used by the commands' main()."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("SPAMSIFT_HOME", str(home))
+    monkeypatch.delenv("SPAMSIFT_STORAGE", raising=False)
+    monkeypatch.delenv("SPAMSIFT_CONFIG", raising=False)
+    return home
+
+
 @pytest.fixture(params=["memory", "sqlite", "mysql"])
 def store(request, tmp_path):
     """An empty store of each backend in turn (MySQL: a database of the test's own)."""

@@ -54,17 +54,6 @@ def write_maildir(root: Path, inbox, spam) -> dict[str, str]:
     return keys
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """A spamsift home of the test's own (SQLite), used by the commands' main()."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("SPAMSIFT_HOME", str(home))
-    monkeypatch.delenv("SPAMSIFT_STORAGE", raising=False)
-    monkeypatch.delenv("SPAMSIFT_CONFIG", raising=False)
-    return home
-
-
 def config_file(tmp_path: Path, algorithm: list[str] | None) -> list[str]:
     if algorithm is None:
         return []

@@ -49,17 +49,6 @@ def write_maildir(root: Path, inbox: list[bytes], spam: list[bytes], trash: list
     return root
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """A spamsift home of the test's own (SQLite), used by the commands' main()."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("SPAMSIFT_HOME", str(home))
-    monkeypatch.delenv("SPAMSIFT_STORAGE", raising=False)
-    monkeypatch.delenv("SPAMSIFT_CONFIG", raising=False)
-    return home
-
-
 def open_db():
     settings = config.load(None)
     return settings, open_store(settings.storage_url, settings.storage_timeout)
