@@ -223,6 +223,12 @@ class SQLiteStore(SQLStore):
 
         return sqlite_maintenance.write_problems(self)
 
+    def compact(self) -> tuple[int, int, int, int]:
+        """Rewrite the file at the current page size: (page size, bytes) before and after."""
+        from spamsift.filter.engine.store import sqlite_maintenance
+
+        return sqlite_maintenance.compact(self)
+
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy the whole WAL into the database and empty it (waits for readers)."""
         try:

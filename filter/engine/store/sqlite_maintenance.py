@@ -11,7 +11,7 @@ import os
 
 import _sqlite3 as sqlite3
 
-from spamsift.filter.engine.errors import CorruptDatabaseError
+from spamsift.filter.engine.errors import CorruptDatabaseError, StorageUnavailableError
 from spamsift.filter.engine.store.sqlite_txn import SCHEMA_VERSION, WriteLock, translate
 
 TYPE_CHECKING = False
@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from typing import Protocol
 else:
     Protocol = object
+
+
+# The page size of a new database. Token ids are random 64-bit hashes, so a learned message's
+# tokens land on as many different pages as it has tokens (up to the table's size), and each
+# dirty page is one WAL frame of this size. Filtering 200 held-out corpus messages through the
+# real filter on a database trained on 2,000 (issue #18; /tmp figures, same rows vacuumed to
+# each size): WAL bytes per message 4096: 2,414 KB, 2048: 1,358 KB, 1024: 778 KB, 512:
+# 472 KB; a TRUNCATE checkpoint of the 200 messages' WAL 867 / 842 / 522 / 353 ms; filter
+# CPU per message 18.0 / 14.9 / 14.5 / 15.8 ms (deeper B-trees cost the smallest pages their
+# gain); file size 17.4 / 17.2 / 17.9 / 18.2 MB. 1024 writes a third and checkpoints at
+# 60%, with no slower reads. `spamsift db compact` converts an existing database.
+PAGE_SIZE = 1024
 
 
 class OpenSQLite(Protocol):
@@ -37,6 +49,9 @@ def create(store: OpenSQLite) -> None:
     from spamsift import sql
 
     db = store.db
+    # Takes effect only while the file is empty (before the first table): a database another
+    # process created meanwhile keeps its own.
+    db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     with WriteLock(db):
         # Re-check under the write lock: another process may have created it meanwhile.
         if db.execute("PRAGMA user_version").fetchone()[0] != 0:
@@ -71,6 +86,35 @@ def upgrade(store: OpenSQLite) -> None:
             if statement.split()[:3] == ["CREATE", "TABLE", "spamsift_learned_messages"]:
                 db.execute(statement.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def compact(store: OpenSQLite) -> tuple[int, int, int, int]:
+    """Rewrite the whole file at `PAGE_SIZE` without its free pages (VACUUM): (page size,
+    bytes) before and after. Needs the database to itself: leaving WAL mode fails while any
+    other process (the daemon, a delivery, a watcher) has it open, and nothing else can read
+    or write it while this runs."""
+    db = store.db
+    before = (db.execute("PRAGMA page_size").fetchone()[0], os.path.getsize(store.path))
+    db.execute("PRAGMA busy_timeout = 0")  # never queue behind mail: say busy instead
+    try:
+        # A page size changes only by a VACUUM outside WAL mode; a TRUNCATE checkpoint first,
+        # so the rollback journal mode starts from a file holding everything.
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        mode = db.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+        if mode != "delete":
+            raise sqlite3.OperationalError("database is locked")
+        try:
+            db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            db.execute("VACUUM")
+        finally:
+            db.execute("PRAGMA journal_mode = WAL").fetchall()
+    except sqlite3.Error as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StorageUnavailableError(
+                f"{store.path}: in use by another process (stop the daemon, the watchers and "
+                "deliveries for the while, then run it again)") from None
+        raise translate(exc, store.path) from None
+    return (*before, db.execute("PRAGMA page_size").fetchone()[0], os.path.getsize(store.path))
 
 
 def initialize(store: OpenSQLite) -> list[str]:
