@@ -133,3 +133,21 @@ def test_db_compact_rewrites_an_old_database_at_the_new_page_size(tmp_path):
     other = subprocess.run(run + ["--storage", "memory://"], env=env, capture_output=True,
                            text=True)
     assert other.returncode == 64 and "compact rewrites SQLite databases" in other.stderr
+
+
+def test_db_check_reports_a_database_left_out_of_wal_mode(tmp_path):
+    """What an interrupted `db compact` can leave behind is found, with the fix."""
+    import sqlite3
+
+    env = {"SPAMSIFT_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = [sys.executable, "-m", "spamsift", "db"]
+    assert subprocess.run(run + ["init"], env=env, capture_output=True).returncode == 0
+    db = sqlite3.connect(tmp_path / "spamsift.db")
+    assert db.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    db.close()
+    check = subprocess.run(run + ["check"], env=env, capture_output=True, text=True)
+    assert check.returncode == 65 and "journal mode delete, not wal" in check.stdout
+    done = subprocess.run(run + ["compact"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    check = subprocess.run(run + ["check"], env=env, capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.strip() == "ok"

@@ -107,7 +107,7 @@ def compact(store: OpenSQLite) -> tuple[int, int, int, int]:
             db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             db.execute("VACUUM")
         finally:
-            db.execute("PRAGMA journal_mode = WAL").fetchall()
+            _back_to_wal(store)
     except sqlite3.Error as exc:
         if "locked" in str(exc) or "busy" in str(exc):
             raise StorageUnavailableError(
@@ -115,6 +115,25 @@ def compact(store: OpenSQLite) -> tuple[int, int, int, int]:
                 "deliveries for the while, then run it again)") from None
         raise translate(exc, store.path) from None
     return (*before, db.execute("PRAGMA page_size").fetchone()[0], os.path.getsize(store.path))
+
+
+def _back_to_wal(store: OpenSQLite) -> None:
+    """WAL mode again. A process that opened the file while it was in rollback mode keeps the
+    switch from happening (it needs the file to itself), and SQLite then just answers the old
+    mode: try for a few seconds, then say so, rather than leave deliveries on a rollback
+    journal (where a writer blocks every reader)."""
+    import time
+
+    for _ in range(50):
+        try:
+            if store.db.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.1)
+    raise StorageUnavailableError(
+        f"{store.path}: left in rollback-journal mode because another process opened it "
+        "meanwhile; run 'spamsift db compact' again when nothing else has it open")
 
 
 def initialize(store: OpenSQLite) -> list[str]:
@@ -149,6 +168,10 @@ def schema_problems(store: OpenSQLite) -> list[str]:
     version = store._query("PRAGMA user_version", ())[0][0]
     if version != SCHEMA_VERSION:
         problems.append(f"schema version {version}, this spamsift uses {SCHEMA_VERSION}")
+    mode = store._query("PRAGMA journal_mode", ())[0][0]
+    if mode != "wal" and store.path != ":memory:":
+        problems.append(f"journal mode {mode}, not wal: a writer blocks every reader (fix: "
+                        "'spamsift db compact' when nothing else has the file open)")
     return problems
 
 
