@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 
-from spamsift.filter import cli, client
+from spamsift.filter import cli, client, options
 from spamsift.filter.writer import SYNC_WAIT, Writer
 
 TYPE_CHECKING = False
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from spamsift.filter.engine.metrics import Metrics
 from spamsift.filter.engine import config, exitcodes, log, users
 from spamsift.filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
-                                           command_failed)
+                                           UsageError, command_failed)
 
 
 MAX_SOCKET_PATH = 107  # bytes of an AF_UNIX path on Linux (sun_path, 108 with its NUL)
@@ -265,8 +265,15 @@ class _Request:
             differ = {k for k, _v in set(wanted.items()) ^ set(server.own_env.items())}
             return None, f"another configuration ({', '.join(sorted(differ))})"
         trusted = users.is_trusted(caller, server.settings.trusted_users)
-        deliver = client.deliver_set(argv)
-        if not trusted and deliver is not None and not deliver & {"spam", "stdout"}:
+        try:
+            # What the filter will act on, read by the filter's own parser: a scan of argv
+            # of our own took '--deliver=spam' given as the value of --mail-from for a
+            # --deliver, and the filter, which did not, quarantined as the daemon.
+            opts = options.parse(argv)
+        except UsageError:
+            opts = None  # the filter answers it (exit 64) without touching anything
+        if (not trusted and opts is not None and opts.deliver is not None
+                and "spam" not in opts.deliver):
             # Spam not delivered goes to the quarantine, which the daemon would fill with
             # files of its own for anyone: the caller's own process does it, as the caller.
             return None, "quarantine: only in the caller's own process"

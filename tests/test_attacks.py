@@ -651,3 +651,29 @@ def test_a_trust_grant_is_checked_on_the_file_read_not_the_path_later(evil, tmp_
     monkeypatch.setattr(config.os, "stat", flipped)
     with pytest.raises(ConfigError, match="only a file owned and writable by root"):
         config.load(str(mine), {"SPAMSIFT_HOME": str(tmp_path)}, use_cache=False)
+
+
+# -- what a third adversarial review found --------------------------------------------------
+
+@needs_console
+def test_a_deliver_hidden_in_another_options_value_does_not_open_the_quarantine(daemon,
+                                                                                 evil):
+    """The daemon read --deliver by its own scan of argv, the filter by its parser: a
+    '--deliver=spam' given as the value of --mail-from (or --profile, --signature...) counted
+    for the daemon's quarantine check but not for the filter, which then quarantined the
+    caller's spam as the daemon's own files, without limit. The check now reads the options
+    the filter will act on."""
+    from mail import SPAM
+
+    own_env = {"SPAMSIFT_CONFIG": str(daemon.config)}
+    for n in range(6):  # make the caller's spam spam, in the caller's own data
+        for klass, text in (("spam", SPAM), ("innocent", HAM)):
+            done = daemon.request(["--user", EVIL, f"--class={klass}", "--source=corpus"],
+                                  own_env, text + f"{n}\n".encode(), user=EVIL)
+            assert done[0] == b"0", done
+    for hidden in (["--mail-from", "--deliver=spam"], ["--profile", "--deliver=stdout"],
+                   ["--signature", "--deliver=spam"]):
+        argv = ["--user", EVIL, "--deliver=innocent", *hidden]
+        reply = daemon.request(argv, own_env, SPAM, user=EVIL)
+        assert reply[0] == b"decline", (argv, reply[:3])
+    assert not (daemon.home / "quarantine").exists()
