@@ -677,3 +677,30 @@ def test_a_deliver_hidden_in_another_options_value_does_not_open_the_quarantine(
         reply = daemon.request(argv, own_env, SPAM, user=EVIL)
         assert reply[0] == b"decline", (argv, reply[:3])
     assert not (daemon.home / "quarantine").exists()
+
+
+def test_many_homes_in_one_request_do_not_take_the_daemons_descriptors(evil, tmp_path):
+    """Each --home of an untrusted caller was opened and held until the request ended: one
+    request of a megabyte of '--home=MINE' arguments took every descriptor the daemon may
+    have (the soft limit, 1024 under systemd), so its other workers could not accept a
+    connection, open the database or count a pass-through. One --home is all the filter
+    uses: more than one is declined before anything is opened."""
+    from spamsift.filter import daemon
+    from spamsift.filter.engine import config, users
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    os.chown(mine, evil[0], -1)
+    server = type("S", (), {"settings": config.Settings({}), "own_env": {}})()
+    request = daemon._Request(server, None, None)  # type: ignore[arg-type]
+    try:
+        environ, why = request._environment(
+            ["--user", EVIL, "--stdout", *[f"--home={mine}"] * 3000], {},
+            users.Caller(evil[0], EVIL))
+        assert environ is None and "--home" in why
+        assert len(request.fds) <= 1, len(request.fds)
+        environ, why = request._environment(["--user", EVIL, "--stdout", "--home", str(mine)],
+                                            {}, users.Caller(evil[0], EVIL))
+        assert environ is not None and why == "" and len(request.fds) == 1
+    finally:
+        request.close()
