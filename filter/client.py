@@ -148,28 +148,18 @@ def run(argv: list[str], environ, stdin, stdout, stderr, count: bool = True) -> 
         sock.sendall(encode(fields))
         sock.shutdown(1)  # SHUT_WR
         reply = decode(recv_all(sock))
+        declined = reply[:1] == [b"decline"]
+        code = 0 if declined else _exit_code(reply)
     except (OSError, ValueError) as exc:
-        # The daemon may or may not have processed it: never process twice. Inbound mail
-        # written to stdout (maildrop's xfilter) is passed on untouched (the failure policy);
-        # anything else is retried by the MTA (75): a training request (corrections are
-        # idempotent), and a delivery whose message goes to the delivery agent or the
-        # quarantine, where a message on stdout would be read by no one and lost.
-        if is_training(argv) or not to_stdout(argv):
-            stderr.write(f"spamsift: daemon at {path} failed ({exc}); tempfail, the MTA "
-                         "retries\n")
-            return 75
-        stderr.write(f"spamsift: daemon at {path} failed ({exc}); message passed through\n")
-        return _emit(stdout, raw, 0, stderr)
+        return _failed(path, exc, argv, raw, environ, stdout, stderr, count)
     finally:
         sock.close()
-    if reply[:1] == [b"decline"]:
+    if declined:
         why = reply[1].decode("utf-8", "replace") if len(reply) > 1 else "declined"
         return _fallback(path, f"declined the request ({why})", raw, stderr, count)
-    if len(reply) < 3 or len(reply) % 2 == 0:
-        return _emit(stdout, raw, 0, stderr)
     if reply[2]:
         stderr.write(reply[2].decode("utf-8", "replace"))
-    status = _emit(stdout, reply[1], int(reply[0]), stderr)
+    status = _emit(stdout, reply[1], code, stderr)
     for n in range(3, len(reply), 2):
         code = _run_agent([a.decode("utf-8", "surrogateescape") for a in reply[n].split(b"\0")],
                           reply[n + 1], stderr)
@@ -177,6 +167,38 @@ def run(argv: list[str], environ, stdin, stdout, stderr, count: bool = True) -> 
             return code
         status = code or status
     return status
+
+
+def _exit_code(reply: list[bytes]) -> int:
+    """The exit code of a daemon's reply; ValueError when the frame is not a reply (an exit
+    code, stdout, stderr, then pairs of agent argv and message)."""
+    if len(reply) < 3 or len(reply) % 2 == 0 or not reply[0].isdigit() or len(reply[0]) > 3:
+        raise ValueError(f"not a reply ({len(reply)} fields)")
+    return int(reply[0])
+
+
+def _failed(path: str, exc: Exception, argv: list[str], raw: bytes, environ, stdout,
+            stderr, count: bool = True) -> int:
+    """The daemon at `path` took the request and failed (or answered no reply): it may or may
+    not have processed it, so never process it twice. Inbound mail written to stdout
+    (maildrop's xfilter) is passed on untouched (the failure policy); anything else is
+    retried by the MTA (75): a training request (corrections are idempotent), and a delivery
+    whose message goes to the delivery agent or the quarantine, where a message on stdout
+    would be read by no one and lost. Either way counted and logged, as every message that
+    goes on unfiltered is: a line on stderr alone, which Courier does not show, was silence."""
+    tempfail = is_training(argv) or not to_stdout(argv)
+    what = "tempfail, the MTA retries" if tempfail else "message passed through"
+    line = f"spamsift: daemon at {path} failed ({exc}); {what}"
+    _syslog(line)
+    try:
+        stderr.write(line + "\n")
+    except (OSError, ValueError):
+        pass
+    if count and not is_training(argv):
+        _count("tempfail" if tempfail else "error", environ)
+    if tempfail:
+        return 75
+    return _emit(stdout, raw, 0, stderr)
 
 
 CONNECT_WAIT = 30.0  # seconds a client waits for a busy daemon's backlog to take it
@@ -242,7 +264,18 @@ def _fallback(path: str, why: str, raw: bytes, stderr, count: bool = True) -> Fa
     syslog (mail), so that no fallback passes unnoticed."""
     line = f"spamsift: daemon at {path} {why}; filtering in-process"
     if count:
-        _count(why)
+        _count("fallback_busy" if why.startswith("was busy") else "fallback_declined"
+               if why.startswith("declined") else "fallback_unreachable")
+    _syslog(line)
+    try:
+        stderr.write(line + "\n")
+    except (OSError, ValueError):
+        pass
+    return Fallback(raw)
+
+
+def _syslog(line: str) -> None:
+    """`line` (which starts with "spamsift: ") to syslog, facility mail, as a warning."""
     try:
         import syslog
 
@@ -251,25 +284,18 @@ def _fallback(path: str, why: str, raw: bytes, stderr, count: bool = True) -> Fa
             "utf-8", "backslashreplace").decode())
     except (ImportError, OSError, ValueError):
         pass
-    try:
-        stderr.write(line + "\n")
-    except (OSError, ValueError):
-        pass
-    return Fallback(raw)
 
 
-def _count(why: str) -> None:
-    """Count the fallback by reason (`spamsift.filter.engine.passlog`), in the home the
-    in-process filter will use (the daemon's, or it would have been declined)."""
+def _count(reason: str, environ=None) -> None:
+    """Count a message by `reason` (`spamsift.filter.engine.passlog`), in the home the
+    in-process filter would use (the daemon's, or it would have been declined)."""
     try:
         from spamsift.filter.engine import passlog
         from spamsift.filter.engine.config import DEFAULT_HOME
 
-        reason = ("fallback_busy" if why.startswith("was busy") else "fallback_declined"
-                  if why.startswith("declined") else "fallback_unreachable")
-        home = posix.environ.get(b"SPAMSIFT_HOME", DEFAULT_HOME.encode()).decode(
-            "utf-8", "surrogateescape")
-        passlog.record(home, "-", reason)
+        if environ is None:
+            environ = environment()
+        passlog.record(environ.get("SPAMSIFT_HOME") or DEFAULT_HOME, "-", reason)
     except Exception:  # noqa: BLE001 - counting must never stop a delivery
         pass
 

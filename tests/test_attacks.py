@@ -704,3 +704,55 @@ def test_many_homes_in_one_request_do_not_take_the_daemons_descriptors(evil, tmp
         assert environ is not None and why == "" and len(request.fds) == 1
     finally:
         request.close()
+
+
+def _answering_daemon(tmp_path: Path, reply: bytes) -> str:
+    """A socket whose daemon reads the request and answers `reply` (a frame)."""
+    path = str(tmp_path / "odd.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+
+    def serve():
+        for _ in range(4):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            while conn.recv(1 << 20):
+                pass
+            conn.sendall(reply)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return path
+
+
+@pytest.mark.parametrize("argv, code, reason", [
+    (["--user", "x", "--stdout"], 0, "error"),
+    (["--user", "x", "--deliver=innocent,spam"], 75, "tempfail"),
+])
+@pytest.mark.parametrize("reply", [None, client.encode([b"0"]), client.encode([b"x", b"", b""])])
+def test_a_daemon_failure_is_counted_and_logged_like_any_pass_through(tmp_path, monkeypatch,
+                                                                      argv, code, reason,
+                                                                      reply):
+    """A daemon that failed mid-request (or answered a frame that is not a reply) made the
+    client pass the message on unfiltered, or tempfail it, with a line on standard error only,
+    which Courier does not show: not counted, not in syslog. A reply of too few fields was
+    taken as "pass the original on" with exit 0 even where standard output is read by no one
+    (the delivery agent's turn), losing the message; a non-numeric exit code was a traceback."""
+    from spamsift.filter.engine import passlog
+
+    home = tmp_path / "home"
+    home.mkdir()
+    passlog.prepare(str(home))
+    logged: list[str] = []
+    import syslog
+    monkeypatch.setattr(syslog, "syslog", lambda *args: logged.append(args[-1]))
+    path = _dead_daemon(tmp_path) if reply is None else _answering_daemon(tmp_path, reply)
+    out, err = io.BytesIO(), io.StringIO()
+    got = client.run(argv, {"SPAMSIFT_SOCKET": path, "SPAMSIFT_HOME": str(home)},
+                     io.BytesIO(HAM), out, err)
+    assert got == code, err.getvalue()
+    assert out.getvalue() == (HAM if code == 0 else b"")
+    assert [r for (_day, r, _u) in passlog.counts(str(home), 0)] == [reason]
+    assert any("daemon at" in line for line in logged), logged
