@@ -25,6 +25,7 @@ import posix  # not os: os costs its own import plus _collections_abc (~1.4 ms a
 DEFAULT_SOCKET = "/run/spamsift/spamsift.sock"
 MAGIC = b"SSF1"
 MAX_FRAME = 256 << 20
+DECLINE = MAGIC + (7).to_bytes(4, "big") + b"decline"  # how a decline frame starts
 TIMEOUT = 60.0
 # Environment the daemon needs from its client: the home for dotfiles (maildrop's HOME and
 # LOGNAME) and the configuration the client would use, to check it is the daemon's own.
@@ -59,11 +60,19 @@ def decode(data: bytes) -> list[bytes]:
 
 
 def recv_all(sock) -> bytes:
-    """Everything until the peer shuts down its side."""
+    """Everything until the peer shuts down its side. A daemon that declines without
+    reading the request closes with it unread, and the kernel then resets the connection
+    after the decline: a decline before the reset is the answer (nothing else is: a reply
+    is only sent once the request was read to its end)."""
     chunks: list[bytes] = []
     total = 0
     while True:
-        chunk = sock.recv(1 << 16)
+        try:
+            chunk = sock.recv(1 << 16)
+        except ConnectionResetError:
+            if not b"".join(chunks).startswith(DECLINE):
+                raise
+            return b"".join(chunks)
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)
@@ -135,25 +144,44 @@ def run(argv: list[str], environ, stdin, stdout, stderr, count: bool = True) -> 
     except OSError:
         return Fallback(None)
     raw = stdin.read() if wants_stdin(argv) else b""
-    sock = _connect(path)
-    if isinstance(sock, str):  # nothing was sent: filter here, and say so
-        return _fallback(path, sock, raw, stderr, count)
     env = [(k, environ[k]) for k in PASSED_ENV if k in environ]
     fields = [str(len(argv)).encode(), *(a.encode("utf-8", "surrogateescape") for a in argv),
               str(len(env)).encode()]
     for key, value in env:
         fields += [key.encode(), value.encode("utf-8", "surrogateescape")]
     fields.append(raw)
-    try:
-        sock.sendall(encode(fields))
-        sock.shutdown(1)  # SHUT_WR
-        reply = decode(recv_all(sock))
-        declined = reply[:1] == [b"decline"]
-        code = 0 if declined else _exit_code(reply)
-    except (OSError, ValueError) as exc:
-        return _failed(path, exc, argv, raw, environ, stdout, stderr, count)
-    finally:
-        sock.close()
+    frame = encode(fields)
+    import time
+
+    deadline = time.monotonic() + CONNECT_WAIT
+    pause = 0.005
+    while True:
+        sock = _connect(path, deadline)
+        if isinstance(sock, str):  # nothing was sent: filter here, and say so
+            return _fallback(path, sock, raw, stderr, count)
+        try:
+            try:
+                sock.sendall(frame)
+                sock.shutdown(1)  # SHUT_WR
+            except OSError as exc:
+                # A daemon may decline without reading the request (a uid over its share
+                # of workers) and close: its answer is still there to read.
+                reply = _declined(sock, exc)
+            else:
+                reply = decode(recv_all(sock))
+            declined = reply[:1] == [b"decline"]
+            code = 0 if declined else _exit_code(reply)
+        except (OSError, ValueError) as exc:
+            return _failed(path, exc, argv, raw, environ, stdout, stderr, count)
+        finally:
+            sock.close()
+        # "busy:": this uid holds all the workers it may; one will be free soon. Wait for
+        # it as for a full backlog, rather than filter in-process at once.
+        if not (declined and reply[1:2] and reply[1].startswith(b"busy:")
+                and time.monotonic() + pause < deadline):
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
     if declined:
         why = reply[1].decode("utf-8", "replace") if len(reply) > 1 else "declined"
         return _fallback(path, f"declined the request ({why})", raw, stderr, count)
@@ -167,6 +195,25 @@ def run(argv: list[str], environ, stdin, stdout, stderr, count: bool = True) -> 
             return code
         status = code or status
     return status
+
+
+def _declined(sock, exc: OSError) -> list[bytes]:
+    """The decline waiting on `sock` after sending failed with `exc`, else `exc`. (The
+    daemon closed with our request unread, so the kernel resets the connection after its
+    answer: read up to that.)"""
+    data = b""
+    try:
+        while len(data) < 1 << 16 and (chunk := sock.recv(1 << 16)):
+            data += chunk
+    except OSError:
+        pass
+    try:
+        reply = decode(data)
+    except ValueError:
+        reply = []
+    if reply[:1] != [b"decline"]:
+        raise exc
+    return reply
 
 
 def _exit_code(reply: list[bytes]) -> int:
@@ -204,15 +251,17 @@ def _failed(path: str, exc: Exception, argv: list[str], raw: bytes, environ, std
 CONNECT_WAIT = 30.0  # seconds a client waits for a busy daemon's backlog to take it
 
 
-def _connect(path: str):
+def _connect(path: str, deadline: float | None = None):
     """A socket connected to the daemon, or why there is none (a str). A daemon whose listen
     backlog is full (every worker busy) answers EAGAIN at once: wait for it, with growing
-    pauses, up to CONNECT_WAIT seconds, instead of filtering in-process (which, under load,
-    made every busy moment worse and passed unnoticed)."""
+    pauses, up to CONNECT_WAIT seconds (or `deadline`, a time.monotonic()), instead of
+    filtering in-process (which, under load, made every busy moment worse and passed
+    unnoticed)."""
     import _socket
     import time
 
-    deadline = time.monotonic() + CONNECT_WAIT
+    if deadline is None:
+        deadline = time.monotonic() + CONNECT_WAIT
     pause = 0.001
     while True:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)

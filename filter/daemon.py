@@ -82,6 +82,11 @@ class _Server:
         self.workers = [threading.Thread(target=self._work, name=f"spamsift-worker-{n}",
                                          daemon=True)
                         for n in range(max(1, settings.daemon_workers))]
+        # Workers one untrusted uid may hold at once (`_admit`): all but one, so that
+        # one always serves everybody else.
+        self.per_uid = max(1, len(self.workers) - 1)
+        self.busy: dict[int, int] = {}  # uid -> workers it holds
+        self.lock = threading.Lock()
 
     def serve(self) -> None:
         for worker in self.workers:
@@ -109,7 +114,11 @@ class _Server:
                 log.error(f"daemon: accept: {exc}", self.settings.syslog)
                 self.stopping.wait(0.1)
                 continue
-            request = _Request(self, conn, store)
+            caller = self._admit(conn)
+            if caller is None:
+                conn.close()
+                continue
+            request = _Request(self, conn, store, caller)
             try:
                 store = request.handle()
             except Exception as exc:  # noqa: BLE001 - a request must never stop a worker
@@ -118,8 +127,46 @@ class _Server:
             finally:
                 request.close()
                 conn.close()
+                with self.lock:
+                    self.busy[caller.uid] -= 1
+                    if not self.busy[caller.uid]:
+                        del self.busy[caller.uid]
         if store is not None:
             store.close()
+
+    def _admit(self, conn: socket.socket) -> users.Caller | None:
+        """Who connected (the kernel's word, SO_PEERCRED), once this worker may take them;
+        None when not: a caller who is not trusted already holds `per_uid` workers.
+
+        A worker is held by its connection until the request is complete (REQUEST_TIMEOUT):
+        one local user's idle connections, one per worker, held every worker at no cost of
+        their own. Declined at once, unread (the client then filters in its own process),
+        they cost a worker next to nothing; the trusted uids (Courier's, the virtual
+        mailboxes') deliver for everyone and may use every worker."""
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+            uid = struct.unpack("3i", creds)[1]
+        except OSError:
+            return None
+        caller = users.caller_for_uid(uid)
+        trusted = users.is_trusted(caller, self.settings.trusted_users)
+        with self.lock:
+            held = self.busy.get(uid, 0)
+            if not trusted and held >= self.per_uid:
+                why = f"busy: this uid has {held} requests in the daemon already"
+                admitted = False
+            else:
+                self.busy[uid] = held + 1
+                admitted = True
+        if admitted:
+            return caller
+        try:
+            conn.settimeout(1.0)  # a few bytes: always room in a new socket's buffer
+            conn.sendall(client.encode([b"decline", why.encode()]))
+        except OSError:
+            pass
+        return None
 
     def open_store(self):
         from spamsift.filter.engine.store.base import open_store
@@ -133,10 +180,12 @@ class _Server:
 class _Request:
     """One connection: read the request, decide whether this daemon may serve it, filter."""
 
-    def __init__(self, server: _Server, sock: socket.socket, store) -> None:
+    def __init__(self, server: _Server, sock: socket.socket, store,
+                 caller: users.Caller | None = None) -> None:
         self.server = server
         self.sock = sock
         self.store = store
+        self.caller = caller  # who connected (SO_PEERCRED); None: read it from `sock`
         self.fds: list[int] = []  # homes opened for this request (`_pin`)
 
     def close(self) -> None:
@@ -177,9 +226,11 @@ class _Request:
         sock, server = self.sock, self.server
         sock.settimeout(REQUEST_TIMEOUT)
         try:
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                    struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
+            caller = self.caller
+            if caller is None:
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+                caller = users.caller_for_uid(struct.unpack("3i", creds)[1])
             data = self._read()
             if data is None:  # over max_message_size: the client passes it on itself
                 self._decline(f"over max_message_size ({server.settings.max_message_size})")
@@ -195,7 +246,6 @@ class _Request:
         except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
             log.error(f"daemon: bad request: {exc}", server.settings.syslog)
             return self.store
-        caller = users.caller_for_uid(uid)
         environ, why = self._environment(argv, env, caller)
         if environ is None:
             self._decline(why)

@@ -756,3 +756,93 @@ def test_a_daemon_failure_is_counted_and_logged_like_any_pass_through(tmp_path, 
     assert out.getvalue() == (HAM if code == 0 else b"")
     assert [r for (_day, r, _u) in passlog.counts(str(home), 0)] == [reason]
     assert any("daemon at" in line for line in logged), logged
+
+
+@needs_console
+def test_idle_connections_of_one_user_do_not_hold_every_worker(evil):
+    """A connection holds its worker until its request is complete, for up to 30 s: a local
+    user who opened as many idle connections as there are workers (and kept the backlog full
+    of more) held them all, at no cost of their own, and every delivery waited or passed
+    through unfiltered. One untrusted uid now gets all workers but one; a connection beyond
+    that is declined at once, unread."""
+    d = Daemon("daemon_workers = 2\n")
+    holder = subprocess.Popen(
+        ["/usr/bin/python3", "-I", "-c", "import socket, sys, time\n"
+         "socks = []\n"
+         "for _ in range(6):\n"
+         "    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); socks.append(s)\n"
+         "print('up', flush=True)\n"
+         "time.sleep(120)\n", str(d.sock)],
+        user=EVIL, stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert holder.stdout.readline().strip() == "up"
+        time.sleep(0.5)  # the workers have taken the first of them
+        started = time.monotonic()
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(str(d.sock))
+        s.sendall(client.encode([b"3", b"--user", b"alice", b"--stdout", b"1",
+                                 b"SPAMSIFT_CONFIG", str(d.config).encode(), HAM]))
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(1 << 16):
+            out += chunk
+        s.close()
+        reply = client.decode(out)
+        assert reply[0] == b"0" and b"X-DSPAM-Result: " in reply[1]
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+        d.close()
+
+
+def test_a_decline_sent_before_the_request_was_read_is_a_decline(tmp_path):
+    """A daemon declines a connection beyond a uid's share of workers without reading it:
+    a client still sending a large message met a broken pipe and took that for a daemon
+    failure (the message passed through unfiltered) instead of filtering it itself."""
+    path = str(tmp_path / "declines.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.sendall(client.encode([b"decline", b"busy"]))
+        time.sleep(0.2)  # the client is sending meanwhile, more than the buffers hold
+        conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    big = HAM + b"x" * (8 << 20)
+    err = io.StringIO()
+    result = client.run(["--user", "x", "--stdout"], {"SPAMSIFT_SOCKET": path},
+                        io.BytesIO(big), io.BytesIO(), err, count=False)
+    assert isinstance(result, client.Fallback) and result.stdin == big, err.getvalue()
+    assert "declined the request (busy)" in err.getvalue()
+    listener.close()
+
+
+def test_a_uid_over_its_share_of_workers_waits_for_one(tmp_path):
+    """A legitimate burst for one local user (Courier delivers to one mailbox up to 4 at
+    once) meets the per-uid share too: declined "busy:", the client tries again, as for a
+    full backlog, instead of filtering in-process at once."""
+    path = str(tmp_path / "share.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+
+    def serve():
+        for n in range(3):
+            conn, _ = listener.accept()
+            if n < 2:
+                conn.sendall(client.encode([b"decline", b"busy: 1 request"]))
+            else:
+                while conn.recv(1 << 16):
+                    pass
+                conn.sendall(client.encode([b"0", b"stamped", b""]))
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    out, err = io.BytesIO(), io.StringIO()
+    got = client.run(["--user", "x", "--stdout"], {"SPAMSIFT_SOCKET": path}, io.BytesIO(HAM),
+                     out, err, count=False)
+    assert got == 0 and out.getvalue() == b"stamped", err.getvalue()
+    listener.close()
