@@ -279,8 +279,18 @@ class _Request:
                             commit_inbound=server.writer.submit, run_agent=record_delivery,
                             observe=observe)
         except Exception as exc:  # noqa: BLE001 - a request must never take the daemon down
-            log.error(f"daemon: internal error: {type(exc).__name__}: {exc}")
-            code, out, deliveries = exitcodes.OK, io.BytesIO(stdin), []
+            # The failure policy, as the filter's own: the original on stdout only where
+            # stdout delivers (exit 0 with it elsewhere lost it: the delivery agent's turn,
+            # which no one then took); else, and for training, a tempfail (the MTA retries).
+            settings = server.settings
+            tempfail = (client.is_training(argv) or not client.to_stdout(argv)
+                        or settings.on_error == "tempfail")
+            log.error(f"daemon: internal error: {type(exc).__name__}: {exc}; message "
+                      f"{'tempfailed' if tempfail else 'passed through'}", settings.syslog)
+            if not client.is_training(argv):
+                cli._count_unfiltered(settings, ["-"], "tempfail" if tempfail else "error")
+            code, out, deliveries = ((exitcodes.TEMPFAIL, io.BytesIO(), []) if tempfail
+                                     else (exitcodes.OK, io.BytesIO(stdin), []))
         if store is not None and any(isinstance(e, StorageError)
                                      and not isinstance(e, ConflictError) for e in failures):
             store.close()  # reopen next time: the database may have been replaced

@@ -846,3 +846,41 @@ def test_a_uid_over_its_share_of_workers_waits_for_one(tmp_path):
                      out, err, count=False)
     assert got == 0 and out.getvalue() == b"stamped", err.getvalue()
     listener.close()
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["--user", "root", "--deliver=innocent,spam"], b"75"),  # the delivery agent's turn
+    (["--user", "root", "--stdout"], b"0"),                  # maildrop's xfilter
+])
+def test_an_internal_error_in_the_daemon_never_answers_the_message_to_no_one(
+        tmp_path, monkeypatch, argv, code):
+    """An exception out of the filter made the daemon answer "exit 0, here is the original
+    on stdout" whatever the command line: where the delivery agent, not stdout, delivers,
+    no one read it and the message was lost. It is now a tempfail there (the MTA retries),
+    the original on stdout elsewhere, and counted either way."""
+    from spamsift.filter import cli, daemon
+    from spamsift.filter.engine import config, passlog, users
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(cli, "main", broken)
+    home = tmp_path / "home"
+    home.mkdir()
+    passlog.prepare(str(home))
+    settings = config.Settings({"home": str(home), "syslog": False,
+                                "delivery_agent": "/bin/cat"})
+    server = type("S", (), {"settings": settings, "own_env": {}, "max_request": 1 << 20,
+                            "metrics": None, "writer": None,
+                            "open_store": staticmethod(lambda: None)})()
+    ours, theirs = socket.socketpair()
+    fields = [str(len(argv)).encode(), *(a.encode() for a in argv), b"0", HAM]
+    theirs.sendall(client.encode(fields))
+    theirs.shutdown(socket.SHUT_WR)
+    daemon._Request(server, ours, None, users.Caller(0, "root")).handle()  # type: ignore[arg-type]
+    ours.close()
+    reply = client.decode(client.recv_all(theirs))
+    theirs.close()
+    assert reply[0] == code and reply[1] == (HAM if code == b"0" else b"")
+    assert len(reply) == 3  # no delivery for the client to make
+    reasons = [r for (_d, r, _u) in passlog.counts(str(home), 0)]
+    assert reasons == ["error" if code == b"0" else "tempfail"]
