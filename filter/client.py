@@ -25,6 +25,7 @@ import posix  # not os: os costs its own import plus _collections_abc (~1.4 ms a
 DEFAULT_SOCKET = "/run/spamsift/spamsift.sock"
 MAGIC = b"SSF1"
 MAX_FRAME = 256 << 20
+DECLINE = MAGIC + (7).to_bytes(4, "big") + b"decline"  # how a decline frame starts
 TIMEOUT = 60.0
 # Environment the daemon needs from its client: the home for dotfiles (maildrop's HOME and
 # LOGNAME) and the configuration the client would use, to check it is the daemon's own.
@@ -59,11 +60,19 @@ def decode(data: bytes) -> list[bytes]:
 
 
 def recv_all(sock) -> bytes:
-    """Everything until the peer shuts down its side."""
+    """Everything until the peer shuts down its side. A daemon that declines without
+    reading the request closes with it unread, and the kernel then resets the connection
+    after the decline: a decline before the reset is the answer (nothing else is: a reply
+    is only sent once the request was read to its end)."""
     chunks: list[bytes] = []
     total = 0
     while True:
-        chunk = sock.recv(1 << 16)
+        try:
+            chunk = sock.recv(1 << 16)
+        except ConnectionResetError:
+            if not b"".join(chunks).startswith(DECLINE):
+                raise
+            return b"".join(chunks)
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)
@@ -135,41 +144,50 @@ def run(argv: list[str], environ, stdin, stdout, stderr, count: bool = True) -> 
     except OSError:
         return Fallback(None)
     raw = stdin.read() if wants_stdin(argv) else b""
-    sock = _connect(path)
-    if isinstance(sock, str):  # nothing was sent: filter here, and say so
-        return _fallback(path, sock, raw, stderr, count)
     env = [(k, environ[k]) for k in PASSED_ENV if k in environ]
     fields = [str(len(argv)).encode(), *(a.encode("utf-8", "surrogateescape") for a in argv),
               str(len(env)).encode()]
     for key, value in env:
         fields += [key.encode(), value.encode("utf-8", "surrogateescape")]
     fields.append(raw)
-    try:
-        sock.sendall(encode(fields))
-        sock.shutdown(1)  # SHUT_WR
-        reply = decode(recv_all(sock))
-    except (OSError, ValueError) as exc:
-        # The daemon may or may not have processed it: never process twice. Inbound mail
-        # written to stdout (maildrop's xfilter) is passed on untouched (the failure policy);
-        # anything else is retried by the MTA (75): a training request (corrections are
-        # idempotent), and a delivery whose message goes to the delivery agent or the
-        # quarantine, where a message on stdout would be read by no one and lost.
-        if is_training(argv) or not to_stdout(argv):
-            stderr.write(f"spamsift: daemon at {path} failed ({exc}); tempfail, the MTA "
-                         "retries\n")
-            return 75
-        stderr.write(f"spamsift: daemon at {path} failed ({exc}); message passed through\n")
-        return _emit(stdout, raw, 0, stderr)
-    finally:
-        sock.close()
-    if reply[:1] == [b"decline"]:
+    frame = encode(fields)
+    import time
+
+    deadline = time.monotonic() + CONNECT_WAIT
+    pause = 0.005
+    while True:
+        sock = _connect(path, deadline)
+        if isinstance(sock, str):  # nothing was sent: filter here, and say so
+            return _fallback(path, sock, raw, stderr, count)
+        try:
+            try:
+                sock.sendall(frame)
+                sock.shutdown(1)  # SHUT_WR
+            except OSError as exc:
+                # A daemon may decline without reading the request (a uid over its share
+                # of workers) and close: its answer is still there to read.
+                reply = _declined(sock, exc)
+            else:
+                reply = decode(recv_all(sock))
+            declined = reply[:1] == [b"decline"]
+            code = 0 if declined else _exit_code(reply)
+        except (OSError, ValueError) as exc:
+            return _failed(path, exc, argv, raw, environ, stdout, stderr, count)
+        finally:
+            sock.close()
+        # "busy:": this uid holds all the workers it may; one will be free soon. Wait for
+        # it as for a full backlog, rather than filter in-process at once.
+        if not (declined and reply[1:2] and reply[1].startswith(b"busy:")
+                and time.monotonic() + pause < deadline):
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+    if declined:
         why = reply[1].decode("utf-8", "replace") if len(reply) > 1 else "declined"
         return _fallback(path, f"declined the request ({why})", raw, stderr, count)
-    if len(reply) < 3 or len(reply) % 2 == 0:
-        return _emit(stdout, raw, 0, stderr)
     if reply[2]:
         stderr.write(reply[2].decode("utf-8", "replace"))
-    status = _emit(stdout, reply[1], int(reply[0]), stderr)
+    status = _emit(stdout, reply[1], code, stderr)
     for n in range(3, len(reply), 2):
         code = _run_agent([a.decode("utf-8", "surrogateescape") for a in reply[n].split(b"\0")],
                           reply[n + 1], stderr)
@@ -179,18 +197,71 @@ def run(argv: list[str], environ, stdin, stdout, stderr, count: bool = True) -> 
     return status
 
 
+def _declined(sock, exc: OSError) -> list[bytes]:
+    """The decline waiting on `sock` after sending failed with `exc`, else `exc`. (The
+    daemon closed with our request unread, so the kernel resets the connection after its
+    answer: read up to that.)"""
+    data = b""
+    try:
+        while len(data) < 1 << 16 and (chunk := sock.recv(1 << 16)):
+            data += chunk
+    except OSError:
+        pass
+    try:
+        reply = decode(data)
+    except ValueError:
+        reply = []
+    if reply[:1] != [b"decline"]:
+        raise exc
+    return reply
+
+
+def _exit_code(reply: list[bytes]) -> int:
+    """The exit code of a daemon's reply; ValueError when the frame is not a reply (an exit
+    code, stdout, stderr, then pairs of agent argv and message)."""
+    if len(reply) < 3 or len(reply) % 2 == 0 or not reply[0].isdigit() or len(reply[0]) > 3:
+        raise ValueError(f"not a reply ({len(reply)} fields)")
+    return int(reply[0])
+
+
+def _failed(path: str, exc: Exception, argv: list[str], raw: bytes, environ, stdout,
+            stderr, count: bool = True) -> int:
+    """The daemon at `path` took the request and failed (or answered no reply): it may or may
+    not have processed it, so never process it twice. Inbound mail written to stdout
+    (maildrop's xfilter) is passed on untouched (the failure policy); anything else is
+    retried by the MTA (75): a training request (corrections are idempotent), and a delivery
+    whose message goes to the delivery agent or the quarantine, where a message on stdout
+    would be read by no one and lost. Either way counted and logged, as every message that
+    goes on unfiltered is: a line on stderr alone, which Courier does not show, was silence."""
+    tempfail = is_training(argv) or not to_stdout(argv)
+    what = "tempfail, the MTA retries" if tempfail else "message passed through"
+    line = f"spamsift: daemon at {path} failed ({exc}); {what}"
+    _syslog(line)
+    try:
+        stderr.write(line + "\n")
+    except (OSError, ValueError):
+        pass
+    if count and not is_training(argv):
+        _count("tempfail" if tempfail else "error", environ)
+    if tempfail:
+        return 75
+    return _emit(stdout, raw, 0, stderr)
+
+
 CONNECT_WAIT = 30.0  # seconds a client waits for a busy daemon's backlog to take it
 
 
-def _connect(path: str):
+def _connect(path: str, deadline: float | None = None):
     """A socket connected to the daemon, or why there is none (a str). A daemon whose listen
     backlog is full (every worker busy) answers EAGAIN at once: wait for it, with growing
-    pauses, up to CONNECT_WAIT seconds, instead of filtering in-process (which, under load,
-    made every busy moment worse and passed unnoticed)."""
+    pauses, up to CONNECT_WAIT seconds (or `deadline`, a time.monotonic()), instead of
+    filtering in-process (which, under load, made every busy moment worse and passed
+    unnoticed)."""
     import _socket
     import time
 
-    deadline = time.monotonic() + CONNECT_WAIT
+    if deadline is None:
+        deadline = time.monotonic() + CONNECT_WAIT
     pause = 0.001
     while True:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -242,7 +313,18 @@ def _fallback(path: str, why: str, raw: bytes, stderr, count: bool = True) -> Fa
     syslog (mail), so that no fallback passes unnoticed."""
     line = f"spamsift: daemon at {path} {why}; filtering in-process"
     if count:
-        _count(why)
+        _count("fallback_busy" if why.startswith("was busy") else "fallback_declined"
+               if why.startswith("declined") else "fallback_unreachable")
+    _syslog(line)
+    try:
+        stderr.write(line + "\n")
+    except (OSError, ValueError):
+        pass
+    return Fallback(raw)
+
+
+def _syslog(line: str) -> None:
+    """`line` (which starts with "spamsift: ") to syslog, facility mail, as a warning."""
     try:
         import syslog
 
@@ -251,25 +333,18 @@ def _fallback(path: str, why: str, raw: bytes, stderr, count: bool = True) -> Fa
             "utf-8", "backslashreplace").decode())
     except (ImportError, OSError, ValueError):
         pass
-    try:
-        stderr.write(line + "\n")
-    except (OSError, ValueError):
-        pass
-    return Fallback(raw)
 
 
-def _count(why: str) -> None:
-    """Count the fallback by reason (`spamsift.filter.engine.passlog`), in the home the
-    in-process filter will use (the daemon's, or it would have been declined)."""
+def _count(reason: str, environ=None) -> None:
+    """Count a message by `reason` (`spamsift.filter.engine.passlog`), in the home the
+    in-process filter would use (the daemon's, or it would have been declined)."""
     try:
         from spamsift.filter.engine import passlog
         from spamsift.filter.engine.config import DEFAULT_HOME
 
-        reason = ("fallback_busy" if why.startswith("was busy") else "fallback_declined"
-                  if why.startswith("declined") else "fallback_unreachable")
-        home = posix.environ.get(b"SPAMSIFT_HOME", DEFAULT_HOME.encode()).decode(
-            "utf-8", "surrogateescape")
-        passlog.record(home, "-", reason)
+        if environ is None:
+            environ = environment()
+        passlog.record(environ.get("SPAMSIFT_HOME") or DEFAULT_HOME, "-", reason)
     except Exception:  # noqa: BLE001 - counting must never stop a delivery
         pass
 

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 
-from spamsift.filter import cli, client
+from spamsift.filter import cli, client, options
 from spamsift.filter.writer import SYNC_WAIT, Writer
 
 TYPE_CHECKING = False
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from spamsift.filter.engine.metrics import Metrics
 from spamsift.filter.engine import config, exitcodes, log, users
 from spamsift.filter.engine.errors import (ConflictError, SpamsiftError, StorageError,
-                                           command_failed)
+                                           UsageError, command_failed)
 
 
 MAX_SOCKET_PATH = 107  # bytes of an AF_UNIX path on Linux (sun_path, 108 with its NUL)
@@ -82,6 +82,11 @@ class _Server:
         self.workers = [threading.Thread(target=self._work, name=f"spamsift-worker-{n}",
                                          daemon=True)
                         for n in range(max(1, settings.daemon_workers))]
+        # Workers one untrusted uid may hold at once (`_admit`): all but one, so that
+        # one always serves everybody else.
+        self.per_uid = max(1, len(self.workers) - 1)
+        self.busy: dict[int, int] = {}  # uid -> workers it holds
+        self.lock = threading.Lock()
 
     def serve(self) -> None:
         for worker in self.workers:
@@ -109,7 +114,11 @@ class _Server:
                 log.error(f"daemon: accept: {exc}", self.settings.syslog)
                 self.stopping.wait(0.1)
                 continue
-            request = _Request(self, conn, store)
+            caller = self._admit(conn)
+            if caller is None:
+                conn.close()
+                continue
+            request = _Request(self, conn, store, caller)
             try:
                 store = request.handle()
             except Exception as exc:  # noqa: BLE001 - a request must never stop a worker
@@ -118,8 +127,46 @@ class _Server:
             finally:
                 request.close()
                 conn.close()
+                with self.lock:
+                    self.busy[caller.uid] -= 1
+                    if not self.busy[caller.uid]:
+                        del self.busy[caller.uid]
         if store is not None:
             store.close()
+
+    def _admit(self, conn: socket.socket) -> users.Caller | None:
+        """Who connected (the kernel's word, SO_PEERCRED), once this worker may take them;
+        None when not: a caller who is not trusted already holds `per_uid` workers.
+
+        A worker is held by its connection until the request is complete (REQUEST_TIMEOUT):
+        one local user's idle connections, one per worker, held every worker at no cost of
+        their own. Declined at once, unread (the client then filters in its own process),
+        they cost a worker next to nothing; the trusted uids (Courier's, the virtual
+        mailboxes') deliver for everyone and may use every worker."""
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+            uid = struct.unpack("3i", creds)[1]
+        except OSError:
+            return None
+        caller = users.caller_for_uid(uid)
+        trusted = users.is_trusted(caller, self.settings.trusted_users)
+        with self.lock:
+            held = self.busy.get(uid, 0)
+            if not trusted and held >= self.per_uid:
+                why = f"busy: this uid has {held} requests in the daemon already"
+                admitted = False
+            else:
+                self.busy[uid] = held + 1
+                admitted = True
+        if admitted:
+            return caller
+        try:
+            conn.settimeout(1.0)  # a few bytes: always room in a new socket's buffer
+            conn.sendall(client.encode([b"decline", why.encode()]))
+        except OSError:
+            pass
+        return None
 
     def open_store(self):
         from spamsift.filter.engine.store.base import open_store
@@ -133,10 +180,12 @@ class _Server:
 class _Request:
     """One connection: read the request, decide whether this daemon may serve it, filter."""
 
-    def __init__(self, server: _Server, sock: socket.socket, store) -> None:
+    def __init__(self, server: _Server, sock: socket.socket, store,
+                 caller: users.Caller | None = None) -> None:
         self.server = server
         self.sock = sock
         self.store = store
+        self.caller = caller  # who connected (SO_PEERCRED); None: read it from `sock`
         self.fds: list[int] = []  # homes opened for this request (`_pin`)
 
     def close(self) -> None:
@@ -177,9 +226,11 @@ class _Request:
         sock, server = self.sock, self.server
         sock.settimeout(REQUEST_TIMEOUT)
         try:
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                    struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
+            caller = self.caller
+            if caller is None:
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+                caller = users.caller_for_uid(struct.unpack("3i", creds)[1])
             data = self._read()
             if data is None:  # over max_message_size: the client passes it on itself
                 self._decline(f"over max_message_size ({server.settings.max_message_size})")
@@ -195,7 +246,6 @@ class _Request:
         except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
             log.error(f"daemon: bad request: {exc}", server.settings.syslog)
             return self.store
-        caller = users.caller_for_uid(uid)
         environ, why = self._environment(argv, env, caller)
         if environ is None:
             self._decline(why)
@@ -229,8 +279,18 @@ class _Request:
                             commit_inbound=server.writer.submit, run_agent=record_delivery,
                             observe=observe)
         except Exception as exc:  # noqa: BLE001 - a request must never take the daemon down
-            log.error(f"daemon: internal error: {type(exc).__name__}: {exc}")
-            code, out, deliveries = exitcodes.OK, io.BytesIO(stdin), []
+            # The failure policy, as the filter's own: the original on stdout only where
+            # stdout delivers (exit 0 with it elsewhere lost it: the delivery agent's turn,
+            # which no one then took); else, and for training, a tempfail (the MTA retries).
+            settings = server.settings
+            tempfail = (client.is_training(argv) or not client.to_stdout(argv)
+                        or settings.on_error == "tempfail")
+            log.error(f"daemon: internal error: {type(exc).__name__}: {exc}; message "
+                      f"{'tempfailed' if tempfail else 'passed through'}", settings.syslog)
+            if not client.is_training(argv):
+                cli._count_unfiltered(settings, ["-"], "tempfail" if tempfail else "error")
+            code, out, deliveries = ((exitcodes.TEMPFAIL, io.BytesIO(), []) if tempfail
+                                     else (exitcodes.OK, io.BytesIO(stdin), []))
         if store is not None and any(isinstance(e, StorageError)
                                      and not isinstance(e, ConflictError) for e in failures):
             store.close()  # reopen next time: the database may have been replaced
@@ -265,19 +325,30 @@ class _Request:
             differ = {k for k, _v in set(wanted.items()) ^ set(server.own_env.items())}
             return None, f"another configuration ({', '.join(sorted(differ))})"
         trusted = users.is_trusted(caller, server.settings.trusted_users)
-        deliver = client.deliver_set(argv)
-        if not trusted and deliver is not None and not deliver & {"spam", "stdout"}:
+        try:
+            # What the filter will act on, read by the filter's own parser: a scan of argv
+            # of our own took '--deliver=spam' given as the value of --mail-from for a
+            # --deliver, and the filter, which did not, quarantined as the daemon.
+            opts = options.parse(argv)
+        except UsageError:
+            opts = None  # the filter answers it (exit 64) without touching anything
+        if (not trusted and opts is not None and opts.deliver is not None
+                and "spam" not in opts.deliver):
             # Spam not delivered goes to the quarantine, which the daemon would fill with
             # files of its own for anyone: the caller's own process does it, as the caller.
             return None, "quarantine: only in the caller's own process"
-        for n, arg in enumerate(argv):
-            name, eq, value = arg.partition("=")
-            if name == "--home":
-                home = value if eq else (argv[n + 1] if n + 1 < len(argv) else "")
-                pinned = self._pin(home, caller.uid, trusted)
-                if pinned is None:
-                    return None, "--home is not the caller's"
-                argv[n if eq else n + 1] = f"--home={pinned}" if eq else pinned
+        homes = [n for n, arg in enumerate(argv) if arg.partition("=")[0] == "--home"]
+        if len(homes) > 1 and not trusted:
+            # Each is opened and held while the request runs: a megabyte of --home=MINE took
+            # every descriptor the daemon may have. The filter uses one (the last).
+            return None, "--home given more than once"
+        for n in homes:
+            _name, eq, value = argv[n].partition("=")
+            home = value if eq else (argv[n + 1] if n + 1 < len(argv) else "")
+            pinned = self._pin(home, caller.uid, trusted)
+            if pinned is None:
+                return None, "--home is not the caller's"
+            argv[n if eq else n + 1] = f"--home={pinned}" if eq else pinned
         environ = dict(server.own_env)
         environ.update({k: v for k, v in env.items() if k in ("LOGNAME", "USER")})
         # $HOME (maildrop's) stands for the user's home only when it is the caller's: one

@@ -651,3 +651,236 @@ def test_a_trust_grant_is_checked_on_the_file_read_not_the_path_later(evil, tmp_
     monkeypatch.setattr(config.os, "stat", flipped)
     with pytest.raises(ConfigError, match="only a file owned and writable by root"):
         config.load(str(mine), {"SPAMSIFT_HOME": str(tmp_path)}, use_cache=False)
+
+
+# -- what a third adversarial review found --------------------------------------------------
+
+@needs_console
+def test_a_deliver_hidden_in_another_options_value_does_not_open_the_quarantine(daemon,
+                                                                                 evil):
+    """The daemon read --deliver by its own scan of argv, the filter by its parser: a
+    '--deliver=spam' given as the value of --mail-from (or --profile, --signature...) counted
+    for the daemon's quarantine check but not for the filter, which then quarantined the
+    caller's spam as the daemon's own files, without limit. The check now reads the options
+    the filter will act on."""
+    from mail import SPAM
+
+    own_env = {"SPAMSIFT_CONFIG": str(daemon.config)}
+    for n in range(6):  # make the caller's spam spam, in the caller's own data
+        for klass, text in (("spam", SPAM), ("innocent", HAM)):
+            done = daemon.request(["--user", EVIL, f"--class={klass}", "--source=corpus"],
+                                  own_env, text + f"{n}\n".encode(), user=EVIL)
+            assert done[0] == b"0", done
+    for hidden in (["--mail-from", "--deliver=spam"], ["--profile", "--deliver=stdout"],
+                   ["--signature", "--deliver=spam"]):
+        argv = ["--user", EVIL, "--deliver=innocent", *hidden]
+        reply = daemon.request(argv, own_env, SPAM, user=EVIL)
+        assert reply[0] == b"decline", (argv, reply[:3])
+    assert not (daemon.home / "quarantine").exists()
+
+
+def test_many_homes_in_one_request_do_not_take_the_daemons_descriptors(evil, tmp_path):
+    """Each --home of an untrusted caller was opened and held until the request ended: one
+    request of a megabyte of '--home=MINE' arguments took every descriptor the daemon may
+    have (the soft limit, 1024 under systemd), so its other workers could not accept a
+    connection, open the database or count a pass-through. One --home is all the filter
+    uses: more than one is declined before anything is opened."""
+    from spamsift.filter import daemon
+    from spamsift.filter.engine import config, users
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    os.chown(mine, evil[0], -1)
+    server = type("S", (), {"settings": config.Settings({}), "own_env": {}})()
+    request = daemon._Request(server, None, None)  # type: ignore[arg-type]
+    try:
+        environ, why = request._environment(
+            ["--user", EVIL, "--stdout", *[f"--home={mine}"] * 3000], {},
+            users.Caller(evil[0], EVIL))
+        assert environ is None and "--home" in why
+        assert len(request.fds) <= 1, len(request.fds)
+        environ, why = request._environment(["--user", EVIL, "--stdout", "--home", str(mine)],
+                                            {}, users.Caller(evil[0], EVIL))
+        assert environ is not None and why == "" and len(request.fds) == 1
+    finally:
+        request.close()
+
+
+def _answering_daemon(tmp_path: Path, reply: bytes) -> str:
+    """A socket whose daemon reads the request and answers `reply` (a frame)."""
+    path = str(tmp_path / "odd.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+
+    def serve():
+        for _ in range(4):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            while conn.recv(1 << 20):
+                pass
+            conn.sendall(reply)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return path
+
+
+@pytest.mark.parametrize("argv, code, reason", [
+    (["--user", "x", "--stdout"], 0, "error"),
+    (["--user", "x", "--deliver=innocent,spam"], 75, "tempfail"),
+])
+@pytest.mark.parametrize("reply", [None, client.encode([b"0"]), client.encode([b"x", b"", b""])])
+def test_a_daemon_failure_is_counted_and_logged_like_any_pass_through(tmp_path, monkeypatch,
+                                                                      argv, code, reason,
+                                                                      reply):
+    """A daemon that failed mid-request (or answered a frame that is not a reply) made the
+    client pass the message on unfiltered, or tempfail it, with a line on standard error only,
+    which Courier does not show: not counted, not in syslog. A reply of too few fields was
+    taken as "pass the original on" with exit 0 even where standard output is read by no one
+    (the delivery agent's turn), losing the message; a non-numeric exit code was a traceback."""
+    from spamsift.filter.engine import passlog
+
+    home = tmp_path / "home"
+    home.mkdir()
+    passlog.prepare(str(home))
+    logged: list[str] = []
+    import syslog
+    monkeypatch.setattr(syslog, "syslog", lambda *args: logged.append(args[-1]))
+    path = _dead_daemon(tmp_path) if reply is None else _answering_daemon(tmp_path, reply)
+    out, err = io.BytesIO(), io.StringIO()
+    got = client.run(argv, {"SPAMSIFT_SOCKET": path, "SPAMSIFT_HOME": str(home)},
+                     io.BytesIO(HAM), out, err)
+    assert got == code, err.getvalue()
+    assert out.getvalue() == (HAM if code == 0 else b"")
+    assert [r for (_day, r, _u) in passlog.counts(str(home), 0)] == [reason]
+    assert any("daemon at" in line for line in logged), logged
+
+
+@needs_console
+def test_idle_connections_of_one_user_do_not_hold_every_worker(evil):
+    """A connection holds its worker until its request is complete, for up to 30 s: a local
+    user who opened as many idle connections as there are workers (and kept the backlog full
+    of more) held them all, at no cost of their own, and every delivery waited or passed
+    through unfiltered. One untrusted uid now gets all workers but one; a connection beyond
+    that is declined at once, unread."""
+    d = Daemon("daemon_workers = 2\n")
+    holder = subprocess.Popen(
+        ["/usr/bin/python3", "-I", "-c", "import socket, sys, time\n"
+         "socks = []\n"
+         "for _ in range(6):\n"
+         "    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); socks.append(s)\n"
+         "print('up', flush=True)\n"
+         "time.sleep(120)\n", str(d.sock)],
+        user=EVIL, stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert holder.stdout.readline().strip() == "up"
+        time.sleep(0.5)  # the workers have taken the first of them
+        started = time.monotonic()
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(str(d.sock))
+        s.sendall(client.encode([b"3", b"--user", b"alice", b"--stdout", b"1",
+                                 b"SPAMSIFT_CONFIG", str(d.config).encode(), HAM]))
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(1 << 16):
+            out += chunk
+        s.close()
+        reply = client.decode(out)
+        assert reply[0] == b"0" and b"X-DSPAM-Result: " in reply[1]
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+        d.close()
+
+
+def test_a_decline_sent_before_the_request_was_read_is_a_decline(tmp_path):
+    """A daemon declines a connection beyond a uid's share of workers without reading it:
+    a client still sending a large message met a broken pipe and took that for a daemon
+    failure (the message passed through unfiltered) instead of filtering it itself."""
+    path = str(tmp_path / "declines.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.sendall(client.encode([b"decline", b"busy"]))
+        time.sleep(0.2)  # the client is sending meanwhile, more than the buffers hold
+        conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    big = HAM + b"x" * (8 << 20)
+    err = io.StringIO()
+    result = client.run(["--user", "x", "--stdout"], {"SPAMSIFT_SOCKET": path},
+                        io.BytesIO(big), io.BytesIO(), err, count=False)
+    assert isinstance(result, client.Fallback) and result.stdin == big, err.getvalue()
+    assert "declined the request (busy)" in err.getvalue()
+    listener.close()
+
+
+def test_a_uid_over_its_share_of_workers_waits_for_one(tmp_path):
+    """A legitimate burst for one local user (Courier delivers to one mailbox up to 4 at
+    once) meets the per-uid share too: declined "busy:", the client tries again, as for a
+    full backlog, instead of filtering in-process at once."""
+    path = str(tmp_path / "share.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+
+    def serve():
+        for n in range(3):
+            conn, _ = listener.accept()
+            if n < 2:
+                conn.sendall(client.encode([b"decline", b"busy: 1 request"]))
+            else:
+                while conn.recv(1 << 16):
+                    pass
+                conn.sendall(client.encode([b"0", b"stamped", b""]))
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    out, err = io.BytesIO(), io.StringIO()
+    got = client.run(["--user", "x", "--stdout"], {"SPAMSIFT_SOCKET": path}, io.BytesIO(HAM),
+                     out, err, count=False)
+    assert got == 0 and out.getvalue() == b"stamped", err.getvalue()
+    listener.close()
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["--user", "root", "--deliver=innocent,spam"], b"75"),  # the delivery agent's turn
+    (["--user", "root", "--stdout"], b"0"),                  # maildrop's xfilter
+])
+def test_an_internal_error_in_the_daemon_never_answers_the_message_to_no_one(
+        tmp_path, monkeypatch, argv, code):
+    """An exception out of the filter made the daemon answer "exit 0, here is the original
+    on stdout" whatever the command line: where the delivery agent, not stdout, delivers,
+    no one read it and the message was lost. It is now a tempfail there (the MTA retries),
+    the original on stdout elsewhere, and counted either way."""
+    from spamsift.filter import cli, daemon
+    from spamsift.filter.engine import config, passlog, users
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(cli, "main", broken)
+    home = tmp_path / "home"
+    home.mkdir()
+    passlog.prepare(str(home))
+    settings = config.Settings({"home": str(home), "syslog": False,
+                                "delivery_agent": "/bin/cat"})
+    server = type("S", (), {"settings": settings, "own_env": {}, "max_request": 1 << 20,
+                            "metrics": None, "writer": None,
+                            "open_store": staticmethod(lambda: None)})()
+    ours, theirs = socket.socketpair()
+    fields = [str(len(argv)).encode(), *(a.encode() for a in argv), b"0", HAM]
+    theirs.sendall(client.encode(fields))
+    theirs.shutdown(socket.SHUT_WR)
+    daemon._Request(server, ours, None, users.Caller(0, "root")).handle()  # type: ignore[arg-type]
+    ours.close()
+    reply = client.decode(client.recv_all(theirs))
+    theirs.close()
+    assert reply[0] == code and reply[1] == (HAM if code == b"0" else b"")
+    assert len(reply) == 3  # no delivery for the client to make
+    reasons = [r for (_d, r, _u) in passlog.counts(str(home), 0)]
+    assert reasons == ["error" if code == b"0" else "tempfail"]
