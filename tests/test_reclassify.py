@@ -213,7 +213,8 @@ def test_reclassify_finds_what_training_learned_wrong_and_retrain_equals_a_clean
     assert all((f["score"] >= 0) == (f["verdict"] == "spam") for f in report["findings"])
     # The cuts.
     assert run_reclassify(capsys, *cfg, "--top", "2", str(md))["misplaced"] == 2
-    cut = run_reclassify(capsys, *cfg, "--min-score", str(scores[3]), str(md))
+    # (the JSON's scores are rounded to 4 places: cut half a unit below the fourth)
+    cut = run_reclassify(capsys, *cfg, "--min-score", str(scores[3] - 5e-5), str(md))
     assert cut["misplaced"] == sum(1 for s in scores if s >= scores[3])
     # --retrain without --move is a usage error.
     assert reclassify.main(["--user", "u", "--retrain", *cfg, str(md)]) == 64
@@ -309,6 +310,11 @@ def best_recall_at(report: dict, misfiled: set[str], precision: float) -> tuple[
     return best, best / len(misfiled)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #20's 27 of 30 with at most 3 others is not reached: the default listing finds "
+    "22 and 5 others at seed 1 (seeds 2-6: 27/2, 28/2, 25/6, 26/7, 26/4); most others are "
+    "hard_ham newsletters and spam sent through mailing lists, which a filter of 450 "
+    "messages misjudges (docs/training.md#spamsift-reclassify)"))
 def test_scenario_450_with_30_misfiled(env, tmp_path, capsys, corpus_dir):
     """The issue's measurement: 300 ham and 150 spam filed right, 20 spam in the INBOX, 10
     ham in .Spam; train, then reclassify. Before leave-one-out it listed 2 of the 30."""
@@ -321,9 +327,7 @@ def test_scenario_450_with_30_misfiled(env, tmp_path, capsys, corpus_dir):
     cut, cut_recall = best_recall_at(report, misfiled, 0.9)
     print(f"\n450 + 30 misfiled: listed {found} of 30 and {others} others (recall {recall:.2f}, "
           f"precision {precision:.2f}); best cut at 90% precision finds {cut} ({cut_recall:.2f})")
-    # What is reached (issue #20 asks for 27 and at most 3 others; see docs/reclassify):
-    # leave-one-out finds many more than the 2 the filter's plain scores gave.
-    assert found >= 15
+    assert found >= 27 and others <= 3  # issue #20
 
 
 def test_scenario_3000_with_5_percent_misfiled(env, tmp_path, capsys, corpus_dir):
@@ -337,4 +341,4 @@ def test_scenario_3000_with_5_percent_misfiled(env, tmp_path, capsys, corpus_dir
     cut, cut_recall = best_recall_at(report, misfiled, 0.9)
     print(f"\n3,000 with 150 misfiled: listed {found} and {others} others: recall {recall:.3f}, "
           f"precision {precision:.3f}; best cut at 90% precision: recall {cut_recall:.3f}")
-    assert recall >= 0.8
+    assert recall >= 0.9 and precision >= 0.9  # issue #20, the default listing
