@@ -250,6 +250,38 @@ def test_reclassify_finds_what_training_learned_wrong_and_retrain_equals_a_clean
     store.close()
 
 
+@pytest.mark.parametrize("algorithm", [None, ["graham", "burton"]])
+def test_train_clean_retrains_what_looks_misfiled_as_a_train_of_the_corrected_mailbox(
+        env, tmp_path, capsys, algorithm):
+    md, misfiled, _clean = dirty_maildir(tmp_path)
+    cfg = config_file(tmp_path, algorithm)
+    assert train.main(["--user", "u", "--quiet", "--clean", *cfg, str(md)]) == 0
+    out = capsys.readouterr().out
+    # Per folder: what was judged and what was retrained (4 spam in the INBOX, 3 ham in
+    # .Spam), the files left where they are.
+    assert f"{md}: 64 judged, 4 retrained as spam, 0 as ham" in out, out
+    assert f"{md}/.Spam: 43 judged, 0 retrained as spam, 3 as ham" in out, out
+    assert all((md / p).exists() for p in misfiled)
+    assert train.main(["--user", "clean", "--quiet", *cfg, str(tmp_path / "Clean")]) == 0
+    capsys.readouterr()
+    settings = config.load(cfg[1] if cfg else None)
+    store = open_store(settings.storage_url)
+    uid, cuid = store.uid("u", create=False), store.uid("clean", create=False)
+    assert token_table(store, uid) == token_table(store, cuid)
+    assert store.stats(uid) == store.stats(cuid)
+    records = store.learned_records(uid, [mailfolders.message_key((md / p).read_bytes())
+                                          for p in misfiled])
+    assert all(list(r) == ["spam" if "Spam" not in p else "innocent"]
+               for p, r in zip(sorted(misfiled), (records[mailfolders.message_key(
+                   (md / p).read_bytes())] for p in sorted(misfiled))))
+    store.close()
+    # Still in the wrong folders, so reclassify lists them; moving them retrains nothing.
+    report = run_reclassify(capsys, *cfg, "--move", "--retrain", str(md))
+    assert report["moved"] == len(misfiled) and report["retrained"] == 0
+    assert {f["action"] for f in report["findings"]} == {"moved, corrected already"}
+    assert train.main(["--user", "u", "--clean", "--strategy", "error", str(md)]) == 64
+
+
 def test_a_correction_happens_once_even_from_two_runs_at_once(env, tmp_path, capsys):
     """Two reclassify runs that both found a message: the second one's correction finds the
     record changed and only records the place."""

@@ -159,12 +159,17 @@ def _messages(root: str, settings, tally: Scan):
             yield folder, sub, name, raw
 
 
-def scan(agent, ctx, root: str, settings) -> Scan:
+def scan(agent, ctx, root: str | None, settings, entries=None) -> Scan:
     """Judge every message of the Maildir at `root` without its own learning (`agent` works
-    on a `leaveoneout.Without` view of the user's store)."""
+    on a `leaveoneout.Without` view of the user's store); or, instead of a Maildir, the
+    `entries` given: (folder, sub, name, raw), the folder a `mailfolders.Folder` whose kind
+    is the class the message was learned as."""
     tally = Scan()
     chunk: list = []
-    for entry in _messages(root, settings, tally):
+    if entries is None:
+        assert root is not None
+        entries = _messages(root, settings, tally)
+    for entry in entries:
         chunk.append(entry)
         if len(chunk) >= CHUNK:
             _judge(agent, ctx, chunk, settings, tally)
@@ -349,6 +354,37 @@ class Corrector:
                 return "corrected already", None
             return "retrained", None
         return ("corrected already" if finding.left_out else "not learned"), None
+
+    def correct_in_place(self, finding: Finding) -> str:
+        """Correct what training learned from a message that stays where it was read
+        (``train --clean``): no file moves, so no watcher record changes; what was done."""
+        from spamsift.filter.engine.errors import ConflictError, UnknownSignatureError
+        from spamsift.filter.engine.message import unstamp
+
+        agent, ctx = self.agent, self.ctx
+        if finding.learned_as == finding.verdict:
+            return "corrected already"
+        if finding.left_out == CORPUS:
+            message = agent.tokenize(ctx, unstamp(finding.raw, ctx.settings))
+            copies = finding.copies
+            self.judge.store.leave_out(
+                finding.learned_as, dict.fromkeys(message.ids.values(), copies),
+                corpus_counters(finding.learned_as, copies), finding.step * copies,
+                data_uid=ctx.uid)
+            model = self.judge.score(ctx, message).verdict.model
+            try:
+                agent.correct_learned(ctx, message, finding.key, finding.learned_as,
+                                      finding.verdict, finding.step, model)
+            except ConflictError:
+                return "corrected already"
+            return "retrained"
+        if finding.left_out == SIGNATURE:
+            try:
+                agent.retrain(ctx.name, finding.key, finding.verdict)
+            except (UnknownSignatureError, ConflictError):
+                return "corrected already"
+            return "retrained"
+        return "not learned"
 
     def undo(self, finding: Finding, step: float | None) -> None:
         """Take a correction back after the file could not be moved."""
