@@ -282,6 +282,31 @@ def test_train_clean_retrains_what_looks_misfiled_as_a_train_of_the_corrected_ma
     assert train.main(["--user", "u", "--clean", "--strategy", "error", str(md)]) == 64
 
 
+def test_evaluate_estimates_per_folder_how_many_messages_look_misfiled(env, tmp_path, capsys):
+    """The label-noise estimate: each message judged by a training on all the others, with
+    reclassify's judge; nothing stored."""
+    from spamsift.trainer import evaluate
+
+    md, _misfiled, _clean = dirty_maildir(tmp_path)
+    assert evaluate.main(["--user", "u", "--json", "--quiet", "--no-replay", "--folds", "0",
+                          str(md)]) == 0
+    noise = json.loads(capsys.readouterr().out)["label_noise"]
+    rows = {r["folder"]: r for r in noise["folders"]}
+    assert rows[str(md)] == {"folder": str(md), "class": "innocent", "messages": 64,
+                             "look_misfiled": 4, "look_misfiled_pct": 6.25}
+    assert rows[f"{md}/.Spam"]["messages"] == 43 and rows[f"{md}/.Spam"]["look_misfiled"] == 3
+    assert noise["min_score"] == reclassify.MIN_EVIDENCE
+    # The same in text; --no-noise skips it.
+    assert evaluate.main(["--user", "u", "--quiet", "--no-replay", "--folds", "0",
+                          str(md)]) == 0
+    text = capsys.readouterr().out
+    assert "label noise" in text and "6.25" in text
+    assert evaluate.main(["--user", "u", "--json", "--quiet", "--no-replay", "--folds", "0",
+                          "--no-noise", str(md)]) == 0
+    assert "label_noise" not in json.loads(capsys.readouterr().out)
+    assert open_store(config.load(None).storage_url).uid("u", create=False) is None
+
+
 def test_a_correction_happens_once_even_from_two_runs_at_once(env, tmp_path, capsys):
     """Two reclassify runs that both found a message: the second one's correction finds the
     record changed and only records the place."""
