@@ -213,7 +213,8 @@ def test_reclassify_finds_what_training_learned_wrong_and_retrain_equals_a_clean
     assert all((f["score"] >= 0) == (f["verdict"] == "spam") for f in report["findings"])
     # The cuts.
     assert run_reclassify(capsys, *cfg, "--top", "2", str(md))["misplaced"] == 2
-    cut = run_reclassify(capsys, *cfg, "--min-score", str(scores[3]), str(md))
+    # (the JSON's scores are rounded to 4 places: cut half a unit below the fourth)
+    cut = run_reclassify(capsys, *cfg, "--min-score", str(scores[3] - 5e-5), str(md))
     assert cut["misplaced"] == sum(1 for s in scores if s >= scores[3])
     # --retrain without --move is a usage error.
     assert reclassify.main(["--user", "u", "--retrain", *cfg, str(md)]) == 64
@@ -247,6 +248,63 @@ def test_reclassify_finds_what_training_learned_wrong_and_retrain_equals_a_clean
     store = open_store(settings.storage_url)
     assert (token_table(store, uid), store.stats(uid), list(store.sources(uid))) == after
     store.close()
+
+
+@pytest.mark.parametrize("algorithm", [None, ["graham", "burton"]])
+def test_train_clean_retrains_what_looks_misfiled_as_a_train_of_the_corrected_mailbox(
+        env, tmp_path, capsys, algorithm):
+    md, misfiled, _clean = dirty_maildir(tmp_path)
+    cfg = config_file(tmp_path, algorithm)
+    assert train.main(["--user", "u", "--quiet", "--clean", *cfg, str(md)]) == 0
+    out = capsys.readouterr().out
+    # Per folder: what was judged and what was retrained (4 spam in the INBOX, 3 ham in
+    # .Spam), the files left where they are.
+    assert f"{md}: 64 judged, 4 retrained as spam, 0 as ham" in out, out
+    assert f"{md}/.Spam: 43 judged, 0 retrained as spam, 3 as ham" in out, out
+    assert all((md / p).exists() for p in misfiled)
+    assert train.main(["--user", "clean", "--quiet", *cfg, str(tmp_path / "Clean")]) == 0
+    capsys.readouterr()
+    settings = config.load(cfg[1] if cfg else None)
+    store = open_store(settings.storage_url)
+    uid, cuid = store.uid("u", create=False), store.uid("clean", create=False)
+    assert token_table(store, uid) == token_table(store, cuid)
+    assert store.stats(uid) == store.stats(cuid)
+    records = store.learned_records(uid, [mailfolders.message_key((md / p).read_bytes())
+                                          for p in misfiled])
+    assert all(list(r) == ["spam" if "Spam" not in p else "innocent"]
+               for p, r in zip(sorted(misfiled), (records[mailfolders.message_key(
+                   (md / p).read_bytes())] for p in sorted(misfiled))))
+    store.close()
+    # Still in the wrong folders, so reclassify lists them; moving them retrains nothing.
+    report = run_reclassify(capsys, *cfg, "--move", "--retrain", str(md))
+    assert report["moved"] == len(misfiled) and report["retrained"] == 0
+    assert {f["action"] for f in report["findings"]} == {"moved, corrected already"}
+    assert train.main(["--user", "u", "--clean", "--strategy", "error", str(md)]) == 64
+
+
+def test_evaluate_estimates_per_folder_how_many_messages_look_misfiled(env, tmp_path, capsys):
+    """The label-noise estimate: each message judged by a training on all the others, with
+    reclassify's judge; nothing stored."""
+    from spamsift.trainer import evaluate
+
+    md, _misfiled, _clean = dirty_maildir(tmp_path)
+    assert evaluate.main(["--user", "u", "--json", "--quiet", "--no-replay", "--folds", "0",
+                          str(md)]) == 0
+    noise = json.loads(capsys.readouterr().out)["label_noise"]
+    rows = {r["folder"]: r for r in noise["folders"]}
+    assert rows[str(md)] == {"folder": str(md), "class": "innocent", "messages": 64,
+                             "look_misfiled": 4, "look_misfiled_pct": 6.25}
+    assert rows[f"{md}/.Spam"]["messages"] == 43 and rows[f"{md}/.Spam"]["look_misfiled"] == 3
+    assert noise["min_score"] == reclassify.MIN_EVIDENCE
+    # The same in text; --no-noise skips it.
+    assert evaluate.main(["--user", "u", "--quiet", "--no-replay", "--folds", "0",
+                          str(md)]) == 0
+    text = capsys.readouterr().out
+    assert "label noise" in text and "6.25" in text
+    assert evaluate.main(["--user", "u", "--json", "--quiet", "--no-replay", "--folds", "0",
+                          "--no-noise", str(md)]) == 0
+    assert "label_noise" not in json.loads(capsys.readouterr().out)
+    assert open_store(config.load(None).storage_url).uid("u", create=False) is None
 
 
 def test_a_correction_happens_once_even_from_two_runs_at_once(env, tmp_path, capsys):
@@ -309,6 +367,11 @@ def best_recall_at(report: dict, misfiled: set[str], precision: float) -> tuple[
     return best, best / len(misfiled)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #20's 27 of 30 with at most 3 others is not reached: the default listing finds "
+    "22 and 5 others at seed 1 (seeds 2-6: 27/2, 28/2, 25/6, 26/7, 26/4); most others are "
+    "hard_ham newsletters and spam sent through mailing lists, which a filter of 450 "
+    "messages misjudges (docs/training.md#spamsift-reclassify)"))
 def test_scenario_450_with_30_misfiled(env, tmp_path, capsys, corpus_dir):
     """The issue's measurement: 300 ham and 150 spam filed right, 20 spam in the INBOX, 10
     ham in .Spam; train, then reclassify. Before leave-one-out it listed 2 of the 30."""
@@ -321,9 +384,7 @@ def test_scenario_450_with_30_misfiled(env, tmp_path, capsys, corpus_dir):
     cut, cut_recall = best_recall_at(report, misfiled, 0.9)
     print(f"\n450 + 30 misfiled: listed {found} of 30 and {others} others (recall {recall:.2f}, "
           f"precision {precision:.2f}); best cut at 90% precision finds {cut} ({cut_recall:.2f})")
-    # What is reached (issue #20 asks for 27 and at most 3 others; see docs/reclassify):
-    # leave-one-out finds many more than the 2 the filter's plain scores gave.
-    assert found >= 15
+    assert found >= 27 and others <= 3  # issue #20
 
 
 def test_scenario_3000_with_5_percent_misfiled(env, tmp_path, capsys, corpus_dir):
@@ -337,4 +398,4 @@ def test_scenario_3000_with_5_percent_misfiled(env, tmp_path, capsys, corpus_dir
     cut, cut_recall = best_recall_at(report, misfiled, 0.9)
     print(f"\n3,000 with 150 misfiled: listed {found} and {others} others: recall {recall:.3f}, "
           f"precision {precision:.3f}; best cut at 90% precision: recall {cut_recall:.3f}")
-    assert recall >= 0.8
+    assert recall >= 0.9 and precision >= 0.9  # issue #20, the default listing

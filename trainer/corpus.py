@@ -240,7 +240,14 @@ def plan_sources(places: list[str], spam: list[str], ham: list[str], settings,
 
 
 def interleave(streams: list[Stream]):
-    """(label, raw, name) over all streams, each spread over the run in proportion to its size.
+    """(label, raw, name) over all streams, as `interleave_streams`."""
+    for stream, raw, name in interleave_streams(streams):
+        yield stream.label, raw, name
+
+
+def interleave_streams(streams: list[Stream]):
+    """(stream, raw, name) over all streams, each spread over the run in proportion to its
+    size.
 
     The stream furthest behind its share goes next, so 1,000 ham and 500 spam come as ham,
     spam, ham, ham, spam, ... (dspam_train's ratio), and two ham folders are mixed too rather
@@ -262,7 +269,7 @@ def interleave(streams: list[Stream]):
             live.remove(n)
             continue
         done[n] += 1
-        yield streams[n].label, raw, name
+        yield streams[n], raw, name
 
 
 # -- the command line of `train` and `evaluate` ----------------------------------------------

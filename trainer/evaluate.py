@@ -8,6 +8,9 @@ memory store; only the user's preferences are read, so their settings are the on
   mode), and every mistake then reported as the user would (`Agent.retrain`, source error).
   Because it is the filter's own code path, its figures match a replay through real
   ``spamsift filter`` processes (benchmarks/evaluate_vs_filter.py checks that).
+* **Label noise** — each message judged by a filter trained on all the others (leave-one-out,
+  as ``spamsift reclassify`` judges it): per folder, how many look like the other class, so
+  an error rate measured against labels that are themselves wrong can be read for what it is.
 * **k-fold cross-validation** — the messages dealt round-robin into k folds; each fold is
   classified by a filter trained (as corpus) on the other k-1. This estimates the accuracy of a
   *bootstrapped* user (`spamsift train`) rather than one who learns as mail comes. With the
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folds", type=int, default=5,
                         help="k for cross-validation (default 5; 0 skips it)")
     parser.add_argument("--no-replay", action="store_true", help="skip the replay")
+    parser.add_argument("--no-noise", action="store_true",
+                        help="skip the label-noise estimate (how many messages of each "
+                             "folder look misfiled)")
     parser.add_argument("--order", choices=("date", "input"), default="date",
                         help="replay order: by Date header (default) or as read")
     parser.add_argument("--order-file", metavar="FILE",
@@ -180,12 +186,13 @@ class Spool:
 
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile(prefix="spamsift-evaluate-")
-        self.entries: list[tuple[float, int, int, int, str, str]] = []  # date, seq, off, len
+        # date, seq, offset, length, label, name, the folder (source) it was read from
+        self.entries: list[tuple[float, int, int, int, str, str, str]] = []
 
-    def add(self, label: str, raw: bytes, name: str, when: float) -> None:
+    def add(self, label: str, raw: bytes, name: str, when: float, where: str = "") -> None:
         offset = self.file.seek(0, 2)
         self.file.write(raw)
-        self.entries.append((when, len(self.entries), offset, len(raw), label, name))
+        self.entries.append((when, len(self.entries), offset, len(raw), label, name, where))
 
     def read(self, entry) -> bytes:
         self.file.seek(entry[2])
@@ -331,6 +338,49 @@ def cross_validate(settings, spool: Spool, k: int, progress) -> list[tuple[bool,
     return results
 
 
+def label_noise(settings, spool: Spool, progress) -> dict:
+    """Per folder (source), how many of its messages look misfiled: judged by a corpus
+    training on all the other messages, with `spamsift.trainer.reclassify`'s judge and
+    default cut."""
+    from spamsift.filter.engine.agent import Agent, UserContext
+    from spamsift.filter.engine.learning import CorpusCounts, tokenize
+    from spamsift.filter.engine.store.base import Stats
+    from spamsift.filter.engine.tokenizer import Tokenizer
+    from spamsift.trainer.reclassify import MIN_EVIDENCE, judge, judging_settings
+
+    tokenizer = Tokenizer(settings.tokenizer, settings.ignore_headers, settings.header_prefix)
+    entries = spool.ordered(by_date=False)
+    counts = CorpusCounts()
+    for entry in entries:
+        counts.add(entry[4], tokenize(tokenizer, spool.read(entry), None))
+        progress()
+    totals, messages = counts.rows(), dict(counts.messages)
+    judging = judging_settings(settings)
+    view = FoldView(totals, {}, Stats())
+    agent = Agent(judging, view)
+    ctx = UserContext("evaluate", 1, {}, judging)
+    folders: dict[str, dict] = {}
+    for entry in entries:
+        klass, where = entry[4], entry[6]
+        message = tokenize(tokenizer, spool.read(entry), None)
+        own = (1, 0) if klass == "spam" else (0, 1)
+        view.fold = dict.fromkeys(message.ids.values(), own)
+        stats = Stats()
+        stats.spam_learned = messages.get("spam", 0) - own[0]
+        stats.innocent_learned = messages.get("innocent", 0) - own[1]
+        view._stats = stats
+        row = folders.setdefault(where, {"folder": where, "class": klass, "messages": 0,
+                                         "look_misfiled": 0})
+        row["messages"] += 1
+        judged = judge(agent, ctx, message, klass)
+        if judged is not None and abs(judged[1]) >= MIN_EVIDENCE:
+            row["look_misfiled"] += 1
+        progress()
+    for row in folders.values():
+        row["look_misfiled_pct"] = round(100.0 * row["look_misfiled"] / row["messages"], 2)
+    return {"min_score": MIN_EVIDENCE, "folders": list(folders.values())}
+
+
 def _cross_validate_trained(settings, spool: Spool, k: int,
                             progress) -> list[tuple[bool, bool, float, float]]:
     """k-fold with a filter per fold, trained message by message on the other folds
@@ -364,6 +414,17 @@ def fold_runs(settings, k: int) -> int:
 # -- output ----------------------------------------------------------------------------------
 def render(report: dict, console) -> None:
     from rich.table import Table
+
+    noise = report.get("label_noise")
+    if noise is not None:
+        table = Table(title=f"{report['user']}: label noise (each message judged by the "
+                            "others; reclassify's judge and cut)")
+        for column in ("folder", "class", "messages", "look misfiled", "%"):
+            table.add_column(column, justify="left" if column == "folder" else "right")
+        for row in noise["folders"]:
+            table.add_row(row["folder"], row["class"], str(row["messages"]),
+                          str(row["look_misfiled"]), f"{row['look_misfiled_pct']:.2f}")
+        console.print(table)
 
     for name in ("replay", "replay_with_group", "cross_validation"):
         fig = report.get(name)
@@ -407,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(args.config)
         user = users.acting_for(args.user, settings)
-        from spamsift.trainer.corpus import batch_gc, interleave, planned_streams, require_sources
+        from spamsift.trainer.corpus import (batch_gc, interleave_streams, planned_streams,
+                                             require_sources)
         from spamsift.trainer.train import Progress
 
         require_sources(args, "evaluate")
@@ -419,12 +481,13 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         spool = Spool()
         last = 0.0
-        for label, raw, name in interleave(streams):
+        for stream, raw, name in interleave_streams(streams):
+            label = stream.label
             if raw is None or (settings.max_message_size and len(raw) > settings.max_message_size):
                 continue
             when = message_date(raw)
             last = when if when is not None else last
-            spool.add(label, raw, name, last)
+            spool.add(label, raw, name, last, stream.where)
         if args.folds > len(spool.entries):
             # k folds of n messages train k filters on n messages each (k x n learning):
             # more folds than messages only makes empty folds, slowly.
@@ -435,8 +498,9 @@ def main(argv: list[str] | None = None) -> int:
             "training_mode": settings.training_mode}}
         if args.group and args.no_replay:
             raise UsageError("--group needs the replay (not --no-replay)")
-        runs = (0 if args.no_replay else 1 + bool(args.group)) + (fold_runs(settings, args.folds)
-                                                if args.folds else 0)
+        runs = ((0 if args.no_replay else 1 + bool(args.group))
+                + (fold_runs(settings, args.folds) if args.folds else 0)
+                + (0 if args.no_noise else 2))
         progress = Progress(len(spool.entries) * runs, args.quiet)
         try:
             if not args.no_replay:
@@ -457,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
                     with as_member(settings, args.group) as (member, store):
                         report["replay_with_group"] = figures(replay(
                             member, spool, user, order, progress.advance, store), band)
+            if not args.no_noise:
+                report["label_noise"] = label_noise(settings, spool, progress.advance)
             if args.folds:
                 report["cross_validation"] = figures(cross_validate(
                     settings, spool, args.folds, progress.advance), tuple(settings.unsure_band))

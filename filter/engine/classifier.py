@@ -311,3 +311,36 @@ def _chi_square(freq: dict, ids: dict[str, int] | None, counts: dict[int, tuple[
     spam = 1.0 - _chi2q(-2.0 * ln_s, 2 * n)   # near 1 when many f are near 1
     margin = _log_chi2q(-2.0 * ln_h, 2 * n) - _log_chi2q(-2.0 * ln_s, 2 * n)
     return (spam - ham + 1.0) / 2.0, [(t, f) for _, f, t in clues], margin
+
+
+EVIDENCE_PSEUDOCOUNT = 0.5  # Jeffreys' prior on each token's presence in each class
+
+
+def mean_evidence(ids, counts: dict[int, tuple[int, int]], ts: int, ti: int) -> float:
+    """The mean over the message's distinct token `ids` that training has seen of each
+    token's log-likelihood ratio ln P(token | spam) / P(token | ham), in nats per token;
+    >= 0 leans spam.
+
+    A plain naive Bayes over all of the message's tokens, made for judging whether a message
+    is in the wrong folder (``spamsift reclassify``), not for filtering: no innocent bias, no
+    token selection, no class prior; each class's presence rate smoothed with
+    `EVIDENCE_PSEUDOCOUNT` per outcome. The mean rather than the sum, because the chain
+    tokenizer's pairs repeat the evidence of the words in them: summed, a long message's
+    score is large whatever its content. Leave-one-out on the SpamAssassin corpus (the
+    scenarios of tests/test_reclassify.py, seeds 1-6 of 480 messages and 1-3 of 3,000), the
+    misfiled messages a ranking by it finds at 90% recall cost 2-19 others where the sum
+    cost 4-18 and graham+burton without innocent bias 2-27."""
+    if ts <= 0 or ti <= 0:
+        return 0.0
+    a = EVIDENCE_PSEUDOCOUNT
+    spam_total, ham_total = ts + 2 * a, ti + 2 * a
+    log = math.log
+    total, n = 0.0, 0
+    zero = (0, 0)
+    get = counts.get
+    for token in ids:
+        s, i = get(token, zero)
+        if s or i:
+            total += log((s + a) * ham_total / ((i + a) * spam_total))
+            n += 1
+    return total / n if n else 0.0
