@@ -36,6 +36,15 @@ def derived_signature(uid: int, key: str) -> str:
     return "w" + sha256(f"{uid}\0{key}".encode()).hexdigest()[:39]
 
 
+def learned_class(record: dict[str, tuple[int, float]] | None) -> str | None:
+    """The class a message's corpus learning counts as, from its record
+    (`Store.learned_records`: class -> (copies, step)); the class of most copies when a
+    duplicate was learned as both, None without a record."""
+    if not record:
+        return None
+    return max(sorted(record), key=lambda klass: record[klass][0])
+
+
 def record_batch(at: float, updates: list[WatchUpdate] | None = None) -> Batch:
     """A batch dated `at` (unix time) that changes only watcher records: `updates`."""
     batch = Batch(day_of(at))
