@@ -172,3 +172,36 @@ def test_two_watcher_processes_correct_a_bulk_trained_drag_once(tmp_path, mysql_
         assert box.state() == box.trained_as()
     finally:
         site.close()
+def test_after_train_clean_a_drag_where_it_belongs_changes_nothing(site, tmp_path):
+    """Sequence 2: `train --clean` corrected the misfiled mail where it stayed; the watcher
+    seeing it there, and the user then dragging it where it belongs, learn nothing more."""
+    box = Box(site, tmp_path)
+    box.train("--clean")
+    cleaned = box.state()
+    assert cleaned == box.trained_as(*box.bad_spam, *box.bad_ham)
+    w = watcher(site)
+    assert w.cycle().trained == {}, w.lines
+    assert box.state() == cleaned
+    moves = [move(site, p, box, ".Spam") for p in box.bad_spam[:2]]
+    moves += [move(site, p, box, "") for p in box.bad_ham[:2]]
+    w.cycle()
+    assert box.state() == cleaned, w.lines
+    assert watcher(site).cycle().trained == {}
+    assert box.state() == cleaned
+    # Dragged back to where train found it: the user says it was right there after all.
+    move(site, moves[0], box, "")
+    move(site, moves[2], box, ".Spam")
+    assert w.cycle().trained == {"retrained": 2}, w.lines
+    assert box.state() == box.trained_as(*box.bad_spam[2:], *box.bad_ham[2:])
+
+
+def test_a_watcher_started_after_train_clean_and_a_drag_learns_nothing_more(site, tmp_path):
+    box = Box(site, tmp_path)
+    box.train("--clean")
+    cleaned = box.state()
+    move(site, box.bad_spam[0], box, ".Spam")
+    move(site, box.bad_ham[0], box, "")
+    assert watcher(site).cycle().trained.get("retrained", 0) == 0
+    assert box.state() == cleaned
+
+

@@ -6,7 +6,7 @@ for mail ``spamsift train`` learned in bulk (through its record in
 ``spamsift_learned_messages``, itself a compare-and-set) and `Agent.learn` for unsigned mail
 learned as corpus. The record change (`WatchUpdate`, a compare-and-set on
 ``spamsift_watch_messages``, see `spamsift.filter.engine.watchstate`) rides along in the
-agent's commit through `StateCarrier`, a store wrapper, so the agent needs no knowledge of
+agent's commit through `StateCarrier` (`spamsift.filter.engine.watchstate`), a store wrapper, so the agent needs no knowledge of
 watchers and training and record change together or not at all.
 """
 
@@ -16,45 +16,13 @@ import time
 
 from spamsift.filter.engine.errors import (ConflictError, DuplicateSignatureError,
                                           UnknownSignatureError)
-from spamsift.filter.engine.store.base import Batch, Store, WatchUpdate
-from spamsift.filter.engine.store.passthrough import PassThrough
-from spamsift.filter.engine.watchstate import (derived_signature, is_signed, learned_class,
-                                               record_batch)
+from spamsift.filter.engine.store.base import Store, WatchUpdate
+from spamsift.filter.engine.watchstate import (StateCarrier, derived_signature, is_signed,
+                                               learned_class, record_batch)
 from spamsift.watchers.decide import (CORRECT, INNOCENT, LEARN, NOTHING, RECORD, SPAM,
                                       Decision, decide)
 
 ATTEMPTS = 4  # re-read and decide again after a lost compare-and-set (another watcher)
-
-
-class StateCarrier(PassThrough):
-    """A store for an `Agent` whose commits also carry `pending` watch updates.
-
-    Give it to an `Agent` as its store: whatever the agent commits (a retrain, a learned
-    message) then changes the watcher record in the same transaction, or fails with
-    `ConflictError` when the record is not what was expected. Besides the commits it has
-    exactly the reads `Agent.user`, `Agent.learn` and `Agent.retrain` make, passed through
-    (`PassThrough`):
-    an agent path that needs another method fails loudly here instead of reaching the store
-    around the record.
-    """
-
-    def __init__(self, store: Store, pending: list[WatchUpdate] | None = None) -> None:
-        super().__init__(store)
-        self.pending = list(pending or [])
-        self.commits = 0
-
-    def commit(self, uid: int, batch: Batch) -> None:
-        batch.watch.extend(self.pending)
-        self.store.commit(uid, batch)
-        self.commits += 1
-
-    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
-        """What the agent writes for a group member (filter/engine/groups.py) in one
-        transaction: the record rides with the first item, the acting user's own (the
-        agent puts it first), so it changes with the training or not at all."""
-        items[0][1].watch.extend(self.pending)
-        self.store.commit_group(items)
-        self.commits += 1
 
 
 class Applied:
