@@ -38,7 +38,7 @@ def test_dspam_rules_delete_exactly_the_stale_rows(store):
     rules = purging.plan(settings, store, now=NOW)
     assert [r.name for r in rules] == ["hapaxes", "single_spam", "single_innocent",
                                        "unused_teft", "unused_tum", "signatures", "sources",
-                                       "watch_records"]
+                                       "watch_records", "learned"]
     counts = {r.name: store.purge_count(r) for r in rules}
     # Hapaxes older than 30 days: token 1 of each user. Tokens 3, 4, 5 are hapaxes too but
     # only 20 days old; token 7 has 2*10+10 = 30 hits.
@@ -214,3 +214,32 @@ def test_mysql_purge_sql_applies_the_same_rules(mysql_url):
     assert sorted(store.lookup(teft, range(1, 9))) == [2, 8]
     assert sorted(store.lookup(tum, range(1, 9))) == [2, 6, 8]
     store.close()
+
+
+def test_learned_records_go_when_older_than_purge_learned(store):
+    """What corpus training learned, per message, goes as signatures do: after
+    purge_learned days (by default purge_signatures'), so the table does not grow for ever;
+    the token counts it learned stay."""
+    from spamsift.filter.engine.store.base import LearnedChange
+
+    settings = config.Settings({})
+    assert settings.purge_learned == settings.purge_signatures
+    uid = store.uid("l")
+    old, fresh = int(NOW - 30 * 86400), int(NOW - 3 * 86400)
+    batch = Batch(day(2))
+    batch.add_token(1, 0, 2)
+    batch.learned = [LearnedChange("sha256:" + "a" * 32, "innocent", 1, 0.5, old),
+                     LearnedChange("sha256:" + "b" * 32, "innocent", 1, 0.0, old),
+                     LearnedChange("sha256:" + "b" * 32, "spam", 1, 0.0, old),
+                     LearnedChange("c" * 30, "spam", 1, 0.0, fresh)]
+    store.commit(uid, batch)
+    rule = next(r for r in purging.plan(settings, store, now=NOW) if r.name == "learned")
+    assert store.purge_count(rule) == 3
+    cursor = "start"
+    while cursor is not None:
+        _n, cursor = store.purge_step(rule, 1, None if cursor == "start" else cursor)
+    keys = ["sha256:" + "a" * 32, "sha256:" + "b" * 32, "c" * 30]
+    assert list(store.learned_records(uid, keys)) == ["c" * 30]
+    assert store.lookup(uid, [1]) == {1: (0, 2)}
+    assert not any(r.name == "learned" for r in purging.plan(
+        settings.replace(purge_learned=0), store, now=NOW))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from spamsift.watchers.decide import (IGNORED, INNOCENT, LEARN, NOTHING, RECORD, RETRAIN, SPAM,
-                             Decision, decide, verdict_class)
+from spamsift.watchers.decide import (CORRECT, IGNORED, INNOCENT, LEARN, NOTHING, RECORD,
+                                      RETRAIN, SPAM, Decision, decide, verdict_class)
 
 
-def d(seen, recorded=None, verdict=None, learn_unsigned=False, trust_verdict=True):
-    return decide(frozenset(seen), recorded, verdict, learn_unsigned, trust_verdict)
+def d(seen, recorded=None, verdict=None, learn_unsigned=False, trust_verdict=True,
+      learned=None):
+    return decide(frozenset(seen), recorded, verdict, learn_unsigned, trust_verdict, learned)
 
 
 def test_drag_into_spam_of_mail_classified_innocent_is_a_source_error():
@@ -84,3 +85,28 @@ def test_without_trusting_the_verdict_the_first_sighting_is_recorded():
                                              (None, None)])
 def test_verdict_class(result, expected):
     assert verdict_class(result) == expected
+
+
+@pytest.mark.parametrize("learn_unsigned", [False, True])
+@pytest.mark.parametrize("trust_verdict", [False, True])
+def test_mail_train_learned_is_corrected_through_its_record_never_learned_again(
+        learn_unsigned, trust_verdict):
+    def t(seen, recorded=None, learned=None, verdict=None):
+        return d(seen, recorded, verdict, learn_unsigned, trust_verdict, learned)
+
+    # Where train found it: nothing (not learned once more, whatever watch_learn_unsigned).
+    assert t({SPAM}, learned=SPAM).action == NOTHING
+    assert t({INNOCENT}, learned=INNOCENT).action == NOTHING
+    # Moved since train learned it (also while no watcher ran): corrected through the record.
+    assert t({SPAM}, learned=INNOCENT) == Decision(CORRECT, SPAM)
+    assert t({INNOCENT}, learned=SPAM) == Decision(CORRECT, INNOCENT)
+    # The recorded place wins: train --clean corrected it where it stayed (recorded there),
+    # reclassify --move recorded where it put it.
+    assert t({INNOCENT}, recorded=INNOCENT, learned=SPAM).action == NOTHING
+    assert t({SPAM}, recorded=INNOCENT, learned=SPAM) == Decision(CORRECT, SPAM)
+    assert t({INNOCENT}, recorded=SPAM, learned=SPAM) == Decision(CORRECT, INNOCENT)
+    # Both classes at once, ignored folders: nothing.
+    assert t({SPAM, INNOCENT}, learned=INNOCENT).action == NOTHING
+    assert t({IGNORED}, learned=INNOCENT).action == NOTHING
+    # A live signature comes first (the filter's own training of it).
+    assert t({SPAM}, recorded=INNOCENT, learned=INNOCENT, verdict="innocent").action == RETRAIN

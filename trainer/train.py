@@ -181,9 +181,14 @@ def clean(store, settings, user: str, streams) -> dict[str, dict[str, int]]:
     """Judge each message of `streams` without its own learning and retrain what looks
     misfiled (`spamsift.trainer.reclassify`'s judge, cut and correction, files left where
     they are); per source folder: messages judged and corrected, spam and ham among them."""
+    import time
+
     from spamsift.filter.engine.agent import Agent
+    from spamsift.filter.engine.errors import ConflictError
     from spamsift.filter.engine.leaveoneout import Without
     from spamsift.filter.engine.mailfolders import Folder
+    from spamsift.filter.engine.store.base import WatchUpdate
+    from spamsift.filter.engine.watchstate import StateCarrier, record_batch
     from spamsift.trainer import reclassify
     from spamsift.trainer.corpus import interleave_streams
 
@@ -211,11 +216,29 @@ def clean(store, settings, user: str, streams) -> dict[str, dict[str, int]]:
 
     found = reclassify.scan(judge, ctx, None, settings, entries())
     ctx.settings = full
-    corrector = reclassify.Corrector(Agent(settings, store), ctx, judge)
+    # The file stays where it is, now counting as the other class: its folder's class is
+    # recorded for the watchers in the correction's own transaction. Without it a watcher
+    # would take the class the message now counts as for where train found it, and "correct"
+    # it back when it sees it in its folder (docs/watch.md).
+    carrier = StateCarrier(store)
+    corrector = reclassify.Corrector(Agent(settings, carrier), ctx, judge)
     for finding in reclassify.ranked(found.findings):
-        if corrector.correct_in_place(finding) == "retrained":
+        now = int(time.time())
+        carrier.pending = [WatchUpdate(finding.key, WatchUpdate.ANY, finding.klass, now)]
+        try:
+            done = corrector.correct_in_place(finding)
+        finally:
+            carrier.pending = []
+        if done == "retrained":
             side = "to_spam" if finding.verdict == "spam" else "to_ham"
             folders[finding.folder.name][side] += 1
+        elif done == "corrected already" and ctx.uid is not None:
+            # By an earlier run, or another process: record the place unless one is.
+            try:
+                store.commit(ctx.uid, record_batch(now, [
+                    WatchUpdate(finding.key, None, finding.klass, now)]))
+            except ConflictError:
+                pass
     return folders
 
 

@@ -1,10 +1,12 @@
 """Carrying out watcher decisions exactly once: fresh state, `decide`, training with the record.
 
 Training itself is the engine's: `Agent.retrain` for messages with a known signature (its
-own signature compare-and-set already makes a retrain exactly-once) and `Agent.learn` for
-unsigned mail learned as corpus. The record change (`WatchUpdate`, a compare-and-set on
+own signature compare-and-set already makes a retrain exactly-once), `Agent.correct_learned`
+for mail ``spamsift train`` learned in bulk (through its record in
+``spamsift_learned_messages``, itself a compare-and-set) and `Agent.learn` for unsigned mail
+learned as corpus. The record change (`WatchUpdate`, a compare-and-set on
 ``spamsift_watch_messages``, see `spamsift.filter.engine.watchstate`) rides along in the
-agent's commit through `StateCarrier`, a store wrapper, so the agent needs no knowledge of
+agent's commit through `StateCarrier` (`spamsift.filter.engine.watchstate`), a store wrapper, so the agent needs no knowledge of
 watchers and training and record change together or not at all.
 """
 
@@ -14,43 +16,13 @@ import time
 
 from spamsift.filter.engine.errors import (ConflictError, DuplicateSignatureError,
                                           UnknownSignatureError)
-from spamsift.filter.engine.store.base import Batch, Store, WatchUpdate
-from spamsift.filter.engine.store.passthrough import PassThrough
-from spamsift.filter.engine.watchstate import derived_signature, is_signed, record_batch
-from spamsift.watchers.decide import LEARN, NOTHING, RECORD, Decision, decide
+from spamsift.filter.engine.store.base import Store, WatchUpdate
+from spamsift.filter.engine.watchstate import (StateCarrier, derived_signature, is_signed,
+                                               learned_class, record_batch)
+from spamsift.watchers.decide import (CORRECT, INNOCENT, LEARN, NOTHING, RECORD, SPAM,
+                                      Decision, decide)
 
 ATTEMPTS = 4  # re-read and decide again after a lost compare-and-set (another watcher)
-
-
-class StateCarrier(PassThrough):
-    """A store for an `Agent` whose commits also carry `pending` watch updates.
-
-    Give it to an `Agent` as its store: whatever the agent commits (a retrain, a learned
-    message) then changes the watcher record in the same transaction, or fails with
-    `ConflictError` when the record is not what was expected. Besides the commits it has
-    exactly the reads `Agent.user`, `Agent.learn` and `Agent.retrain` make, passed through
-    (`PassThrough`):
-    an agent path that needs another method fails loudly here instead of reaching the store
-    around the record.
-    """
-
-    def __init__(self, store: Store, pending: list[WatchUpdate] | None = None) -> None:
-        super().__init__(store)
-        self.pending = list(pending or [])
-        self.commits = 0
-
-    def commit(self, uid: int, batch: Batch) -> None:
-        batch.watch.extend(self.pending)
-        self.store.commit(uid, batch)
-        self.commits += 1
-
-    def commit_group(self, items: list[tuple[int, Batch]]) -> None:
-        """What the agent writes for a group member (filter/engine/groups.py) in one
-        transaction: the record rides with the first item, the acting user's own (the
-        agent puts it first), so it changes with the training or not at all."""
-        items[0][1].watch.extend(self.pending)
-        self.store.commit_group(items)
-        self.commits += 1
 
 
 class Applied:
@@ -74,6 +46,15 @@ def verdicts_of(store, uid: int, keys) -> dict[str, str]:
     signed = [k for k in keys if is_signed(k)]
     states = store.signature_states(signed) if signed else {}
     return {k: state[1] for k, state in states.items() if state[0] == uid}
+
+
+def learned_of(store, uid: int, keys, verdicts: dict[str, str]
+               ) -> dict[str, dict[str, tuple[int, float]]]:
+    """The records of what corpus training learned (`Store.learned_records`) of those `keys`
+    without a known signature (`verdicts`: a signature's own training comes first), in one
+    query per few hundred keys."""
+    rest = [k for k in keys if k not in verdicts]
+    return store.learned_records(uid, rest) if rest else {}
 
 
 class Applier:
@@ -102,9 +83,11 @@ class Applier:
         store, carrier, agent, settings = self.store, self.carrier, self.agent, self.settings
         for _attempt in range(ATTEMPTS):
             recorded = store.watch_states(uid, [key]).get(key)
-            verdict = verdicts_of(store, uid, [key]).get(key)
+            verdicts = verdicts_of(store, uid, [key])
+            verdict = verdicts.get(key)
+            record = learned_of(store, uid, [key], verdicts).get(key)
             decision = self.decide(seen_in, recorded, verdict, settings.watch_learn_unsigned,
-                                   settings.watch_trust_verdict)
+                                   settings.watch_trust_verdict, learned_class(record))
             action = decision.action
             if action == NOTHING:
                 return Applied("nothing", decision)
@@ -114,6 +97,9 @@ class Applier:
                 if action == RECORD:
                     carrier.commit(uid, record_batch(self.clock()))
                     return Applied("recorded", decision)
+                if action == CORRECT:
+                    assert record is not None  # decided from it
+                    return self._correct(user, uid, key, record, decision, read)
                 sig_id = key if verdict is not None else derived_signature(uid, key)
                 if action == LEARN and not store.signature_states([sig_id]):
                     raw = read() if read is not None else None
@@ -145,3 +131,30 @@ class Applier:
             finally:
                 carrier.pending = []
         raise ConflictError(f"watch state of {key[:40]} kept changing; will look again")
+
+    def _correct(self, user: str, uid: int, key: str, record: dict[str, tuple[int, float]],
+                 decision: Decision, read) -> Applied:
+        """Correct what corpus training learned of message `key` (its `record`) to the
+        decision's class, with the pending record change; raises `ConflictError` when the
+        record changed meanwhile (another watcher, reclassify)."""
+        from spamsift.filter.engine.leaveoneout import model_without
+        from spamsift.filter.engine.mailfolders import message_key
+        from spamsift.filter.engine.message import unstamp
+
+        settings, agent, carrier = self.settings, self.agent, self.carrier
+        target = decision.klass
+        old = INNOCENT if target == SPAM else SPAM
+        if old not in record:  # counts as `target` already (train --clean): only the record
+            carrier.commit(uid, record_batch(self.clock()))
+            return Applied("unchanged", decision)
+        raw = read() if read is not None else None
+        if raw is None or message_key(raw, settings.header_prefix + "-Signature") != key:
+            return Applied("nothing", decision)  # vanished or replaced: a later sighting
+        ctx = agent.user(user, create=False)
+        message = agent.tokenize(ctx, unstamp(raw, ctx.settings))
+        copies, step = record[old]
+        # One learning of it moves, as reclassify --retrain moves one (of duplicates, each
+        # file is a copy; the watcher sees their one key).
+        model = model_without(settings, self.store, ctx, message, old, copies, step)
+        agent.correct_learned(ctx, message, key, old, target, step / copies, model)
+        return Applied("retrained", decision)

@@ -5,8 +5,8 @@ A watcher is an adapter that produces `Sighting`s: a message of one user, named 
 base name in a Maildir folder, new UIDs in an IMAP folder). From there every watcher takes the
 same path, through a `Pipeline`:
 
-1. `Pipeline.decide`: the recorded classes and verdicts of the sightings are read in bulk (two
-   queries per `BULK` keys) and each sighting goes through `spamsift.watchers.decide.decide`.
+1. `Pipeline.decide`: the recorded classes, verdicts and records of what corpus training
+   learned of the sightings are read in bulk (three queries per `BULK` keys) and each sighting goes through `spamsift.watchers.decide.decide`.
    What decides nothing is done with; a message seen in a spam and an innocent folder at once
    (`Sighting.split`) is kept by its watcher until `settle` finds one class left.
 2. `Pipeline.train`: each sighting that trains is applied on its own by the `Applier` (fresh
@@ -23,8 +23,8 @@ from typing import TypeVar
 
 from spamsift.filter.engine.errors import ConflictError, StorageError, StorageUnavailableError
 from spamsift.filter.engine.store.base import WatchUpdate
-from spamsift.filter.engine.watchstate import record_batch
-from spamsift.watchers.applier import Applier, verdicts_of
+from spamsift.filter.engine.watchstate import learned_class, record_batch
+from spamsift.watchers.applier import Applier, learned_of, verdicts_of
 from spamsift.watchers.decide import INNOCENT, SPAM, Decision, decide
 
 BULK = 500  # keys per bulk read of records and verdicts
@@ -171,8 +171,10 @@ class Pipeline:
             keys = [s.key for s in chunk]
             recorded = self.store.watch_states(uid, keys)
             verdicts = verdicts_of(self.store, uid, keys)
+            learned = learned_of(self.store, uid, keys, verdicts)
             yield [(s, decide(s.seen_in, recorded.get(s.key), verdicts.get(s.key),
-                              learn_unsigned, trust)) for s in chunk]
+                              learn_unsigned, trust, learned_class(learned.get(s.key))))
+                   for s in chunk]
 
     def train(self, sighting: Sighting, report: CycleReport) -> bool:
         """Apply one sighting, count it in `report` and log what it trained. False when it

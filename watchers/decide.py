@@ -22,6 +22,11 @@ The inputs, for one message of one user (a message is named by its *key*: its
     For a message whose signature is stored: the filter's classification (the signature's
     ``result``: "spam", "innocent" or "whitelisted"). None for a message without signature,
     or whose signature is unknown (purged after ``purge_signatures`` days, or not ours).
+``learned``
+    For a message without a known signature that corpus training learned
+    (``spamsift_learned_messages``, `Store.learned_records`): the class that learning counts
+    as now ("spam" or "innocent"; corrected by ``train --clean`` or ``reclassify --retrain``
+    perhaps). None when training has no record of it.
 ``learn_unsigned``
     The ``watch_learn_unsigned`` setting.
 ``trust_verdict``
@@ -47,6 +52,15 @@ The rules:
   key, so a later move back is a `RETRAIN` of exactly that), and only in a spam folder: mail
   merely sitting in an innocent folder is not a user's statement. Once learned (recorded),
   moves retrain it.
+* A message ``spamsift train`` learned (`learned`, no known signature) is corrected through
+  that record (`CORRECT`: its learning as the other class taken back and learned as the
+  target, `Agent.correct_learned`), never learned once more. Its baseline is the recorded
+  class, else the class it was learned as: train learned it from the folder it was in, so
+  finding it in the other class's folder is a move made since (a watcher that was down when
+  it happened catches up). ``train --clean``, which corrects mail where it stays, records
+  that folder as the message's class, and ``reclassify --move`` records the new one, so
+  neither is taken for a drag. A correction toward the class the learning counts as already
+  changes only the record.
 * Seen in both a spam and an innocent folder with no baseline: ambiguous, nothing. Both
   watchers keep such messages (also when the baseline decided nothing) and, since deleting
   a copy is no observation, look for the copies each cycle: once only one class holds any,
@@ -69,6 +83,7 @@ NOTHING = "nothing"   # not a training event
 RECORD = "record"     # remember `klass` as the message's class; train nothing
 RETRAIN = "retrain"   # Agent.retrain(signature, klass): undo what it counts as, learn klass
 LEARN = "learn"       # learn the message as corpus of `klass` (first training of unsigned mail)
+CORRECT = "correct"   # correct what corpus training learned of it to `klass`, by its record
 
 
 class Decision:
@@ -98,13 +113,21 @@ def verdict_class(result: str | None) -> str | None:
 
 
 def decide(seen_in, recorded: str | None, verdict: str | None, learn_unsigned: bool,
-           trust_verdict: bool = True) -> Decision:
+           trust_verdict: bool = True, learned: str | None = None) -> Decision:
     """The training event (if any) of a message just seen in folders of the classes
     `seen_in`; see the module docstring for every input and rule."""
     classes = {c for c in seen_in if c in (SPAM, INNOCENT)}
     if not classes:
         return Decision(NOTHING, reason="only in ignored folders")
     known = verdict_class(verdict)
+    if known is None and learned is not None:
+        if (recorded or learned) in classes:
+            return Decision(NOTHING, reason="where it was" if recorded else "where trained")
+        if len(classes) > 1:
+            return Decision(NOTHING, reason="in spam and innocent folders at once")
+        target = classes.pop()
+        return Decision(CORRECT, target, "source error, trained in bulk" if target == SPAM
+                        else "false positive, trained in bulk")
     baseline = recorded
     if baseline is None and known is not None and trust_verdict:
         baseline = known

@@ -123,6 +123,10 @@ KEYS: dict[str, tuple[object, str, tuple[str, ...] | None, str]] = {
     "purge_signatures": (14, "int", None,
                          "Days a signature is kept; a message older than this cannot be "
                          "retrained."),
+    "purge_learned": (14, "int", None,
+                      "Days the record of what corpus training learned of a message is kept "
+                      "(as purge_signatures: a message learned longer ago can no longer be "
+                      "corrected by reclassify, train --clean or a watcher)."),
     "purge_batch": (100, "int", None, "Rows deleted per statement by purge."),
     "purge_pause": (0.01, "float", None,
                     "Seconds purge waits between batches, so mail flow gets the locks."),
@@ -313,6 +317,7 @@ class _PurgeKeys:
     purge_hits1i: int
     purge_unused: int
     purge_signatures: int
+    purge_learned: int
     purge_batch: int
     purge_pause: float
 

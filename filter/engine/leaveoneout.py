@@ -153,3 +153,22 @@ class Without(PassThrough):
 
     def commit_group(self, items: list[tuple[int, Batch]]) -> None:
         raise AssertionError("a leave-one-out view only scores")
+
+
+def model_without(settings, store: AgentStore, ctx, message, klass: str, copies: int,
+                  step: float):
+    """The logistic model's (z, Bayes score, features) for `message` of user `ctx` scored
+    without its corpus learning as `klass` (`copies` times, model steps summing to `step`):
+    what `Agent.correct_learned` trains the model toward the message's true class from.
+    None when the user's algorithms leave the model out (only the step is taken back)."""
+    from spamsift.filter.engine import training
+    from spamsift.filter.engine.agent import Agent
+
+    if not logistic.enabled(ctx.settings.algorithm):
+        return None
+    view = Without(store)
+    view.leave_out(klass, dict.fromkeys(message.ids.values(), copies),
+                   dict.fromkeys(training.corpus(klass, 0)[1], copies), step,
+                   data_uid=ctx.uid)
+    verdict = Agent(settings, view).score(ctx, message).verdict
+    return verdict.model

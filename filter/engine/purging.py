@@ -14,13 +14,19 @@ date is before today minus N):
 | sources          | spamsift_sources       | last_seen is old (same age as unused tokens)     |
 | watch_records    | spamsift_watch_messages| updated_at is old (same age) and the message's   |
 |                  |                        | signature is gone                                |
+| learned          | spamsift_learned_messages | learned_at is old (purge_learned)             |
 
 TOE and NOTRAIN users keep tokens that are merely unused: under TOE a mature token is read
 much more often than written, so its last_hit says little (DSPAM's rule). A watcher record is kept while its
 signature exists: without the record, a watcher that rescans from scratch would compare the
 message with its signature's verdict again and could retrain it. Once the signature is purged
 the record only matters with `watch_learn_unsigned` (the message could be learned as corpus once
-more after a full rescan), so it goes after `purge_unused` days. A store applies a
+more after a full rescan), so it goes after `purge_unused` days. The record of what corpus
+training learned of each message (``spamsift reclassify`` judges and corrects by it, a watcher
+corrects a user's drag of bulk-trained mail through it) goes after `purge_learned` days, by
+default `purge_signatures`': like a signature, it is what makes a message correctable, and a
+message learned longer ago than that can no longer be corrected, whichever way it was learned
+(its token counts stay). A store applies a
 rule in small batches (`Store.purge_step`) so that no delete holds locks for long.
 """
 
@@ -44,6 +50,7 @@ RULES = {
     "watch_records": ("spamsift_watch_messages",
                       "NOT EXISTS (SELECT 1 FROM dspam_signature_data s "
                       "WHERE s.signature = message_key)", "purge_unused"),
+    "learned": ("spamsift_learned_messages", "1 = 1", "purge_learned"),
 }
 # The same conditions in Python, for the memory store: (spam_hits, innocent_hits) -> bool.
 PREDICATES = {
@@ -55,11 +62,13 @@ PREDICATES = {
     "signatures": lambda s, i: True,
     "sources": lambda s, i: True,
     "watch_records": lambda s, i: True,  # the memory store checks the signature itself
+    "learned": lambda s, i: True,
 }
 DATE_COLUMN = {"dspam_token_data": "last_hit", "dspam_signature_data": "created_on",
-               "spamsift_sources": "last_seen", "spamsift_watch_messages": "updated_at"}
+               "spamsift_sources": "last_seen", "spamsift_watch_messages": "updated_at",
+               "spamsift_learned_messages": "learned_at"}
 # Tables whose date column is unix time: their rule's `before` is a number (as text).
-UNIX_TIME = ("spamsift_watch_messages",)
+UNIX_TIME = ("spamsift_watch_messages", "spamsift_learned_messages")
 
 
 class Rule:

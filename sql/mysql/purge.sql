@@ -11,6 +11,7 @@ SET @hits1s     = 15;   -- seen once, in spam
 SET @hits1i     = 15;   -- seen once, in ham
 SET @unused     = 90;   -- any token of a TEFT user; TUM users: under 50 hits; source addresses
 SET @signatures = 14;   -- signatures (messages older than this cannot be retrained)
+SET @learned = 14;      -- records of what corpus training learned, per message
 SET @default_mode = 'teft';  -- the configuration's training_mode
 
 DELETE FROM dspam_token_data
@@ -52,3 +53,7 @@ DELETE FROM spamsift_watch_messages
    AND NOT EXISTS (SELECT 1 FROM dspam_signature_data s
                     WHERE s.signature = spamsift_watch_messages.message_key)
  ORDER BY updated_at LIMIT 100;
+
+-- Records of what corpus training learned (learned_at is unix time); the counts stay.
+DELETE FROM spamsift_learned_messages
+ WHERE learned_at < UNIX_TIMESTAMP() - @learned * 86400 LIMIT 100;

@@ -9,6 +9,7 @@ CREATE TEMP TABLE ages AS SELECT
     15 AS hits1i,       -- seen once, in ham
     90 AS unused,       -- any token of a TEFT user; TUM: under 50 hits; source addresses
     14 AS signatures,   -- signatures
+    14 AS learned,      -- records of what corpus training learned, per message
     'teft' AS default_mode;
 
 DELETE FROM dspam_token_data
@@ -47,5 +48,9 @@ DELETE FROM spamsift_watch_messages
  WHERE updated_at < CAST(strftime('%s', 'now') AS INTEGER) - (SELECT unused FROM ages) * 86400
    AND NOT EXISTS (SELECT 1 FROM dspam_signature_data s
                     WHERE s.signature = spamsift_watch_messages.message_key);
+
+-- Records of what corpus training learned (learned_at is unix time); the counts stay.
+DELETE FROM spamsift_learned_messages
+ WHERE learned_at < CAST(strftime('%s', 'now') AS INTEGER) - (SELECT learned FROM ages) * 86400;
 
 DROP TABLE ages;

@@ -369,8 +369,9 @@ class LearnedRecords(Protocol):
     `Scoring.commit` in the transaction of the learning or correction they record.
 
     Used by ``spamsift reclassify`` (judging each message without its own learning,
-    `leaveoneout`, and correcting it with ``--retrain``). A role of its own, not part of
-    `WatchState`: the watchers never read it, and what serves them need not provide it."""
+    `leaveoneout`, and correcting it with ``--retrain``) and by the watchers (correcting a
+    drag of mail training learned, `spamsift.watchers.applier`). A role of its own, not part
+    of `WatchState`."""
 
     def learned_records(self, uid: int, keys: Collection[str]
                         ) -> dict[str, dict[str, tuple[int, float]]]:

@@ -282,6 +282,11 @@ class MemoryStore:
                 if (at < before and key not in self.signatures
                         and (rule.uids is None or uid in rule.uids)):
                     yield (uid, key), self.watch_rows
+        elif rule.table == "spamsift_learned_messages":
+            before = int(rule.before)
+            for ident, (_copies, _step, at) in sorted(self.learned_rows.items()):
+                if at < before and (rule.uids is None or ident[0] in rule.uids):
+                    yield ident, self.learned_rows
         else:
             for (uid, ip), row in sorted(self.source_rows.items()):
                 if row[2] < rule.before and (rule.uids is None or uid in rule.uids):

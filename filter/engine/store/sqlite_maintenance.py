@@ -201,7 +201,8 @@ def write_problems(store: OpenSQLite) -> list[str]:
 # pass over the table whatever the ages, and deletes each batch by key.
 PURGE_KEYS = {"dspam_token_data": ("uid", "token"), "dspam_signature_data": ("signature",),
               "spamsift_sources": ("uid", "ip"),
-              "spamsift_watch_messages": ("uid", "message_key")}
+              "spamsift_watch_messages": ("uid", "message_key"),
+              "spamsift_learned_messages": ("uid", "message_key", "learned_class")}
 
 
 def purge_step(store: OpenSQLite, rule, limit: int, cursor) -> tuple[int, tuple | None]:
