@@ -217,15 +217,15 @@ def test_mysql_purge_sql_applies_the_same_rules(mysql_url):
 
 
 def test_learned_records_go_when_older_than_purge_learned(store):
-    """What corpus training learned, per message, goes as signatures do: after
-    purge_learned days (by default purge_signatures'), so the table does not grow for ever;
-    the token counts it learned stay."""
+    """What corpus training learned, per message, goes after purge_learned days (by default
+    purge_unused', so the watcher's record goes with it), so the table does not grow for
+    ever; the token counts it learned stay."""
     from spamsift.filter.engine.store.base import LearnedChange
 
     settings = config.Settings({})
-    assert settings.purge_learned == settings.purge_signatures
+    assert settings.purge_learned == settings.purge_unused == 90
     uid = store.uid("l")
-    old, fresh = int(NOW - 30 * 86400), int(NOW - 3 * 86400)
+    old, fresh = int(NOW - 100 * 86400), int(NOW - 30 * 86400)
     batch = Batch(day(2))
     batch.add_token(1, 0, 2)
     batch.learned = [LearnedChange("sha256:" + "a" * 32, "innocent", 1, 0.5, old),

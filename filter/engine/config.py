@@ -123,10 +123,14 @@ KEYS: dict[str, tuple[object, str, tuple[str, ...] | None, str]] = {
     "purge_signatures": (14, "int", None,
                          "Days a signature is kept; a message older than this cannot be "
                          "retrained."),
-    "purge_learned": (14, "int", None,
+    # 90, not purge_signatures' 14: a record is the only way to correct what a bootstrap
+    # learned, and users find misfiled bootstrap mail over months, not days (a row is ~65
+    # bytes in SQLite: 10,000 messages a user keep 0.65 MB); and as purge_unused, so a
+    # watcher's record of the message and what was learned of it go together.
+    "purge_learned": (90, "int", None,
                       "Days the record of what corpus training learned of a message is kept "
-                      "(as purge_signatures: a message learned longer ago can no longer be "
-                      "corrected by reclassify, train --clean or a watcher)."),
+                      "(a message learned longer ago can no longer be corrected by reclassify, "
+                      "train --clean or a watcher; its counts stay)."),
     "purge_batch": (100, "int", None, "Rows deleted per statement by purge."),
     "purge_pause": (0.01, "float", None,
                     "Seconds purge waits between batches, so mail flow gets the locks."),
