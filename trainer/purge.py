@@ -1,4 +1,5 @@
-"""``spamsift purge``: delete stale tokens, signatures and source addresses in small batches.
+"""``spamsift purge``: delete stale tokens, signatures, source addresses, the watchers' records
+and the records of what training learned, in small batches.
 
 Each rule of `spamsift.filter.engine.purging` runs as a series of short transactions of
 `purge_batch` rows with `purge_pause` seconds between them, so deliveries waiting for the same
@@ -22,7 +23,8 @@ LOCK_RETRIES = 8
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spamsift purge",
-        description="Delete stale tokens, signatures and source addresses by DSPAM's purge "
+        description="Delete stale tokens, signatures, source addresses and records (the "
+                    "watchers', what training learned) by DSPAM's purge "
                     "rules (ages from the configuration: purge_*), in small batches.")
     parser.add_argument("--dry-run", action="store_true",
                         help="only count what each rule would delete")
