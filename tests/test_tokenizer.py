@@ -6,7 +6,7 @@ import base64
 
 from spamsift.filter.engine import mime
 from spamsift.filter.engine.sources import first_external_ip
-from spamsift.filter.engine.tokenizer import Tokenizer, token_id
+from spamsift.filter.engine.tokenizer import Tokenizer, is_body_token, token_id
 
 
 def tokens(raw: bytes, mode: str = "chain", **kw) -> dict[str, int]:
@@ -79,6 +79,15 @@ def test_url_tokens_are_not_also_body_words():
     t = tokens(b"\nvisit http://www.example.com/deals today\n")
     assert "Url*deals" in t and "Url*www" in t
     assert "deals" not in t and "visit+today" in t
+
+
+def test_is_body_token_tells_body_words_pairs_and_urls_from_header_and_synthetic_ones():
+    raw = (b"From: Bob <bob@example.com>\nSubject: cheap* deals: now\nContent-Type: "
+           b"text/plain\n\nbuy now at http://shop.example.com/x *star* ratio:2\n")
+    body = {t for t in tokens(raw) if is_body_token(t)}
+    assert body == {"buy", "now", "at", "star", "ratio", "2", "buy+now", "now+at", "at+star",
+                    "star+ratio", "ratio+2", "Url*http", "Url*shop", "Url*example",
+                    "Url*com", "Url*x"}
 
 
 def test_long_words_dropped_and_exclamation_runs_collapsed():

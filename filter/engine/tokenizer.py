@@ -105,6 +105,14 @@ def token_ids(tokens) -> dict[str, int]:
                       "little") for t in tokens}
 
 
+def is_body_token(token: str) -> bool:
+    """Whether `token` came from the body: a word, a pair of words or a URL piece (``Url*``);
+    not a header's (``Heading*``) nor a synthetic one (``wl:``).
+
+    Body words hold neither ``*`` nor ``:`` (both delimit them), so a tag is one of those."""
+    return ("*" not in token and ":" not in token) or token.startswith("Url*")
+
+
 def sender_address(headers: list[tuple[str, str]]) -> str | None:
     """The lowercased address in the first From header, or None.
 
