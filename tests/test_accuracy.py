@@ -8,8 +8,9 @@ on): 1 ham misclassified (0.095%), 81 spam misclassified (18.2%: the slice inclu
 start, where every filter misses spam), (1-ROCA)% 0.3784 (0.3858 before CJK pairs), ~8 s;
 graham+burton alone, the previous default, measured 1 / 90 / 0.5595 here. With at most three
 selected tokens per count pair (classifier.SAME_COUNTS) and the model's re-tuned offset and
-margin: 1 / 79 / 0.2913. The ceilings below leave a margin for harmless changes (tie order, a
-token more or less) but fail on any real loss of accuracy.
+margin: 1 / 79 / 0.2913. With issue 21's reputation features, ham-side Bayes scale and HTML in
+text/plain: 1 / 74 / 0.2628. The ceilings below leave a margin for harmless changes (tie order,
+a token more or less) but fail on any real loss of accuracy.
 Skipped when the corpus is missing (conftest's ``corpus_dir``; a failure in CI).
 """
 
@@ -27,8 +28,8 @@ import accuracy  # noqa: E402
 SLICE = 1500
 SEED = 1
 MAX_HAM_ERRORS = 3          # measured 1 of 1,056
-MAX_SPAM_ERRORS = 95        # measured 79 of 444
-MAX_ONE_MINUS_ROCA = 0.40   # percent; measured 0.2913
+MAX_SPAM_ERRORS = 95        # measured 74 of 444
+MAX_ONE_MINUS_ROCA = 0.40   # percent; measured 0.2628
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,8 @@ def read_state(backend: str, url: str) -> dict:
         tokens = {(users[uid], int(token) % (1 << 64)): (int(s), int(i))
                   for uid, token, s, i in rows("SELECT uid, token, spam_hits, innocent_hits "
                                                "FROM dspam_token_data")
-                  if int(token) % (1 << 64) != logistic.BIAS}  # the model's bias: no counts
+                  # the model's bias and reputation features: weights, no counts
+                  if int(token) % (1 << 64) not in MODEL_ONLY}
         fields = ", ".join(STAT_FIELDS)
         stats = {users[r[0]]: tuple(int(v) for v in r[1:])
                  for r in rows(f"SELECT uid, {fields} FROM dspam_stats")}
@@ -124,6 +125,9 @@ def read_state(backend: str, url: str) -> dict:
 
 
 # -- what the work gives done one at a time ------------------------------------------------
+MODEL_ONLY = frozenset((logistic.BIAS, *logistic.REPUTATION))
+
+
 def expected_state(messages: list[dict], records: list[dict], settings) -> dict:
     """The final state implied by the messages' true classes and the filter's first answers."""
     tokenizer = Tokenizer(settings.tokenizer, settings.ignore_headers, settings.header_prefix)

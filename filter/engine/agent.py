@@ -102,7 +102,8 @@ class Agent(GroupParts):
             # Counts and weights in one query (the features are the tokens and the bias).
             # Two queries took 2.90 ms a message against 1.75 for one on a SQLite database
             # of the whole SpamAssassin corpus (927,000 rows), 11.95 against 8.08 on MariaDB.
-            counts, weights = self.store.counts_and_weights(uid, feats)
+            counts, weights = self.store.counts_and_weights(
+                uid, logistic.read_ids(settings.algorithm, feats))
             stats = self.store.stats(uid)
         else:
             counts = self.store.lookup(uid, ids.values())
@@ -121,6 +122,8 @@ class Agent(GroupParts):
         verdict = classifier.classify(message.freq, message.ids, counts, spam_learned,
                                       innocent_learned, bayesian or ("graham",),
                                       settings.processor_bias, settings.same_counts)
+        if model and bayesian:
+            feats = feats + logistic.reputation(message.freq, message.ids, counts)
         if model:
             logistic.apply(verdict, logistic.margin(feats, weights),
                            verdict.score if bayesian else 0.0, feats, not bayesian)
@@ -166,18 +169,22 @@ class Agent(GroupParts):
         source_ip = message.source_ip
         batch = self._learning(source_ip, klass, id_list, applied, counters)
         model = (0.0, 0.0)
+        flags = 0
         if verdict.model is not None:
             z, base, feats = verdict.model
             step = 0.0
             if klass + "_learned" in counters:  # the mode learns it (TEFT, TUM), not TOE
                 step = self._train_model(batch, feats, z, base, klass)
             model = (step, base)
+            # which reputation features a correction trains (and takes `step` back from)
+            flags = logistic.reputation_flags(feats)
         sig_id = self.make_id()
         data_uid = ctx.data_uid if ctx.data_uid != ctx.uid else 0
         batch.new_signature = Signature(
             sig_id, ctx.uid, int(self.clock()), result.lower(), klass if counters else "",
             ",".join(counters), source_ip, array("Q", id_list),
-            bytes(min(freq[t], 255) for t in tokens), bytes(applied), model, data_uid or 0)
+            bytes(min(freq[t], 255) for t in tokens), bytes(applied), model, data_uid or 0,
+            flags)
         items = self._items(ctx.uid, ctx.data_uid, batch)
         if decided is not None:
             items.append(self._decision(decided, klass))
@@ -221,11 +228,14 @@ class Agent(GroupParts):
     @staticmethod
     def _train_model(batch: Batch, feats: list[int], z: float, base: float,
                      klass: str) -> float:
-        """Train the logistic model toward `klass` in `batch`; the step applied."""
-        step = logistic.train(z, base, len(feats), klass == "spam")
+        """Train the logistic model toward `klass` in `batch`; the step applied (times
+        `logistic.rate` for each feature)."""
+        step = logistic.train(z, base, logistic.weight_count(feats), klass == "spam")
         if step:
             for f in feats:
                 batch.add_weight(f, step)
+            for f in logistic.REPUTATION_SET.intersection(feats):
+                batch.add_weight(f, step * (logistic.REPUTATION_RATE - 1.0))
         return step
 
     @staticmethod
@@ -289,6 +299,9 @@ class Agent(GroupParts):
         model = (0.0, 0.0)
         if verdict is not None and verdict.model is not None:
             z, base, feats = verdict.model
+            # Corpus learning leaves the reputation features alone: its record keeps the
+            # step, not the message's reputation, so a correction could not take it back.
+            feats = logistic.without_reputation(feats)
             model = (self._train_model(batch, feats, z, base, klass), base)
         if record is not None:
             batch.learned.append(LearnedChange(record, klass, 1, model[0], int(self.clock())))
@@ -333,6 +346,7 @@ class Agent(GroupParts):
         step = 0.0
         if model is not None:
             z, base, feats = model
+            feats = logistic.without_reputation(feats)  # as corpus learning trained it
             for f in feats:
                 batch.add_weight(f, -old_step)
             step = self._train_model(batch, feats, z, base, target)
@@ -399,14 +413,14 @@ class Agent(GroupParts):
         # The logistic model: take back the step this message applied, then (below) train
         # toward the true class from the weights without it, beside the same Bayes score.
         old_step, base = sig.model
-        feats = logistic.features(id_list)
+        feats = logistic.features(id_list) + logistic.flagged_reputation(sig.flags)
         if old_step:
             for f in feats:
-                batch.add_weight(f, -old_step)
+                batch.add_weight(f, -old_step * logistic.rate(f))
         model = (0.0, base)
         if target and logistic.enabled(ctx.settings.algorithm):
             weights = self._weights_view(ctx, feats)
-            z = logistic.margin(feats, weights) - old_step * len(feats)
+            z = logistic.margin(feats, weights) - old_step * logistic.weight_count(feats)
             model = (self._train_model(batch, feats, z, base, target), base)
         applied = bytearray(len(id_list))
         counters: list[str] = []

@@ -118,7 +118,8 @@ class GroupParts:
                 or groups.immature(stats.spam_learned, stats.innocent_learned)):
             consulted = self.group_uid(member.global_.name)
         uids = [u for u in (own, merged, consulted) if u is not None]
-        keys = feats if model else list(message.ids.values())
+        keys = (logistic.read_ids(settings.algorithm, feats) if model
+                else list(message.ids.values()))
         rows = self.store.counts_and_weights_of(uids, keys) if uids else {}
         counts, weights = rows[own] if own is not None else ({}, {})
         alone = self._verdict(settings, message, counts, stats.spam_learned,
@@ -182,8 +183,9 @@ class GroupParts:
             return None
         model = logistic.enabled(settings.algorithm)
         feats = logistic.features(message.ids.values()) if model else []
-        rows = self.store.counts_and_weights_of(list(asked),
-                                                feats if model else list(message.ids.values()))
+        rows = self.store.counts_and_weights_of(
+            list(asked),
+            logistic.read_ids(settings.algorithm, feats) if model else list(message.ids.values()))
         best: tuple[Verdict, groups.Group] | None = None
         for uid, group in asked.items():
             counts, weights = rows[uid]

@@ -61,7 +61,8 @@ class Without(PassThrough):
         """Leave out a learning as `klass`: `amounts` (token id -> how much was added to the
         class's count), what was added to `counters` (``<klass>_learned``, ...), and the
         model `step` added to the weight of each of the message's `tokens` (default: those
-        of `amounts`) and the bias. `data_uid`: whose data the learning went to (a shared
+        of `amounts`; with any reputation features a signature records, which took
+        `logistic.rate` steps) and the bias. `data_uid`: whose data the learning went to (a shared
         group's, `Signature.token_uid`); None: every uid read (one user's data)."""
         self.data_uid = data_uid
         self.klass = klass
@@ -108,10 +109,10 @@ class Without(PassThrough):
     def _weights(self, tokens: Collection[int], found: dict[int, float]) -> dict[int, float]:
         if not self.step:
             return found
-        step, features = self.step, self.features
+        step, features, rate = self.step, self.features, logistic.rate
         for token in tokens:
             if token in features:
-                found[token] = found.get(token, 0.0) - step
+                found[token] = found.get(token, 0.0) - step * rate(token)
         return found
 
     def _holds(self, uid: int) -> bool:
