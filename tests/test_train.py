@@ -646,7 +646,7 @@ def test_evaluate_json_fields_and_cross_validation(env, tmp_path, capsys):
                                                 "1.0"]
         assert score["ham_quantiles"]["0.0"] <= score["ham_quantiles"]["1.0"]
         inside = score["unsure_band"]
-        assert inside["band"] == [-2.0, 0.0] and inside["ham"] + inside["spam"] <= 75
+        assert inside["band"] == [-2.5, 0.0] and inside["ham"] + inside["spam"] <= 75
         assert inside["spam_misclassified_inside"] <= min(inside["spam"],
                                                           fig["spam_misclassified"])
     assert len(report["replay"]["learning_curve"]) == 1
