@@ -4,7 +4,6 @@ giving the counts of a training on the corrected mailbox, exactly once."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -12,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mail import mails
 
 from spamsift.filter.engine import config, mailfolders
 from spamsift.filter.engine.agent import Agent
@@ -22,16 +22,6 @@ from spamsift.filter.engine.store.memory import MemoryStore
 from spamsift.trainer import reclassify, train
 from spamsift.trainer.learner import CorpusLearner
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("make_corpus",
-                                               ROOT / "examples/demo/make_corpus.py")
-make_corpus = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_corpus)
-
-
-def mails(n: int, spam: bool, seed: int = 1) -> list[bytes]:
-    rng = random.Random(seed * 2 + spam)
-    return [make_corpus.message(rng, spam, k) for k in range(n)]
 
 
 def write_maildir(root: Path, inbox, spam) -> dict[str, str]:

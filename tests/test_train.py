@@ -3,7 +3,6 @@ with per-message learning, stamped messages, train-on-error, and the evaluation 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import mailbox
 import math
@@ -12,6 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
+from mail import mails
 
 from spamsift.filter.engine import config
 from spamsift.filter.engine.agent import Agent
@@ -23,16 +23,6 @@ from spamsift.trainer import corpus, evaluate, train
 
 pytest_plugins = ["imapserver"]  # the dovecot and imap_user fixtures (tests/imapserver.py)
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("make_corpus",
-                                               ROOT / "examples/demo/make_corpus.py")
-make_corpus = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_corpus)
-
-
-def mails(n: int, spam: bool, seed: int = 1) -> list[bytes]:
-    rng = random.Random(seed * 2 + spam)
-    return [make_corpus.message(rng, spam, k) for k in range(n)]
 
 
 def write_maildir(root: Path, inbox: list[bytes], spam: list[bytes], trash: list[bytes] = (),

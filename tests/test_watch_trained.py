@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from mail import mails
 
 from spamsift.filter.engine import mailfolders
 from spamsift.trainer import reclassify, train
-from tests.test_reclassify import mails, write_maildir
+from tests.test_reclassify import write_maildir
 from tests.test_watch_maildir import USER, watcher
 from tests.watchsite import Site
 
