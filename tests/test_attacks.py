@@ -458,9 +458,11 @@ def test_a_request_trickled_a_byte_at_a_time_is_dropped_at_one_deadline(monkeypa
     theirs.close()
 
 
-def _dead_daemon(tmp_path: Path) -> str:
-    """A socket whose daemon takes the request and dies without answering."""
-    path = str(tmp_path / "dead.sock")
+def _fake_daemon(tmp_path: Path, reply: bytes | None = None) -> str:
+    """A socket whose daemon, for each of four requests, either takes the first bytes and
+    dies without answering (`reply` None), or reads the whole request and answers `reply`
+    (a frame)."""
+    path = str(tmp_path / "fake.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(8)
@@ -471,7 +473,12 @@ def _dead_daemon(tmp_path: Path) -> str:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            conn.recv(1 << 20)
+            if reply is None:
+                conn.recv(1 << 20)
+            else:
+                while conn.recv(1 << 20):
+                    pass
+                conn.sendall(reply)
             conn.close()
     threading.Thread(target=serve, daemon=True).start()
     return path
@@ -490,7 +497,7 @@ def test_a_daemon_that_dies_mid_request_never_loses_the_message(tmp_path, argv, 
     from spamsift.filter import client
 
     out, err = io.BytesIO(), io.StringIO()
-    got = client.run(argv, {"SPAMSIFT_SOCKET": _dead_daemon(tmp_path)}, io.BytesIO(HAM), out,
+    got = client.run(argv, {"SPAMSIFT_SOCKET": _fake_daemon(tmp_path)}, io.BytesIO(HAM), out,
                      err)
     assert got == code, err.getvalue()
     assert out.getvalue() == (HAM if code == 0 else b"")
@@ -706,25 +713,6 @@ def test_many_homes_in_one_request_do_not_take_the_daemons_descriptors(evil, tmp
         request.close()
 
 
-def _answering_daemon(tmp_path: Path, reply: bytes) -> str:
-    """A socket whose daemon reads the request and answers `reply` (a frame)."""
-    path = str(tmp_path / "odd.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
-
-    def serve():
-        for _ in range(4):
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            while conn.recv(1 << 20):
-                pass
-            conn.sendall(reply)
-            conn.close()
-    threading.Thread(target=serve, daemon=True).start()
-    return path
 
 
 @pytest.mark.parametrize("argv, code, reason", [
@@ -748,7 +736,7 @@ def test_a_daemon_failure_is_counted_and_logged_like_any_pass_through(tmp_path, 
     logged: list[str] = []
     import syslog
     monkeypatch.setattr(syslog, "syslog", lambda *args: logged.append(args[-1]))
-    path = _dead_daemon(tmp_path) if reply is None else _answering_daemon(tmp_path, reply)
+    path = _fake_daemon(tmp_path, reply)
     out, err = io.BytesIO(), io.StringIO()
     got = client.run(argv, {"SPAMSIFT_SOCKET": path, "SPAMSIFT_HOME": str(home)},
                      io.BytesIO(HAM), out, err)
