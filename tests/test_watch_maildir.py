@@ -259,6 +259,18 @@ def test_restart_in_the_middle_of_a_batch_trains_each_message_once(site):
     assert changed(before, all_counts(site, sigs)) == expected
 
 
+def two_watchers_once(site, timeout: float) -> list[str]:
+    """Run two `spamsift watch --once` processes on `site` at once; their logs (both must
+    exit 0)."""
+    cmd = [sys.executable, "-m", "spamsift", "watch", "--once", "-v", "--rate", "0", site.root]
+    env = {**os.environ, **site.env}
+    procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    logs = [proc.communicate(timeout=timeout)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], logs
+    return logs
+
+
 def test_killed_process_and_restart(site):
     """A real `spamsift watch` process killed (SIGKILL) while training at 10 a second, then
     started again: every drag is trained exactly once."""
@@ -307,13 +319,7 @@ def test_two_watcher_processes_on_mysql_train_each_drag_once(tmp_path, mysql_url
             site.move(p, box, ".Spam")
         for p in paths[40:]:
             site.move(p, box, "")
-        cmd = [sys.executable, "-m", "spamsift", "watch", "--once", "-v", "--rate", "0",
-               site.root]
-        env = {**os.environ, **site.env}
-        procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
-        logs = [proc.communicate(timeout=120)[1] for proc in procs]
-        assert [proc.returncode for proc in procs] == [0, 0], logs
+        logs = two_watchers_once(site, timeout=120)
         # Between them the two trained each message once (whoever lost a race saw it done).
         assert sum(log.count(" retrained ") for log in logs) == 50, logs
         stats = site.stats(USER)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from mail import mails
 from spamsift.filter.engine import mailfolders
 from spamsift.trainer import reclassify, train
 from tests.test_reclassify import write_maildir
-from tests.test_watch_maildir import USER, watcher
+from tests.test_watch_maildir import USER, two_watchers_once, watcher
 from tests.watchsite import Site
 
 
@@ -162,13 +160,7 @@ def test_two_watcher_processes_correct_a_bulk_trained_drag_once(tmp_path, mysql_
             move(site, p, box, "")
         for p in box.bad_spam:
             move(site, p, box, ".Spam")
-        cmd = [sys.executable, "-m", "spamsift", "watch", "--once", "-v", "--rate", "0",
-               site.root]
-        env = {**os.environ, **site.env}
-        procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
-        logs = [proc.communicate(timeout=180)[1] for proc in procs]
-        assert [proc.returncode for proc in procs] == [0, 0], logs
+        logs = two_watchers_once(site, timeout=180)
         assert sum(log.count(" retrained ") for log in logs) == 7, logs
         assert box.state() == box.trained_as()
     finally:
