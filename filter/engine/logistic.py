@@ -157,10 +157,11 @@ REPUTATION = (*_SENDER.values(), *_DOMAIN.values())  # every reputation feature 
 REPUTATION_SET = frozenset(REPUTATION)
 REPUTATION_RATE = 10.0  # a reputation feature's step, in steps of a token feature
 # `Signature.flags` bits that record which reputation features a message was trained with
-# (0: none, as before them): the sender's state in bits 1-3, the domain's in bits 4-5.
-_SENDER_BITS = {f: n for n, f in enumerate(_SENDER.values())}
-_DOMAIN_BITS = {f: n + 1 for n, f in enumerate(_DOMAIN.values())}
-_FLAG_SHIFT = 1
+# (0: none, as before them): the sender's state (its position, from 1) in bits 1-3, the
+# domain's in bits 4-5.
+_SENDER_IDS = tuple(_SENDER.values())
+_DOMAIN_IDS = tuple(_DOMAIN.values())
+_SENDER_SHIFT, _DOMAIN_SHIFT = 1, 4
 
 
 def enabled(algorithms) -> bool:
@@ -216,23 +217,19 @@ def reputation_flags(features: list[int]) -> int:
     """`Signature.flags` bits recording the reputation features among `features` (0: none)."""
     flags = 0
     for f in REPUTATION_SET.intersection(features):
-        if f in _SENDER_BITS:
-            flags |= (_SENDER_BITS[f] + 1) << _FLAG_SHIFT
-        elif f in _DOMAIN_BITS:
-            flags |= _DOMAIN_BITS[f] << (_FLAG_SHIFT + 3)
+        if f in _SENDER_IDS:
+            flags |= (_SENDER_IDS.index(f) + 1) << _SENDER_SHIFT
+        else:
+            flags |= (_DOMAIN_IDS.index(f) + 1) << _DOMAIN_SHIFT
     return flags
 
 
 def flagged_reputation(flags: int) -> list[int]:
     """The reputation features `reputation_flags` recorded in `flags`."""
-    out = []
-    sender = (flags >> _FLAG_SHIFT) & 7
-    domain = (flags >> (_FLAG_SHIFT + 3)) & 3
-    if sender:
-        out.append(list(_SENDER.values())[sender - 1])
-    if domain:
-        out.append(list(_DOMAIN.values())[domain - 1])
-    return out
+    sender = (flags >> _SENDER_SHIFT) & 7
+    domain = (flags >> _DOMAIN_SHIFT) & 3
+    return ([_SENDER_IDS[sender - 1]] if sender else []) + (
+        [_DOMAIN_IDS[domain - 1]] if domain else [])
 
 
 def without_reputation(features: list[int]) -> list[int]:
