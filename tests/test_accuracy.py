@@ -9,7 +9,8 @@ start, where every filter misses spam), (1-ROCA)% 0.3784 (0.3858 before CJK pair
 graham+burton alone, the previous default, measured 1 / 90 / 0.5595 here. With at most three
 selected tokens per count pair (classifier.SAME_COUNTS) and the model's re-tuned offset and
 margin: 1 / 79 / 0.2913. With issue 21's reputation features, ham-side Bayes scale and HTML in
-text/plain: 1 / 74 / 0.2628. The ceilings below leave a margin for harmless changes (tie order,
+text/plain: 1 / 74 / 0.2628; with the innocent step (logistic.HAM_STEP): 1 / 74 / 0.2587. The
+ceilings below leave a margin for harmless changes (tie order,
 a token more or less) but fail on any real loss of accuracy.
 Skipped when the corpus is missing (conftest's ``corpus_dir``; a failure in CI).
 """
@@ -29,7 +30,7 @@ SLICE = 1500
 SEED = 1
 MAX_HAM_ERRORS = 3          # measured 1 of 1,056
 MAX_SPAM_ERRORS = 95        # measured 74 of 444
-MAX_ONE_MINUS_ROCA = 0.40   # percent; measured 0.2628
+MAX_ONE_MINUS_ROCA = 0.40   # percent; measured 0.2587
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,19 @@ def test_spam_errors_under_ceiling(figures: dict[str, float]) -> None:
 
 def test_ranking_under_ceiling(figures: dict[str, float]) -> None:
     assert figures["roca_pct"] <= MAX_ONE_MINUS_ROCA, figures
+
+
+def test_issue_21_targets_on_the_whole_corpus_seed_1(corpus_dir: str) -> None:
+    """Issue 21's figures with the defaults, on all 6,046 messages of seed 1's shuffle: at
+    most 2 of 4,150 ham and 7.8% of 1,896 spam misclassified, (1-ROCA)% at most 0.05.
+    Measured 2 / 134 / 0.0472 (logistic.py's docstring has seeds 2-6), about 60 s."""
+    whole = accuracy.run_online(accuracy.load_corpus(corpus_dir, SEED, None), {})
+    print(f"\nseed 1, whole corpus: {whole['ham_errors']} ham / {whole['spam_errors']} spam "
+          f"errors, (1-ROCA)% {whole['roca_pct']:.4f}")
+    assert (whole["ham"], whole["spam"]) == (4150, 1896)
+    assert whole["ham_errors"] <= 2, whole["ham_errors"]
+    assert whole["spam_errors"] <= int(0.078 * 1896), whole["spam_errors"]
+    assert whole["roca_pct"] <= 0.05, whole["roca_pct"]
 
 
 def test_strip_x_spam_removes_only_those_fields() -> None:

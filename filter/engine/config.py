@@ -85,8 +85,10 @@ KEYS: dict[str, tuple[object, str, tuple[str, ...] | None, str]] = {
     # 0, and [-2, 0) held only 89 / 97 / 95 of 135 / 143 / 137 missed spam (with 22 / 24 / 24
     # ham); [-2.5, 0) holds 107 / 113 / 113 (79-82%, the share chosen before) with 35 / 31 / 31
     # ham (0.8%), on seed 1 56 of the first 500 messages, 38 of the next 1,500 and 48 of the
-    # rest; [-3, 0) 121 / 123 / 122 with 51 / 46 / 49 ham. Unsure mail keeps its result (and
-    # counts as innocent in error figures).
+    # rest; [-3, 0) 121 / 123 / 122 with 51 / 46 / 49 ham. With logistic.HAM_STEP and margin
+    # 1.35, [-2.5, 0) holds 103 / 114 / 116 of 134 / 142 / 141 missed spam with 35 / 32 / 31
+    # ham (docs/unsure.md). Unsure mail keeps its result (and counts as innocent in error
+    # figures).
     "unsure_band": ([-2.5, 0.0], "band", None,
                     "[low, high]: an X-DSPAM-Score in low <= score < high adds "
                     "X-DSPAM-Unsure: yes (examples/maildroprc then asks SpamAssassin, and its "

@@ -124,6 +124,39 @@ clears them (1.65 and up) costs 13-15 spam on each seed. Reputation features are
 only: corpus learning (`Agent.learn_tokenized`) leaves them alone (its record keeps one step,
 not which reputation the message had, so a correction could not take it back exactly), and a
 signature records them in its flags (`reputation_flags`).
+Then a false positive costing more than a miss, in the loss: each step toward innocent is
+`HAM_STEP` times a step toward spam (a class-weighted log loss; the step is still one float
+per message, recorded and taken back as before), with the margin re-tuned. Seeds 1 / 2 / 3,
+the same figures (the row above, margin 1.45: 3 / 135 / 0.0452, 5 / 143 / 0.0608, 6 / 137 /
+0.0487):
+  HAM_STEP 1.5, margin 1.45 ........................................... 2 / 149 / 0.0554,
+                                                         5 / 153 / 0.0674, 5 / 152 / 0.0497
+  ... margin 1.25 ..................................................... 2 / 136 / 0.0554,
+                                                         5 / 139 / 0.0675, 5 / 138 / 0.0497
+  HAM_STEP 2, margin 1.45 ............................................. 2 / 153 / 0.0641,
+                                                         5 / 163 / 0.0845, 4 / 162 / 0.0511
+  HAM_STEP 1.2, margin 1.35 ........................................... 3 / 132 / 0.0472,
+                                                         5 / 141 / 0.0619, 6 / 141 / 0.0486
+  HAM_STEP 1.25, margin 1.45 .......................................... 2 / 140 / 0.0472,
+                                                         5 / 148 / 0.0620, 5 / 147 / 0.0487
+  ... margin 1.4 ...................................................... 2 / 136 / 0.0472,
+                                                         5 / 143 / 0.0620, 6 / 146 / 0.0487
+  ... margin 1.35 (as here) ........................................... 2 / 134 / 0.0472,
+                                                         5 / 142 / 0.0620, 6 / 141 / 0.0487
+  HAM_STEP 1.3, margin 1.35 ........................................... 2 / 136 / 0.0477,
+                                                         5 / 143 / 0.0615, 5 / 141 / 0.0487
+The row kept is the first to meet issue 21 on seed 1 (at most 2 ham errors, 147 spam, 0.05)
+while no figure of seeds 2 and 3 is worse than before issue 21 (6 / 143 / 0.0744, 6 / 142 /
+0.0564); the window is narrow (HAM_STEP 1.25-1.3, margin about 1.3-1.37). On seeds it was not
+tuned on, 4 / 5 / 6, it gives 5 / 4 / 7 ham and 139 / 136 / 145 spam errors against 5 / 5 / 7
+and 143 / 136 / 148 with HAM_STEP 1 and margin 1.45, and (1-ROCA)% 0.1008 / 0.0836 / 0.0624
+against 0.0967 / 0.0807 / 0.0635: fewer errors of both kinds, the ranking within noise.
+Also measured for the same ham errors, not kept: the date and time words of Date, Received
+and Delivery-Date left out of their tokens (the corpus's dates tell spam from ham only because
+its spam and ham were collected at different times; the starflung.com renewal notice scored
+spam on "May 2002"): 5 / 133 / 0.0450, 3 / 141 / 0.0582, 7 / 140 / 0.0518 (the years left out
+too: 5 / 133 / 0.0461, 3 / 147 / 0.0609, 7 / 148 / 0.0521). It clears that notice on every seed
+but lets other hard_ham newsletters over.
 """
 
 from __future__ import annotations
@@ -139,7 +172,8 @@ RATE = 0.01          # 0.002: 63 / 152 / 0.520; 0.02: 40 / 49 / 0.166 (alone, tr
 THICK = 2.0          # train while |margin| < THICK, even when right
 PASSES = 5           # at most this many gradient steps per message
 BAYES_SCALE = 30.0   # Bayes margins are log-odds sums of ~15-27 tokens; /30 brings them near z
-SPAM_MARGIN = 1.45   # spam when z + bayes/(HAM_SCALE or BAYES_SCALE) >= this
+SPAM_MARGIN = 1.35   # spam when z + bayes/(HAM_SCALE or BAYES_SCALE) >= this
+HAM_STEP = 1.25      # a step toward innocent, in steps toward spam (class-weighted log loss)
 HAM_SCALE = 20.0     # a Bayes score below 0 is decided on at /20 (trained on at /30)
 ALONE_MARGIN = 2.0   # spam when z >= this without Bayes (2 / 384 / 0.131; at 1.5: 6 / 246)
 _CLAMP = 30.0
@@ -271,6 +305,8 @@ def train(z: float, base: float, n_features: float, spam: bool) -> float:
         if (x >= 0.0) == spam and abs(x) > THICK:
             break
         g = RATE * (y - 1.0 / (1.0 + math.exp(-x)))
+        if not spam:
+            g *= HAM_STEP
         step += g
         z += g * n_features
     return step
