@@ -371,7 +371,9 @@ def train_then_reclassify(capsys, corpus_dir: str, md: Path, *shape: int):
     "issue #20's 27 of 30 with at most 3 others is not reached: the default listing finds "
     "21 and 3 others at seed 1 (seeds 2-6: 28/1, 28/2, 25/5, 26/4, 25/4); most others are "
     "hard_ham newsletters, most misses spam one judge or both call innocent, which a filter "
-    "of 450 messages misjudges (docs/training.md#spamsift-reclassify)"))
+    "of 450 messages misjudges: with every other message's true label and the best cut known, "
+    "no ranking finds more than 26 at seed 1 (benchmarks/reclassify_bound.py, "
+    "docs/training.md#how-much-a-480-message-mailbox-can-tell)"))
 def test_scenario_450_with_30_misfiled(env, tmp_path, capsys, corpus_dir):
     """The issue's measurement: 300 ham and 150 spam filed right, 20 spam in the INBOX, 10
     ham in .Spam; train, then reclassify. Before leave-one-out it listed 2 of the 30."""
