@@ -135,6 +135,46 @@ def test_leaving_a_message_out_scores_it_as_a_filter_that_never_learned_it(tmp_p
     assert judge.score(ctx, message).verdict.score > as_learned
 
 
+def test_prefetched_counts_score_as_lookups_of_the_store(tmp_path):
+    """A chunk's counts read at once (`Without.prefetch`) give each message the counts and
+    score of a lookup of its own, left-out learning subtracted; tokens the chunk did not
+    cover are read from the store; after `forget` every lookup reads the store again."""
+    settings = config.load(None).replace(algorithm=["graham", "burton"])
+    msgs = [(m, "innocent") for m in mails(20, False, seed=5)]
+    msgs += [(m, "spam") for m in mails(12, True, seed=5)]
+    full = Agent(settings, MemoryStore())
+    learner = CorpusLearner(full, "u", background=False)
+    for raw, klass in msgs:
+        learner.add(raw, klass)
+    learner.close()
+    view = Without(full.store)
+    judge = Agent(settings, view)
+    ctx = judge.user("u", create=False)
+    messages = [judge.tokenize(ctx, raw) for raw, _k in msgs]
+
+    def scored_without_itself(k):
+        view.leave_out(msgs[k][1], dict.fromkeys(messages[k].ids.values(), 1),
+                       reclassify.corpus_counters(msgs[k][1], 1), 0.0)
+        scored = judge.score(ctx, messages[k])
+        return scored.counts, scored.verdict.score
+
+    plain = [scored_without_itself(k) for k in range(len(msgs))]
+    reads = []
+    lookup = full.store.lookup
+    full.store.lookup = lambda uid, tokens: reads.append(len(tokens)) or lookup(uid, tokens)
+    covered = {t for k in range(0, len(msgs), 2) for t in messages[k].ids.values()}
+    view.prefetch(ctx.data_uid, covered)  # every other message's tokens
+    assert reads == [len(covered)]
+    reads.clear()
+    assert [scored_without_itself(k) for k in range(len(msgs))] == plain
+    # Only the tokens no covered message holds were read again, once per such message.
+    uncovered = [len(set(m.ids.values()) - covered) for m in messages]
+    assert reads == [n for n in uncovered if n] and reads
+    view.forget()
+    reads.clear()
+    assert scored_without_itself(0) == plain[0] and reads == [len(messages[0].ids)]
+
+
 def test_the_recorded_model_step_is_taken_back_from_every_feature(tmp_path):
     """The logistic model: the view's weights are the stored ones minus the message's step
     on each of its features and the bias, and nothing else changes."""
@@ -238,6 +278,30 @@ def test_reclassify_finds_what_training_learned_wrong_and_retrain_equals_a_clean
     store = open_store(settings.storage_url)
     assert (token_table(store, uid), store.stats(uid), list(store.sources(uid))) == after
     store.close()
+
+
+def test_helpers_and_chunked_reads_judge_as_one_message_at_a_time(env, tmp_path, capsys,
+                                                                   monkeypatch):
+    """A helper process tokenizing chunk after chunk (--jobs 1), with each chunk's counts read
+    at once, gives the report of reading and tokenizing one message at a time."""
+    from spamsift.filter.engine import tokenpool
+
+    md, misfiled, _clean = dirty_maildir(tmp_path)
+    assert train.main(["--user", "u", "--quiet", str(md)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(reclassify, "CHUNK", 1)
+    alone = run_reclassify(capsys, "--jobs", "0", str(md))
+    handed = []
+    submit = tokenpool.TokenPool.tokenize
+    monkeypatch.setattr(tokenpool.TokenPool, "tokenize",
+                        lambda pool, chunk: handed.append(len(chunk)) or submit(pool, chunk))
+    monkeypatch.setattr(reclassify, "CHUNK", 25)
+    helped = run_reclassify(capsys, "--jobs", "1", str(md))
+    assert handed == [25, 25, 25, 25]  # 107 messages: the last 7 are tokenized here
+    assert helped == alone
+    assert {f"{'' if f['folder'] == 'INBOX' else f['folder'] + '/'}{f['file']}"
+            for f in helped["findings"]} == misfiled
+    assert reclassify.main(["--user", "u", "--jobs", "-1", str(md)]) == 64
 
 
 @pytest.mark.parametrize("algorithm", [None, ["graham", "burton"]])

@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retrain", action="store_true",
                         help="with --move: correct what training learned from each moved "
                              "message (its folder's class taken back, the other learned)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="helper processes that tokenize (default: none on one CPU, else "
+                             "1; 0 tokenizes in this process; a mailbox of fewer than "
+                             f"{CHUNK} messages never starts one)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--config", help="configuration file")
     return parser
@@ -185,28 +189,68 @@ def _messages(root: str, settings, tally: Scan):
             yield folder, sub, name, raw
 
 
-def scan(agent, ctx, root: str | None, settings, entries=None) -> Scan:
+def scan(agent, ctx, root: str | None, settings, entries=None, jobs: int | None = None) -> Scan:
     """Judge every message of the Maildir at `root` without its own learning (`agent` works
     on a `leaveoneout.Without` view of the user's store); or, instead of a Maildir, the
     `entries` given: (folder, sub, name, raw), the folder a `mailfolders.Folder` whose kind
-    is the class the message was learned as."""
+    is the class the message was learned as.
+
+    `jobs` helper processes tokenize (`tokenpool`; None: `tokenpool.default_jobs`, one on
+    two or more CPUs; 0: none), a chunk of `CHUNK` messages at a time while this process
+    judges the chunk before; a mailbox smaller than a chunk starts none. Tokenizing was 10.5
+    of the 27.7 s of reclassifying 3,000 corpus messages (profiled, graham burton)."""
+    from collections import deque
+
+    from spamsift.filter.engine.tokenpool import TokenPool, default_jobs
+
     tally = Scan()
     chunk: list = []
     if entries is None:
         assert root is not None
         entries = _messages(root, settings, tally)
-    for entry in entries:
-        chunk.append(entry)
-        if len(chunk) >= CHUNK:
-            _judge(agent, ctx, chunk, settings, tally)
-            chunk = []
-    _judge(agent, ctx, chunk, settings, tally)
+    if jobs is None:
+        jobs = default_jobs(True)
+    pool = TokenPool(ctx.settings, jobs) if jobs > 0 else None
+    submitted: deque[list] = deque()  # chunks handed to the pool, oldest first
+
+    def judge_next(messages: list) -> None:
+        _judge(agent, ctx, submitted.popleft(), settings, tally, [m for _n, m in messages])
+
+    failed = True
+    try:
+        for entry in entries:
+            chunk.append(entry)
+            if len(chunk) >= CHUNK:
+                if pool is None:
+                    _judge(agent, ctx, chunk, settings, tally)
+                else:
+                    submitted.append(chunk)
+                    done = pool.tokenize(_unstamped(chunk, settings))
+                    if done:
+                        judge_next(done)
+                chunk = []
+        if pool is not None:
+            for done in pool.drain():
+                judge_next(done)
+        _judge(agent, ctx, chunk, settings, tally)
+        failed = False
+    finally:
+        if pool is not None:
+            pool.close(failed)
     return tally
 
 
-def _judge(agent, ctx, chunk: list, settings, tally: Scan) -> None:
+def _unstamped(chunk: list, settings) -> list[tuple[str, bytes]]:
+    """A chunk as `TokenPool.tokenize` takes it: the messages without our headers."""
     from spamsift.filter.engine.message import unstamp
 
+    return [("", unstamp(raw, settings)) for _f, _s, _n, raw in chunk]
+
+
+def _judge(agent, ctx, chunk: list, settings, tally: Scan, messages: list | None = None
+           ) -> None:
+    """Judge a chunk of (folder, sub, name, raw); `messages`: their `Tokenized` forms when a
+    helper made them."""
     if not chunk:
         return
     view = agent.store
@@ -214,18 +258,24 @@ def _judge(agent, ctx, chunk: list, settings, tally: Scan) -> None:
     header = settings.header_prefix + "-Signature"
     keys = [mailfolders.message_key(raw, header) for _f, _s, _n, raw in chunk]
     records = store.learned_records(ctx.uid, keys)
-    for (folder, sub, name, raw), key in zip(chunk, keys):
-        message = agent.tokenize(ctx, unstamp(raw, settings))
-        learned_as, left_out, step, copies = _leave_out(view, store, ctx.uid, folder.kind,
-                                                        key, records.get(key), message)
-        tally.left_out += left_out != NONE
-        judged = judge(agent, ctx, message, folder.kind)
-        if judged is not None:
-            outcome, evidence = judged
-            tally.findings.append(Finding(
-                folder, sub, name, folder.kind, _other(folder.kind), outcome.probability,
-                _subject(raw), raw, evidence, key, learned_as, left_out, step, copies,
-                outcome.score))
+    if messages is None:
+        messages = [agent.tokenize(ctx, raw) for _k, raw in _unstamped(chunk, settings)]
+    if ctx.data_uid is not None:
+        view.prefetch(ctx.data_uid, {t for m in messages for t in m.ids.values()})
+    try:
+        for (folder, sub, name, raw), key, message in zip(chunk, keys, messages):
+            learned_as, left_out, step, copies = _leave_out(view, store, ctx.uid, folder.kind,
+                                                            key, records.get(key), message)
+            tally.left_out += left_out != NONE
+            judged = judge(agent, ctx, message, folder.kind)
+            if judged is not None:
+                outcome, evidence = judged
+                tally.findings.append(Finding(
+                    folder, sub, name, folder.kind, _other(folder.kind), outcome.probability,
+                    _subject(raw), raw, evidence, key, learned_as, left_out, step, copies,
+                    outcome.score))
+    finally:
+        view.forget()  # the Corrector writes through the store after the scan
 
 
 def _other(klass: str) -> str:
@@ -251,6 +301,19 @@ def judge(agent, ctx, message, klass: str):
     borrow. Its figures are `MIN_EVIDENCE`'s."""
     from spamsift.filter.engine.classifier import mean_evidence
 
+    if ctx.data_uid is not None and ctx.groups.merged is None and ctx.groups.global_ is None:
+        # Both judges must place the message in the other class, and the naive Bayes one
+        # costs a fraction of the filter's algorithms: most messages agree with their
+        # folder, and are let go before those run (what agent.score reads for them is
+        # these counts and totals). Classifying was 10 of 26 s reclassifying 3,000 corpus
+        # messages (profiled, graham burton).
+        uid = ctx.data_uid
+        stats = agent.store.stats(uid)
+        evidence = mean_evidence(set(message.ids.values()),
+                                 agent.store.lookup(uid, message.ids.values()),
+                                 stats.spam_learned, stats.innocent_learned)
+        if (evidence > 0.0) != (klass != "spam"):
+            return None
     scored = agent.score(ctx, message)
     outcome = agent.outcome(ctx, scored)
     if outcome.is_spam == (klass == "spam"):
@@ -494,8 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.retrain and not args.move:
             raise UsageError("--retrain corrects what is moved: give --move too")
-        if args.top < 0 or args.min_score < 0:
-            raise UsageError("--top and --min-score must be 0 or more")
+        if args.top < 0 or args.min_score < 0 or (args.jobs is not None and args.jobs < 0):
+            raise UsageError("--top, --min-score and --jobs must be 0 or more")
         settings = config.load(args.config)
         user = users.acting_for(args.user, settings)
         root = args.maildir.rstrip("/") or "/"
@@ -512,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(settings.storage_url, settings.storage_timeout)
         try:
             report = run(store, settings, user, root, args.min_score, args.top, args.move,
-                         args.retrain)
+                         args.retrain, args.jobs)
         finally:
             store.close()
         if args.json:
@@ -526,8 +589,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(store, settings, user: str, root: str, min_score: float = MIN_EVIDENCE, top: int = 0,
-        do_move: bool = False, retrain: bool = False) -> dict:
-    """Scan the Maildir at `root` for `user`, move (and retrain) what is listed; the report."""
+        do_move: bool = False, retrain: bool = False, jobs: int | None = None) -> dict:
+    """Scan the Maildir at `root` for `user` (`jobs`: `scan`'s), move (and retrain) what is
+    listed; the report."""
     from spamsift.filter.engine.agent import Agent
     from spamsift.filter.engine.leaveoneout import Without
 
@@ -539,7 +603,7 @@ def run(store, settings, user: str, root: str, min_score: float = MIN_EVIDENCE, 
     ctx = judge.user(user, create=False)
     full = ctx.settings
     ctx.settings = judging_settings(full)
-    found = scan(judge, ctx, root, settings)
+    found = scan(judge, ctx, root, settings, jobs=jobs)
     listed = ranked(found.findings, min_score, top)
     corrector = None
     if retrain:

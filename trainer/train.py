@@ -177,10 +177,12 @@ class Progress:
             self.bar.stop()
 
 
-def clean(store, settings, user: str, streams) -> dict[str, dict[str, int]]:
+def clean(store, settings, user: str, streams, jobs: int | None = None
+          ) -> dict[str, dict[str, int]]:
     """Judge each message of `streams` without its own learning and retrain what looks
     misfiled (`spamsift.trainer.reclassify`'s judge, cut and correction, files left where
-    they are); per source folder: messages judged and corrected, spam and ham among them."""
+    they are; `jobs` tokenizing helpers, as `reclassify.scan`'s); per source folder:
+    messages judged and corrected, spam and ham among them."""
     import time
 
     from spamsift.filter.engine.agent import Agent
@@ -214,7 +216,7 @@ def clean(store, settings, user: str, streams) -> dict[str, dict[str, int]]:
             folders[stream.where]["judged"] += 1
             yield folder, "", name, raw
 
-    found = reclassify.scan(judge, ctx, None, settings, entries())
+    found = reclassify.scan(judge, ctx, None, settings, entries(), jobs)
     ctx.settings = full
     # The file stays where it is, now counting as the other class: its folder's class is
     # recorded for the watchers in the correction's own transaction. Without it a watcher
@@ -315,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             progress.stop()
         cleaned = None
         if args.clean:
-            cleaned = clean(agent.store, settings, user, planned_streams(args, settings))
+            cleaned = clean(agent.store, settings, user, planned_streams(args, settings),
+                            args.jobs)
         uid = agent.store.uid(user, create=False)
         stats = agent.store.stats(uid) if uid is not None else None
         agent.store.close()

@@ -45,6 +45,9 @@ class Without(PassThrough):
         super().__init__(store)
         self._stats: dict[int, Stats] = {}  # read once: nothing is written during a scan
         self.keep()
+        self._prefetched_uid: int | None = None
+        self._covered: frozenset[int] = frozenset()
+        self._prefetched: dict[int, tuple[int, int]] = {}
 
     def keep(self) -> None:
         """Leave nothing out (a message training never learned)."""
@@ -71,6 +74,39 @@ class Without(PassThrough):
         self.step = step
         self.features = (frozenset(amounts if tokens is None else tokens) | {logistic.BIAS}
                          if step else frozenset())
+
+    def prefetch(self, uid: int, tokens: Collection[int]) -> None:
+        """Read `uid`'s counts of `tokens` (a chunk's messages' together) in one lookup;
+        `lookup` then serves them from memory until `forget`. A scan reads every message's
+        tokens and most recur across messages (the Received lines, the common words): one
+        lookup a message was 17.5 of 46 s of reclassifying 3,000 corpus messages (profiled,
+        graham burton). The caller forgets before anything is written through the store."""
+        self._prefetched_uid = uid
+        self._covered = frozenset(tokens)
+        self._prefetched = self.store.lookup(uid, self._covered)
+
+    def forget(self) -> None:
+        """Drop what `prefetch` read: later lookups read the store."""
+        self._prefetched_uid = None
+        self._covered = frozenset()
+        self._prefetched = {}
+
+    def _lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
+        """The store's counts of `tokens`, from what was prefetched where it covers them."""
+        if uid != self._prefetched_uid:
+            return self.store.lookup(uid, tokens)
+        found: dict[int, tuple[int, int]] = {}
+        missing = []
+        get, covered = self._prefetched.get, self._covered
+        for token in tokens:
+            row = get(token)
+            if row is not None:
+                found[token] = row
+            elif token not in covered:
+                missing.append(token)
+        if missing:
+            found.update(self.store.lookup(uid, missing))
+        return found
 
     # -- what Agent.user and Agent.score read --------------------------------------------
     def uid(self, username: str, create: bool = True) -> int | None:
@@ -120,7 +156,7 @@ class Without(PassThrough):
         return self.data_uid is None or uid == self.data_uid
 
     def lookup(self, uid: int, tokens: Collection[int]) -> dict[int, tuple[int, int]]:
-        found = self.store.lookup(uid, tokens)
+        found = self._lookup(uid, tokens)
         return self._counts(found) if self._holds(uid) else found
 
     def weights(self, uid: int, tokens: Collection[int]) -> dict[int, float]:
