@@ -25,6 +25,13 @@ def test_mysql_init_is_idempotent_and_check_finds_what_is_missing(mysql_url):
         assert "created dspam_token_data" in created
         assert store.check() == []
         assert store.initialize() == []  # nothing left to create
+        # A schema 3 database from before the purge's index on learned records.
+        store.db.cursor().execute("ALTER TABLE spamsift_learned_messages DROP KEY id_learned_at")
+        assert store.check() == ["index id_learned_at on spamsift_learned_messages is missing, "
+                                 "so each purge batch sorts the old records (run 'spamsift db "
+                                 "init')"]
+        assert store.initialize() == ["added index spamsift_learned_messages.id_learned_at"]
+        assert store.check() == [] and store.initialize() == []
         store.db.cursor().execute("ALTER TABLE dspam_stats DROP COLUMN spam_corpusfed")
         assert store.check() == ["table dspam_stats lacks columns spam_corpusfed"]
     finally:

@@ -104,7 +104,8 @@ CREATE TABLE IF NOT EXISTS spamsift_learned_messages (
     copies        INT          NOT NULL,         -- times learned as that class (duplicates)
     step          DOUBLE       NOT NULL DEFAULT 0, -- the logistic model's steps, summed
     learned_at    BIGINT       NOT NULL,         -- unix time
-    PRIMARY KEY (uid, message_key, learned_class)
+    PRIMARY KEY (uid, message_key, learned_class),
+    KEY id_learned_at (learned_at)                -- purge walks it (`db init` adds it)
 ) ENGINE=InnoDB COMMENT='corpus training: what was learned, per message';
 
 -- Schema version, so `spamsift db init` can upgrade and `db check` can tell.
