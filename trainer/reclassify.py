@@ -210,7 +210,7 @@ def scan(agent, ctx, root: str | None, settings, entries=None, jobs: int | None 
         entries = _messages(root, settings, tally)
     if jobs is None:
         jobs = default_jobs(True)
-    pool = TokenPool(ctx.settings, jobs) if jobs > 0 else None
+    pool = TokenPool(ctx.settings, jobs, _HELPER_DIED) if jobs > 0 else None
     submitted: deque[list] = deque()  # chunks handed to the pool, oldest first
 
     def judge_next(messages: list) -> None:
@@ -238,6 +238,10 @@ def scan(agent, ctx, root: str | None, settings, entries=None, jobs: int | None 
         if pool is not None:
             pool.close(failed)
     return tally
+
+
+_HELPER_DIED = ("a tokenizing helper process died (killed, or out of memory, or it could "
+                "not start); nothing was moved or learned; --jobs 0 judges without helpers")
 
 
 def _unstamped(chunk: list, settings) -> list[tuple[str, bytes]]:

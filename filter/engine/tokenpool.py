@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
 
 INFLIGHT = 2  # chunks per helper submitted and not yet taken back
+PARENT_POLL = 0.5  # seconds between a helper's checks that its parent still runs
 
 
 class HelperError(SpamsiftError):
@@ -74,6 +75,21 @@ def _start(mode: str, ignore_headers: tuple[str, ...], header_prefix: str,
     global _tokenizer, _local_mx
     _tokenizer = Tokenizer(mode, ignore_headers, header_prefix)
     _local_mx = local_mx
+    import threading
+
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this helper when the process that started it is gone. A helper waits on a call
+    queue whose write end it holds itself, so a parent killed by SIGTERM or SIGKILL (the OOM
+    killer's choice is the larger, judging or training process) left it, and with it
+    multiprocessing's resource tracker, running for ever under init."""
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(1)
 
 
 def _tokenize_chunk(chunk: list[tuple[str, bytes]]) -> list[tuple[str, Tokenized]]:
@@ -137,8 +153,11 @@ def _new_pool(jobs: int, args: tuple) -> ProcessPoolExecutor:
 class TokenPool:
     """`jobs` helper processes tokenizing for one user's settings; results in order."""
 
-    def __init__(self, settings, jobs: int) -> None:
+    def __init__(self, settings, jobs: int, died: str = _DIED) -> None:
+        """`died`: what a `HelperError` says when a helper stops without its work (the
+        default is training's)."""
         self.jobs = jobs
+        self.died = died
         self.args = (settings.tokenizer, tuple(settings.ignore_headers), settings.header_prefix,
                      source_relays(settings))
         self._pool: ProcessPoolExecutor | None = None
@@ -154,21 +173,20 @@ class TokenPool:
                     self._pool = _new_pool(self.jobs, self.args)
                 future = self._pool.submit(work, chunk)
         except BrokenProcessPool:
-            raise HelperError(_DIED) from None
+            raise HelperError(self.died) from None
         self._pending.append(future)
         self.chunks += 1
         if len(self._pending) > INFLIGHT * self.jobs:
             return self._result(self._pending.popleft())
         return None
 
-    @staticmethod
-    def _result(future):
+    def _result(self, future):
         from concurrent.futures.process import BrokenProcessPool
 
         try:
             return future.result()
         except BrokenProcessPool:
-            raise HelperError(_DIED) from None
+            raise HelperError(self.died) from None
 
     def tokenize(self, chunk: list[tuple[str, bytes]]) -> list[tuple[str, Tokenized]]:
         """Submit a chunk for `Tokenized` messages; the oldest chunk's result if one is due,
