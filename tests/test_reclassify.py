@@ -310,6 +310,35 @@ def test_helpers_and_chunked_reads_judge_as_one_message_at_a_time(env, tmp_path,
     assert reclassify.main(["--user", "u", "--jobs", "-1", str(md)]) == 64
 
 
+def test_each_correction_is_scored_with_the_totals_the_ones_before_it_left(env, tmp_path,
+                                                                         capsys, monkeypatch):
+    """--move --retrain trains the model of each moved message from its leave-one-out score;
+    the totals that score reads are those after the corrections before it, as a view made
+    afresh would read them (the scan's view kept the totals of its start: found by review)."""
+    from spamsift.filter.engine.agent import Agent as RealAgent
+
+    md, misfiled, _clean = dirty_maildir(tmp_path)
+    assert train.main(["--user", "u", "--quiet", str(md)]) == 0
+    capsys.readouterr()
+    compared = []
+    correct_learned = RealAgent.correct_learned
+
+    def checked(agent, ctx, message, key, old, target, old_step, model=None, watch=()):
+        copies, step = agent.store.learned_records(ctx.uid, [key])[key][old]
+        fresh = Without(agent.store)
+        fresh.leave_out(old, dict.fromkeys(message.ids.values(), copies),
+                        reclassify.corpus_counters(old, copies), step, data_uid=ctx.uid)
+        now = RealAgent(agent.settings, fresh).score(ctx, message).verdict.model
+        compared.append((model[0], model[1], now[0], now[1]))
+        return correct_learned(agent, ctx, message, key, old, target, old_step, model, watch)
+
+    monkeypatch.setattr(RealAgent, "correct_learned", checked)
+    report = run_reclassify(capsys, "--move", "--retrain", str(md))
+    assert report["retrained"] == len(misfiled) == len(compared) == 7
+    for z, base, fresh_z, fresh_base in compared:
+        assert (z, base) == (pytest.approx(fresh_z), pytest.approx(fresh_base))
+
+
 @pytest.mark.parametrize("algorithm", [None, ["graham", "burton"]])
 def test_train_clean_retrains_what_looks_misfiled_as_a_train_of_the_corrected_mailbox(
         env, tmp_path, capsys, algorithm):

@@ -442,6 +442,7 @@ class Corrector:
         if finding.left_out == CORPUS and finding.learned_as != finding.verdict:
             message = agent.tokenize(ctx, unstamp(finding.raw, ctx.settings))
             view = self.judge.store
+            view.reread_stats()  # the corrections before this one moved totals
             copies = finding.copies
             view.leave_out(finding.learned_as, dict.fromkeys(message.ids.values(), copies),
                            corpus_counters(finding.learned_as, copies), finding.step * copies,
@@ -477,6 +478,7 @@ class Corrector:
         if finding.left_out == CORPUS:
             message = agent.tokenize(ctx, unstamp(finding.raw, ctx.settings))
             copies = finding.copies
+            self.judge.store.reread_stats()  # the corrections before this one moved totals
             self.judge.store.leave_out(
                 finding.learned_as, dict.fromkeys(message.ids.values(), copies),
                 corpus_counters(finding.learned_as, copies), finding.step * copies,

@@ -85,6 +85,11 @@ class Without(PassThrough):
         found = self.store.lookup(uid, covered)  # a failed read leaves the view reading through
         self._prefetched_uid, self._covered, self._prefetched = uid, covered, found
 
+    def reread_stats(self) -> None:
+        """Read the totals from the store again at the next `stats`: after a write through
+        the store (a correction moves a message from one class's totals to the other's)."""
+        self._stats = {}
+
     def forget(self) -> None:
         """Drop what `prefetch` read: later lookups read the store."""
         self._prefetched_uid = None
