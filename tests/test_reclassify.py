@@ -95,13 +95,9 @@ def test_train_records_every_message_it_learned_with_its_class_and_step(
 
 
 # -- leave-one-out ---------------------------------------------------------------------------
-def test_leaving_a_message_out_scores_it_as_a_filter_that_never_learned_it(tmp_path):
-    """Bayes: the view's score of a learned message equals the score a filter trained on all
-    the others gives it (the same tokens, counts and totals)."""
-    settings = config.load(None).replace(algorithm=["graham", "burton"])
-    msgs = [(m, "innocent") for m in mails(25, False, seed=3)]
-    msgs += [(m, "spam") for m in mails(15, True, seed=3)]
-    msgs.insert(7, (mails(1, True, seed=4)[0], "innocent"))  # a misfiled spam
+def learned_view(settings, msgs: list[tuple[bytes, str]]):
+    """`msgs` (raw, class) learned as corpus by user "u" on a memory store; (the learning
+    agent, a `Without` view of its store, an agent judging on the view, u's context there)."""
     full = Agent(settings, MemoryStore())
     learner = CorpusLearner(full, "u", background=False)
     for raw, klass in msgs:
@@ -109,7 +105,17 @@ def test_leaving_a_message_out_scores_it_as_a_filter_that_never_learned_it(tmp_p
     learner.close()
     view = Without(full.store)
     judge = Agent(settings, view)
-    ctx = judge.user("u", create=False)
+    return full, view, judge, judge.user("u", create=False)
+
+
+def test_leaving_a_message_out_scores_it_as_a_filter_that_never_learned_it(tmp_path):
+    """Bayes: the view's score of a learned message equals the score a filter trained on all
+    the others gives it (the same tokens, counts and totals)."""
+    settings = config.load(None).replace(algorithm=["graham", "burton"])
+    msgs = [(m, "innocent") for m in mails(25, False, seed=3)]
+    msgs += [(m, "spam") for m in mails(15, True, seed=3)]
+    msgs.insert(7, (mails(1, True, seed=4)[0], "innocent"))  # a misfiled spam
+    full, view, judge, ctx = learned_view(settings, msgs)
     records = full.store.learned_records(ctx.uid, [mailfolders.message_key(r) for r, _ in msgs])
     for k in (0, 7, 30):
         raw, klass = msgs[k]
@@ -148,14 +154,7 @@ def test_prefetched_counts_score_as_lookups_of_the_store(tmp_path):
     settings = config.load(None).replace(algorithm=["graham", "burton"])
     msgs = [(m, "innocent") for m in mails(20, False, seed=5)]
     msgs += [(m, "spam") for m in mails(12, True, seed=5)]
-    full = Agent(settings, MemoryStore())
-    learner = CorpusLearner(full, "u", background=False)
-    for raw, klass in msgs:
-        learner.add(raw, klass)
-    learner.close()
-    view = Without(full.store)
-    judge = Agent(settings, view)
-    ctx = judge.user("u", create=False)
+    full, view, judge, ctx = learned_view(settings, msgs)
     messages = [judge.tokenize(ctx, raw) for raw, _k in msgs]
 
     def scored_without_itself(k):
@@ -587,17 +586,10 @@ def test_a_failed_prefetch_does_not_leave_every_token_unseen():
     from an empty table, counts of zero, without an error (found by review; latent: scan
     gives up on the error). A failed prefetch now leaves the view reading through."""
     settings = config.load(None).replace(algorithm=["graham", "burton"])
-    store = MemoryStore()
-    agent = Agent(settings, store)
-    learner = CorpusLearner(agent, "u", background=False)
-    for raw in mails(10, False, seed=5):
-        learner.add(raw, "innocent")
-    for raw in mails(10, True, seed=5):
-        learner.add(raw, "spam")
-    learner.close()
-    view = Without(store)
-    judge = Agent(settings, view)
-    ctx = judge.user("u", create=False)
+    msgs = [(m, "innocent") for m in mails(10, False, seed=5)]
+    full, view, judge, ctx = learned_view(settings, msgs + [(m, "spam")
+                                                            for m in mails(10, True, seed=5)])
+    store = full.store
     message = judge.tokenize(ctx, mails(1, True, seed=6)[0])
     tokens = list(message.ids.values())
     expected = view.lookup(ctx.data_uid, tokens)
