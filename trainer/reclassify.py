@@ -305,6 +305,7 @@ def judge(agent, ctx, message, klass: str):
     borrow. Its figures are `MIN_EVIDENCE`'s."""
     from spamsift.filter.engine.classifier import mean_evidence
 
+    evidence: float | None = None
     if ctx.data_uid is not None and ctx.groups.merged is None and ctx.groups.global_ is None:
         # Both judges must place the message in the other class, and the naive Bayes one
         # costs a fraction of the filter's algorithms: most messages agree with their
@@ -323,7 +324,8 @@ def judge(agent, ctx, message, klass: str):
     if outcome.is_spam == (klass == "spam"):
         return None
     ts, ti = scored.stats.spam_learned, scored.stats.innocent_learned
-    evidence = mean_evidence(set(message.ids.values()), scored.counts, ts, ti)
+    if evidence is None:  # else the same counts and totals gave it above
+        evidence = mean_evidence(set(message.ids.values()), scored.counts, ts, ti)
     if (evidence > 0.0) != outcome.is_spam:
         return None
     body = body_evidence(message.ids, scored.counts, ts, ti)
