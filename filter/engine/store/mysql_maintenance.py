@@ -71,10 +71,13 @@ def initialize(store: OpenMySQL) -> list[str]:
     return done
 
 
+# Whether the current database's `table` has index `index` (a count).
+_INDEX_COUNT = ("SELECT count(*) FROM information_schema.statistics WHERE "
+                "table_schema = DATABASE() AND table_name = %s AND index_name = %s")
+
+
 def _has_index(cur, table: str, index: str) -> bool:
-    cur.execute("SELECT count(*) FROM information_schema.statistics WHERE "
-                "table_schema = DATABASE() AND table_name = %s AND index_name = %s",
-                (table, index))
+    cur.execute(_INDEX_COUNT, (table, index))
     return bool(cur.fetchone()[0])
 
 
@@ -102,9 +105,7 @@ def schema_problems(store: OpenMySQL) -> list[str]:
         if table in sql.tables("mysql") and (engine or "").lower() != "innodb":
             problems.append(f"table {table} uses {engine}, not InnoDB (no transactions)")
     if "spamsift_learned_messages" in have and not store._query(
-            "SELECT 1 FROM information_schema.statistics WHERE table_schema = %s AND "
-            "table_name = 'spamsift_learned_messages' AND index_name = 'id_learned_at'",
-            (database,)):
+            _INDEX_COUNT, ("spamsift_learned_messages", "id_learned_at"))[0][0]:
         problems.append("index id_learned_at on spamsift_learned_messages is missing, so each "
                         "purge batch sorts the old records (run 'spamsift db init')")
     if "spamsift_meta" in have:
